@@ -1,0 +1,64 @@
+"""The tables, and the one value type that travels through the system: a Sample.
+
+A sample's integer id is also its SSE event id, so ids must only grow.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+samples = Table(
+    "samples",
+    metadata,
+    # INTEGER on SQLite makes it the rowid alias. Without AUTOINCREMENT SQLite hands out
+    # max(rowid) + 1, which only grows because retention never deletes a widget's newest row.
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("widget", String(64), nullable=False),
+    Column("ts", DateTime(timezone=True), nullable=False),
+    Column("value", JSON, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("message", Text, nullable=True),
+    # "latest per widget" and "history of a widget since an id" both walk this one.
+    Index("ix_samples_widget_id", "widget", "id"),
+    Index("ix_samples_ts", "ts"),
+)
+
+OK = "ok"
+ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    id: int
+    widget: str
+    ts: datetime
+    value: Any
+    status: str = OK
+    message: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {"widget": self.widget, "value": self.value, "ts": format_ts(self.ts), "status": self.status}
+        if self.message:
+            out["message"] = self.message
+        return out
+
+    def to_json(self) -> str:
+        # ensure_ascii keeps a lone surrogate intact as a \\udXXX escape: it has no UTF-8 form.
+        return json.dumps(self.as_dict(), ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+
+
+def format_ts(ts: datetime) -> str:
+    """2026-11-21T10:15:02.120Z: the form the page and API use."""
+    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+
+
+def utc(ts: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything we store is UTC."""
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)

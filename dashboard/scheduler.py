@@ -1,0 +1,168 @@
+"""Runs the sources: each widget on its own interval, with a timeout, exponential
+backoff on failure, change detection, then store-and-publish through the recorder.
+
+Like Home Assistant's update coordinators, a source only fetches; this loop owns
+the timing, and logs when a source goes from working to failing and when it
+recovers, never on every failure, so a dead source cannot flood the journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .config import WidgetConfig
+from .models import ERROR, OK, Sample
+from .recorder import Recorder
+from .sources import SourceError
+from .views import ValueRejected, accept
+
+log = logging.getLogger("dashboard.scheduler")
+
+MAX_BACKOFF = 300.0
+
+
+@dataclass
+class WidgetState:
+    status: str = "pending"
+    message: str | None = None
+    failures: int = 0
+    runs: int = 0
+    last_success: float | None = None  # wall-clock seconds
+    last_error: float | None = None
+    last_duration: float | None = None
+
+
+def backoff(every: float, failures: int) -> float:
+    """The wait after the n-th failure in a row: every * 2**(n-1), capped."""
+    return min(every * 2 ** max(failures - 1, 0), max(every, MAX_BACKOFF))
+
+
+class Scheduler:
+    def __init__(
+        self,
+        widgets: dict[str, WidgetConfig],
+        sources: dict[str, Any],
+        recorder: Recorder,
+        latest: dict[str, Sample] | None = None,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
+        on_run: Callable[[str, str, float], None] | None = None,
+    ):
+        self.widgets = widgets
+        self.sources = sources
+        self.recorder = recorder
+        self.last: dict[str, Sample] = dict(latest or {})
+        self.states = {widget_id: WidgetState() for widget_id in sources}
+        self._sleep = sleep
+        self._clock = clock
+        self._on_run = on_run  # (widget id, "ok" | "error", seconds): for metrics
+        self._tasks: dict[str, asyncio.Task] = {}
+
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks) and all(not task.done() for task in self._tasks.values())
+
+    def start(self) -> None:
+        for widget_id, source in self.sources.items():
+            runner = self._stream if hasattr(source, "stream") else self._poll
+            self._tasks[widget_id] = asyncio.create_task(runner(self.widgets[widget_id], source), name=f"source:{widget_id}")
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        for source in self.sources.values():
+            close = getattr(source, "close", None)
+            if close is not None:
+                await close()
+
+    async def _poll(self, widget: WidgetConfig, source) -> None:
+        state = self.states[widget.id]
+        while True:
+            await self.run_once(widget, source)
+            await self._sleep(backoff(widget.every, state.failures) if state.failures else widget.every)
+
+    async def run_once(self, widget: WidgetConfig, source) -> None:
+        """One fetch with its timeout, then success or failure handling. Never raises
+        (but for cancellation): a broken source must not end its own loop."""
+        started = time.perf_counter()
+        try:
+            value = await asyncio.wait_for(source.fetch(), widget.timeout)
+            value = accept(widget.view, value)
+        except asyncio.TimeoutError:
+            await self._failed(widget, f"timed out after {widget.timeout:g}s", started)
+        except (SourceError, ValueRejected) as exc:
+            await self._failed(widget, str(exc) or type(exc).__name__, started)
+        except Exception as exc:  # a bug in a source: keep the loop, say what it was
+            log.exception("source of widget %s raised", widget.id)
+            await self._failed(widget, f"{type(exc).__name__}: {exc}", started)
+        else:
+            await self._succeeded(widget, value, started)
+
+    async def _stream(self, widget: WidgetConfig, source) -> None:
+        state = self.states[widget.id]
+
+        async def emit(value: Any) -> None:
+            started = time.perf_counter()
+            try:
+                value = accept(widget.view, value)
+            except ValueRejected as exc:
+                await self._failed(widget, str(exc), started)
+            else:
+                await self._succeeded(widget, value, started)
+
+        while True:
+            try:
+                await source.stream(emit)
+                raise SourceError("stream ended")
+            except SourceError as exc:
+                await self._failed(widget, str(exc), time.perf_counter())
+            except Exception as exc:
+                log.exception("source of widget %s raised", widget.id)
+                await self._failed(widget, f"{type(exc).__name__}: {exc}", time.perf_counter())
+            await self._sleep(backoff(widget.every, state.failures))
+
+    async def _succeeded(self, widget: WidgetConfig, value: Any, started: float) -> None:
+        state = self.states[widget.id]
+        if state.failures:
+            log.info("widget %s recovered after %d failed run(s)", widget.id, state.failures)
+        self._ran(widget, state, OK, started)
+        state.failures = 0
+        state.status, state.message, state.last_success = OK, None, self._clock()
+        last = self.last.get(widget.id)
+        if widget.on_change and last is not None and last.status == OK and last.value == value:
+            return
+        await self._record(widget.id, value, OK, None)
+
+    async def _failed(self, widget: WidgetConfig, message: str, started: float) -> None:
+        state = self.states[widget.id]
+        if not state.failures:
+            log.warning("widget %s failing: %s", widget.id, message)
+        self._ran(widget, state, ERROR, started)
+        state.failures += 1
+        state.status, state.message, state.last_error = ERROR, message, self._clock()
+        last = self.last.get(widget.id)
+        if last is not None and last.status == ERROR and last.message == message:
+            return  # the page already shows this failure
+        # Keep the last good value: the page shows it, marked as failing.
+        await self._record(widget.id, last.value if last is not None else None, ERROR, message)
+
+    def _ran(self, widget: WidgetConfig, state: WidgetState, outcome: str, started: float) -> None:
+        state.runs += 1
+        state.last_duration = time.perf_counter() - started
+        if self._on_run is not None:
+            self._on_run(widget.id, outcome, state.last_duration)
+
+    async def _record(self, widget_id: str, value: Any, status: str, message: str | None) -> None:
+        try:
+            self.last[widget_id] = await self.recorder.record(widget_id, value, status, message)
+        except Exception:  # the database is down: the next run tries again
+            log.exception("could not store a sample of widget %s", widget_id)

@@ -1,0 +1,72 @@
+"""Where widget values come from: one small module per source kind.
+
+A polled source has `async fetch() -> value`; the scheduler owns interval,
+timeout, backoff and logging. A streaming source (an upstream SSE stream, an
+MQTT topic) has `async stream(emit)` instead: it runs until it fails, calling
+`await emit(value)` for each value. Either raises SourceError, with a reason
+a person can act on, and nothing else.
+
+Kinds are imported lazily, so an optional dependency (an MQTT client, say) is
+needed only by a config that uses it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Protocol
+
+from ..config import Config, ConfigError, Table, WidgetConfig
+
+
+class SourceError(Exception):
+    """The source could not produce a value; str() is shown on the widget."""
+
+
+class Source(Protocol):
+    async def fetch(self) -> Any: ...
+
+
+# kind -> module under dashboard.sources with a `build(options, widget, config)` function.
+KINDS = {
+    "random_walk": "random_walk",
+    "system": "system",
+    "push": None,  # no ticker: values arrive through the push API
+}
+
+
+def build_source(config: Config, widget: WidgetConfig):
+    """The source object for a widget, None for push widgets and clocks; ConfigError
+    for a bad kind or bad options."""
+    if widget.source is None:
+        return None
+    options = config.source_options(widget.id)
+    kind = widget.source.kind
+    if kind not in KINDS:
+        raise ConfigError(
+            f"{config.file}: {widget.source.path}.kind: unknown source kind {kind!r} "
+            f"(expected one of: {', '.join(sorted(KINDS))})"
+        )
+    if KINDS[kind] is None:
+        options.done()
+        return None
+    module = importlib.import_module(f"{__name__}.{KINDS[kind]}")
+    source = module.build(options, widget, config)
+    options.done()
+    return source
+
+
+def build_sources(config: Config) -> dict[str, Any]:
+    """Every ticker of the config, by widget id; validates every source's options."""
+    sources = {}
+    for widget in config.widgets.values():
+        source = build_source(config, widget)
+        if source is not None:
+            sources[widget.id] = source
+    return sources
+
+
+def is_push(widget: WidgetConfig) -> bool:
+    return widget.source is not None and widget.source.kind == "push"
+
+
+__all__ = ["SourceError", "Source", "Table", "build_source", "build_sources", "is_push", "KINDS"]

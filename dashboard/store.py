@@ -1,0 +1,181 @@
+"""The SQL store: engine, schema migrations, and the few queries the app needs.
+
+All writes go through one asyncio.Lock, so ids are handed out in the order the
+caller sees them committed. SQLite runs in WAL mode with synchronous=NORMAL:
+a crashed process loses nothing committed (only a power cut could), and readers
+never block the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, event, func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from .models import OK, Sample, samples, utc
+
+log = logging.getLogger("dashboard.store")
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def _row_to_sample(row) -> Sample:
+    return Sample(row.id, row.widget, utc(row.ts), row.value, row.status, row.message)
+
+
+def _alembic_upgrade(sync_connection, revision: str = "head") -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = sync_connection
+    command.upgrade(cfg, revision)
+
+
+def ensure_sqlite_dir(url: str) -> None:
+    """Create the directory of a SQLite file, so a fresh checkout just runs."""
+    prefix = "sqlite+aiosqlite:///"
+    if url.startswith(prefix) and ":memory:" not in url:
+        Path(url[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
+
+
+class Store:
+    def __init__(self, url: str):
+        self.url = url
+        self.engine: AsyncEngine | None = None
+        self._write_lock = asyncio.Lock()
+
+    async def open(self, *, migrate: bool = True) -> None:
+        ensure_sqlite_dir(self.url)
+        self.engine = create_async_engine(self.url)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        if migrate:
+            await self.migrate()
+
+    async def migrate(self) -> None:
+        async with self.engine.begin() as conn:
+            await conn.run_sync(_alembic_upgrade)
+
+    async def close(self) -> None:
+        # Waiting for the lock lets a write in progress finish before the engine goes.
+        async with self._write_lock:
+            if self.engine is not None:
+                await self.engine.dispose()
+                self.engine = None
+
+    async def ping(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            return True
+        except Exception:  # any failure means "not reachable" to a health check
+            return False
+
+    async def append(self, widget: str, value: Any, status: str = OK, message: str | None = None) -> Sample:
+        (sample,) = await self.append_many([(widget, value, status, message)])
+        return sample
+
+    async def append_many(
+        self, items: Sequence[tuple[str, Any, str, str | None]], *, then=None
+    ) -> list[Sample]:
+        """Insert samples in one transaction, all or nothing.
+
+        `then(samples)` runs after the commit while the write lock is still held, so
+        whatever it publishes goes out in id order.
+        """
+        async with self._write_lock:
+            ts = datetime.now(timezone.utc)
+            out = []
+            async with self.engine.begin() as conn:
+                for widget, value, status, message in items:
+                    result = await conn.execute(
+                        samples.insert().values(widget=widget, ts=ts, value=value, status=status, message=message)
+                    )
+                    out.append(Sample(result.inserted_primary_key[0], widget, ts, value, status, message))
+            if then is not None:
+                then(out)
+            return out
+
+    async def latest(self, widgets: Iterable[str]) -> dict[str, Sample]:
+        """The newest sample of each widget that has one."""
+        out = {}
+        async with self.engine.connect() as conn:
+            for widget in widgets:
+                row = (
+                    await conn.execute(
+                        select(samples).where(samples.c.widget == widget).order_by(samples.c.id.desc()).limit(1)
+                    )
+                ).first()
+                if row is not None:
+                    out[widget] = _row_to_sample(row)
+        return out
+
+    async def last_id(self) -> int:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(select(func.max(samples.c.id)))).scalar() or 0
+
+    async def history(
+        self, widget: str, *, since: int = 0, limit: int = 1000, after: datetime | None = None,
+        upto: int | None = None,
+    ) -> list[Sample]:
+        """Samples of one widget with since < id <= upto (and ts >= after), oldest first.
+
+        With a limit, the newest `limit` of them: a graph wants the recent end.
+        """
+        query = select(samples).where(samples.c.widget == widget, samples.c.id > since)
+        if after is not None:
+            query = query.where(samples.c.ts >= after)
+        if upto is not None:
+            query = query.where(samples.c.id <= upto)
+        query = query.order_by(samples.c.id.desc()).limit(limit)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_row_to_sample(row) for row in reversed(rows)]
+
+    async def since(self, widgets: Iterable[str], event_id: int, *, upto: int | None = None, limit: int) -> list[Sample]:
+        """Samples of these widgets with event_id < id <= upto, oldest first, at most limit+1 rows
+        (so the caller can tell that there were more than limit)."""
+        query = select(samples).where(samples.c.widget.in_(list(widgets)), samples.c.id > event_id)
+        if upto is not None:
+            query = query.where(samples.c.id <= upto)
+        query = query.order_by(samples.c.id).limit(limit + 1)
+        async with self.engine.connect() as conn:
+            return [_row_to_sample(row) for row in (await conn.execute(query)).all()]
+
+    async def prune(self, older_than: datetime, *, batch: int = 500) -> int:
+        """Delete samples older than `older_than` in small batches, never a widget's newest."""
+        total = 0
+        newest = select(func.max(samples.c.id)).group_by(samples.c.widget)
+        while True:
+            async with self._write_lock:
+                async with self.engine.begin() as conn:
+                    ids = (
+                        await conn.execute(
+                            select(samples.c.id)
+                            .where(samples.c.ts < older_than, samples.c.id.not_in(newest))
+                            .order_by(samples.c.id)
+                            .limit(batch)
+                        )
+                    ).scalars().all()
+                    if ids:
+                        await conn.execute(delete(samples).where(samples.c.id.in_(ids)))
+            total += len(ids)
+            if len(ids) < batch:
+                return total
+            await asyncio.sleep(0)  # let writers in between batches

@@ -1,0 +1,170 @@
+"""The widget views: which values each accepts, and the small computations the
+templates need (formatting, threshold levels, graph geometry).
+
+A value that a view cannot show is rejected here, once, for every path it may
+come from (a ticker, the push API), with a reason a user can act on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+VIEWS = ("number", "meter", "graph", "text", "list", "status", "clock")
+NUMERIC_VIEWS = ("number", "meter", "graph")
+STATUS_STATES = ("ok", "warn", "down")
+MAX_LIST_ROWS = 200
+
+
+class ValueRejected(ValueError):
+    """The value does not fit the widget's view; str() says why."""
+
+
+def _number(value: Any) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueRejected(f"expected a number, got {_describe(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueRejected(f"expected a finite number, got {value}")
+    return value
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ValueRejected(f"expected text, got {_describe(value)}")
+
+
+def _list_row(item: Any) -> dict[str, Any]:
+    if isinstance(item, dict):
+        if "label" not in item:
+            raise ValueRejected('expected each list row to have a "label"')
+        row = {"label": _text(item["label"])}
+        if item.get("value") is not None:
+            row["value"] = _cell(item["value"])
+        return row
+    if isinstance(item, (list, tuple)) and len(item) == 2:
+        return {"label": _text(item[0]), "value": _cell(item[1])}
+    return {"label": _text(item)}
+
+
+def _cell(value: Any) -> str | int | float:
+    return _number(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else _text(value)
+
+
+def _list(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, (list, tuple)):
+        raise ValueRejected(f"expected a list of rows, got {_describe(value)}")
+    if len(value) > MAX_LIST_ROWS:
+        raise ValueRejected(f"expected at most {MAX_LIST_ROWS} rows, got {len(value)}")
+    return [_list_row(item) for item in value]
+
+
+def _status(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        value = {"state": value}
+    if not isinstance(value, dict) or value.get("state") not in STATUS_STATES:
+        raise ValueRejected(f'expected "ok", "warn" or "down" (or an object with a "state"), got {_describe(value)}')
+    out = {"state": value["state"]}
+    for key in ("latency_ms", "code"):
+        if value.get(key) is not None:
+            out[key] = _number(value[key])
+    if value.get("detail") is not None:
+        out["detail"] = _text(value["detail"])
+    return out
+
+
+def _clock(value: Any) -> None:
+    raise ValueRejected("a clock shows the browser's time and takes no value")
+
+
+_VALIDATORS = {
+    "number": _number,
+    "meter": _number,
+    "graph": _number,
+    "text": _text,
+    "list": _list,
+    "status": _status,
+    "clock": _clock,
+}
+
+
+def accept(view: str, value: Any) -> Any:
+    """The value as the view stores it, or ValueRejected."""
+    return _VALIDATORS[view](value)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"text {shown!r}"
+    return type(value).__name__ if not isinstance(value, (int, float)) else repr(value)
+
+
+# -- what the templates use ------------------------------------------------------------------
+
+
+def format_number(value: Any, decimals: int | None = None) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "" if value is None else str(value)
+    if decimals is None:
+        return f"{value:,}" if isinstance(value, int) else f"{value:,.6g}" if abs(value) < 1e6 else f"{value:,.0f}"
+    return f"{value:,.{decimals}f}"
+
+
+def level(value: Any, warn: float | None, crit: float | None) -> str:
+    """"ok", "warn" or "crit". Thresholds rise (warn < crit: high is bad) or fall
+    (warn > crit: low is bad, like free disk space)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "ok"
+    falling = warn is not None and crit is not None and warn > crit
+    beyond = (lambda limit: value <= limit) if falling else (lambda limit: value >= limit)
+    if crit is not None and beyond(crit):
+        return "crit"
+    if warn is not None and beyond(warn):
+        return "warn"
+    return "ok"
+
+
+def meter_fraction(value: Any, low: float | None, high: float | None) -> float:
+    low = 0.0 if low is None else low
+    high = 100.0 if high is None else high
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or high <= low:
+        return 0.0
+    return min(1.0, max(0.0, (value - low) / (high - low)))
+
+
+def change(current: Any, previous: Any) -> tuple[str, float | None]:
+    """The arrow ("up", "down", "flat") and percent change from previous to current."""
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in (current, previous)):
+        return "flat", None
+    if current == previous:
+        return "flat", 0.0
+    percent = None if previous == 0 else (current - previous) / abs(previous) * 100
+    return ("up" if current > previous else "down"), percent
+
+
+def graph_path(points: Sequence[tuple[float, float]], width: float, height: float,
+               low: float | None = None, high: float | None = None) -> str:
+    """An SVG polyline `points` attribute for (t, v) pairs scaled into width x height.
+
+    static/widgets.js draws the same way when live values arrive."""
+    if not points:
+        return ""
+    ts = [p[0] for p in points]
+    vs = [p[1] for p in points]
+    t0, t1 = min(ts), max(ts)
+    v0 = min(vs) if low is None else low
+    v1 = max(vs) if high is None else high
+    if v1 == v0:
+        v0, v1 = v0 - 1, v1 + 1
+    span = (t1 - t0) or 1.0
+    return " ".join(
+        f"{(t - t0) / span * width:.1f},{height - (v - v0) / (v1 - v0) * height:.1f}" for t, v in points
+    )

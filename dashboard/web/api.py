@@ -1,0 +1,80 @@
+"""The JSON API: widgets with their latest values, one widget, its history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tornado.web
+
+from ..models import Sample, format_ts
+from .base import BaseHandler
+
+
+def sample_json(sample: Sample | None) -> dict[str, Any] | None:
+    if sample is None:
+        return None
+    return {"id": sample.id, **sample.as_dict()}
+
+
+class ApiHandler(BaseHandler):
+    def widget_or_404(self, widget_id: str):
+        widget = self.config.widgets.get(widget_id)
+        if widget is None:
+            raise tornado.web.HTTPError(404, f"unknown widget {widget_id!r}")
+        return widget
+
+    def widget_json(self, widget, latest: dict[str, Sample]) -> dict[str, Any]:
+        return {
+            "id": widget.id,
+            "title": widget.title,
+            "view": widget.view,
+            "source": widget.source.kind if widget.source else None,
+            "dashboards": list(self.config.dashboards_of(widget.id)),
+            "sample": sample_json(latest.get(widget.id)),
+        }
+
+    def int_argument(self, name: str, default: int, *, low: int, high: int | None = None) -> int:
+        raw = self.get_query_argument(name, None)
+        if raw is None:
+            return default
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+            raise tornado.web.HTTPError(400, f"{name}: expected a whole number, got {raw[:40]!r}")
+        value = int(raw)
+        if value < low or (high is not None and value > high):
+            bound = f"from {low} to {high}" if high is not None else f"of at least {low}"
+            raise tornado.web.HTTPError(400, f"{name}: expected a number {bound}, got {value}")
+        return value
+
+
+class WidgetsHandler(ApiHandler):
+    async def get(self) -> None:
+        widgets = list(self.config.widgets.values())
+        latest = await self.runtime.store.latest(w.id for w in widgets)
+        self.write_json({"widgets": [self.widget_json(w, latest) for w in widgets]})
+
+
+class WidgetHandler(ApiHandler):
+    async def get(self, widget_id: str) -> None:
+        widget = self.widget_or_404(widget_id)
+        latest = await self.runtime.store.latest([widget.id])
+        self.write_json(self.widget_json(widget, latest))
+
+
+class HistoryHandler(ApiHandler):
+    async def get(self, widget_id: str) -> None:
+        widget = self.widget_or_404(widget_id)
+        cap = self.config.api.history_limit
+        since = self.int_argument("since", 0, low=0)
+        limit = self.int_argument("limit", cap, low=1, high=cap)
+        samples = await self.runtime.store.history(widget.id, since=since, limit=limit)
+        self.write_json({
+            "widget": widget.id,
+            "samples": [sample_json(s) for s in samples],
+            "now": format_ts_now(),
+        })
+
+
+def format_ts_now() -> str:
+    from datetime import datetime, timezone
+
+    return format_ts(datetime.now(timezone.utc))
