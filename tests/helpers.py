@@ -1,0 +1,239 @@
+"""Test helpers: write a config, run the real server on a loopback port, and read
+its event stream over a raw socket with the project's spec-exact decoder."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import textwrap
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from dashboard.config import load_config
+from dashboard.main import Server
+from dashboard.sse import Decoder, Event
+
+# A small config with no source that changes by itself: tests push or drive values.
+BASE_CONFIG = """
+[server]
+host = "127.0.0.1"
+port = 0
+keepalive = "15s"
+grace = "2s"
+
+[storage]
+url = "sqlite+aiosqlite:///data/test.db"
+
+[api]
+tokens = { test = "test-token-0123456789" }
+
+[[dashboards]]
+id = "main"
+title = "Main"
+widgets = ["a", "b"]
+
+[[dashboards]]
+id = "other"
+title = "Other"
+widgets = ["b", "c"]
+
+[widgets.a]
+view = "number"
+source = { kind = "push" }
+
+[widgets.b]
+view = "text"
+source = { kind = "push" }
+
+[widgets.c]
+view = "number"
+source = { kind = "push" }
+"""
+
+TOKEN = "test-token-0123456789"
+
+
+def write_config(directory: Path, text: str = BASE_CONFIG, name: str = "config.toml") -> Path:
+    path = Path(directory) / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+async def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01, message: str = "condition"):
+    """Poll `predicate` (sync or async) until true, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        await asyncio.sleep(interval)
+
+
+class RunningServer:
+    def __init__(self, server: Server, config_path: Path):
+        self.server = server
+        self.config_path = config_path
+
+    @property
+    def runtime(self):
+        return self.server.runtime
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def record(self, widget: str, value, status: str = "ok", message: str | None = None):
+        """Store and publish a sample as a ticker would."""
+        return await self.runtime.recorder.record(widget, value, status, message)
+
+    async def stop(self) -> None:
+        await self.server.stop()
+
+
+class ServerFactory:
+    """Starts real servers on port 0 with a SQLite file in a temp dir; stops them all at teardown.
+
+    `await servers.start()` uses BASE_CONFIG; `await servers.start(config_text)` another
+    config; starting again with the same directory reuses the same database (a restart)."""
+
+    def __init__(self, tmp_path: Path):
+        self.tmp_path = tmp_path
+        self.running: list[RunningServer] = []
+
+    async def start(self, config_text: str = BASE_CONFIG, *, directory: Path | None = None, port: int | None = None,
+                    **server_options) -> RunningServer:
+        directory = Path(directory or self.tmp_path)
+        path = write_config(directory, config_text)
+        config = load_config(path)
+        if port is not None:
+            import dataclasses
+
+            config = dataclasses.replace(config, server=dataclasses.replace(config.server, port=port))
+        server = Server(config, **server_options)
+        await server.start()
+        running = RunningServer(server, path)
+        self.running.append(running)
+        return running
+
+    async def stop_all(self) -> None:
+        for running in self.running:
+            if running.server.runtime is not None:
+                await running.server.stop()
+        self.running.clear()
+
+
+class StreamClient:
+    """A raw HTTP/1.1 SSE client: status, headers, then events as they arrive.
+
+    Reads chunked transfer encoding by hand so a test sees each flush as the
+    server sent it, and can drop the connection at any moment."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.reader = reader
+        self.writer = writer
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.decoder = Decoder()
+        self.events: list[Event] = []
+        self.raw = bytearray()
+        self._chunked = False
+        self._pending: list[Event] = []
+        self.closed = False
+
+    @classmethod
+    async def open(cls, url: str, *, last_event_id: str | int | None = None, headers: dict | None = None) -> "StreamClient":
+        parts = urlsplit(url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        lines = [f"GET {target} HTTP/1.1", f"Host: {parts.netloc}", "Accept: text/event-stream"]
+        if last_event_id is not None:
+            lines.append(f"Last-Event-ID: {last_event_id}")
+        for name, value in (headers or {}).items():
+            lines.append(f"{name}: {value}")
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        client = cls(reader, writer)
+        await client._read_head()
+        return client
+
+    async def _read_head(self) -> None:
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 10)
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        self.status = int(status_line.split()[1])
+        for line in header_lines:
+            if ":" in line:
+                name, value = line.split(":", 1)
+                self.headers[name.strip().lower()] = value.strip()
+        self._chunked = self.headers.get("transfer-encoding", "").lower() == "chunked"
+
+    async def _read_body_piece(self) -> bytes:
+        if not self._chunked:
+            return await self.reader.read(65536)
+        size_line = await self.reader.readuntil(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            await self.reader.readuntil(b"\r\n")
+            return b""
+        data = await self.reader.readexactly(size + 2)
+        return data[:-2]
+
+    async def next_event(self, timeout: float = 5.0) -> Event:
+        """The next dispatched event; raises EOFError when the server closed the stream."""
+        deadline = time.monotonic() + timeout
+        while not self._pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise asyncio.TimeoutError(f"no event within {timeout}s")
+            try:
+                piece = await asyncio.wait_for(self._read_body_piece(), left)
+            except asyncio.IncompleteReadError:
+                piece = b""
+            if not piece:
+                self.closed = True
+                raise EOFError("stream closed by the server")
+            self.raw += piece
+            self._pending.extend(self.decoder.feed(piece))
+        event = self._pending.pop(0)
+        self.events.append(event)
+        return event
+
+    async def next_widget_event(self, timeout: float = 5.0) -> Event:
+        """The next event that is not a control event (hello)."""
+        while True:
+            event = await self.next_event(timeout)
+            if event.type != "hello":
+                return event
+
+    async def read_until_closed(self, timeout: float = 5.0) -> list[Event]:
+        out = []
+        try:
+            while True:
+                out.append(await self.next_event(timeout))
+        except EOFError:
+            return out
+
+    async def collect(self, count: int, timeout: float = 5.0) -> list[Event]:
+        return [await self.next_widget_event(timeout) for _ in range(count)]
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def abort(self) -> None:
+        """Drop the connection with a TCP reset, as a dead client would."""
+        sock = self.writer.get_extra_info("socket")
+        import socket
+        import struct
+
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.writer.transport.abort()
+
+
+def data(event: Event) -> dict:
+    return json.loads(event.data)
