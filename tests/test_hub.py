@@ -1,0 +1,215 @@
+"""The hub on its own: ring buffers, cursors, snapshots, wait and notify."""
+
+from datetime import datetime, timezone
+
+import pytest
+
+from dashboard.hub import Hub, Topic, encode_sample
+from dashboard.models import Sample
+from dashboard.sse import decode
+
+TS = datetime(2026, 11, 21, 10, 15, 2, 120000, tzinfo=timezone.utc)
+
+
+def sample(event_id: int, widget: str = "a", value=None) -> Sample:
+    return Sample(event_id, widget, TS, event_id if value is None else value)
+
+
+def ids_of(chunks: list[bytes]) -> list[int]:
+    return [int(event.last_event_id) for event in decode(b"".join(chunks))]
+
+
+def widgets_of(chunks: list[bytes]) -> list[str]:
+    return [event.type for event in decode(b"".join(chunks))]
+
+
+def hub_with(topics: dict, size: int = 16, last_id: int = 0) -> Hub:
+    hub = Hub(size)
+    hub.seed(topics, {}, last_id)
+    return hub
+
+
+def test_since_returns_only_newer_events_in_one_batch():
+    hub = hub_with({"main": ["a", "b"]})
+    for event_id in range(1, 6):
+        hub.publish(sample(event_id, "ab"[event_id % 2]), ["main"])
+    topic = hub.topic("main")
+    assert ids_of(topic.since(0)) == [1, 2, 3, 4, 5]
+    assert ids_of(topic.since(3)) == [4, 5]
+    assert topic.since(5) == []
+    assert topic.last_id == 5
+
+
+def test_since_with_gaps_in_ids_starts_after_the_cursor():
+    # Ids are global: a topic sees only its own widgets' ids, with gaps in between.
+    hub = hub_with({"main": ["a"], "other": ["c"]})
+    for event_id, widget in [(1, "a"), (2, "c"), (3, "c"), (4, "a"), (5, "c"), (6, "a")]:
+        hub.publish(sample(event_id, widget), hub_topics(widget))
+    main = hub.topic("main")
+    assert ids_of(main.since(2)) == [4, 6]
+    assert ids_of(main.since(4)) == [6]
+    assert ids_of(hub.topic("other").since(1)) == [2, 3, 5]
+
+
+def hub_topics(widget: str) -> list[str]:
+    return {"a": ["main"], "c": ["other"]}[widget]
+
+
+def test_chunk_is_the_encoded_sample():
+    hub = hub_with({"main": ["a"]})
+    chunk = hub.publish(sample(7, "a", 1.5), ["main"])
+    assert chunk == encode_sample(sample(7, "a", 1.5))
+    (event,) = decode(chunk)
+    assert (event.type, event.last_event_id) == ("a", "7")
+    assert event.data == '{"widget":"a","value":1.5,"ts":"2026-11-21T10:15:02.120Z","status":"ok"}'
+
+
+def test_an_event_on_two_topics_shares_the_same_bytes():
+    hub = hub_with({"main": ["a", "b"], "other": ["b", "c"]})
+    chunk = hub.publish(sample(1, "b"), ["main", "other"])
+    main, other = hub.topic("main"), hub.topic("other")
+    assert main.chunks[-1] is chunk
+    assert other.chunks[-1] is chunk
+    assert main.since(0)[0] is other.since(0)[0]
+    assert main.latest["b"][1] is chunk
+
+
+def test_publish_to_an_unknown_topic_is_ignored():
+    hub = hub_with({"main": ["a"]})
+    hub.publish(sample(1, "a"), ["main", "gone"])
+    assert hub.topic("gone") is None
+    assert hub.last_id == 1
+
+
+def test_a_reader_that_fell_off_the_buffer_gets_none_then_a_snapshot():
+    size = 16
+    hub = hub_with({"main": ["a", "b", "c"]}, size=size)
+    widgets = ["a", "b", "c"]
+    for event_id in range(1, 101):
+        hub.publish(sample(event_id, widgets[event_id % 3]), ["main"])
+    topic = hub.topic("main")
+    assert topic.since(1) is None
+    assert topic.since(topic.floor - 1) is None
+    assert topic.since(topic.floor) is not None
+    # The newest event of each widget, in id order (98 -> c, 99 -> a, 100 -> b).
+    snapshot = topic.snapshot(1)
+    assert ids_of(snapshot) == [98, 99, 100]
+    assert widgets_of(snapshot) == ["c", "a", "b"]
+    # Only widgets with something newer than the cursor.
+    assert ids_of(topic.snapshot(98)) == [99, 100]
+    assert topic.snapshot(100) == []
+    assert ids_of(topic.snapshot()) == [98, 99, 100]
+
+
+def test_buffer_memory_is_bounded():
+    size = 16
+    hub = hub_with({"main": ["a", "b"], "other": ["b"]}, size=size)
+    longest = 0
+    for event_id in range(1, 5001):
+        hub.publish(sample(event_id, "ab"[event_id % 2]), ["main", "other"] if event_id % 2 else ["main"])
+        for topic in hub.topics.values():
+            assert len(topic.ids) == len(topic.chunks)
+            longest = max(longest, len(topic.ids))
+    assert longest == 2 * size
+    for topic in hub.topics.values():
+        assert size <= len(topic.ids) <= 2 * size
+        assert len(topic.latest) <= 2
+        # What is still in the buffer is the recent end, in order.
+        assert topic.ids == sorted(topic.ids)
+        assert topic.ids[-1] == topic.last_id
+        assert topic.floor < topic.ids[0]
+    assert ids_of(hub.topic("main").since(hub.topic("main").floor)) == hub.topic("main").ids
+
+
+def test_seed_starts_each_topic_from_the_database():
+    latest = {"a": sample(40, "a", 1.0), "b": sample(42, "b", "x"), "c": sample(41, "c", 3)}
+    hub = Hub(16)
+    hub.seed({"main": ["a", "b"], "other": ["c"]}, latest, 42)
+    main = hub.topic("main")
+    assert hub.last_id == 42
+    assert (main.floor, main.last_id, main.ids) == (42, 42, [])
+    assert ids_of(main.snapshot()) == [40, 42]
+    assert ids_of(hub.topic("other").snapshot()) == [41]
+    assert hub.latest("main") == {"a": latest["a"], "b": latest["b"]}
+    assert hub.latest("nope") == {}
+    # Older ids are the database's business; newer ones are not there yet.
+    assert main.since(41) is None
+    assert main.since(42) == []
+    hub.publish(sample(43, "a", 2.0), ["main"])
+    assert ids_of(main.since(42)) == [43]
+    assert ids_of(main.snapshot()) == [42, 43]
+
+
+def test_seed_keeps_newer_values_already_published():
+    hub = Hub(16)
+    hub.seed({"main": ["a"]}, {}, 0)
+    hub.publish(sample(5, "a", 5), ["main"])
+    hub.seed({"main": ["a"]}, {"a": sample(3, "a", 3)}, 3)
+    assert ids_of(hub.topic("main").snapshot()) == [5]
+    assert hub.last_id == 5
+
+
+@pytest.mark.gen_test(timeout=5)
+async def test_wait_is_not_needed_when_there_is_news():
+    hub = hub_with({"main": ["a"]})
+    topic = hub.topic("main")
+    hub.publish(sample(1), ["main"])
+    assert hub.wait(topic, 0, 10) is None
+    assert hub.wait(topic, 1, 10) is not None
+
+
+@pytest.mark.gen_test(timeout=5)
+async def test_publish_wakes_every_waiter():
+    hub = hub_with({"main": ["a"]})
+    topic = hub.topic("main")
+    waiters = [hub.wait(topic, 0, 60) for _ in range(3)]
+    assert not any(w.done() for w in waiters)
+    hub.publish(sample(1), ["main"])
+    assert [await w for w in waiters] == [True, True, True]
+
+
+@pytest.mark.gen_test(timeout=5)
+async def test_wait_times_out_with_false():
+    hub = hub_with({"main": ["a"]})
+    assert await hub.wait(hub.topic("main"), 0, 0.01) is False
+
+
+@pytest.mark.gen_test(timeout=5)
+async def test_close_wakes_waiters_and_no_one_waits_after():
+    hub = hub_with({"main": ["a"], "other": ["b"]})
+    waiters = [hub.wait(hub.topic(name), 0, 60) for name in ("main", "other")]
+    hub.close()
+    assert [await w for w in waiters] == [True, True]
+    assert hub.closed
+    assert hub.wait(hub.topic("main"), 0, 60) is None
+
+
+@pytest.mark.gen_test(timeout=5)
+async def test_a_waiter_resolved_by_its_reader_does_not_break_notify():
+    hub = hub_with({"main": ["a"]})
+    topic = hub.topic("main")
+    gone = hub.wait(topic, 0, 60)
+    staying = hub.wait(topic, 0, 60)
+    gone.set_result(False)  # what a stream does when its connection closes
+    hub.publish(sample(1), ["main"])
+    assert await staying is True
+    assert gone.result() is False
+    later = hub.wait(topic, 1, 60)
+    hub.publish(sample(2), ["main"])
+    assert await later is True
+
+
+def test_readers_counts_all_topics():
+    hub = hub_with({"main": ["a"], "other": ["b"]})
+    hub.topic("main").readers += 2
+    hub.topic("other").readers += 1
+    assert hub.readers == 3
+
+
+def test_topic_trims_to_size_when_twice_full():
+    topic = Topic("main", 4, 0)
+    for event_id in range(1, 9):
+        topic.append(sample(event_id), b"x")
+    assert topic.ids == list(range(1, 9))
+    topic.append(sample(9), b"x")
+    assert (topic.ids, topic.floor) == ([6, 7, 8, 9], 5)
