@@ -62,11 +62,10 @@ def _list(value: Any) -> list[dict[str, Any]]:
     return [_list_row(item) for item in value]
 
 
-def _status(value: Any) -> dict[str, Any]:
-    if isinstance(value, str):
-        value = {"state": value}
+def _status(given: Any) -> dict[str, Any]:
+    value = {"state": given} if isinstance(given, str) else given
     if not isinstance(value, dict) or value.get("state") not in STATUS_STATES:
-        raise ValueRejected(f'expected "ok", "warn" or "down" (or an object with a "state"), got {_describe(value)}')
+        raise ValueRejected(f'expected "ok", "warn" or "down" (or an object with a "state"), got {_describe(given)}')
     out = {"state": value["state"]}
     for key in ("latency_ms", "code"):
         if value.get(key) is not None:

@@ -152,6 +152,29 @@ class StreamClient:
     async def open(cls, url: str, *, last_event_id: str | int | None = None, headers: dict | None = None) -> "StreamClient":
         parts = urlsplit(url)
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        return await cls._request(reader, writer, url, last_event_id, headers)
+
+    @classmethod
+    async def open_from(cls, url: str, *, local_host: str = "127.0.0.1", receive_buffer: int | None = None,
+                        last_event_id: str | int | None = None, headers: dict | None = None) -> "StreamClient":
+        """Like open(), from another loopback address (127.0.0.2 is another client IP
+        to the server) and/or with a small socket receive buffer (so that a client
+        that stops reading makes the server's writes wait soon)."""
+        import socket
+
+        parts = urlsplit(url)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if receive_buffer is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)  # before connect: sets the window
+        sock.bind((local_host, 0))
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (parts.hostname, parts.port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        return await cls._request(reader, writer, url, last_event_id, headers)
+
+    @classmethod
+    async def _request(cls, reader, writer, url: str, last_event_id, headers) -> "StreamClient":
+        parts = urlsplit(url)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         lines = [f"GET {target} HTTP/1.1", f"Host: {parts.netloc}", "Accept: text/event-stream"]
         if last_event_id is not None:
@@ -210,6 +233,20 @@ class StreamClient:
             event = await self.next_event(timeout)
             if event.type != "hello":
                 return event
+
+    async def read_raw_until(self, needle: bytes, timeout: float = 5.0) -> None:
+        """Read until the raw body holds `needle` (a comment, say, which is no event)."""
+        deadline = time.monotonic() + timeout
+        while needle not in self.raw:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise asyncio.TimeoutError(f"no {needle!r} within {timeout}s")
+            piece = await asyncio.wait_for(self._read_body_piece(), left)
+            if not piece:
+                self.closed = True
+                raise EOFError("stream closed by the server")
+            self.raw += piece
+            self._pending.extend(self.decoder.feed(piece))
 
     async def read_until_closed(self, timeout: float = 5.0) -> list[Event]:
         out = []

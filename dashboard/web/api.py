@@ -38,7 +38,8 @@ class ApiHandler(BaseHandler):
         if raw is None:
             return default
         if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
-            raise tornado.web.HTTPError(400, f"{name}: expected a whole number, got {raw[:40]!r}")
+            # The text goes in as an argument: Tornado doubles a "%" in a message without any.
+            raise tornado.web.HTTPError(400, "%s: expected a whole number, got %r", name, raw[:40])
         value = int(raw)
         if value < low or (high is not None and value > high):
             bound = f"from {low} to {high}" if high is not None else f"of at least {low}"

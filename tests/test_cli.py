@@ -1,0 +1,204 @@
+"""run.py as a user runs it: a real subprocess, its exit code and what it prints."""
+
+import json
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import write_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+GOOD = """
+[server]
+host = "127.0.0.1"
+port = 8888
+grace = "1s"
+
+[storage]
+url = "sqlite+aiosqlite:///data/cli.db"
+
+[[dashboards]]
+id = "main"
+widgets = ["rate", "notice"]
+
+[widgets.rate]
+view = "number"
+every = "100ms"
+source = { kind = "random_walk", start = 1.0, volatility = 0.01 }
+
+[widgets.notice]
+view = "text"
+source = { kind = "push" }
+"""
+
+
+def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "run.py", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_check_accepts_the_bundled_config():
+    result = run("check", "--config", "config.toml")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("config.toml: ok (")
+    assert "Traceback" not in result.stderr
+
+
+def test_check_touches_no_file(tmp_path):
+    path = write_config(tmp_path, GOOD)
+    result = run("check", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{path}: ok (1 dashboard(s), 2 widget(s))\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
+
+
+BAD_CONFIGS = [
+    ("bad duration", GOOD.replace('every = "100ms"', 'every = "fast"'),
+     'widgets.rate.every: expected a duration like "5s" or "2m", got "fast"'),
+    ("unknown key", GOOD.replace('grace = "1s"', 'grace = "1s"\ncolour = "red"'),
+     'server: unknown key "colour"'),
+    ("missing widget", GOOD.replace('widgets = ["rate", "notice"]', 'widgets = ["rate", "nope"]'),
+     'dashboards[0].widgets: unknown widget "nope"'),
+    ("reserved id", GOOD.replace("notice", "hello"),
+     'widgets.hello: "hello" is reserved for control events'),
+    ("bad source kind", GOOD.replace('kind = "random_walk", start = 1.0, volatility = 0.01', 'kind = "pigeon"'),
+     "widgets.rate.source.kind: unknown source kind 'pigeon'"),
+    ("bad source option", GOOD.replace('kind = "random_walk", start = 1.0, volatility = 0.01',
+                                       'kind = "system", metric = "nope"'),
+     'widgets.rate.source.metric: expected one of: cpu_percent'),
+    ("unknown source option", GOOD.replace("volatility = 0.01", "volatility = 0.01, wobble = 2"),
+     'widgets.rate.source: unknown key "wobble"'),
+    ("TOML syntax", GOOD.replace('id = "main"', 'id = "main'), "invalid TOML"),
+    ("bad port", GOOD.replace("port = 8888", "port = 70000"),
+     "server.port: expected an integer from 0 to 65535, got 70000"),
+    ("no dashboards", GOOD[: GOOD.index("[[dashboards]]")] + GOOD[GOOD.index("[widgets.rate]"):],
+     "dashboards: expected at least one [[dashboards]] table"),
+    ("unset variable", GOOD.replace('id = "main"', 'id = "${DASHBOARD_TEST_UNSET_VARIABLE}"'),
+     "environment variable DASHBOARD_TEST_UNSET_VARIABLE is not set"),
+    ("bad storage url", GOOD.replace("sqlite+aiosqlite:///data/cli.db", "mysql://user:secret@db/x"),
+     'storage.url: expected a URL starting with sqlite+aiosqlite:// or postgresql+asyncpg://, got "mysql://..."'),
+]
+
+
+def one_line_error(tmp_path, text: str, message: str, command: str) -> None:
+    path = write_config(tmp_path, text)
+    result = run(command, "--config", str(path))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: {path}: ")
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr and "secret" not in result.stderr
+    assert result.stdout == ""
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("text, message", [case[1:] for case in BAD_CONFIGS], ids=[case[0] for case in BAD_CONFIGS])
+def test_a_bad_config_is_one_line_and_exit_code_2(tmp_path, text, message):
+    one_line_error(tmp_path, text, message, "check")
+
+
+@pytest.mark.parametrize("command", ["migrate", "serve"])
+@pytest.mark.parametrize("case", [BAD_CONFIGS[0], BAD_CONFIGS[5]], ids=lambda case: case[0])
+def test_serve_and_migrate_check_the_config_first(tmp_path, command, case):
+    one_line_error(tmp_path, case[1], case[2], command)
+
+
+def test_a_missing_config_file(tmp_path):
+    path = tmp_path / "absent.toml"
+    result = run("check", "--config", str(path))
+    assert result.returncode == 2
+    assert result.stderr == f"error: {path}: cannot read: No such file or directory\n"
+
+
+def test_a_bad_port_option():
+    result = run("check", "--port", "70000")
+    assert result.returncode == 2
+    assert result.stderr == "error: --port: expected a port from 0 to 65535, got 70000\n"
+
+
+def test_migrate_creates_the_database_and_can_run_again(tmp_path):
+    path = write_config(tmp_path, GOOD)
+    for _ in range(2):
+        result = run("migrate", "--config", str(path))
+        assert result.returncode == 0, result.stderr
+        assert "up to date" in result.stdout
+        assert "Traceback" not in result.stderr
+    with closing(sqlite3.connect(tmp_path / "data" / "cli.db")) as db, db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert db.execute("SELECT count(*) FROM samples").fetchone() == (0,)
+
+
+def get_json(url: str):
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status, json.loads(response.read())
+
+
+def wait_for_health(url: str, process: subprocess.Popen, timeout: float = 20) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, process.communicate()[1]
+        try:
+            status, body = get_json(url)
+            if status == 200:
+                return body
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        assert time.monotonic() < deadline, "the server did not become healthy"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_answers_and_stops_cleanly_on_a_signal(tmp_path, sig):
+    path = write_config(tmp_path, GOOD)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "run.py", "serve", "--config", str(path), "--port", str(port)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        health = wait_for_health(f"http://127.0.0.1:{port}/healthz", process)
+        assert health["ready"] is True and health["database"] is True
+        # The ticker writes: the value shows up through the API.
+        deadline = time.monotonic() + 10
+        while get_json(f"http://127.0.0.1:{port}/api/widgets/rate")[1]["sample"] is None:
+            assert time.monotonic() < deadline, "no sample from the ticker"
+            time.sleep(0.05)
+        process.send_signal(sig)
+        _, stderr = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert "stopped" in stderr
+    assert (tmp_path / "data" / "cli.db").exists()
+
+
+def test_serve_on_a_port_in_use_says_so_and_exits_1(tmp_path):
+    path = write_config(tmp_path, GOOD)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("serve", "--config", str(path), "--port", str(port), timeout=30)
+    assert result.returncode == 1, result.stderr
+    assert "cannot start" in result.stderr and "Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,201 @@
+"""The SQL store on a real SQLite file: ids, transactions, queries, pruning,
+WAL mode, restarts and migrations."""
+
+import sqlite3
+from contextlib import closing
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import event, inspect, text
+from sqlalchemy.exc import StatementError
+
+from dashboard.store import Store
+
+
+def url_of(path) -> str:
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return tmp_path / "data" / "store.db"
+
+
+@pytest.fixture
+def store(db_path, io_loop):
+    store = Store(url_of(db_path))
+    io_loop.run_sync(store.open)
+    yield store
+    io_loop.run_sync(store.close)
+
+
+def summary(samples) -> list[tuple]:
+    return [(s.widget, s.value) for s in samples]
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_append_hands_out_growing_ids(store):
+    first = await store.append("a", 1)
+    second = await store.append("b", "x", "error", "down")
+    batch = await store.append_many([("a", 2, "ok", None), ("c", [1, 2], "ok", None)])
+    ids = [first.id, second.id, *(s.id for s in batch)]
+    assert ids == sorted(ids) and len(set(ids)) == 4
+    assert (second.status, second.message) == ("error", "down")
+    assert batch[0].ts == batch[1].ts and batch[0].ts.tzinfo is not None
+    assert await store.last_id() == ids[-1]
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_append_many_is_all_or_nothing(store):
+    await store.append("a", 1)
+    published = []
+    with pytest.raises(StatementError, match="not JSON serializable"):
+        await store.append_many(
+            [("a", 2, "ok", None), ("b", {1, 2}, "ok", None)],  # a set has no JSON form
+            then=published.append,
+        )
+    assert published == []
+    assert summary(await store.history("a")) == [("a", 1)]
+    assert await store.history("b") == []
+    # The store is still usable, and the failed batch took no ids for good.
+    after = await store.append("a", 3)
+    assert after.id == 2
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_then_sees_the_committed_samples_in_order(store):
+    seen = []
+    out = await store.append_many([("a", 1, "ok", None), ("b", 2, "ok", None)], then=seen.append)
+    assert seen == [out]
+    assert [s.id for s in out] == sorted(s.id for s in out)
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_latest_is_the_newest_sample_of_each_widget(store):
+    for widget, value in [("a", 1), ("b", 2), ("a", 3), ("a", 4), ("b", 5)]:
+        await store.append(widget, value)
+    await store.append("a", 4, "error", "down")
+    latest = await store.latest(["a", "b", "nothing"])
+    assert set(latest) == {"a", "b"}
+    assert (latest["a"].value, latest["a"].status, latest["a"].message) == (4, "error", "down")
+    assert latest["b"].value == 5
+    assert latest["a"].ts.tzinfo is not None
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_history_since_limit_upto_are_oldest_first(store):
+    ids = [(await store.append("a", value)).id for value in range(10)]
+    await store.append("b", "other widget")
+    values = lambda samples: [s.value for s in samples]  # noqa: E731
+    assert values(await store.history("a")) == list(range(10))
+    assert values(await store.history("a", since=ids[6])) == [7, 8, 9]
+    assert values(await store.history("a", limit=3)) == [7, 8, 9]  # the newest three, oldest first
+    assert values(await store.history("a", since=ids[1], limit=3)) == [7, 8, 9]
+    assert values(await store.history("a", upto=ids[4])) == [0, 1, 2, 3, 4]
+    assert values(await store.history("a", since=ids[1], upto=ids[4], limit=2)) == [3, 4]
+    assert values(await store.history("a", after=datetime.now(timezone.utc) + timedelta(hours=1))) == []
+    assert values(await store.history("a", after=datetime.now(timezone.utc) - timedelta(hours=1))) == list(range(10))
+    assert await store.history("nothing") == []
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_since_is_the_replay_of_several_widgets(store):
+    rows = [("a", 1), ("b", 2), ("c", 3), ("a", 4), ("b", 5), ("c", 6)]
+    ids = [(await store.append(w, v)).id for w, v in rows]
+    got = await store.since(["a", "b"], ids[0], limit=10)
+    assert summary(got) == [("b", 2), ("a", 4), ("b", 5)]
+    assert summary(await store.since(["a", "b"], ids[0], upto=ids[3], limit=10)) == [("b", 2), ("a", 4)]
+    # limit + 1 rows: the caller can tell there were more than it wants to replay.
+    assert summary(await store.since(["a", "b", "c"], 0, limit=2)) == [("a", 1), ("b", 2), ("c", 3)]
+    assert await store.since(["a"], ids[-1], limit=10) == []
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_prune_keeps_the_newest_sample_of_each_widget_and_deletes_in_batches(store):
+    for value in range(10):
+        await store.append("a", value)
+    await store.append("b", "only one")
+    for value in range(3):
+        await store.append("c", value)
+    deletes = []
+
+    def count_deletes(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("DELETE"):
+            deletes.append(statement)
+
+    event.listen(store.engine.sync_engine, "before_cursor_execute", count_deletes)
+    # Everything is older than a cutoff in the future: only each widget's newest stays.
+    removed = await store.prune(datetime.now(timezone.utc) + timedelta(days=1), batch=4)
+    assert removed == 9 + 2
+    assert len(deletes) == 3  # 4 + 4 + 3
+    assert summary(await store.history("a")) == [("a", 9)]
+    assert summary(await store.history("b")) == [("b", "only one")]
+    assert summary(await store.history("c")) == [("c", 2)]
+    # Nothing is newer than a cutoff in the past.
+    assert await store.prune(datetime.now(timezone.utc) - timedelta(days=1)) == 0
+    # Ids keep growing after a prune: the newest row is never deleted.
+    last = await store.last_id()
+    assert (await store.append("a", 10)).id == last + 1
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_sqlite_runs_in_wal_mode(store):
+    async with store.engine.connect() as conn:
+        assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
+        assert (await conn.execute(text("PRAGMA synchronous"))).scalar() == 1  # NORMAL
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_ping(store):
+    assert await store.ping() is True
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_samples_survive_a_restart(db_path):
+    store = Store(url_of(db_path))
+    await store.open()
+    first = await store.append("a", {"nested": [1, "two", None]})
+    await store.append("b", "x", "error", "down")
+    await store.close()
+
+    again = Store(url_of(db_path))
+    await again.open()
+    try:
+        latest = await again.latest(["a", "b"])
+        assert latest["a"].value == {"nested": [1, "two", None]}
+        assert latest["a"].ts == first.ts
+        assert (latest["b"].status, latest["b"].message) == ("error", "down")
+        assert (await again.append("a", 2)).id > latest["b"].id
+    finally:
+        await again.close()
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_migrations_run_on_a_fresh_file_and_are_idempotent(db_path):
+    assert not db_path.exists()
+    store = Store(url_of(db_path))
+    await store.open()  # creates the directory and the schema
+    await store.append("a", 1)
+    await store.migrate()
+    await store.close()
+    store = Store(url_of(db_path))
+    await store.open()
+    await store.close()
+
+    with closing(sqlite3.connect(db_path)) as conn, conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert conn.execute("SELECT count(*) FROM samples").fetchone() == (1,)
+        indexes = {row[1] for row in conn.execute("PRAGMA index_list(samples)")}
+    assert {"ix_samples_widget_id", "ix_samples_ts"} <= indexes
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_open_without_migrate_leaves_the_schema_alone(db_path):
+    store = Store(url_of(db_path))
+    await store.open(migrate=False)
+    try:
+        async with store.engine.connect() as conn:
+            tables = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
+        assert tables == []
+    finally:
+        await store.close()
