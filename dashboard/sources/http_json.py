@@ -1,0 +1,268 @@
+"""A number (or any JSON value) picked out of a JSON document fetched over HTTP,
+like the exchange-rate ticker reading `rates.EUR` from an API every minute.
+
+Messages name the URL without its query string, user info or header values:
+an API key often travels in one of them, and messages end up on the wall
+screen and in the journal.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
+
+from . import SourceError
+
+MAX_BODY = 8 * 1024 * 1024
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
+_INDEX = re.compile(r"0|[1-9][0-9]*")
+
+
+# --- the URL and headers, shared with http_check ----------------------------------
+
+def shown_url(url: str) -> str:
+    """scheme://host:port/path: what a message may show of a URL."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme}://{host}{port}{parts.path or '/'}"
+
+
+def read_url(options) -> str:
+    url = options.str("url")
+    try:
+        parts = urlsplit(url)
+        parts.port  # raises ValueError for a port that is not a number
+    except ValueError:
+        raise options.error("url", "expected an http:// or https:// URL, got one that does not parse") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        # the rest of the URL may hold a secret: show the scheme only
+        shown = f'"{parts.scheme}://..."' if parts.scheme else "no scheme"
+        raise options.error("url", f"expected an http:// or https:// URL with a host, got {shown}")
+    return url
+
+
+def read_headers(options) -> dict[str, str]:
+    table = options.table("headers", {})
+    headers = {}
+    for name in table.keys():
+        value = table.str(name)
+        if not _HEADER_NAME.fullmatch(name):
+            raise table.error(name, "expected a header name (letters, digits and -)")
+        if any(c in value for c in "\r\n\0"):  # the value may be a secret: do not echo it
+            raise table.error(name, "a header value cannot contain line breaks or NUL")
+        headers[name] = value
+    return headers
+
+
+def describe_failure(exc: Exception, url: str, timeout: float) -> str:
+    """Why a request got no response at all, in words; the URL as shown_url."""
+    where = shown_url(url)
+    if isinstance(exc, HTTPClientError) and re.search(r"time(out|d out)", str(exc.message), re.I):
+        return f"timed out after {timeout:g}s waiting for {where}"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused by {where}"
+    if isinstance(exc, OSError):
+        return f"cannot reach {where}: {exc.strerror or exc}"
+    if isinstance(exc, HTTPClientError):
+        return f"{exc.message or 'request failed'} ({where})"
+    return f"{type(exc).__name__}: {exc} ({where})"
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class HttpClient:
+    """An AsyncHTTPClient of the source's own, so one slow host cannot hold up other
+    widgets in a shared connection queue (Tornado's default allows ten at a time,
+    and time spent queued would count as latency). Made on first use: it binds to
+    the running event loop."""
+
+    def __init__(self):
+        self._client: AsyncHTTPClient | None = None
+
+    async def fetch(self, request: HTTPRequest) -> tuple[HTTPResponse, bytes]:
+        """The response and at most MAX_BODY bytes of its body; BodyTooLarge beyond that.
+        Raises what Tornado raises when no response arrived (timeouts, OSError)."""
+        if self._client is None:
+            self._client = AsyncHTTPClient(force_instance=True)
+        body = bytearray()
+        overflow = False
+
+        # A body over the limit is read to its end (or the timeout) but not kept:
+        # raising here instead would make Tornado log a traceback and say "closed".
+        def keep(chunk: bytes) -> None:
+            nonlocal overflow
+            if len(body) + len(chunk) > MAX_BODY:
+                overflow = True
+            elif not overflow:
+                body.extend(chunk)
+
+        request.streaming_callback = keep
+        response = await self._client.fetch(request, raise_error=False)
+        if overflow:
+            raise BodyTooLarge(f"more than {MAX_BODY // (1024 * 1024)} MiB")
+        return response, bytes(body)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+# --- picking a value out of the document -------------------------------------------
+
+class JsonPath:
+    """`rates.EUR`, `items.0.price`, or an RFC 6901 pointer `/rates/EUR`; "" is the whole
+    document. Parsed once at build time; shown in messages the way it was written."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.pointer = text.startswith("/")
+        if not text:
+            self.keys: tuple[str, ...] = ()
+        elif self.pointer:
+            self.keys = tuple(_unescape(token) for token in text[1:].split("/"))
+        else:
+            self.keys = tuple(text.split("."))
+            if "" in self.keys:
+                raise ValueError('a dotted path has no empty parts ("rates.EUR", "items.0.price")')
+
+    def shown(self, depth: int) -> str:
+        """The path up to and including the key at `depth`."""
+        keys = self.keys[: depth + 1]
+        if self.pointer:
+            return "/" + "/".join(k.replace("~", "~0").replace("/", "~1") for k in keys)
+        return ".".join(keys)
+
+    def pick(self, document: Any) -> Any:
+        value = document
+        for depth, key in enumerate(self.keys):
+            value = self._step(value, key, depth)
+        return value
+
+    def _step(self, value: Any, key: str, depth: int) -> Any:
+        at = self.shown(depth)
+        if isinstance(value, dict):
+            if key not in value:
+                raise SourceError(f"no key {json.dumps(key)} at {at}")
+            return value[key]
+        if isinstance(value, list):
+            if not _INDEX.fullmatch(key):
+                raise SourceError(f"expected a list index at {at}, got {json.dumps(key)}")
+            if int(key) >= len(value):
+                raise SourceError(f"list index {key} out of range at {at} (length {len(value)})")
+            return value[int(key)]
+        parent = self.shown(depth - 1) if depth else "the top"
+        raise SourceError(f"cannot read {json.dumps(key)} at {at}: {parent} is {json_kind(value)}, "
+                          "not an object or a list")
+
+
+def _unescape(token: str) -> str:
+    if re.search(r"~(?![01])", token):
+        raise ValueError('in a JSON pointer "~" is written "~0" and "/" is written "~1"')
+    return token.replace("~1", "/").replace("~0", "~")
+
+
+def json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "a list" if isinstance(value, list) else "an object"
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# --- the source ----------------------------------------------------------------------
+
+class HttpJson:
+    def __init__(self, url: str, headers: dict[str, str], body: bytes | None, path: JsonPath,
+                 scale: float | None, offset: float | None, timeout: float):
+        self.url = url
+        self.headers = {"Accept": "application/json", **headers}
+        self.body = body
+        self.path = path
+        self.scale = scale
+        self.offset = offset
+        self.timeout = timeout
+        self.client = HttpClient()
+
+    async def fetch(self) -> Any:
+        document = self._decode(await self._get())
+        value = self.path.pick(document)
+        if self.scale is None and self.offset is None:
+            return value
+        if not is_number(value):
+            raise SourceError(f"expected a number at {self.path.text or 'the top'} to scale, "
+                              f"got {json_kind(value)}")
+        return value * (1 if self.scale is None else self.scale) + (self.offset or 0)
+
+    async def _get(self) -> bytes:
+        headers = dict(self.headers)
+        if self.body is not None:
+            headers.setdefault("Content-Type", "application/json")
+        request = HTTPRequest(self.url, method="GET" if self.body is None else "POST", headers=headers,
+                              body=self.body, connect_timeout=self.timeout, request_timeout=self.timeout)
+        try:
+            response, body = await self.client.fetch(request)
+        except BodyTooLarge as exc:
+            raise SourceError(f"response from {shown_url(self.url)} is too large ({exc})") from None
+        except (HTTPClientError, OSError) as exc:
+            raise SourceError(describe_failure(exc, self.url, self.timeout)) from None
+        if not 200 <= response.code < 300:
+            raise SourceError(f"HTTP {response.code} from {shown_url(self.url)}")
+        return body
+
+    def _decode(self, body: bytes) -> Any:
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise SourceError(f"invalid JSON from {shown_url(self.url)}: {reason}") from None
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def _read_body(options) -> bytes | None:
+    body = options.raw("body", None)
+    if body is None:
+        return None
+    try:
+        return json.dumps(body, allow_nan=False).encode()
+    except (TypeError, ValueError):  # a TOML date, or nan/inf
+        raise options.error("body", "expected a value JSON can carry (no dates, nan or inf)") from None
+
+
+def _read_path(options) -> JsonPath:
+    text = options.str("path", "")
+    try:
+        return JsonPath(text)
+    except ValueError as exc:
+        raise options.error("path", f"{exc}, got {json.dumps(text)}") from None
+
+
+def build(options, widget, config) -> HttpJson:
+    return HttpJson(
+        url=read_url(options),
+        headers=read_headers(options),
+        body=_read_body(options),
+        path=_read_path(options),
+        scale=options.number("scale", None),
+        offset=options.number("offset", None),
+        timeout=widget.timeout,
+    )

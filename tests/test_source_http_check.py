@@ -1,0 +1,243 @@
+"""The http_check source against a real Tornado server on a loopback port: up, warn
+and down with their reasons, and a check reaching an open stream."""
+
+import asyncio
+import json
+import re
+
+import pytest
+import tornado.web
+from tornado.httpserver import HTTPServer
+from tornado.testing import bind_unused_port
+
+from dashboard.config import ConfigError, load_config
+from dashboard.sources import build_source
+from dashboard.views import accept
+from tests.helpers import StreamClient, data, write_config
+
+SECRET = "s3cr3t-value"
+
+
+class StatusHandler(tornado.web.RequestHandler):
+    def get(self, code):
+        self.settings["methods"].append(self.request.method)
+        self.set_status(int(code))
+        if int(code) in (301, 302):
+            self.set_header("Location", "/status/500")  # followed, the check would say 500
+        elif int(code) != 204:
+            self.write("all systems healthy")
+
+    head = get
+
+
+class SlowHandler(tornado.web.RequestHandler):
+    async def get(self):
+        # Slower than the 1 ms warn threshold by construction, whatever the machine.
+        await asyncio.sleep(0.05)
+        self.write("ok")
+
+
+class HangHandler(tornado.web.RequestHandler):
+    async def get(self):
+        await self.settings["release"].wait()
+
+
+class SwitchHandler(tornado.web.RequestHandler):
+    def get(self):
+        self.set_status(200 if self.settings["switch"]["up"] else 503)
+
+
+class Peer:
+    def __init__(self, port: int, settings: dict):
+        self.port = port
+        self.settings = settings
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+@pytest.fixture
+def peer(io_loop):
+    release = asyncio.Event()
+    settings = {"release": release, "switch": {"up": True}, "methods": []}
+    app = tornado.web.Application([
+        (r"/status/(\d+)", StatusHandler), (r"/slow", SlowHandler), (r"/hang", HangHandler),
+        (r"/switch", SwitchHandler),
+    ], **settings)
+    sock, port = bind_unused_port()
+    server = HTTPServer(app)
+    server.add_sockets([sock])
+    yield Peer(port, settings)
+    release.set()
+    server.stop()
+    io_loop.run_sync(server.close_all_connections)
+
+
+def toml(value) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {toml(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def make_source(tmp_path, options: dict, *, view: str = "status", timeout: str = "2s"):
+    path = write_config(tmp_path, f"""
+        [[dashboards]]
+        id = "main"
+        widgets = ["w"]
+
+        [widgets.w]
+        view = "{view}"
+        timeout = "{timeout}"
+        source = {toml({"kind": "http_check", **options})}
+        """)
+    config = load_config(path)
+    return build_source(config, config.widgets["w"])
+
+
+async def check(tmp_path, options: dict, **widget) -> dict:
+    source = make_source(tmp_path, options, **widget)
+    try:
+        value = await source.fetch()
+    finally:
+        await source.close()
+    assert accept("status", value) == value  # what the status view takes, unchanged
+    return value
+
+
+def refused_url() -> str:
+    sock, port = bind_unused_port()
+    sock.close()
+    return f"http://127.0.0.1:{port}/health"
+
+
+# (endpoint, options, widget timeout, expected value without latency_ms)
+CASES = [
+    ("/status/200", {}, "2s", {"state": "ok", "code": 200}),
+    ("/status/204", {}, "2s", {"state": "ok", "code": 204}),
+    ("/status/302", {}, "2s", {"state": "ok", "code": 302}),  # not followed
+    ("/status/503", {}, "2s", {"state": "down", "code": 503, "detail": "HTTP 503 (expected 2xx or 3xx)"}),
+    ("/status/404", {}, "2s", {"state": "down", "code": 404, "detail": "HTTP 404 (expected 2xx or 3xx)"}),
+    ("/status/200", {"expect_status": 204}, "2s",
+     {"state": "down", "code": 200, "detail": "HTTP 200 (expected 204)"}),
+    ("/status/204", {"expect_status": [200, 204]}, "2s", {"state": "ok", "code": 204}),
+    ("/status/503", {"expect_status": [503]}, "2s", {"state": "ok", "code": 503}),
+    ("/status/302", {"expect_status": 200}, "2s",
+     {"state": "down", "code": 302, "detail": "HTTP 302 (expected 200)"}),
+    ("/status/200", {"expect_body": "healthy"}, "2s", {"state": "ok", "code": 200}),
+    ("/status/200", {"expect_body": "on fire"}, "2s",
+     {"state": "down", "code": 200, "detail": "the response does not contain 'on fire'"}),
+    ("/status/200", {"method": "HEAD"}, "2s", {"state": "ok", "code": 200}),
+    ("/status/200", {"warn_latency": "10s"}, "2s", {"state": "ok", "code": 200}),
+    ("/hang", {}, "200ms", {"state": "down", "detail": "timed out after 0.18s waiting for {url}"}),
+    ("refused", {}, "2s", {"state": "down", "detail": "connection refused by {url}"}),
+]
+
+
+@pytest.mark.parametrize("endpoint, options, timeout, expected", CASES,
+                         ids=[f"{i}:{c[0]}" for i, c in enumerate(CASES)])
+@pytest.mark.gen_test(timeout=20)
+async def test_check_states(peer, tmp_path, endpoint, options, timeout, expected):
+    url = refused_url() if endpoint == "refused" else peer.url(endpoint)
+    options = {"url": f"{url}?token={SECRET}", "headers": {"Authorization": SECRET}, **options}
+    value = await check(tmp_path, options, timeout=timeout)
+    if "code" in expected:
+        assert isinstance(value.pop("latency_ms"), int)
+    else:
+        assert "latency_ms" not in value  # no response, no latency
+    if "detail" in expected:
+        expected["detail"] = expected["detail"].format(url=url)
+    assert value == expected
+    assert SECRET not in json.dumps(value)
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_head_is_sent_as_head(peer, tmp_path):
+    await check(tmp_path, {"url": peer.url("/status/200"), "method": "HEAD"})
+    await check(tmp_path, {"url": peer.url("/status/200")})
+    assert peer.settings["methods"] == ["HEAD", "GET"]
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_a_slow_answer_is_a_warning(peer, tmp_path):
+    value = await check(tmp_path, {"url": peer.url("/slow"), "warn_latency": "1ms"})
+    assert (value["state"], value["code"]) == ("warn", 200)
+    assert value["latency_ms"] >= 50
+    assert re.fullmatch(r"slow: \d+ ms \(warn above 1 ms\)", value["detail"])
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_a_failed_check_that_is_also_slow_is_down(peer, tmp_path):
+    value = await check(tmp_path, {"url": peer.url("/slow"), "warn_latency": "1ms", "expect_status": 204})
+    assert (value["state"], value["detail"]) == ("down", "HTTP 200 (expected 204)")
+
+
+CONFIG_ERRORS = [
+    ({"url": "http://example.org/"}, "number",
+     'widgets.w.source.kind: http_check gives a status: use view = "status", not "number"'),
+    ({}, "status", "widgets.w.source.url: missing"),
+    ({"url": "file:///etc/passwd"}, "status",
+     'widgets.w.source.url: expected an http:// or https:// URL with a host, got "file://..."'),
+    ({"url": "http://example.org/", "method": "POST"}, "status",
+     'widgets.w.source.method: expected one of: GET, HEAD, got "POST"'),
+    ({"url": "http://example.org/", "method": "HEAD", "expect_body": "ok"}, "status",
+     'widgets.w.source.expect_body: a HEAD response has no body: use method = "GET"'),
+    ({"url": "http://example.org/", "expect_status": "200"}, "status",
+     "widgets.w.source.expect_status: expected a status code from 100 to 599, or an array of them"),
+    ({"url": "http://example.org/", "expect_status": 99}, "status",
+     "widgets.w.source.expect_status: expected a status code from 100 to 599, or an array of them"),
+    ({"url": "http://example.org/", "expect_status": []}, "status",
+     "widgets.w.source.expect_status: expected a status code from 100 to 599, or an array of them"),
+    ({"url": "http://example.org/", "expect_status": [200, True]}, "status",
+     "widgets.w.source.expect_status: expected a status code from 100 to 599, or an array of them"),
+    ({"url": "http://example.org/", "warn_latency": 500}, "status",
+     'widgets.w.source.warn_latency: expected a duration like "5s" or "2m", got 500'),
+    ({"url": "http://example.org/", "warn_latency": "0s"}, "status",
+     'widgets.w.source.warn_latency: expected a duration greater than 0, got "0s"'),
+    ({"url": "http://example.org/", "expect": 200}, "status",
+     'widgets.w.source: unknown key "expect" '
+     "(expected one of: url, method, headers, expect_status, expect_body, warn_latency)"),
+]
+
+
+@pytest.mark.parametrize("options, view, message", CONFIG_ERRORS, ids=[str(i) for i in range(len(CONFIG_ERRORS))])
+def test_config_errors_name_the_key(tmp_path, options, view, message):
+    with pytest.raises(ConfigError) as info:
+        make_source(tmp_path, options, view=view)
+    assert str(info.value) == f"{tmp_path / 'config.toml'}: {message}"
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_up_then_down_reach_the_stream(peer, servers):
+    server = await servers.start(f"""
+        [server]
+        host = "127.0.0.1"
+        port = 0
+
+        [storage]
+        url = "sqlite+aiosqlite:///data/test.db"
+
+        [[dashboards]]
+        id = "main"
+        widgets = ["site"]
+
+        [widgets.site]
+        view = "status"
+        every = "100ms"
+        on_change = false
+        source = {{ kind = "http_check", url = "{peer.url('/switch')}" }}
+        """)
+    client = await StreamClient.open(server.url("/events/main"))
+    try:
+        up = data(await client.next_widget_event(timeout=10))
+        assert (up["status"], up["value"]["state"], up["value"]["code"]) == ("ok", "ok", 200)
+        peer.settings["switch"]["up"] = False
+        while (event := data(await client.next_widget_event(timeout=10)))["value"]["state"] == "ok":
+            pass
+        # down is a value the widget shows, not a failing source
+        assert event["status"] == "ok"
+        assert event["value"] == {"state": "down", "code": 503, "latency_ms": event["value"]["latency_ms"],
+                                  "detail": "HTTP 503 (expected 2xx or 3xx)"}
+    finally:
+        client.close()
