@@ -1,0 +1,269 @@
+"""POST /api/widgets/<id> and POST /api/widgets: scripts push values, with a bearer token.
+
+The checks run in a fixed order, so that an answer never tells more than the
+caller may know: the token first (a stranger learns nothing about which widgets
+exist), then the form of the request (415, 413, 400), then the widget (404,
+409), then the value (400).
+
+Deliberate oddities, please read before "fixing":
+- The handlers stream the request body (`stream_request_body`) only to count
+  it: a body declared larger than `[api] max_body` is refused from its headers,
+  before it is read, and a chunked one is dropped past the limit, so memory per
+  request stays bounded whatever the client sends.
+- Tokens are accepted in the Authorization header only. A token in the URL
+  would land in the access log (and in proxies' logs); a request that tries it
+  is told where the token goes.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import tornado.web
+
+from ..models import ERROR, OK, format_ts
+from ..sources import is_push
+from ..views import ValueRejected, accept
+from .api import ApiHandler, WidgetHandler, WidgetsHandler
+
+log = logging.getLogger("dashboard.push")
+
+HOW_TO_ENABLE = 'the push API is off: add [api] tokens = { name = "${DASHBOARD_TOKEN}" } to config.toml'
+STATUSES = (OK, ERROR)
+SINGLE_KEYS = ("value", "status", "message")
+BATCH_KEYS = ("values",)
+_SHOWN = 40  # names from a request body are cut to this many characters in messages
+
+
+def token_name(tokens: Mapping[str, str], offered: bytes) -> str | None:
+    """The name of the configured token equal to `offered` (bytes as sent), or None.
+
+    Every configured token is compared, in constant time, even after a match:
+    how long this takes must not tell which token (or how much of one) was right.
+    """
+    found = None
+    for name, token in tokens.items():
+        # surrogateescape gives back the raw bytes of an environment variable that was not UTF-8
+        if hmac.compare_digest(offered, token.encode("utf-8", "surrogateescape")):
+            found = name
+    return found
+
+
+def bearer_token(authorization: str) -> str | None:
+    """The token of an "Authorization: Bearer <token>" header (RFC 6750), or None."""
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token
+
+
+def is_json_content_type(header: str) -> bool:
+    """application/json, with at most a UTF-8 charset: JSON has no other encoding (RFC 8259)."""
+    media_type, *params = (part.strip().lower() for part in header.split(";"))
+    if media_type != "application/json":
+        return False
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip() == "charset" and value.strip().strip('"') not in ("utf-8", "utf8"):
+            return False
+    return True
+
+
+def quoted(text: str) -> str:
+    """A name from the request, quoted and cut for an error message (JSON escapes keep it one line)."""
+    shown = text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+    return json.dumps(shown)
+
+
+def describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    return json.dumps(value)  # null, true, a number
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")  # json.loads would take NaN and Infinity otherwise
+
+
+def http_error(status: int, message: str) -> tornado.web.HTTPError:
+    # Tornado logs log_message as a format string: a "%" from the request (a key named
+    # "%s") must travel as an argument, or the log line breaks.
+    return tornado.web.HTTPError(status, "%s", message)
+
+
+def bad_request(message: str) -> tornado.web.HTTPError:
+    return http_error(400, message)
+
+
+@tornado.web.stream_request_body
+class PushBase(ApiHandler):
+    _body: bytearray
+    _too_large = False
+
+    def check_xsrf_cookie(self) -> None:
+        # Pushes are authorised by a bearer token, never by a cookie, so a cross-site
+        # form cannot forge one: should xsrf_cookies be switched on, scripts must not
+        # need an _xsrf field.
+        pass
+
+    def prepare(self) -> None:
+        self._body = bytearray()
+        if self.request.method == "POST" and self._declared_length() > self.config.api.max_body:
+            # Answering now is the only way not to read the body (Tornado then closes the
+            # connection). The answer still comes in the usual order: the token first.
+            self._check_request_headers()
+            # Tornado's own limit would otherwise add a bare "400 Bad Request" after ours.
+            self.request.connection.set_max_body_size(self._declared_length())
+            raise self._too_large_error()
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._too_large:
+            return
+        if len(self._body) + len(chunk) > self.config.api.max_body:
+            self._too_large = True
+            self._body = bytearray()  # the rest is read and dropped; post() answers 413
+            return
+        self._body += chunk
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if status_code == 401:  # RFC 7235: a 401 says which scheme it wants
+            self.set_header("WWW-Authenticate", 'Bearer realm="dashboard"')
+        super().write_error(status_code, **kwargs)
+
+    def _declared_length(self) -> int:
+        raw = self.request.headers.get("Content-Length", "")
+        if not (raw.isascii() and raw.isdigit()):
+            return 0  # none (chunked), or malformed: Tornado refuses that one itself
+        return int(raw) if len(raw) <= 18 else 10**18  # int() refuses thousands of digits
+
+    def _too_large_error(self) -> tornado.web.HTTPError:
+        limit = self.config.api.max_body
+        return http_error(413, f"body too large: at most {limit} bytes ([api] max_body)")
+
+    # -- the checks, in the order of the module docstring ------------------------------------
+
+    def _authorise(self) -> str:
+        """The name of the caller's token; 403 while no token is configured, 401 without a good one."""
+        tokens = self.config.api.tokens
+        if not tokens:
+            raise http_error(403, HOW_TO_ENABLE)
+        authorization = self.request.headers.get("Authorization")
+        if authorization is None:
+            hint = " (not in the URL: URLs are logged)" if self.request.query else ""
+            raise http_error(401, f"missing token: send the header Authorization: Bearer <token>{hint}")
+        token = bearer_token(authorization)
+        # Header values arrive decoded as Latin-1: encoding back gives the bytes as sent.
+        name = token_name(tokens, token.encode("latin-1", "replace")) if token is not None else None
+        if name is None:
+            raise http_error(401, "invalid token: expected Authorization: Bearer <token> "
+                                  "with a token from [api] tokens")
+        return name
+
+    def _check_request_headers(self) -> str:
+        name = self._authorise()
+        content_type = self.request.headers.get("Content-Type")
+        if content_type is None or not is_json_content_type(content_type):
+            got = quoted(content_type) if content_type is not None else "none"
+            raise http_error(415, f"expected Content-Type: application/json, got {got}")
+        return name
+
+    def _json_object(self, keys: tuple[str, ...]) -> dict[str, Any]:
+        """The body as a JSON object with only the given keys; 413 or 400 otherwise."""
+        if self._too_large or len(self._body) > self.config.api.max_body:
+            raise self._too_large_error()
+        try:
+            body = json.loads(bytes(self._body).decode("utf-8"), parse_constant=_reject_constant)
+        except UnicodeDecodeError as exc:
+            raise bad_request(f"invalid JSON: not UTF-8 (byte {exc.start})") from None
+        except RecursionError:
+            raise bad_request("invalid JSON: nested too deeply") from None
+        except ValueError as exc:  # JSONDecodeError, NaN, an integer of thousands of digits
+            raise bad_request(f"invalid JSON: {exc}") from None
+        example = '{"values": {"<widget id>": ...}}' if "values" in keys else '{"value": ...}'
+        if not isinstance(body, dict):
+            raise bad_request(f"expected a JSON object like {example}, got {describe(body)}")
+        for key in body:
+            if key not in keys:
+                expected = ", ".join(f'"{k}"' for k in keys)
+                raise bad_request(f"unknown key {quoted(key)} (expected {expected})")
+        return body
+
+    def _push_widget(self, widget_id: str):
+        """The widget, if it exists (404) and takes pushes (409)."""
+        widget = self.config.widgets.get(widget_id)
+        if widget is None:
+            raise http_error(404, f"unknown widget {quoted(widget_id)}")
+        if widget.source is None:
+            raise http_error(409, f"widget {quoted(widget_id)} is a {widget.view} and takes no values")
+        if not is_push(widget):
+            raise http_error(
+                409, f"widget {quoted(widget_id)} is fed by its {quoted(widget.source.kind)} source, not by pushes")
+        return widget
+
+    def _accepted(self, widget, value: Any) -> Any:
+        try:
+            return accept(widget.view, value)
+        except ValueRejected as exc:
+            raise bad_request(f"widget {quoted(widget.id)} ({widget.view}): {exc}") from None
+
+
+class WidgetPushHandler(PushBase, WidgetHandler):
+    """GET /api/widgets/<id> reads (api.py); POST pushes one value."""
+
+    async def post(self, widget_id: str) -> None:
+        caller = self._check_request_headers()  # the token's name, never the token
+        body = self._json_object(SINGLE_KEYS)
+        status = body.get("status", OK)
+        if status not in STATUSES:
+            got = quoted(status) if isinstance(status, str) else describe(status)
+            raise bad_request(f'status: expected "ok" or "error", got {got}')
+        message = body.get("message")
+        if message is not None and (status != ERROR or not isinstance(message, str)):
+            raise bad_request('message: expected a string, with "status": "error"')
+        if "value" not in body and status == OK:
+            raise bad_request('missing "value": send {"value": ...}')
+        widget = self._push_widget(widget_id)
+        if "value" in body:
+            value = self._accepted(widget, body["value"])
+        else:
+            # A failure without a value keeps the last one, as a failing ticker does:
+            # the page shows it, marked as failing.
+            latest = (await self.runtime.store.latest([widget.id])).get(widget.id)
+            value = latest.value if latest is not None else None
+        sample = await self.runtime.recorder.record(widget.id, value, status, message)
+        log.debug("widget %s pushed by token %s: event %d", widget.id, caller, sample.id)
+        self.write_json({"id": sample.id, "widget": sample.widget, "ts": format_ts(sample.ts)})
+
+
+class WidgetsPushHandler(PushBase, WidgetsHandler):
+    """GET /api/widgets lists (api.py); POST pushes several values, all or nothing."""
+
+    async def post(self) -> None:
+        caller = self._check_request_headers()  # the token's name, never the token
+        values = self._json_object(BATCH_KEYS).get("values")
+        if not isinstance(values, dict) or not values:
+            got = "nothing" if values is None else describe(values)
+            raise bad_request(f'values: expected an object of widget ids to values, like '
+                              f'{{"values": {{"<widget id>": ...}}}}, got {got}')
+        # Same order as one push: every widget must exist (404) and take pushes (409),
+        # then every value must fit; the first problem found is the answer.
+        widgets = {widget_id: self.config.widgets.get(widget_id) for widget_id in values}
+        for widget_id, widget in widgets.items():
+            if widget is None:
+                raise http_error(404, f"unknown widget {quoted(widget_id)}")
+        for widget_id in widgets:
+            self._push_widget(widget_id)
+        items = [(widget_id, self._accepted(widget, values[widget_id]), OK, None)
+                 for widget_id, widget in widgets.items()]
+        samples = await self.runtime.recorder.record_many(items)
+        log.debug("widgets %s pushed by token %s", ", ".join(widgets), caller)
+        self.write_json({"ids": {s.widget: s.id for s in samples}, "ts": format_ts(samples[0].ts)})
