@@ -1,62 +1,42 @@
-// Renderers, one per view. They update the elements the server rendered, and only
-// ever through textContent and attributes: a value is text, never markup.
+// The widgets' state and renderers. They update the elements the server rendered,
+// and only through textContent and attributes: a value is text, never markup.
+import { change, clockTime, formatAge, formatNumber, fullTime, isNumber, level, longDate } from "./format.js";
+import { drawChart, sparkPoints } from "./chart.js";
 
-const ARROWS = { up: "▲", down: "▼", flat: "▬" };
-const SVG_NS = "http://www.w3.org/2000/svg";
-
-function isNumber(value) {
-  return typeof value === "number" && Number.isFinite(value);
-}
-
-export function formatNumber(value, decimals) {
-  if (!isNumber(value)) return value === null || value === undefined ? "—" : String(value);
-  const options = decimals === null || decimals === undefined
-    ? { maximumSignificantDigits: 6 }
-    : { minimumFractionDigits: decimals, maximumFractionDigits: decimals };
-  return value.toLocaleString("en-US", options);
-}
-
-export function level(value, warn, crit) {
-  if (!isNumber(value)) return "ok";
-  const falling = warn !== null && crit !== null && warn > crit;
-  const beyond = (limit) => (falling ? value <= limit : value >= limit);
-  if (crit !== null && beyond(crit)) return "crit";
-  if (warn !== null && beyond(warn)) return "warn";
-  return "ok";
-}
-
-// The same scaling as views.graph_path on the server.
-export function graphPath(points, width, height, low, high) {
-  if (!points.length) return "";
-  const ts = points.map((p) => p[0]);
-  const vs = points.map((p) => p[1]);
-  const t0 = Math.min(...ts), t1 = Math.max(...ts);
-  let v0 = low ?? Math.min(...vs), v1 = high ?? Math.max(...vs);
-  if (v1 === v0) { v0 -= 1; v1 += 1; }
-  const span = (t1 - t0) || 1;
-  return points.map(([t, v]) =>
-    `${((t - t0) / span * width).toFixed(1)},${(height - (v - v0) / (v1 - v0) * height).toFixed(1)}`).join(" ");
-}
+const WITH_POINTS = new Set(["graph", "number"]);
+const STATUS_LEVELS = { ok: "ok", warn: "warn", down: "crit" };
 
 function setText(element, text) {
   if (element && element.textContent !== text) element.textContent = text;
 }
 
 export class Widgets {
-  constructor(data) {
+  // `now` is the server's clock as this page estimates it (ms): sample times are
+  // the server's, and a browser's clock may be off by minutes.
+  constructor(data, now) {
+    this.now = now;
     this.config = new Map(data.widgets.map((w) => [w.id, w]));
-    this.points = new Map(Object.entries(data.graphs || {}));
-    this.lastEventId = data.lastEventId;
-    this.server = null;
+    this.points = new Map(); // widget id -> [[time ms, value, sample id], ...], by id
+    this.lastIds = new Map(); // widget id -> the newest sample id shown
+    this.updatedAt = new Map(); // widget id -> time of the newest sample shown (ms), or null
     this.live = false;
-    this.updatedAt = new Map();
-    const now = Date.now();
+    this.liveUntil = now(); // when the stream was last known to be up
+    this.loadedAt = now();
     for (const w of data.widgets) {
       const el = this.element(w.id);
-      const ts = el && el.querySelector("[data-role=updated]")?.dataset.ts;
-      this.updatedAt.set(w.id, ts ? Date.parse(ts) : now);
-      if (w.view === "clock") this.clock(w);
+      if (!el) continue;
+      this.lastIds.set(w.id, Number(el.dataset.eventId) || 0);
+      const updated = this.role(el, "updated");
+      const ts = updated?.dataset.ts;
+      this.updatedAt.set(w.id, ts ? Date.parse(ts) : null);
+      if (ts) updated.title = `updated ${fullTime(new Date(Date.parse(ts)))}`;
+      if (WITH_POINTS.has(w.view)) {
+        const ids = data.graphIds?.[w.id] || [];
+        this.points.set(w.id, (data.graphs?.[w.id] || []).map(([t, v], i) => [t, v, ids[i]]));
+      }
+      if (w.view === "clock") this.startClock(w, el);
     }
+    this.tick();
   }
 
   element(id) {
@@ -68,135 +48,204 @@ export class Widgets {
   }
 
   connected(live) {
+    if (this.live && !live) this.liveUntil = this.now();
     this.live = live;
+    this.tick();
   }
 
-  // A different server instance answered (a restart): the stream resumed through
-  // Last-Event-ID, so nothing is missing; nothing to do but note it.
-  resync() {}
-
+  // Returns whether the sample was shown: a replay of one already shown is not.
   update(id, sample, eventId) {
     const w = this.config.get(id);
     const el = this.element(id);
-    if (!w || !el) return;
-    if (eventId) this.lastEventId = Math.max(this.lastEventId, eventId);
-    this.updatedAt.set(id, Date.parse(sample.ts) || Date.now());
-    el.classList.remove("is-stale");
-    el.classList.toggle("is-error", sample.status !== "ok");
-    setText(this.role(el, "message"), sample.message || "");
+    if (!w || !el) return false;
+    const ts = Date.parse(sample.ts);
+    if (eventId && eventId <= (this.lastIds.get(id) || 0)) {
+      // Shown already (a replay after a reconnect, a snapshot), unless the ids started
+      // over with a new database: then the sample is newer than what is shown.
+      const shown = this.updatedAt.get(id);
+      if (!(shown !== null && shown !== undefined && ts > shown)) return false;
+      if (this.points.has(id)) this.points.set(id, []);
+    }
+    if (eventId) this.lastIds.set(id, eventId);
+    this.updatedAt.set(id, ts);
+    el.dataset.eventId = String(eventId || 0);
+    const failed = sample.status !== "ok";
+    el.classList.toggle("is-error", failed);
+    setText(this.role(el, "message"), failed ? sample.message || "the source failed" : sample.message || "");
     const updated = this.role(el, "updated");
     if (updated) {
       updated.dataset.ts = sample.ts;
-      setText(updated, `updated ${sample.ts.slice(11, 19)} UTC`);
+      updated.title = `updated ${fullTime(new Date(ts))}`;
     }
-    if (sample.status !== "ok") return; // keep showing the last good value, marked
-    const render = this[`render_${w.view}`];
-    if (render) render.call(this, w, el, sample);
+    // A failed sample keeps showing the last good value, marked as failed.
+    if (!failed) this[`render_${w.view}`]?.(w, el, sample, eventId);
+    this.refresh(w, el, this.now());
+    return true;
   }
 
-  setLevel(w, el, value) {
-    el.classList.remove("level--ok", "level--warn", "level--crit");
-    el.classList.add(`level--${level(value, w.warn, w.crit)}`);
+  // Samples fetched from the history API to fill a gap; merged by id, so one
+  // that also arrives on the stream is kept once.
+  merge(id, samples) {
+    const w = this.config.get(id);
+    if (!w || !this.points.has(id)) return;
+    for (const s of samples) {
+      if (s.status === "ok" && isNumber(s.value)) this.addPoint(w, [Date.parse(s.ts), s.value, s.id]);
+    }
+    this.draw(w, this.element(id));
   }
 
-  addPoint(w, sample) {
-    if (!isNumber(sample.value)) return [];
+  lastPointId(id) {
+    const points = this.points.get(id) || [];
+    return points.length ? points[points.length - 1][2] : 0;
+  }
+
+  addPoint(w, point) {
+    const points = this.points.get(w.id);
+    const newest = points.length ? points[points.length - 1][2] : -Infinity;
+    if (point[2] > newest) {
+      points.push(point);
+    } else {
+      let low = 0, high = points.length;
+      while (low < high) {
+        const mid = (low + high) >> 1;
+        if (points[mid][2] < point[2]) low = mid + 1; else high = mid;
+      }
+      if (points[low]?.[2] === point[2]) return; // have it
+      points.splice(low, 0, point);
+    }
+    const oldest = this.now() - w.history * 1000;
+    let drop = 0;
+    while (drop < points.length - 1 && points[drop][0] < oldest) drop++;
+    if (drop) points.splice(0, drop);
+  }
+
+  previousValue(w, eventId) {
     const points = this.points.get(w.id) || [];
-    const t = Date.parse(sample.ts);
-    points.push([t, sample.value]);
-    const oldest = t - w.history * 1000;
-    while (points.length && points[0][0] < oldest) points.shift();
-    this.points.set(w.id, points);
-    return points;
+    for (let i = points.length - 1; i >= 0; i--) if (points[i][2] < eventId) return points[i][1];
+    return null;
   }
 
-  render_number(w, el, sample) {
-    const points = this.points.get(w.id) || [];
-    const previous = points.length ? points[points.length - 1][1] : null;
+  setLevel(el, name) {
+    for (const old of ["ok", "warn", "crit"]) el.classList.toggle(`level--${old}`, old === name);
+  }
+
+  render_number(w, el, sample, eventId) {
     setText(this.role(el, "value"), formatNumber(sample.value, w.decimals));
-    const change = this.role(el, "change");
-    if (change && isNumber(previous) && isNumber(sample.value)) {
-      const arrow = sample.value > previous ? "up" : sample.value < previous ? "down" : "flat";
-      const percent = previous === 0 ? null : ((sample.value - previous) / Math.abs(previous)) * 100;
-      change.className = `change change--${arrow}`;
-      setText(change, percent === null ? ARROWS[arrow] : `${ARROWS[arrow]} ${percent >= 0 ? "+" : ""}${percent.toFixed(2)}%`);
+    const delta = change(sample.value, this.previousValue(w, eventId));
+    const arrow = this.role(el, "change");
+    if (arrow && delta) {
+      arrow.setAttribute("class", `change change--${delta.arrow}`);
+      setText(arrow, delta.text);
     }
-    const line = this.role(el, "line");
-    const all = this.addPoint(w, sample);
-    if (line) line.setAttribute("points", graphPath(all, 100, 24, null, null));
-    this.setLevel(w, el, sample.value);
+    if (isNumber(sample.value)) this.addPoint(w, [Date.parse(sample.ts), sample.value, eventId]);
+    this.draw(w, el);
+    this.setLevel(el, level(sample.value, w.warn, w.crit));
   }
 
   render_meter(w, el, sample) {
     setText(this.role(el, "value"), formatNumber(sample.value, w.decimals));
     const low = w.min ?? 0, high = w.max ?? 100;
     const fraction = isNumber(sample.value) && high > low ? Math.min(1, Math.max(0, (sample.value - low) / (high - low))) : 0;
-    const fill = this.role(el, "fill");
-    if (fill) fill.style.strokeDasharray = `${(fraction * 100).toFixed(1)} 100`;
-    this.setLevel(w, el, sample.value);
+    this.role(el, "fill")?.setAttribute("stroke-dasharray", `${(fraction * 100).toFixed(1)} 100`);
+    this.setLevel(el, level(sample.value, w.warn, w.crit));
   }
 
-  render_graph(w, el, sample) {
+  render_graph(w, el, sample, eventId) {
     setText(this.role(el, "value"), formatNumber(sample.value, w.decimals));
-    const line = this.role(el, "line");
-    const points = this.addPoint(w, sample);
-    if (line) line.setAttribute("points", graphPath(points, 300, 100, w.min, w.max));
-    this.setLevel(w, el, sample.value);
+    if (isNumber(sample.value)) this.addPoint(w, [Date.parse(sample.ts), sample.value, eventId]);
+    this.draw(w, el);
+    this.setLevel(el, level(sample.value, w.warn, w.crit));
   }
 
   render_text(w, el, sample) {
-    setText(this.role(el, "value"), sample.value === null ? "—" : String(sample.value));
+    setText(this.role(el, "value"), sample.value === null || sample.value === undefined ? "—" : String(sample.value));
   }
 
   render_list(w, el, sample) {
-    const list = this.role(el, "rows");
-    const rows = (sample.value || []).map((row) => {
+    const rows = (Array.isArray(sample.value) ? sample.value : []).map((row) => {
       const li = document.createElement("li");
       const label = document.createElement("span");
       label.className = "label";
-      label.textContent = row.label;
+      label.textContent = String(row.label ?? "");
       const cell = document.createElement("span");
       cell.className = "cell";
-      cell.textContent = row.value === undefined ? "" : formatNumber(row.value, w.decimals);
+      cell.textContent = row.value === undefined || row.value === null ? ""
+        : isNumber(row.value) ? formatNumber(row.value, w.decimals) : String(row.value);
       li.append(label, cell);
       return li;
     });
-    list.replaceChildren(...rows);
+    this.role(el, "rows")?.replaceChildren(...rows);
   }
 
   render_status(w, el, sample) {
-    const value = sample.value || {};
-    const state = this.role(el, "state");
-    state.className = `state state--${value.state || "unknown"}`;
-    setText(state, value.state || "—");
+    const value = sample.value && typeof sample.value === "object" ? sample.value : { state: sample.value };
+    const state = typeof value.state === "string" ? value.state : "unknown";
+    this.role(el, "state")?.setAttribute("class", `state state--${STATUS_LEVELS[state] ? state : "unknown"}`);
+    setText(this.role(el, "state-word"), value.state ? String(value.state) : "—");
     const parts = [];
     if (isNumber(value.latency_ms)) parts.push(`${Math.round(value.latency_ms)} ms`);
-    if (value.code !== undefined) parts.push(String(value.code));
-    if (value.detail !== undefined) parts.push(String(value.detail));
+    if (value.code !== undefined && value.code !== null) parts.push(String(value.code));
+    if (value.detail !== undefined && value.detail !== null) parts.push(String(value.detail));
     setText(this.role(el, "detail"), parts.join(" · "));
+    this.setLevel(el, STATUS_LEVELS[state] || "ok");
   }
 
-  clock(w) {
-    const el = this.element(w.id);
-    const options = w.timezone ? { timeZone: w.timezone } : {};
+  startClock(w, el) {
     const show = () => {
-      const now = new Date();
-      setText(this.role(el, "clock"), now.toLocaleTimeString([], { ...options, hour: "2-digit", minute: "2-digit", second: "2-digit" }));
-      setText(this.role(el, "date"), now.toLocaleDateString([], { ...options, weekday: "long", day: "numeric", month: "long" }));
+      const now = new Date(); // a clock shows the viewer's time, not the server's
+      setText(this.role(el, "clock"), clockTime(now, w.timezone));
+      setText(this.role(el, "date"), longDate(now, w.timezone) + (w.timezone ? ` · ${w.timezone}` : ""));
     };
     show();
     setInterval(show, 1000);
   }
 
-  // Stale: no update for three intervals where one was expected, either because
-  // the widget sends every interval, or because the stream itself is down.
+  draw(w, el) {
+    const points = this.points.get(w.id) || [];
+    if (w.view === "number") {
+      this.role(el, "line")?.setAttribute("points", sparkPoints(points, 100, 24));
+    } else if (w.view === "graph") {
+      const svg = this.role(el, "chart");
+      if (!svg) return;
+      const end = this.now();
+      // The window is the configured history, but while the data covers less of it
+      // (a new widget), it narrows to the data, down to ten intervals or 30 s, so
+      // that the line does not start as a sliver at the right edge.
+      const span = w.history * 1000;
+      const least = Math.min(span, Math.max(30_000, 10 * w.every * 1000));
+      const first = points.length ? points[0][0] : end;
+      const start = Math.max(end - span, Math.min(first, end - least));
+      drawChart(svg, points, {
+        start, end, low: w.min, high: w.max,
+        // A silence of five intervals (or a fortieth of the window) is a hole in the data.
+        gap: Math.max(5 * w.every * 1000, (w.history * 1000) / 40),
+        format: (v) => formatNumber(v, Number.isInteger(v) ? 0 : null) + (w.unit ? ` ${w.unit}` : ""),
+        timeZone: w.timezone || undefined,
+      });
+    }
+  }
+
+  // Stale: no update for three intervals where one was expected, because the
+  // widget sends every interval (heartbeat) or because the stream is down.
+  refresh(w, el, now) {
+    if (w.view === "clock") return;
+    const ts = this.updatedAt.get(w.id);
+    const since = w.heartbeat ? (ts ?? this.loadedAt) : this.live ? null : Math.max(ts ?? 0, this.liveUntil);
+    const stale = since !== null && now - since > 3 * w.every * 1000;
+    el.classList.toggle("is-stale", stale);
+    const failed = el.classList.contains("is-error");
+    setText(this.role(el, "badge"), failed ? "error" : stale ? "stale" : "");
+    const updated = this.role(el, "updated");
+    if (updated) setText(updated, ts === null || ts === undefined ? "no data yet" : `updated ${formatAge(now - ts)}`);
+  }
+
   tick() {
-    const now = Date.now();
-    for (const [id, w] of this.config) {
-      if (w.view === "clock") continue;
-      const el = this.element(id);
-      const silent = now - (this.updatedAt.get(id) || now) > 3 * w.every * 1000;
-      el.classList.toggle("is-stale", silent && (w.heartbeat || !this.live));
+    const now = this.now();
+    for (const w of this.config.values()) {
+      const el = this.element(w.id);
+      if (!el) continue;
+      this.refresh(w, el, now);
+      if (w.view === "graph") this.draw(w, el); // the time window slides
     }
   }
 }

@@ -1,0 +1,76 @@
+// The dashboard page: wires the stream to the widgets, shows the connection's
+// state, fills gaps in graphs after a reconnect, and rotates through dashboards.
+import { connect } from "./stream.js";
+import { Widgets } from "./widgets.js";
+import { clockTime } from "./format.js";
+
+const data = JSON.parse(document.getElementById("dashboard-data").textContent);
+const offset = Date.parse(data.now) - Date.now(); // the server's clock minus ours
+const serverNow = () => Date.now() + offset;
+const widgets = new Widgets(data, serverNow);
+const indicator = document.getElementById("connection");
+const offline = document.getElementById("offline");
+const state = { live: false, downSince: null, server: null, backfills: 0 };
+showConnection("connecting", "connecting");
+
+function showConnection(name, text) {
+  indicator.className = `connection connection--${name}`;
+  indicator.hidden = false;
+  indicator.textContent = text;
+  offline.textContent = text;
+  offline.hidden = name === "live";
+  document.documentElement.dataset.connection = name;
+}
+
+// What the graphs lack after a gap: every sample after the newest point each has.
+async function backfill() {
+  state.backfills += 1;
+  await Promise.all([...widgets.points.keys()].map(async (id) => {
+    try {
+      const response = await fetch(`${data.history}${encodeURIComponent(id)}/history?since=${widgets.lastPointId(id)}`);
+      if (response.ok) widgets.merge(id, (await response.json()).samples || []);
+    } catch {
+      // the stream is down again: the next reconnect tries again
+    }
+  }));
+}
+
+const source = connect(data, {
+  open(afterError) {
+    state.live = true;
+    state.downSince = null;
+    showConnection("live", "live");
+    widgets.connected(true);
+    if (afterError) backfill();
+  },
+  down() {
+    state.live = false;
+    if (state.downSince === null) state.downSince = new Date();
+    showConnection("reconnecting", `reconnecting since ${clockTime(state.downSince)}`);
+    widgets.connected(false);
+  },
+  hello(hello) {
+    // A new version was deployed: this page's scripts and markup may not fit it.
+    if (hello.version && hello.version !== data.version) window.location.reload();
+    state.server = hello.server;
+  },
+  reload() {
+    source.close();
+    window.location.reload();
+  },
+  sample(id, sample, eventId) {
+    widgets.update(id, sample, eventId);
+  },
+});
+
+// Rotation waits for a live connection: navigating while the server is away would
+// leave a wall screen on the browser's own error page, which never comes back.
+function rotate() {
+  if (state.live) window.location.assign(data.next);
+  else setTimeout(rotate, 1000);
+}
+if (data.rotate > 0 && data.next) setTimeout(rotate, data.rotate * 1000);
+
+setInterval(() => widgets.tick(), 1000);
+new ResizeObserver(() => widgets.tick()).observe(document.querySelector("main.grid"));
+window.dashboard = { data, source, widgets, state };
