@@ -13,10 +13,12 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+from . import auth as viewer_auth
 
 
 class ConfigError(Exception):
@@ -31,6 +33,7 @@ THEMES = ("auto", "dark", "light")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 HUB_BACKENDS = ("memory", "redis")
 DB_SCHEMES = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 # SSE event names the stream uses for itself; a widget with one of these ids
 # would be indistinguishable from a control event on the page.
 RESERVED_WIDGET_IDS = ("hello", "reload", "message", "error", "open")
@@ -42,6 +45,16 @@ _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE = re.compile(r"([0-9]+)(B|KiB|MiB|GiB)")
 _SIZE_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+_RATE = re.compile(r"([0-9]+(?:\.[0-9]+)?)/(s|m|h)")
+_RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")  # viewer names: kiosk tokens and users
+_NAME_RULE = 'letters, digits, "_", ".", "@" and "-" only (1-64 characters)'
+_HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
+# CSP frame-ancestors sources: a scheme ("https:") or a host, maybe with scheme, port, path.
+_FRAME_SOURCE = re.compile(r"[a-z][a-z0-9+.-]*:|(?:[a-z][a-z0-9+.-]*://)?(?:\*\.)?[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+                           r"(?::(?:[0-9]{1,5}|\*))?(?:/[A-Za-z0-9._~%!$&()*+=:@/-]*)?|\*")
+SECRET_MIN = 32
+VIEWER_TOKEN_MIN = 16
 _SHOW_MAX = 40  # got-values longer than this are cut, so one line stays one line
 
 
@@ -319,6 +332,12 @@ class ServerConfig:
     max_streams: int
     max_streams_per_ip: int
     max_stream_lifetime: float
+    # Proxies whose X-Forwarded-For / -Proto / user header are believed (parsed networks).
+    trusted_proxies: tuple = ()
+    frame_ancestors: tuple[str, ...] = ("'self'",)  # CSP frame-ancestors: who may embed the pages
+    max_body: int = 64 * 1024  # the largest request body, pushes aside (those have [api] max_body)
+    max_header: int = 16 * 1024
+    metrics_token: str = ""  # when set, /metrics and the details of /healthz need it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -333,6 +352,8 @@ class HubConfig:
     backend: str
     url: str
     buffer: int
+    channel: str = "dashboard:events"  # redis: the one pub/sub channel; the ticker lock is "<channel>:tickers"
+    lease: float = 10.0  # redis: a dead worker's tickers move to a standby within this time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -340,6 +361,18 @@ class ApiConfig:
     tokens: Mapping[str, str]
     max_body: int
     history_limit: int
+    rate: float = 10.0  # pushes per second per token, on average
+    burst: int = 20  # pushes per token at once
+
+
+@dataclasses.dataclass(frozen=True)
+class AuthConfig:
+    """Viewer authentication (dashboard/auth.py); unused while every dashboard is public."""
+    secret: str = ""  # signs session cookies
+    session_lifetime: float = 12 * 3600.0
+    tokens: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))  # kiosk links
+    users: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))  # name -> scrypt hash
+    proxy_header: str = "X-Forwarded-User"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -368,6 +401,7 @@ class WidgetConfig:
     height: int
     timezone: str
     source: SourceConfig | None
+    enabled: bool = True  # a disabled widget is validated but neither runs nor shows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -378,6 +412,8 @@ class DashboardConfig:
     columns: int
     theme: str
     rotate: float  # 0.0 when off
+    auth: str = "public"  # public, token, password or proxy
+    users: tuple[str, ...] | None = None  # who of that kind may see it; None: everyone of that kind
 
 
 @dataclasses.dataclass(frozen=True)
@@ -389,11 +425,16 @@ class Config:
     hub: HubConfig
     api: ApiConfig
     dashboards: tuple[DashboardConfig, ...]
-    widgets: Mapping[str, WidgetConfig]
+    widgets: Mapping[str, WidgetConfig]  # the enabled widgets: everything that runs and shows
+    # `enabled = false`: kept only so their sources can be validated too
+    disabled_widgets: Mapping[str, WidgetConfig] = dataclasses.field(
+        default_factory=lambda: MappingProxyType({}))
+    auth: AuthConfig = dataclasses.field(default_factory=AuthConfig)
 
     def source_options(self, widget_id: str) -> Table:
         """The widget's source options, for the source module to read and done()."""
-        source = self.widgets[widget_id].source
+        widget = self.widgets.get(widget_id) or self.disabled_widgets[widget_id]
+        source = widget.source
         if source is None:
             return Table(self.file, _join(_join("widgets", widget_id), "source"), {})
         return Table(self.file, source.path, source.options)
@@ -421,9 +462,50 @@ def _server(t: Table) -> ServerConfig:
         max_streams=t.int("max_streams", 10000, min=1),
         max_streams_per_ip=t.int("max_streams_per_ip", 1000, min=1),
         max_stream_lifetime=t.duration("max_stream_lifetime", "1h", positive=True),
+        trusted_proxies=_trusted_proxies(t),
+        frame_ancestors=_frame_ancestors(t),
+        max_body=_size(t, "max_body", 64 * 1024),
+        max_header=_size(t, "max_header", 16 * 1024),
+        metrics_token=_secret_token(t, "metrics_token", 8),
     )
+    if server.max_header < 1024:
+        raise t.error("max_header", f"expected a size of at least 1KiB, got {_show(t.raw('max_header'))}")
     t.done()
     return server
+
+
+def _trusted_proxies(t: Table) -> tuple:
+    networks = []
+    for index, text in enumerate(t.str_list("trusted_proxies", ())):
+        try:
+            networks.append(viewer_auth.parse_network(text))
+        except ValueError:
+            where = _join(_join(t.path, "trusted_proxies"), index)
+            raise _error(t.file, where, f'expected an IP address or network like "10.0.0.0/8", '
+                                        f"got {_show(text)}") from None
+    return tuple(networks)
+
+
+def _frame_ancestors(t: Table) -> tuple[str, ...]:
+    sources = t.str_list("frame_ancestors", ("'self'",))
+    if not sources:
+        raise t.error("frame_ancestors", """expected at least one source, got an empty array (use ["'none'"])""")
+    for index, source in enumerate(sources):
+        if source in ("'self'", "'none'") or _FRAME_SOURCE.fullmatch(source):
+            if source == "'none'" and len(sources) > 1:
+                raise t.error("frame_ancestors", "expected \"'none'\" alone, got it with other sources")
+            continue
+        where = _join(_join(t.path, "frame_ancestors"), index)
+        raise _error(t.file, where, "expected \"'self'\", \"'none'\", a scheme like \"https:\" or a host like "
+                                    f'"https://wall.example.org", got {_show(source)}')
+    return sources
+
+
+def _secret_token(t: Table, key: str, shortest: int) -> str:
+    token = t.str(key, "")
+    if token and len(token) < shortest:  # the value itself is a secret: never echo it
+        raise t.error(key, f"too short: use at least {shortest} characters")
+    return token
 
 
 def _database_url(t: Table, base_dir: Path) -> str:
@@ -459,7 +541,15 @@ def _hub(t: Table) -> HubConfig:
     url = t.str("url", "")
     if backend == "redis" and not url:
         raise t.error("url", 'missing (required when backend = "redis")')
-    hub = HubConfig(backend=backend, url=url, buffer=t.int("buffer", 1024, min=16))
+    if backend == "redis" and not url.startswith(REDIS_SCHEMES):
+        shown = url.split("://", 1)[0] + "://..." if "://" in url else url  # a URL may hold a password
+        raise t.error("url", f"expected a URL starting with {', '.join(REDIS_SCHEMES)}, got {_show(shown)}")
+    hub = HubConfig(backend=backend, url=url, buffer=t.int("buffer", 1024, min=16),
+                    channel=t.str("channel", "dashboard:events"), lease=t.duration("lease", "10s"))
+    if not hub.channel:
+        raise t.error("channel", "expected a channel name, got an empty string")
+    if hub.lease < 1:
+        raise t.error("lease", f'expected a duration of at least "1s", got {_show(t.raw("lease"))}')
     t.done()
     return hub
 
@@ -489,9 +579,104 @@ def _api(t: Table) -> ApiConfig:
         tokens=_tokens(t.table("tokens", {})),
         max_body=_size(t, "max_body", 65536),
         history_limit=t.int("history_limit", 1000, min=1),
+        rate=_rate(t, "rate", "10/s"),
+        burst=t.int("burst", 20, min=1),
     )
     t.done()
     return api
+
+
+def _rate(t: Table, key: str, default: str) -> float:
+    """Requests per second, from "10/s", "30/m" or "100/h"."""
+    value = t.raw(key, default)
+    match = _RATE.fullmatch(value) if isinstance(value, str) else None
+    rate = float(match[1]) / _RATE_UNITS[match[2]] if match else 0.0
+    if not (rate > 0 and math.isfinite(rate)):
+        raise t.error(key, f'expected a rate like "10/s", "30/m" or "100/h", got {_show(value)}')
+    return rate
+
+
+def _viewer_name(t: Table, name: str) -> None:
+    if not _NAME.fullmatch(name):
+        raise _error(t.file, _join(t.path, name), f"invalid name {_show(name)}: use {_NAME_RULE}")
+
+
+def _viewer_tokens(t: Table, push_tokens: Mapping[str, str]) -> Mapping[str, str]:
+    tokens: dict[str, str] = {}
+    for name in t.keys():
+        _viewer_name(t, name)
+        token = _secret_token(t, name, VIEWER_TOKEN_MIN)
+        if not token:
+            raise t.error(name, "expected a token, got an empty string")
+        if token in tokens.values() or token in push_tokens.values():
+            # A kiosk link that also pushes, or two screens that cannot be told apart.
+            raise t.error(name, "the same token as another one here or in [api] tokens: use a token of its own")
+        tokens[name] = token
+    return MappingProxyType(tokens)
+
+
+def _users(t: Table) -> Mapping[str, str]:
+    users: dict[str, str] = {}
+    for name in t.keys():
+        _viewer_name(t, name)
+        value = t.raw(name)
+        try:
+            viewer_auth.parse_password_hash(value)
+        except ValueError:
+            shown = "a hash it cannot use" if isinstance(value, str) else _show(value)  # not echoed: a hash is secret
+            raise t.error(name, 'expected a password hash made by "python run.py hash-password" '
+                                f"(scrypt$n$r$p$salt$key), got {shown}") from None
+        users[name] = value
+    return MappingProxyType(users)
+
+
+def _auth(t: Table, api: ApiConfig) -> AuthConfig:
+    secret = _secret_token(t, "secret", SECRET_MIN)
+    lifetime = t.duration("session_lifetime", "12h", positive=True)
+    if not 1 <= lifetime <= 400 * 86400:  # browsers cap cookie lifetimes at 400 days
+        raise t.error("session_lifetime", f'expected a duration from "1s" to "400d", got {_show(t.raw("session_lifetime"))}')
+    auth = AuthConfig(
+        secret=secret, session_lifetime=lifetime,
+        tokens=_viewer_tokens(t.table("tokens", {}), api.tokens), users=_users(t.table("users", {})),
+        proxy_header=t.str("proxy_header", "X-Forwarded-User"),
+    )
+    if not _HEADER_NAME.fullmatch(auth.proxy_header):
+        raise t.error("proxy_header", f'expected a header name like "X-Forwarded-User", got {_show(auth.proxy_header)}')
+    t.done()
+    return auth
+
+
+def _access_checker(auth_table: Table, auth: AuthConfig, server: ServerConfig):
+    """Check one dashboard's auth and users against [auth] and [server]."""
+    needs = {
+        viewer_auth.TOKEN: (auth.tokens, 'kiosk tokens: add [auth] tokens = { lobby = "${LOBBY_TOKEN}" }'),
+        viewer_auth.PASSWORD: (auth.users, "users: add [auth] users = { alice = \"<from python run.py hash-password>\" }"),
+    }
+
+    def check(t: Table, dashboard: DashboardConfig) -> None:
+        mode = dashboard.auth
+        if mode == viewer_auth.PUBLIC:
+            if dashboard.users is not None:
+                raise t.error("users", 'expected no users on a public dashboard (set auth = "token", "password" or "proxy")')
+            return
+        if mode == viewer_auth.PROXY:
+            if not server.trusted_proxies:
+                raise t.error("auth", '"proxy" needs the proxy\'s address in [server] trusted_proxies')
+            if dashboard.users is not None and not all(dashboard.users):
+                raise t.error("users", "expected user names, got an empty string")
+            return
+        known, how = needs[mode]
+        if not known:
+            raise t.error("auth", f"{_quote(mode)} needs {how}")
+        if not auth.secret:
+            raise auth_table.error("secret", f"missing (required by {t.path}: auth = {_quote(mode)}; "
+                                             "a random string of at least 32 characters, e.g. \"${DASHBOARD_SECRET}\")")
+        for name in dashboard.users or ():
+            if name not in known:
+                table = "tokens" if mode == viewer_auth.TOKEN else "users"
+                raise t.error("users", f"unknown name {_show(name)} (expected one of [auth] {table}: "
+                                       f"{', '.join(known)})")
+    return check
 
 
 def _source(t: Table, view: str) -> SourceConfig | None:
@@ -523,6 +708,7 @@ def _widget(widget_id: str, t: Table) -> WidgetConfig:
         history=t.duration("history", "10m", positive=True),
         width=t.int("width", 1, min=1, max=24), height=t.int("height", 1, min=1, max=12),
         timezone=t.str("timezone", ""), source=_source(t, view),
+        enabled=t.bool("enabled", True),
     )
     t.done()
     return widget
@@ -572,17 +758,23 @@ def _dashboard(t: Table, widgets: Mapping[str, WidgetConfig]) -> DashboardConfig
     problem = _id_problem(dashboard_id)
     if problem:
         raise t.error("id", problem)
+    title = t.str("title", dashboard_id)
+    # Listing a disabled widget is fine: it is checked like any other, then left
+    # out here, so turning it on is one `enabled = true` away.
+    shown = tuple(w for w in _dashboard_widgets(t, widgets) if widgets[w].enabled)
     dashboard = DashboardConfig(
-        id=dashboard_id, title=t.str("title", dashboard_id),
-        widgets=_dashboard_widgets(t, widgets),
+        id=dashboard_id, title=title, widgets=shown,
         columns=t.int("columns", 4, min=1, max=24),
         theme=t.str("theme", "auto", choices=THEMES), rotate=_rotate(t),
+        auth=t.str("auth", viewer_auth.PUBLIC, choices=viewer_auth.MODES),
+        users=t.str_list("users", None),
     )
     t.done()
     return dashboard
 
 
-def _dashboards(root: Table, widgets: Mapping[str, WidgetConfig]) -> tuple[DashboardConfig, ...]:
+def _dashboards(root: Table, widgets: Mapping[str, WidgetConfig],
+                check: Callable[[Table, DashboardConfig], None] | None = None) -> tuple[DashboardConfig, ...]:
     tables = _table_array(root, "dashboards")
     if not tables:
         raise root.error("dashboards", "expected at least one [[dashboards]] table")
@@ -590,6 +782,8 @@ def _dashboards(root: Table, widgets: Mapping[str, WidgetConfig]) -> tuple[Dashb
     result = []
     for t in tables:
         dashboard = _dashboard(t, widgets)
+        if check is not None:
+            check(t, dashboard)
         if dashboard.id in seen:
             raise t.error("id", f"duplicate dashboard id {_show(dashboard.id)}")
         seen.add(dashboard.id)
@@ -598,7 +792,7 @@ def _dashboards(root: Table, widgets: Mapping[str, WidgetConfig]) -> tuple[Dashb
 
 
 def _build(root: Table, base_dir: Path) -> Config:
-    sections = {name: root.table(name, {}) for name in ("server", "storage", "hub", "api")}
+    sections = {name: root.table(name, {}) for name in ("server", "storage", "hub", "api", "auth")}
     root.raw("widgets", None)  # only marked as known here; read below
     root.raw("dashboards", None)
     # top-level typos first: "[dashboard]" should say so, not "no dashboards"
@@ -607,10 +801,13 @@ def _build(root: Table, base_dir: Path) -> Config:
     server = _server(sections["server"])
     storage = _storage(sections["storage"], base_dir)
     hub, api = _hub(sections["hub"]), _api(sections["api"])
+    auth = _auth(sections["auth"], api)
     widgets = _widgets(root)
+    enabled = {k: w for k, w in widgets.items() if w.enabled}
+    disabled = {k: w for k, w in widgets.items() if not w.enabled}
     return Config(file=root.file, base_dir=base_dir, server=server, storage=storage,
-                  hub=hub, api=api, dashboards=_dashboards(root, widgets),
-                  widgets=MappingProxyType(widgets))
+                  hub=hub, api=api, dashboards=_dashboards(root, widgets, _access_checker(sections["auth"], auth, server)),
+                  widgets=MappingProxyType(enabled), disabled_widgets=MappingProxyType(disabled), auth=auth)
 
 
 # --- loading -------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Wiring and lifecycle: open the store, seed the hub, start the tickers, listen;
-and the reverse, gracefully, on SIGINT or SIGTERM."""
+and the reverse, gracefully, on SIGINT or SIGTERM. SIGHUP reloads the config.
+systemd is told each step (READY, RELOADING, STOPPING) and pinged while healthy."""
 
 from __future__ import annotations
 
@@ -7,18 +8,24 @@ import asyncio
 import logging
 import signal
 import uuid
+from collections.abc import Callable
 
 import tornado.httpserver
 import tornado.netutil
 
 from .app import make_app, make_templates
-from .config import Config
-from .hub import Hub
-from .recorder import Recorder
+from . import reload as reloading
+from .config import Config, ConfigError
+from .metrics import MeasuredRecorder, Metrics
+from .models import ERROR, OK
+from .retention import Pruner
+from .roles import ROLES, make_hub, make_lease, worker_app
 from .runtime import Runtime
 from .scheduler import Scheduler
 from .sources import build_sources
 from .store import Store
+from .systemd import Notifier, Watchdog
+from .web.health import scheduler_state
 
 log = logging.getLogger("dashboard.server")
 
@@ -26,8 +33,20 @@ log = logging.getLogger("dashboard.server")
 class Server:
     """One process: web, hub and scheduler. Tests start it on port 0 with a temp database."""
 
-    def __init__(self, config: Config, *, run_sources: bool = True, scheduler_options: dict | None = None):
+    def __init__(self, config: Config, *, run_sources: bool = True, scheduler_options: dict | None = None,
+                 role: str = "all", reuse_port: bool = False, notifier: Notifier | None = None,
+                 watchdog_interval: float | None = None, config_loader: Callable[[], Config] | None = None):
         self.config = config
+        self.notifier = notifier or Notifier(None)  # systemd's $NOTIFY_SOCKET; a no-op without one
+        self.watchdog_interval = watchdog_interval  # half of $WATCHDOG_USEC, or None
+        self.watchdog: Watchdog | None = None
+        self.config_loader = config_loader  # re-reads the config file on reload; None: no reload
+        self.pruner: Pruner | None = None
+        self._reload_lock = asyncio.Lock()
+        self._background: set[asyncio.Task] = set()
+        self.role = ROLES[role]  # all, web or worker: see dashboard/roles.py
+        self.reuse_port = reuse_port  # SO_REUSEPORT: several processes share the port
+        self.lease = None  # with the Redis hub, the lock that lets one process run the tickers
         self.run_sources = run_sources
         self.scheduler_options = scheduler_options or {}
         self.runtime: Runtime | None = None
@@ -37,25 +56,59 @@ class Server:
 
     async def start(self) -> None:
         config = self.config
-        sources = build_sources(config) if self.run_sources else {}
+        sources = build_sources(config) if self.run_sources and self.role.tickers else {}
         store = Store(config.storage.url)
         await store.open(migrate=True)
-        hub = Hub(config.hub.buffer)
+        instance = uuid.uuid4().hex[:12]
+        hub = make_hub(config, self.role, instance)
         runtime = Runtime(config=config, hub=hub, store=store, recorder=None, templates=make_templates(),
-                          instance=uuid.uuid4().hex[:12])
-        runtime.recorder = Recorder(store, hub, runtime.topics_of)
+                          instance=instance)
+        runtime.metrics = metrics = Metrics(runtime)
+        runtime.recorder = MeasuredRecorder(store, hub, runtime.topics_of, duration=metrics.db_write_duration)
         latest = await store.latest(config.widgets)
         hub.seed({d.id: d.widgets for d in config.dashboards}, latest, await store.last_id())
-        if sources:
-            runtime.scheduler = Scheduler(config.widgets, sources, runtime.recorder, latest, **self.scheduler_options)
-            runtime.scheduler.start()
+        await hub.start(store, runtime.topics_of)
+        # Even with no ticker yet: a reload may add some.
+        if self.run_sources and self.role.tickers:
+            self.lease = make_lease(config, start_tickers=self._start_leased_tickers,
+                                    stop_tickers=self._stop_leased_tickers)
+            if self.lease is None:
+                runtime.scheduler = self._scheduler(runtime, sources, latest)
+                runtime.scheduler.start()
+            self.pruner = Pruner(store, lambda: runtime.config)
+            self.pruner.start()
         self.runtime = runtime
-        self.http = tornado.httpserver.HTTPServer(make_app(runtime))
-        sockets = tornado.netutil.bind_sockets(config.server.port, config.server.host)
+        app = make_app(runtime) if self.role.web else worker_app(make_app(runtime))
+        # Tornado's defaults take 100 MB bodies and 64 KB of headers from anyone; a push
+        # raises its own request's body limit to [api] max_body (web/push.py).
+        self.http = tornado.httpserver.HTTPServer(app, max_body_size=config.server.max_body,
+                                                  max_header_size=config.server.max_header)
+        sockets = tornado.netutil.bind_sockets(config.server.port, config.server.host, reuse_port=self.reuse_port)
         self.http.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
         runtime.ready = True
+        if self.lease is not None:
+            await self.lease.start()
         log.info("listening on http://%s:%d/", config.server.host, self.port)
+        self.notifier.ready(self._status())
+        if self.watchdog_interval:
+            self.watchdog = Watchdog(self.notifier, self.watchdog_interval, self.healthy)
+            self.watchdog.start()
+
+    def _scheduler(self, runtime: Runtime, sources: dict, latest: dict) -> Scheduler:
+        options = {"on_run": runtime.metrics.source_ran, **self.scheduler_options}
+        return Scheduler(runtime.config.widgets, sources, runtime.recorder, latest, **options)
+
+    def healthy(self) -> bool:
+        """What the watchdog pings for: serving, and the tickers (if any) running. The
+        loop itself needs no check: the pings are sent from it."""
+        runtime = self.runtime
+        return runtime is not None and runtime.ready and scheduler_state(runtime.scheduler) != "stopped"
+
+    def _status(self) -> str:
+        config = self.runtime.config
+        return (f"{len(config.dashboards)} dashboard(s), {len(config.widgets)} widget(s) "
+                f"on http://{config.server.host}:{self.port}/")
 
     async def stop(self) -> None:
         """Stop accepting, say goodbye to every stream (with a jittered retry), stop the
@@ -63,16 +116,26 @@ class Server:
         runtime = self.runtime
         if runtime is None:
             return
+        self.notifier.stopping()
         runtime.ready = False
+        for task in list(self._background):  # a reload in progress is dropped
+            task.cancel()
+        if self.watchdog is not None:
+            await self.watchdog.stop()
         self.http.stop()
         runtime.hub.close()
-        grace = self.config.server.grace
+        grace = runtime.config.server.grace
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         while runtime.streams and loop.time() < deadline:
             await asyncio.sleep(0.02)
+        if self.lease is not None:
+            await self.lease.stop()  # stops the tickers here, and lets a standby take them now
         if runtime.scheduler is not None:
             await runtime.scheduler.stop()
+        if self.pruner is not None:
+            await self.pruner.stop()
+        await runtime.hub.stop()
         # Whatever is still open (a client that stopped reading, an idle keep-alive) is
         # closed now; close_all_connections waits for each to wind down.
         try:
@@ -84,12 +147,69 @@ class Server:
         self._stopped.set()
         log.info("stopped")
 
+    async def _start_leased_tickers(self) -> None:
+        # Fresh sources and latest values: another process may have run the tickers until now.
+        runtime = self.runtime
+        latest = await runtime.store.latest(runtime.config.widgets)
+        runtime.scheduler = self._scheduler(runtime, build_sources(runtime.config), latest)
+        runtime.scheduler.start()
+
+    async def _stop_leased_tickers(self) -> None:
+        scheduler, self.runtime.scheduler = self.runtime.scheduler, None
+        if scheduler is not None:
+            await scheduler.stop()
+
+    async def reload(self) -> bool:
+        """Re-read the config file and apply it (see dashboard/reload.py); False, with
+        one log line saying why, when the server keeps running the config it had."""
+        if self.config_loader is None or self.runtime is None:
+            return False
+        async with self._reload_lock:
+            self.notifier.reloading()
+            try:
+                return await self._reload(self.runtime)
+            finally:
+                if self.runtime is not None and self.runtime.ready:  # not once STOPPING=1 was sent
+                    self.notifier.ready(self._status())
+
+    async def _reload(self, runtime: Runtime) -> bool:
+        old = runtime.config
+        try:
+            config, changes, sources, latest = await reloading.prepare(runtime, self.config_loader())
+        except ConfigError as exc:
+            log.error("config not reloaded, still running the previous one: %s", exc)
+            return False
+        except Exception as exc:  # the database is away, say: same answer, keep running
+            log.error("config not reloaded, still running the previous one: %s: %s", type(exc).__name__, exc)
+            return False
+        reloading.switch(runtime, config, changes, latest)
+        self.config = config
+        if runtime.scheduler is not None:
+            await reloading.update_tickers(runtime.scheduler, config, changes, sources)
+        else:  # no tickers in this process, or another process holds the lease
+            reloading.close_sources(sources.values())
+        runtime.metrics.forget_widgets(changes.widgets_removed, (OK, ERROR))
+        if config.server.log_level != old.server.log_level:
+            logging.getLogger().setLevel(config.server.log_level.upper())
+        log.info("config reloaded: %s", changes.describe())
+        if changes.restart_needed:
+            log.warning("config reload: %s changed; the new value applies at the next restart",
+                        ", ".join(changes.restart_needed))
+        return True
+
+    def _in_background(self, coroutine) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)  # a strong reference: the loop keeps only weak ones
+        task.add_done_callback(self._background.discard)
+
     async def run_until_signalled(self) -> None:
-        await self.start()
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
+        # Installed before start(): SIGHUP's default action would end the process.
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._in_background(self.reload()))
+        await self.start()
         await stopping.wait()
         log.info("stopping")
         await self.stop()

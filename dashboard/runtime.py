@@ -7,6 +7,7 @@ table. Its `config` is replaced on reload, so handlers read it per request.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,9 +28,11 @@ class Runtime:
     templates: jinja2.Environment
     instance: str
     scheduler: Any = None  # None in a process that runs no tickers
+    metrics: Any = None  # dashboard.metrics.Metrics: counters handlers and tickers bump
     started: float = field(default_factory=time.time)
     ready: bool = False
     streams: set = field(default_factory=set)  # open StreamHandlers
+    streams_per_ip: Counter = field(default_factory=Counter)  # remote address -> open streams, for the per-IP limit
 
     def topics_of(self, widget_id: str) -> tuple[str, ...]:
         return self.config.dashboards_of(widget_id)

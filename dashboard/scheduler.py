@@ -69,9 +69,34 @@ class Scheduler:
         return bool(self._tasks) and all(not task.done() for task in self._tasks.values())
 
     def start(self) -> None:
-        for widget_id, source in self.sources.items():
-            runner = self._stream if hasattr(source, "stream") else self._poll
-            self._tasks[widget_id] = asyncio.create_task(runner(self.widgets[widget_id], source), name=f"source:{widget_id}")
+        for widget_id in self.sources:
+            self._start(widget_id)
+
+    def _start(self, widget_id: str) -> None:
+        source = self.sources[widget_id]
+        runner = self._stream if hasattr(source, "stream") else self._poll
+        self._tasks[widget_id] = asyncio.create_task(runner(self.widgets[widget_id], source), name=f"source:{widget_id}")
+
+    def add(self, widget: WidgetConfig, source) -> None:
+        """Run one more ticker, after start(): a config reload added or changed the widget."""
+        self.widgets = {**self.widgets, widget.id: widget}
+        self.sources[widget.id] = source
+        self.states[widget.id] = WidgetState()
+        self._start(widget.id)
+
+    async def remove(self, widget_id: str) -> None:
+        """Stop one ticker and close its source: a config reload removed or changed the widget."""
+        task = self._tasks.pop(widget_id, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self.states.pop(widget_id, None)
+        close = getattr(self.sources.pop(widget_id, None), "close", None)
+        if close is not None:
+            try:
+                await close()
+            except Exception:
+                log.warning("closing the source of widget %s failed", widget_id, exc_info=True)
 
     async def stop(self) -> None:
         tasks = list(self._tasks.values())
@@ -79,10 +104,13 @@ class Scheduler:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
-        for source in self.sources.values():
+        for widget_id, source in self.sources.items():
             close = getattr(source, "close", None)
             if close is not None:
-                await close()
+                try:
+                    await close()
+                except Exception:  # one source's failed goodbye must not keep the others (or the store) open
+                    log.warning("closing the source of widget %s failed", widget_id, exc_info=True)
 
     async def _poll(self, widget: WidgetConfig, source) -> None:
         state = self.states[widget.id]
@@ -102,8 +130,7 @@ class Scheduler:
         except (SourceError, ValueRejected) as exc:
             await self._failed(widget, str(exc) or type(exc).__name__, started)
         except Exception as exc:  # a bug in a source: keep the loop, say what it was
-            log.exception("source of widget %s raised", widget.id)
-            await self._failed(widget, f"{type(exc).__name__}: {exc}", started)
+            await self._failed(widget, f"{type(exc).__name__}: {exc}", started, exc)
         else:
             await self._succeeded(widget, value, started)
 
@@ -113,8 +140,10 @@ class Scheduler:
         async def emit(value: Any) -> None:
             started = time.perf_counter()
             try:
+                if isinstance(value, SourceError):
+                    raise value  # one unreadable message: the widget says why, the stream goes on
                 value = accept(widget.view, value)
-            except ValueRejected as exc:
+            except (SourceError, ValueRejected) as exc:
                 await self._failed(widget, str(exc), started)
             else:
                 await self._succeeded(widget, value, started)
@@ -126,9 +155,9 @@ class Scheduler:
             except SourceError as exc:
                 await self._failed(widget, str(exc), time.perf_counter())
             except Exception as exc:
-                log.exception("source of widget %s raised", widget.id)
-                await self._failed(widget, f"{type(exc).__name__}: {exc}", time.perf_counter())
-            await self._sleep(backoff(widget.every, state.failures))
+                await self._failed(widget, f"{type(exc).__name__}: {exc}", time.perf_counter(), exc)
+            # An upstream may ask for its own reconnect delay (SSE "retry:"): back off from that.
+            await self._sleep(backoff(getattr(source, "retry_delay", None) or widget.every, state.failures))
 
     async def _succeeded(self, widget: WidgetConfig, value: Any, started: float) -> None:
         state = self.states[widget.id]
@@ -142,10 +171,12 @@ class Scheduler:
             return
         await self._record(widget.id, value, OK, None)
 
-    async def _failed(self, widget: WidgetConfig, message: str, started: float) -> None:
+    async def _failed(self, widget: WidgetConfig, message: str, started: float,
+                      unexpected: Exception | None = None) -> None:
         state = self.states[widget.id]
         if not state.failures:
-            log.warning("widget %s failing: %s", widget.id, message)
+            # The traceback of a bug goes with this one line, not with every failed run.
+            log.warning("widget %s failing: %s", widget.id, message, exc_info=unexpected)
         self._ran(widget, state, ERROR, started)
         state.failures += 1
         state.status, state.message, state.last_error = ERROR, message, self._clock()

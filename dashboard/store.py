@@ -24,6 +24,17 @@ log = logging.getLogger("dashboard.store")
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
+# PostgreSQL advisory lock keys (any two distinct bigints): one for writers, one for migrations.
+WRITERS_LOCK = 0x64617368_0001
+MIGRATIONS_LOCK = 0x64617368_0002
+
+
+async def _take_lock(conn, key: int) -> None:
+    """Hold a PostgreSQL advisory lock until this transaction ends; nothing on SQLite,
+    whose one-writer-at-a-time file lock already does the same across processes."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
@@ -70,6 +81,8 @@ class Store:
 
     async def migrate(self) -> None:
         async with self.engine.begin() as conn:
+            # Several processes starting at once would otherwise create the same table twice.
+            await _take_lock(conn, MIGRATIONS_LOCK)
             await conn.run_sync(_alembic_upgrade)
 
     async def close(self) -> None:
@@ -103,6 +116,11 @@ class Store:
             ts = datetime.now(timezone.utc)
             out = []
             async with self.engine.begin() as conn:
+                # Other processes write too (web processes take pushes, a worker runs the
+                # tickers). A sequence hands out ids at insert but rows appear at commit: a
+                # reader could see id 101 before 100 commits, move its cursor past 100 and
+                # never send it. One lock for all writers makes commit order id order.
+                await _take_lock(conn, WRITERS_LOCK)
                 for widget, value, status, message in items:
                     result = await conn.execute(
                         samples.insert().values(widget=widget, ts=ts, value=value, status=status, message=message)
@@ -148,10 +166,13 @@ class Store:
             rows = (await conn.execute(query)).all()
         return [_row_to_sample(row) for row in reversed(rows)]
 
-    async def since(self, widgets: Iterable[str], event_id: int, *, upto: int | None = None, limit: int) -> list[Sample]:
-        """Samples of these widgets with event_id < id <= upto, oldest first, at most limit+1 rows
-        (so the caller can tell that there were more than limit)."""
-        query = select(samples).where(samples.c.widget.in_(list(widgets)), samples.c.id > event_id)
+    async def since(self, widgets: Iterable[str] | None, event_id: int, *, upto: int | None = None,
+                    limit: int) -> list[Sample]:
+        """Samples of these widgets (None: of every widget) with event_id < id <= upto, oldest
+        first, at most limit+1 rows (so the caller can tell that there were more than limit)."""
+        query = select(samples).where(samples.c.id > event_id)
+        if widgets is not None:
+            query = query.where(samples.c.widget.in_(list(widgets)))
         if upto is not None:
             query = query.where(samples.c.id <= upto)
         query = query.order_by(samples.c.id).limit(limit + 1)
@@ -161,15 +182,19 @@ class Store:
     async def prune(self, older_than: datetime, *, batch: int = 500) -> int:
         """Delete samples older than `older_than` in small batches, never a widget's newest."""
         total = 0
-        newest = select(func.max(samples.c.id)).group_by(samples.c.widget)
+        # Each batch must cost the same however big the table: the "newest of its widget"
+        # test is one index lookup per row (not a max() over every widget per batch), and
+        # rows are taken in ts order, the order of ix_samples_ts, so nothing is sorted.
+        newer = samples.alias("newer")
+        newest_of_widget = select(func.max(newer.c.id)).where(newer.c.widget == samples.c.widget).scalar_subquery()
         while True:
             async with self._write_lock:
                 async with self.engine.begin() as conn:
                     ids = (
                         await conn.execute(
                             select(samples.c.id)
-                            .where(samples.c.ts < older_than, samples.c.id.not_in(newest))
-                            .order_by(samples.c.id)
+                            .where(samples.c.ts < older_than, samples.c.id < newest_of_widget)
+                            .order_by(samples.c.ts)
                             .limit(batch)
                         )
                     ).scalars().all()

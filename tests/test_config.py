@@ -57,9 +57,10 @@ def load_error(tmp_path: Path, text: str | bytes, env: dict | None = None) -> st
 
 
 WIDGET_KEYS = ("view, title, every, timeout, on_change, unit, decimals, min, max, warn, "
-               "crit, history, width, height, timezone, source")
+               "crit, history, width, height, timezone, source, enabled")
 SERVER_KEYS = ("host, port, keepalive, log_level, grace, batch, max_streams, "
-               "max_streams_per_ip, max_stream_lifetime")
+               "max_streams_per_ip, max_stream_lifetime, trusted_proxies, frame_ancestors, "
+               "max_body, max_header, metrics_token")
 VIEWS = "number, meter, graph, text, list, status, clock"
 SIZE = 'expected a size like "64KiB", "1MiB" or "512B", got'
 ID_RULE = 'letters, digits, "_" and "-" only (1-64 characters)'
@@ -74,20 +75,20 @@ ERROR_CASES = [
     # --- unknown keys at each level
     ("unknown root key", doc(top='[dashboard]\nid = "x"'),
      'unknown key "dashboard" (expected one of: '
-     "server, storage, hub, api, widgets, dashboards)"),
+     "server, storage, hub, api, auth, widgets, dashboards)"),
     ("unknown server key", doc(top="[server]\nprot = 1"),
      f'server: unknown key "prot" (expected one of: {SERVER_KEYS})'),
     ("unknown storage key", doc(top='[storage]\nretain = "1d"'),
      'storage: unknown key "retain" (expected one of: url, retention, prune_every)'),
     ("unknown hub key", doc(top='[hub]\nbackends = "redis"'),
-     'hub: unknown key "backends" (expected one of: backend, url, buffer)'),
+     'hub: unknown key "backends" (expected one of: backend, url, buffer, channel, lease)'),
     ("unknown api key", doc(top="[api]\ntoken = 1"),
-     'api: unknown key "token" (expected one of: tokens, max_body, history_limit)'),
+     'api: unknown key "token" (expected one of: tokens, max_body, history_limit, rate, burst)'),
     ("unknown widget key", doc(widget=W + '\nevry = "5s"'),
      f'widgets.cpu: unknown key "evry" (expected one of: {WIDGET_KEYS})'),
     ("unknown dashboard key", doc(dashboard=D + "\ncols = 3"),
      'dashboards[0]: unknown key "cols" '
-     "(expected one of: id, title, widgets, columns, theme, rotate)"),
+     "(expected one of: id, title, widgets, columns, theme, rotate, auth, users)"),
     ("odd unknown key is quoted", doc(top='[server]\n"my port" = 1'),
      f'server: unknown key "my port" (expected one of: {SERVER_KEYS})'),
     # --- wrong types and ranges; got-values shown as TOML
@@ -646,3 +647,72 @@ def test_any_text_gives_config_or_config_error(tmp_path, text):
         load(tmp_path, MINIMAL + text)
     except ConfigError:
         pass
+
+
+# --- [hub] for several processes: redis URL, channel, lease -----------------------
+
+def test_hub_redis_options_and_their_defaults(tmp_path):
+    config = load(tmp_path, doc(top='[hub]\nbackend = "redis"\nurl = "redis://127.0.0.1:6379/0"'))
+    assert (config.hub.channel, config.hub.lease) == ("dashboard:events", 10.0)
+    config = load(tmp_path, doc(top='[hub]\nbackend = "redis"\nurl = "unix:///run/redis.sock"\n'
+                                    'channel = "wall:events"\nlease = "3s"'))
+    assert (config.hub.url, config.hub.channel, config.hub.lease) == ("unix:///run/redis.sock", "wall:events", 3.0)
+
+
+@pytest.mark.parametrize("hub, message", [
+    ('backend = "redis"\nurl = "http://user:secret@host/"',
+     'hub.url: expected a URL starting with redis://, rediss://, unix://, got "http://..."'),
+    ('backend = "redis"\nurl = "localhost:6379"',
+     'hub.url: expected a URL starting with redis://, rediss://, unix://, got "localhost:6379"'),
+    ('backend = "redis"\nurl = "redis://h"\nchannel = ""',
+     "hub.channel: expected a channel name, got an empty string"),
+    ('backend = "redis"\nurl = "redis://h"\nlease = "500ms"',
+     'hub.lease: expected a duration of at least "1s", got "500ms"'),
+    ('lease = "soon"', 'hub.lease: expected a duration like "5s" or "2m", got "soon"'),
+])
+def test_hub_redis_errors(tmp_path, hub, message):
+    assert load_error(tmp_path, doc(top=f"[hub]\n{hub}")) == message
+
+
+# --- enabled = false: validated, then neither run nor shown --------------------------
+
+def test_a_disabled_widget_is_kept_apart_and_left_off_its_dashboards(tmp_path):
+    config = load(tmp_path, doc(dashboard='id = "main"\nwidgets = ["cpu", "off"]') +
+                  '\n[widgets.off]\nview = "number"\nenabled = false\nsource = { kind = "random_walk" }\n')
+    assert config.widgets["cpu"].enabled is True
+    assert list(config.widgets) == ["cpu"]
+    assert list(config.disabled_widgets) == ["off"] and config.disabled_widgets["off"].enabled is False
+    assert config.dashboards[0].widgets == ("cpu",)
+    assert config.dashboards_of("off") == ()
+    assert config.source_options("off").path == "widgets.off.source"  # its source can still be checked
+
+
+@pytest.mark.parametrize("widget, message", [
+    ('view = "number"\nenabled = "no"\nsource = { kind = "random_walk" }',
+     'widgets.off.enabled: expected true or false, got "no"'),
+    ('view = "number"\nenabled = false\nevry = "5s"\nsource = { kind = "random_walk" }',
+     f'widgets.off: unknown key "evry" (expected one of: {WIDGET_KEYS})'),
+    ('view = "dial"\nenabled = false\nsource = { kind = "random_walk" }',
+     f'widgets.off.view: expected one of: {VIEWS}, got "dial"'),
+])
+def test_a_disabled_widget_is_validated_like_any_other(tmp_path, widget, message):
+    assert load_error(tmp_path, MINIMAL + f"\n[widgets.off]\n{widget}\n") == message
+
+
+def test_a_dashboard_still_may_not_name_an_unknown_widget_next_to_a_disabled_one(tmp_path):
+    text = (doc(dashboard='id = "main"\nwidgets = ["cpu", "off", "ghost"]') +
+            '\n[widgets.off]\nview = "number"\nenabled = false\nsource = { kind = "random_walk" }\n')
+    assert load_error(tmp_path, text) == 'dashboards[0].widgets: unknown widget "ghost"'
+
+
+def test_build_sources_checks_a_disabled_source_but_does_not_run_it(tmp_path):
+    from dashboard.sources import build_sources
+
+    text = ('[[dashboards]]\nid = "main"\nwidgets = ["on", "off"]\n'
+            '[widgets.on]\nview = "number"\nsource = { kind = "random_walk" }\n'
+            '[widgets.off]\nview = "number"\nenabled = false\nsource = { kind = "random_walk" }\n')
+    assert list(build_sources(load(tmp_path, text))) == ["on"]
+    broken = text.replace('enabled = false\nsource = { kind = "random_walk" }',
+                          'enabled = false\nsource = { kind = "random_walk", strat = 1 }')
+    with pytest.raises(ConfigError, match=r'widgets\.off\.source: unknown key "strat"'):
+        build_sources(load(tmp_path, broken))

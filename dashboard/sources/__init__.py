@@ -4,7 +4,10 @@ A polled source has `async fetch() -> value`; the scheduler owns interval,
 timeout, backoff and logging. A streaming source (an upstream SSE stream, an
 MQTT topic) has `async stream(emit)` instead: it runs until it fails, calling
 `await emit(value)` for each value. Either raises SourceError, with a reason
-a person can act on, and nothing else.
+a person can act on, and nothing else. A stream that got one unreadable
+message passes a SourceError to emit instead of a value: the widget shows the
+reason and the stream goes on. A streaming source may have a `retry_delay`
+(seconds, or None): the scheduler's backoff then starts from it, not `every`.
 
 Kinds are imported lazily, so an optional dependency (an MQTT client, say) is
 needed only by a config that uses it.
@@ -30,6 +33,13 @@ class Source(Protocol):
 KINDS = {
     "random_walk": "random_walk",
     "system": "system",
+    "sse": "sse",
+    "mqtt": "mqtt",
+    "sql": "sql",
+    "http_json": "http_json",
+    "http_check": "http_check",
+    "command": "command",
+    "python": "python",
     "push": None,  # no ticker: values arrive through the push API
 }
 
@@ -62,6 +72,8 @@ def build_sources(config: Config) -> dict[str, Any]:
         source = build_source(config, widget)
         if source is not None:
             sources[widget.id] = source
+    for widget in config.disabled_widgets.values():
+        build_source(config, widget)  # checked like the rest, but never run
     return sources
 
 

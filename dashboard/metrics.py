@@ -1,0 +1,102 @@
+"""Prometheus metrics of one server, in a registry of its own.
+
+Not the global default registry: tests start many servers in one process, and
+each must count only its own. Per-event work stays cheap: streams count what
+they send per write (one batch), and what the hub and the open streams already
+know (events published, streams open) is read at scrape time, not counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from .models import ERROR
+from .recorder import Recorder
+
+# A commit of a few rows on SQLite takes well under a millisecond when nothing waits.
+WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    def __init__(self, runtime: Any):
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.events_sent = Counter("dashboard_events_sent", "Events written to streams (all clients)",
+                                   registry=registry)
+        self.bytes_sent = Counter("dashboard_stream_sent_bytes", "Bytes written to event streams",
+                                  registry=registry)
+        self.snapshots_sent = Counter(
+            "dashboard_snapshots_sent",
+            "Times a stream fell behind the buffer and got the newest value of each widget instead",
+            registry=registry)
+        self.source_runs = Counter("dashboard_source_runs", "Runs of a widget's source, by outcome",
+                                   ["widget", "outcome"], registry=registry)
+        self.source_errors = Counter("dashboard_source_errors", "Failed runs of a widget's source",
+                                     ["widget"], registry=registry)
+        self.source_duration = Histogram("dashboard_source_duration_seconds", "Time a source took to answer",
+                                         ["widget"], registry=registry)
+        self.db_write_duration = Histogram(
+            "dashboard_db_write_duration_seconds",
+            "Time to store a batch of samples, waiting for the write lock included",
+            buckets=WRITE_BUCKETS, registry=registry)
+        # Incremented by the push handler once per answered POST: push_requests.labels(status="200").inc()
+        self.push_requests = Counter("dashboard_push_requests", "Push API requests, by HTTP status",
+                                     ["status"], registry=registry)
+        registry.register(_RuntimeCollector(runtime))
+
+    def source_ran(self, widget_id: str, outcome: str, seconds: float) -> None:
+        """The scheduler's on_run hook."""
+        self.source_runs.labels(widget_id, outcome).inc()
+        self.source_duration.labels(widget_id).observe(seconds)
+        if outcome == ERROR:
+            self.source_errors.labels(widget_id).inc()
+
+    def stream_wrote(self, events: int, size: int) -> None:
+        self.events_sent.inc(events)
+        self.bytes_sent.inc(size)
+
+    def push_answered(self, status: int) -> None:
+        self.push_requests.labels(str(status)).inc()
+
+    def forget_widgets(self, widget_ids: Sequence[str], outcomes: Sequence[str]) -> None:
+        """Drop the series of widgets a reload removed, so a scrape lists only live ones."""
+        for widget_id in widget_ids:
+            for outcome in outcomes:
+                self.source_runs.remove(widget_id, outcome)
+            self.source_errors.remove(widget_id)
+            self.source_duration.remove(widget_id)
+
+    def exposition(self, accept: str = "") -> tuple[bytes, str]:
+        """The scrape body and its Content-Type: Prometheus text, or OpenMetrics when asked for."""
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
+
+
+class _RuntimeCollector:
+    """What the runtime already tracks, read when scraped."""
+
+    def __init__(self, runtime: Any):
+        self.runtime = runtime
+
+    def collect(self):
+        yield GaugeMetricFamily("dashboard_streams_open", "Event streams open now", value=len(self.runtime.streams))
+        published = CounterMetricFamily("dashboard_events_published", "Events published to the hub")
+        published.add_metric([], getattr(self.runtime.hub, "published", 0))
+        yield published
+
+
+class MeasuredRecorder(Recorder):
+    """A Recorder that times each write: every sample, ticked or pushed, passes here."""
+
+    def __init__(self, *args: Any, duration: Histogram):
+        super().__init__(*args)
+        self._duration = duration
+
+    async def record_many(self, items):
+        with self._duration.time():
+            return await super().record_many(items)

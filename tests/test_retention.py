@@ -1,0 +1,89 @@
+"""Retention: old samples go, in batches that let writers in; each widget keeps its newest."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import func, select
+
+from dashboard.config import load_config
+from dashboard.models import samples
+from dashboard.retention import Pruner
+from dashboard.store import Store
+from tests.helpers import BASE_CONFIG, wait_until, write_config
+
+FAST_PRUNING = BASE_CONFIG.replace('url = "sqlite+aiosqlite:///data/test.db"',
+                                   'url = "sqlite+aiosqlite:///data/test.db"\nretention = "1ms"\nprune_every = "20ms"')
+
+
+@pytest.fixture
+def store(tmp_path, io_loop):
+    store = Store(f"sqlite+aiosqlite:///{tmp_path}/retention.db")
+    io_loop.run_sync(store.open)
+    yield store
+    io_loop.run_sync(store.close)
+
+
+async def count(store: Store, widget: str | None = None) -> int:
+    query = select(func.count()).select_from(samples)
+    if widget is not None:
+        query = query.where(samples.c.widget == widget)
+    async with store.engine.connect() as conn:
+        return (await conn.execute(query)).scalar()
+
+
+async def insert_old(store: Store, rows: int, widgets: int, age: timedelta) -> None:
+    ts = datetime.now(timezone.utc) - age
+    async with store.engine.begin() as conn:
+        await conn.execute(samples.insert(), [dict(widget=f"w{i % widgets}", ts=ts, value=i, status="ok")
+                                              for i in range(rows)])
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_round_deletes_what_is_older_than_retention_but_each_widgets_newest(store, tmp_path):
+    config = load_config(write_config(tmp_path, BASE_CONFIG.replace('[storage]', '[storage]\nretention = "1h"')))
+    for value in range(5):
+        await store.append("a", value)
+        await store.append("b", f"text {value}")
+    newest = await store.latest(["a", "b"])
+    pruner = Pruner(store, lambda: config)
+    assert await pruner.prune_once() == 0  # nothing is an hour old yet
+    later = Pruner(store, lambda: config, now=lambda: datetime.now(timezone.utc) + timedelta(hours=2))
+    assert await later.prune_once() == 8
+    assert await store.latest(["a", "b"]) == newest
+    assert await count(store) == 2
+    # Ids keep growing after a prune.
+    assert (await store.append("a", 99)).id > max(s.id for s in newest.values())
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_pruning_lets_writers_in_between_batches(store, tmp_path):
+    config = load_config(write_config(tmp_path, BASE_CONFIG))
+    await insert_old(store, 20_000, widgets=7, age=timedelta(days=60))
+    pruning = asyncio.ensure_future(Pruner(store, lambda: config).prune_once())
+    finished_while_pruning = []
+    for value in range(20):
+        await store.append("a", value)
+        finished_while_pruning.append(not pruning.done())
+    assert await pruning == 20_000 - 7
+    # Each write waited for one batch (500 rows) at most, never for the whole prune.
+    assert all(finished_while_pruning)
+    assert await count(store) == 7 + 20
+    assert set((await store.latest([f"w{i}" for i in range(7)])).keys()) == {f"w{i}" for i in range(7)}
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_the_server_prunes_on_schedule_and_stops_pruning_when_it_stops(servers):
+    server = await servers.start(FAST_PRUNING)
+    for value in range(10):
+        await server.record("a", value)
+    pruner = server.server.pruner
+    rounds = pruner.rounds
+    await wait_until(lambda: pruner.rounds >= rounds + 2, message="two pruning rounds")
+    store = server.runtime.store
+    assert await count(store, "a") == 1
+    assert (await store.latest(["a"]))["a"].value == 9
+    await server.stop()
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "retention"]
