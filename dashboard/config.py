@@ -634,7 +634,8 @@ def _auth(t: Table, api: ApiConfig) -> AuthConfig:
     secret = _secret_token(t, "secret", SECRET_MIN)
     lifetime = t.duration("session_lifetime", "12h", positive=True)
     if not 1 <= lifetime <= 400 * 86400:  # browsers cap cookie lifetimes at 400 days
-        raise t.error("session_lifetime", f'expected a duration from "1s" to "400d", got {_show(t.raw("session_lifetime"))}')
+        got = _show(t.raw("session_lifetime"))
+        raise t.error("session_lifetime", f'expected a duration from "1s" to "400d", got {got}')
     auth = AuthConfig(
         secret=secret, session_lifetime=lifetime,
         tokens=_viewer_tokens(t.table("tokens", {}), api.tokens), users=_users(t.table("users", {})),
@@ -650,14 +651,16 @@ def _access_checker(auth_table: Table, auth: AuthConfig, server: ServerConfig):
     """Check one dashboard's auth and users against [auth] and [server]."""
     needs = {
         viewer_auth.TOKEN: (auth.tokens, 'kiosk tokens: add [auth] tokens = { lobby = "${LOBBY_TOKEN}" }'),
-        viewer_auth.PASSWORD: (auth.users, "users: add [auth] users = { alice = \"<from python run.py hash-password>\" }"),
+        viewer_auth.PASSWORD: (auth.users,
+                               'users: add [auth] users = { alice = "<from python run.py hash-password>" }'),
     }
 
     def check(t: Table, dashboard: DashboardConfig) -> None:
         mode = dashboard.auth
         if mode == viewer_auth.PUBLIC:
             if dashboard.users is not None:
-                raise t.error("users", 'expected no users on a public dashboard (set auth = "token", "password" or "proxy")')
+                raise t.error("users", "expected no users on a public dashboard "
+                                       '(set auth = "token", "password" or "proxy")')
             return
         if mode == viewer_auth.PROXY:
             if not server.trusted_proxies:
@@ -806,7 +809,8 @@ def _build(root: Table, base_dir: Path) -> Config:
     enabled = {k: w for k, w in widgets.items() if w.enabled}
     disabled = {k: w for k, w in widgets.items() if not w.enabled}
     return Config(file=root.file, base_dir=base_dir, server=server, storage=storage,
-                  hub=hub, api=api, dashboards=_dashboards(root, widgets, _access_checker(sections["auth"], auth, server)),
+                  hub=hub, api=api,
+                  dashboards=_dashboards(root, widgets, _access_checker(sections["auth"], auth, server)),
                   widgets=MappingProxyType(enabled), disabled_widgets=MappingProxyType(disabled), auth=auth)
 
 

@@ -716,3 +716,28 @@ def test_build_sources_checks_a_disabled_source_but_does_not_run_it(tmp_path):
                           'enabled = false\nsource = { kind = "random_walk", strat = 1 }')
     with pytest.raises(ConfigError, match=r'widgets\.off\.source: unknown key "strat"'):
         build_sources(load(tmp_path, broken))
+
+
+# --- viewer authentication, limits and headers: the keys and their defaults -------------------
+# (the errors of each are a table in tests/test_auth.py)
+
+def test_security_keys_default_to_an_open_loopback_server(tmp_path):
+    config = load(tmp_path, MINIMAL)
+    server = config.server
+    assert (server.trusted_proxies, server.frame_ancestors, server.metrics_token) == ((), ("'self'",), "")
+    assert (server.max_body, server.max_header) == (64 * 1024, 16 * 1024)
+    assert (config.api.rate, config.api.burst) == (10.0, 20)
+    assert (config.auth.secret, config.auth.session_lifetime, config.auth.proxy_header) == ("", 43200.0,
+                                                                                          "X-Forwarded-User")
+    assert (dict(config.auth.tokens), dict(config.auth.users)) == ({}, {})
+    assert (config.dashboards[0].auth, config.dashboards[0].users) == ("public", None)
+
+
+def test_auth_secret_and_tokens_come_from_the_environment(tmp_path):
+    secret, token = "s" * 40, "kiosk-" + "t" * 20
+    text = doc(top='[auth]\nsecret = "${SECRET}"\ntokens = { lobby = "${LOBBY}" }',
+               dashboard=D + '\nauth = "token"\nusers = ["lobby"]')
+    config = load(tmp_path, text, {"SECRET": secret, "LOBBY": token})
+    assert (config.auth.secret, dict(config.auth.tokens)) == (secret, {"lobby": token})
+    assert (config.dashboards[0].auth, config.dashboards[0].users) == ("token", ("lobby",))
+    assert load_error(tmp_path, text, {"LOBBY": token}) == "auth.secret: environment variable SECRET is not set"

@@ -6,8 +6,10 @@ from typing import Any
 
 import tornado.web
 
+from .. import auth
 from ..models import Sample, format_ts
 from .base import BaseHandler
+from .sessions import api_denied
 
 
 def sample_json(sample: Sample | None) -> dict[str, Any] | None:
@@ -18,9 +20,12 @@ def sample_json(sample: Sample | None) -> dict[str, Any] | None:
 
 class ApiHandler(BaseHandler):
     def widget_or_404(self, widget_id: str):
+        """The widget, when it exists (404) and is on a dashboard the viewer may see (401, 403)."""
         widget = self.config.widgets.get(widget_id)
         if widget is None:
             raise tornado.web.HTTPError(404, f"unknown widget {widget_id!r}")
+        if not auth.widget_visible(self.config, widget.id, self.viewers):
+            raise api_denied(self)
         return widget
 
     def widget_json(self, widget, latest: dict[str, Sample]) -> dict[str, Any]:
@@ -29,7 +34,7 @@ class ApiHandler(BaseHandler):
             "title": widget.title,
             "view": widget.view,
             "source": widget.source.kind if widget.source else None,
-            "dashboards": list(self.config.dashboards_of(widget.id)),
+            "dashboards": [d.id for d in auth.visible_dashboards(self.config, self.viewers) if widget.id in d.widgets],
             "sample": sample_json(latest.get(widget.id)),
         }
 
@@ -49,7 +54,7 @@ class ApiHandler(BaseHandler):
 
 class WidgetsHandler(ApiHandler):
     async def get(self) -> None:
-        widgets = list(self.config.widgets.values())
+        widgets = [w for w in self.config.widgets.values() if auth.widget_visible(self.config, w.id, self.viewers)]
         latest = await self.runtime.store.latest(w.id for w in widgets)
         self.write_json({"widgets": [self.widget_json(w, latest) for w in widgets]})
 

@@ -4,23 +4,86 @@ import json
 from http import HTTPStatus
 from typing import Any
 
+import markupsafe
 import tornado.web
+from tornado.log import app_log
 
+from .. import auth
 from ..runtime import Runtime
+from .security import redact_uri, set_page_headers
+from .sessions import viewers_of
 
 
 class BaseHandler(tornado.web.RequestHandler):
+    runtime: Runtime | None = None
+    _viewers = None
+
     def initialize(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self.set_default_headers()  # Tornado ran it once already, before the runtime was here
+
+    def set_default_headers(self) -> None:
+        # Also runs again when an error clears the headers: error pages get them too.
+        if self.runtime is not None:
+            set_page_headers(self, self.config.server.frame_ancestors)
 
     @property
     def config(self):
         return self.runtime.config
 
+    @property
+    def client_ip(self) -> str:
+        """The client's address: the peer's, or the one a trusted proxy forwarded
+        (never Tornado's xheaders, which would believe any client)."""
+        networks = self.config.server.trusted_proxies
+        if not networks:
+            return self.request.remote_ip
+        forwarded = ",".join(self.request.headers.get_list("X-Forwarded-For"))
+        return auth.client_address(self.request.remote_ip, forwarded, networks)
+
+    @property
+    def is_https(self) -> bool:
+        if self.request.protocol == "https":
+            return True
+        networks = self.config.server.trusted_proxies
+        proto = self.request.headers.get("X-Forwarded-Proto", "").split(",")[-1].strip().lower()
+        return proto == "https" and auth.is_trusted(self.request.remote_ip, networks)
+
+    @property
+    def viewers(self):
+        """Who the request says it is, by kind (see dashboard/auth.py); read once."""
+        if self._viewers is None:
+            self._viewers = viewers_of(self)
+        return self._viewers
+
     def render(self, template_name: str, **context: Any) -> None:  # Jinja, not Tornado's templates
         template = self.runtime.templates.get_template(template_name)
         self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish(template.render(static_url=self.static_url, **context))
+        context.setdefault("account", self.account())
+        self.finish(template.render(static_url=self.static_url, xsrf_form_html=self._xsrf_field, **context))
+
+    def _xsrf_field(self) -> markupsafe.Markup:
+        # A call sets the _xsrf cookie: only pages with a form make one.
+        return markupsafe.Markup(self.xsrf_form_html())
+
+    def account(self) -> dict | None:
+        """The signed-in user and a way out, or a way in: shown while any dashboard
+        takes passwords."""
+        config = self.config
+        session = self.viewers.get(auth.PASSWORD)
+        if session is None and not any(d.auth == auth.PASSWORD for d in config.dashboards):
+            return None
+        return {"user": session.name if session else None}
+
+    def _request_summary(self) -> str:
+        # Tornado's warning lines for HTTP errors show the URI: no kiosk token in them.
+        return f"{self.request.method} {redact_uri(self.request.uri)} ({self.client_ip})"
+
+    def log_exception(self, typ, value, tb) -> None:
+        if isinstance(value, tornado.web.HTTPError):
+            super().log_exception(typ, value, tb)
+        else:  # Tornado's own line adds repr(request), which holds the raw URI
+            app_log.error("Uncaught exception %s", self._request_summary(), exc_info=(typ, value, tb))
 
     def write_json(self, data: Any, status: int = 200) -> None:
         self.set_status(status)

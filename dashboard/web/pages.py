@@ -6,20 +6,31 @@ from datetime import datetime, timedelta, timezone
 
 import tornado.web
 
-from .. import __version__, views
+from .. import __version__, auth, views
 from ..models import format_ts
 from .base import BaseHandler
+from .sessions import exchange_kiosk_token, guard_page, login_url
 
 GRAPH_POINTS = 600  # at most this many points of history per graph in the page
 
 
 class IndexHandler(BaseHandler):
     async def get(self) -> None:
+        if exchange_kiosk_token(self):
+            return
         dashboards = self.config.dashboards
         if len(dashboards) == 1:
-            await DashboardHandler.render_dashboard(self, dashboards[0])
-        else:
-            self.render("index.html", dashboards=dashboards, title="Dashboards")
+            if guard_page(self, dashboards[0]):
+                await DashboardHandler.render_dashboard(self, dashboards[0])
+            return
+        # Only what this viewer may open: the titles of the others are not theirs to read.
+        visible = auth.visible_dashboards(self.config, self.viewers)
+        if auth.needed_kinds(dashboards):
+            self.set_header("Cache-Control", "no-store")
+            if not visible and auth.PASSWORD in auth.needed_kinds(dashboards) and auth.PASSWORD not in self.viewers:
+                self.redirect(login_url(self), status=303)
+                return
+        self.render("index.html", dashboards=visible, title="Dashboards")
 
 
 class DashboardHandler(BaseHandler):
@@ -27,42 +38,61 @@ class DashboardHandler(BaseHandler):
         dashboard = self.config.dashboard(dashboard_id)
         if dashboard is None:
             raise tornado.web.HTTPError(404, f"There is no dashboard {dashboard_id!r}.")
+        if exchange_kiosk_token(self) or not guard_page(self, dashboard):
+            return
         await self.render_dashboard(self, dashboard)
 
     @staticmethod
     async def render_dashboard(handler: BaseHandler, dashboard) -> None:
         runtime = handler.runtime
+        visible = auth.visible_dashboards(runtime.config, handler.viewers)  # for the bar and the rotation
         topic = runtime.hub.topic(dashboard.id)
         # Values and the event id N are taken together, before any await: the page
         # then asks the stream for everything after N, so nothing is lost or doubled.
-        last_id = topic.last_id if topic else runtime.hub.last_id
+        last_id = topic.event_id if topic else runtime.hub.last_id
+        # Control events (reload) already sent after last_id: the page skips them when
+        # the stream replays them, else a reload would reload the reloaded page.
+        controls = topic.controls if topic else 0
         latest = runtime.hub.latest(dashboard.id)
         widgets = [runtime.config.widgets[w] for w in dashboard.widgets]
         graphs = {}
+        graph_ids = {}
         now = datetime.now(timezone.utc)
         for widget in widgets:
             if widget.view in ("graph", "number"):
                 samples = await runtime.store.history(
                     widget.id, limit=GRAPH_POINTS, after=now - timedelta(seconds=widget.history), upto=last_id
                 )
-                graphs[widget.id] = [
-                    [int(s.ts.timestamp() * 1000), s.value] for s in samples if _is_number(s.value)
-                ]
+                samples = [s for s in samples if s.status == "ok" and _is_number(s.value)]
+                graphs[widget.id] = [[int(s.ts.timestamp() * 1000), s.value] for s in samples]
+                graph_ids[widget.id] = [s.id for s in samples]  # the page merges later history by id
         handler.render(
             "dashboard.html",
             title=dashboard.title,
             dashboard=dashboard,
-            dashboards=runtime.config.dashboards,
+            dashboards=visible,
             widgets=widgets,
             latest=latest,
             graphs=graphs,
+            graph_ids=graph_ids,
             last_id=last_id,
+            controls=controls,
+            now=format_ts(now),
+            next_dashboard=_next_dashboard(visible, dashboard),
             kiosk=handler.get_query_argument("kiosk", "") in ("1", "true", "yes"),
             views=views,
             widgets_json=widgets_json,
             format_ts=format_ts,
             version=__version__,
         )
+
+
+def _next_dashboard(dashboards, current):
+    """Where a rotating dashboard goes next: the following one, wrapping; None when alone."""
+    if len(dashboards) < 2:
+        return None
+    index = next(i for i, d in enumerate(dashboards) if d.id == current.id)
+    return dashboards[(index + 1) % len(dashboards)]
 
 
 def _is_number(value) -> bool:

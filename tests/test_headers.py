@@ -1,0 +1,221 @@
+"""Every answer carries the security headers (pages, errors, the API, the stream,
+static files); pages need no inline script or style, so the policy allows none;
+requests past the size limits are refused before they cost anything."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import BASE_CONFIG, StreamClient
+from tests.test_auth import AUTH_CONFIG, LOBBY_TOKEN
+from tests.webclient import WebClient
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PAGE_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+               "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'")
+
+
+def assert_common(headers, where: str) -> None:
+    assert headers["X-Content-Type-Options"] == "nosniff", where
+    assert headers["Referrer-Policy"] == "no-referrer", where
+    policy = headers["Content-Security-Policy"]
+    assert policy and "unsafe-inline" not in policy and "unsafe-eval" not in policy, where
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_every_kind_of_answer_carries_the_headers(servers):
+    server = await servers.start(AUTH_CONFIG)
+    client = WebClient(server.port)
+    pages = {
+        "/": 200, "/d/open": 200, "/d/open?kiosk=1": 200, "/nowhere": 404, "/d/nope": 404, "/login": 200,
+        "/d/lobby": 401, "/d/ops": 303, f"/d/lobby?token={LOBBY_TOKEN}": 303, "/d/lobby?token=wrong-one": 401,
+    }
+    for path, status in pages.items():
+        reply = await client.get(path)
+        assert reply.status == status, (path, reply.text)
+        assert_common(reply.headers, path)
+        assert reply.headers["Content-Security-Policy"] == PAGE_POLICY, path
+        assert reply.headers["X-Frame-Options"] == "SAMEORIGIN", path
+    forged = await WebClient(server.port).post_form("/logout", {}, xsrf=False)
+    assert forged.status == 403
+    assert_common(forged.headers, "xsrf refusal")
+    for path, status in {"/api/widgets": 200, "/api/widgets/a": 200, "/api/widgets/nope": 404,
+                         "/api/widgets/c": 401, "/api/widgets/a/history?limit=x": 400,
+                         "/healthz": 200, "/metrics": 200}.items():
+        reply = await WebClient(server.port).get(path)
+        assert reply.status == status, (path, reply.text)
+        assert_common(reply.headers, path)
+    push = await client.request("POST", "/api/widgets/a", {"Content-Type": "application/json"}, b'{"value": 1}')
+    assert push.status == 401
+    assert_common(push.headers, "push refusal")
+    for path, status in {"/static/app.css": 200, "/static/page.js": 200, "/static/missing.js": 404}.items():
+        reply = await client.get(path)
+        assert reply.status == status, path
+        assert_common(reply.headers, path)
+        assert reply.headers["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
+    assert (await client.get("/static/page.js")).headers["Content-Type"] in (
+        "application/javascript", "text/javascript")  # nosniff needs the right type for modules
+    stream = await StreamClient.open(server.url("/events/open"))
+    assert stream.status == 200
+    assert stream.headers["x-content-type-options"] == "nosniff"
+    assert stream.headers["content-security-policy"] == PAGE_POLICY
+    stream.close()
+
+
+@pytest.mark.parametrize("sources, policy, frame_options", [
+    ("""["'none'"]""", "frame-ancestors 'none'", "DENY"),
+    ("""["'self'", "https://wall.example.org"]""", "frame-ancestors 'self' https://wall.example.org", None),
+    ("""["https:"]""", "frame-ancestors https:", None),
+])
+@pytest.mark.gen_test(timeout=60)
+async def test_frame_ancestors_is_configurable(servers, sources, policy, frame_options):
+    server = await servers.start(BASE_CONFIG.replace('grace = "2s"', f'grace = "2s"\nframe_ancestors = {sources}'))
+    for path in ("/d/main", "/nowhere"):
+        reply = await WebClient(server.port).get(path)
+        assert reply.headers["Content-Security-Policy"].endswith("; " + policy)
+        assert reply.headers.get("X-Frame-Options") == frame_options
+
+
+class InlineFinder(HTMLParser):
+    """Markup that a policy without 'unsafe-inline' would block, or that runs script."""
+
+    def __init__(self):
+        super().__init__()
+        self.problems: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        for name, value in attrs:
+            if name == "style" or name.startswith("on"):
+                self.problems.append(f"<{tag} {name}=...>")
+            if name in ("href", "src", "action", "formaction") and (value or "").strip().lower().startswith("javascript:"):
+                self.problems.append(f"<{tag} {name}={value}>")
+        if tag == "style":
+            self.problems.append("<style> element")
+        if tag == "script" and "src" not in attributes and attributes.get("type") != "application/json":
+            self.problems.append("inline <script>")
+
+
+CONFIG_WITH_EVERYTHING = AUTH_CONFIG.replace('[widgets.e]', '''[widgets.e]
+view = "number"
+source = { kind = "push" }
+
+[[dashboards]]
+id = "views"
+widgets = ["t", "l", "s", "g", "m", "k"]
+
+[widgets.t]
+view = "text"
+source = { kind = "push" }
+
+[widgets.l]
+view = "list"
+source = { kind = "push" }
+
+[widgets.s]
+view = "status"
+source = { kind = "push" }
+
+[widgets.g]
+view = "graph"
+source = { kind = "push" }
+
+[widgets.m]
+view = "meter"
+source = { kind = "push" }
+
+[widgets.k]
+view = "clock"
+
+[widgets.unused]''')
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_no_page_has_inline_script_or_style(servers):
+    server = await servers.start(CONFIG_WITH_EVERYTHING)
+    await server.record("t", "<b style='color:red' onclick='alert(1)'>x</b>")
+    await server.record("l", [{"label": "<script>alert(1)</script>", "value": 1}])
+    await server.record("s", {"state": "down", "detail": "<img src=x onerror=alert(1)>"})
+    for value in (1, 2, 3):
+        await server.record("g", value)
+    await server.record("m", 50)
+    client = WebClient(server.port)
+    await client.get(f"/d/lobby?token={LOBBY_TOKEN}")
+    paths = ["/", "/d/open", "/d/views", "/d/views?kiosk=1", "/d/lobby", "/login", "/nowhere", "/d/sso",
+             "/login?next=%22%3E%3Cscript%3Ealert(1)%3C/script%3E"]
+    for path in paths:
+        reply = await client.get(path)
+        finder = InlineFinder()
+        finder.feed(reply.text)
+        assert finder.problems == [], (path, finder.problems)
+    signed = await client.post_form("/login", {"name": "alice", "password": "wrong", "next": "/"})
+    bounced = await WebClient(server.port).get("/d/ops", {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"})
+    assert "http-equiv=\"refresh\"" in bounced.text
+    for reply in (signed, bounced):
+        finder = InlineFinder()
+        finder.feed(reply.text)
+        assert finder.problems == []
+
+
+def test_the_page_scripts_never_parse_values_as_markup():
+    for script in sorted((ROOT / "static").glob("*.js")):
+        code = script.read_text()
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function",
+                     "setAttribute(\"on", "createContextualFragment"):
+            assert sink not in code, f"{script.name} uses {sink}"
+
+
+# --- size limits -----------------------------------------------------------------------------
+
+async def raw_exchange(port: int, data: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+    except ConnectionError:
+        pass  # the server may stop reading (and close) before all was sent
+    try:
+        return await asyncio.wait_for(reader.read(65536), 10)
+    except ConnectionError:
+        return b""
+    finally:
+        writer.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_headers_past_the_limit_are_refused(servers):
+    server = await servers.start(BASE_CONFIG.replace('grace = "2s"', 'grace = "2s"\nmax_header = "4KiB"'))
+    big = b"GET /d/main HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 8192 + b"\r\n\r\n"
+    answer = await raw_exchange(server.port, big)
+    assert not answer.startswith(b"HTTP/1.1 200"), answer[:100]
+    fits = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Padding: " + b"a" * 2048 + b"\r\n\r\n"
+    assert (await raw_exchange(server.port, fits)).startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_bodies_past_the_limit_are_refused_unread(servers):
+    server = await servers.start(AUTH_CONFIG.replace('grace = "2s"', 'grace = "2s"\nmax_body = "4KiB"'))
+    head = (b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: 1000000\r\n\r\n")
+    answer = await raw_exchange(server.port, head + b"a" * 8192)
+    assert answer.startswith(b"HTTP/1.1 400") or answer == b"", answer[:100]
+    # Pushes keep their own limit ([api] max_body, 64KiB here), larger than the server's.
+    body = b'{"value": "' + b"x" * 16384 + b'"}'
+    reply = await WebClient(server.port).request(
+        "POST", "/api/widgets/b", {"Authorization": "Bearer test-token-0123456789", "Content-Type": "application/json"},
+        body)
+    assert reply.status == 400 and "number" in reply.json()["error"]  # read whole, then refused for its value
+    assert (await WebClient(server.port).get("/healthz")).status == 200
+
+
+def test_no_secret_shaped_thing_in_the_templates():
+    for template in (ROOT / "templates").glob("*.html"):
+        text = template.read_text()
+        assert "|safe" not in text.replace('"&#13;"|safe', ""), template.name  # autoescape stays in charge
+        assert not re.search(r"autoescape\s+false", text), template.name

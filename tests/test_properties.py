@@ -1,0 +1,350 @@
+"""Properties over generated input:
+
+- any TOML document near a valid config gives a Config or a clean ConfigError;
+- any request to the push API gets one of its documented statuses, never a 5xx,
+  and a 4xx stores nothing;
+- any text travels through the SSE encoder and the spec-exact decoder intact,
+  as one event with no field added.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import string
+from datetime import datetime, timezone
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from dashboard.config import ConfigError, load_config
+from dashboard.hub import encode_sample
+from dashboard.models import Sample
+from dashboard.sse import Decoder, Event, decode, encode_event
+from tests.helpers import TOKEN, write_config
+from tests.test_auth import ALICE_HASH, LOBBY_TOKEN, SECRET
+from tests.webclient import WebClient
+
+FIXTURES_OK = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+
+# --- the config loader ----------------------------------------------------------------------
+
+# Per table: the keys it knows and values that are right, nearly right, or plainly wrong.
+DURATIONS = ["5s", "0s", "1h", "500ms", "1.5m", "fast", "", "-1s", "400d", "401d"]
+SIZES = ["64KiB", "1MiB", "512B", "0B", "1kb", 0, 1, 10**12, -5]
+NAMES = ["alice", "bob", "lobby", "hall", "carol@example.org", "", "al ice", "x" * 70]
+TOKENS = [TOKEN, LOBBY_TOKEN, "short", "kiosk-token-other-0123456789", "", "${T}", "${MISSING}", "$${x}"]
+STRINGS = ["", "x", "main", "${T}", "${T:-d}", "${", "\u2028", "\x00", "'self'", "'none'", "https:"]
+
+TABLES: dict[str, dict[str, list]] = {
+    "server": {
+        "host": ["127.0.0.1", "0.0.0.0", "::1", "", "nohost"], "port": [0, 8888, -1, 70000, "80"],
+        "keepalive": DURATIONS, "log_level": ["info", "debug", "loud"], "grace": DURATIONS, "batch": DURATIONS,
+        "max_streams": [1, 0, 10**6], "max_streams_per_ip": [1, 0], "max_stream_lifetime": DURATIONS,
+        "trusted_proxies": [[], ["127.0.0.1"], ["10.0.0.0/8", "::1"], ["nginx"], "127.0.0.1", [1], ["10.0.0.0/33"]],
+        "frame_ancestors": [["'self'"], ["'none'"], ["'none'", "'self'"], [], ["https://a.example"],
+                            ["https://a.example; x"], "'self'", ["*"], ["a b"]],
+        "max_body": SIZES, "max_header": SIZES + ["512B"],
+        "metrics_token": ["metrics-token-0123", "short", "", 5],
+    },
+    "storage": {"url": ["sqlite+aiosqlite:///data/x.db", "mysql://x", "", 5], "retention": DURATIONS,
+                "prune_every": DURATIONS},
+    "hub": {"backend": ["memory", "redis", "kafka"], "url": ["redis://127.0.0.1/0", "http://x", ""],
+            "buffer": [16, 15, 1024], "channel": ["c", ""], "lease": DURATIONS},
+    "api": {"tokens": [{}, {"ci": TOKEN}, {"ci": "short"}, {"ci": 5}, {"lobby": LOBBY_TOKEN}, "x"],
+            "max_body": SIZES, "history_limit": [1, 0, 1000], "rate": ["10/s", "30/m", "1/h", "0/s", "fast", 10],
+            "burst": [1, 0, 20, "5"]},
+    "auth": {"secret": [SECRET, "short", "", "${T}" * 8, 7], "session_lifetime": DURATIONS,
+             "tokens": [{}, {"lobby": LOBBY_TOKEN}, {"lobby": TOKEN}, {"lobby": "short"}, {"a b": LOBBY_TOKEN},
+                        {"lobby": LOBBY_TOKEN, "hall": LOBBY_TOKEN}, "x"],
+             "users": [{}, {"alice": ALICE_HASH}, {"alice": "hunter2"}, {"alice": 5},
+                       {"alice": ALICE_HASH.replace("16384", "1024")}, {"alice": "scrypt$2$1$1$AAAAAAAAAAA$" + "A" * 22}],
+             "proxy_header": ["X-Forwarded-User", "Remote-User", "", "X User", 5]},
+    "dashboards": {"id": ["main", "", "a b", "x" * 65], "title": STRINGS, "widgets": [["w"], [], ["w", "w"], ["nope"], "w"],
+                   "columns": [1, 0, 25], "theme": ["auto", "pink"], "rotate": DURATIONS,
+                   "auth": ["public", "token", "password", "proxy", "ldap", 1],
+                   "users": [["alice"], ["lobby"], ["carol@example.org"], [], [""], "alice", [5], ["mallory"]]},
+    "widgets.w": {"view": ["number", "text", "clock", "dial"], "every": DURATIONS, "timeout": DURATIONS,
+                  "min": [0, 10, "x"], "max": [0, 100, math.inf], "decimals": [0, 13, -1], "enabled": [True, "no"]},
+}
+JUNK_KEYS = ["junk", "Secret", "token", "user", "a.b", ""]
+
+
+def _toml(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "inf" if value > 0 else "-inf" if value < 0 else "nan"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_toml, value)) + "]"
+    return "{" + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + "}"
+
+
+@st.composite
+def near_valid_configs(draw) -> str:
+    """A valid config with a few keys in each table replaced, added or dropped."""
+    tables: dict[str, dict] = {
+        "server": {"port": 0}, "api": {"tokens": {"ci": TOKEN}},
+        "auth": {"secret": SECRET, "tokens": {"lobby": LOBBY_TOKEN}, "users": {"alice": ALICE_HASH}},
+        "dashboards": {"id": "main", "widgets": ["w"]},
+        "widgets.w": {"view": "number"}, "widgets.w.source": {"kind": "push"},
+    }
+    for _ in range(draw(st.integers(0, 6))):
+        table = draw(st.sampled_from(sorted(TABLES)))
+        known = TABLES[table]
+        key = draw(st.sampled_from(sorted(known) + JUNK_KEYS))
+        if draw(st.integers(0, 9)) == 0:
+            tables.get(table, {}).pop(key, None)
+            continue
+        pool = known.get(key, STRINGS + [1, True, [], {}])
+        anything = draw(st.integers(0, 4)) == 0
+        tables.setdefault(table, {})[key] = draw(st.text(max_size=8) | st.integers() if anything else st.sampled_from(pool))
+    text = []
+    for table, items in tables.items():
+        text.append("[[dashboards]]" if table == "dashboards" else f"[{table}]")
+        text.extend(f"{json.dumps(k)} = {_toml(v)}" for k, v in items.items())
+    return "\n".join(text) + "\n"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=FIXTURES_OK)
+@given(text=near_valid_configs())
+def test_a_config_near_a_valid_one_loads_or_says_why(tmp_path, text):
+    path = write_config(tmp_path, text)
+    try:
+        config = load_config(path, env={"T": "from-the-environment-0123456789"})
+    except ConfigError as exc:
+        event("ConfigError")
+        message = str(exc)
+        assert message.startswith(f"{path}: ") and "\n" not in message
+        assert SECRET not in message and LOBBY_TOKEN not in message and TOKEN not in message
+        return
+    event("loaded")
+    # What loads is usable: every protected dashboard has what its mode needs.
+    for dashboard in config.dashboards:
+        if dashboard.auth in ("token", "password"):
+            assert len(config.auth.secret) >= 32
+            known = config.auth.tokens if dashboard.auth == "token" else config.auth.users
+            assert known and all(name in known for name in dashboard.users or ())
+        if dashboard.auth == "proxy":
+            assert config.server.trusted_proxies
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=FIXTURES_OK)
+@given(text=st.text(alphabet=st.sampled_from(list('[]{}="\'.,\n #$' + "auth secret users tokens dashboards")),
+                    max_size=80))
+def test_any_text_after_a_valid_config_loads_or_says_why(tmp_path, text):
+    base = f'[auth]\nsecret = "{SECRET}"\n[[dashboards]]\nid = "m"\nwidgets = ["w"]\n[widgets.w]\nview = "clock"\n'
+    try:
+        load_config(write_config(tmp_path, base + text), env={})
+    except ConfigError:
+        pass
+
+
+# --- the push API ---------------------------------------------------------------------------
+
+PUSH_CONFIG = f"""
+[server]
+host = "127.0.0.1"
+port = 0
+grace = "2s"
+
+[storage]
+url = "sqlite+aiosqlite:///data/test.db"
+
+[api]
+tokens = {{ test = "{TOKEN}" }}
+max_body = "2KiB"
+rate = "1000/s"
+burst = 1000
+
+[[dashboards]]
+id = "main"
+widgets = ["a", "b", "rows", "state", "gauge", "ticker", "clock"]
+
+[widgets.a]
+view = "number"
+source = {{ kind = "push" }}
+
+[widgets.b]
+view = "text"
+source = {{ kind = "push" }}
+
+[widgets.rows]
+view = "list"
+source = {{ kind = "push" }}
+
+[widgets.state]
+view = "status"
+source = {{ kind = "push" }}
+
+[widgets.gauge]
+view = "meter"
+min = 0
+max = 10
+source = {{ kind = "push" }}
+
+[widgets.ticker]
+view = "number"
+source = {{ kind = "random_walk" }}
+
+[widgets.clock]
+view = "clock"
+"""
+DOCUMENTED = {200, 400, 401, 403, 404, 409, 413, 415, 429}
+WIDGETS = ["a", "b", "rows", "state", "gauge", "ticker", "clock", "nope", "A", "a-b"]
+
+latin1 = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"),
+                 max_size=40)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["label", "value", "state", "detail", "code", "latency_ms", "x"]) | st.text(max_size=5),
+        inner, max_size=4),
+    max_leaves=10)
+
+
+# Values each push widget takes, so that many generated pushes get through.
+FITTING = {
+    "a": st.integers(-10**6, 10**6) | st.floats(allow_nan=False, allow_infinity=False),
+    "gauge": st.integers(-100, 100),
+    "b": st.text(max_size=30),
+    "rows": st.lists(st.fixed_dictionaries({"label": st.text(max_size=10), "value": st.integers() | st.text(max_size=5)}),
+                     max_size=4),
+    "state": st.fixed_dictionaries({"state": st.sampled_from(["up", "warn", "down"])}),
+}
+
+
+def odd(draw) -> bool:
+    """True one time in four: most requests get each part right, so that the later
+    checks (and the 200s) are reached too."""
+    return draw(st.integers(0, 3)) == 0
+
+
+@st.composite
+def push_requests(draw) -> tuple[str, dict, bytes]:
+    single = draw(st.booleans())
+    target = draw(st.sampled_from(WIDGETS))
+    path = f"/api/widgets/{target}" if single else "/api/widgets"
+    headers = {}
+    authorization = draw(st.sampled_from(["none", "wrong", "basic", "empty", "random"])) if odd(draw) else "good"
+    headers["Authorization"] = {
+        "good": f"Bearer {TOKEN}", "wrong": "Bearer not-the-token-0123456789", "basic": f"Basic {TOKEN}",
+        "empty": "Bearer ", "random": draw(latin1), "none": None}[authorization]
+    headers["Content-Type"] = "application/json" if not odd(draw) else draw(latin1 | st.sampled_from(
+        ["application/json; charset=utf-8", "APPLICATION/JSON", "application/json; charset=latin-1", "text/plain", None]))
+    shape = draw(st.sampled_from(["value", "values", "status", "object", "raw", "json", "big"])) if odd(draw) else "fit"
+    if shape == "fit":
+        value = draw(FITTING.get(target, json_values))
+        body = json.dumps({"value": value} if single else {"values": {target: value}}).encode()
+    elif shape == "value":
+        body = json.dumps({"value": draw(json_values)}).encode()
+    elif shape == "values":
+        body = json.dumps({"values": draw(st.dictionaries(st.sampled_from(WIDGETS), json_values, max_size=3))}).encode()
+    elif shape == "status":
+        document = {"status": draw(st.sampled_from(["ok", "error", "down", 1]))}
+        if draw(st.booleans()):
+            document["message"] = draw(json_values)
+        if draw(st.booleans()):
+            document["value"] = draw(json_values)
+        body = json.dumps(document).encode()
+    elif shape == "object":
+        body = json.dumps(draw(st.dictionaries(st.text(max_size=6), json_values, max_size=3))).encode()
+    elif shape == "json":
+        body = json.dumps(draw(json_values)).encode()
+    elif shape == "big":
+        body = json.dumps({"value": "x" * draw(st.integers(2000, 5000))}).encode()
+    else:
+        body = draw(st.binary(max_size=64))
+    return path, {k: v for k, v in headers.items() if v is not None}, body
+
+
+@pytest.fixture
+def push_server(servers, io_loop):
+    return io_loop.run_sync(lambda: servers.start(PUSH_CONFIG))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=FIXTURES_OK)
+@given(request=push_requests())
+def test_any_push_gets_a_documented_answer_and_a_refusal_stores_nothing(push_server, io_loop, request):
+    path, headers, body = request
+
+    async def exchange():
+        before = await push_server.runtime.store.last_id()
+        reply = await WebClient(push_server.port).request("POST", path, headers, body)
+        after = await push_server.runtime.store.last_id()
+        return reply, before, after
+
+    reply, before, after = io_loop.run_sync(exchange, timeout=30)
+    event(f"status {reply.status}")
+    assert reply.status in DOCUMENTED, (reply.status, reply.text)
+    assert reply.headers["Content-Type"] == "application/json; charset=utf-8"
+    answer = json.loads(reply.body)
+    if reply.status == 200:
+        assert after > before
+    else:
+        assert after == before, "a refused push stored something"
+        assert set(answer) == {"error"} and isinstance(answer["error"], str) and answer["error"]
+        assert TOKEN not in answer["error"]
+
+
+# --- the SSE encoder and decoder ------------------------------------------------------------
+
+any_text = st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=200)
+event_names = st.text(alphabet=string.ascii_letters + string.digits + "_-", min_size=1, max_size=64)
+
+
+def feed_in_pieces(data: bytes, cuts: list[int]) -> list[Event]:
+    decoder = Decoder()
+    events, last = [], 0
+    for cut in sorted(set(c % (len(data) + 1) for c in cuts)) + [len(data)]:
+        events += decoder.feed(data[last:cut])
+        last = cut
+    return events + decoder.close()
+
+
+def as_sent(text: str) -> str:
+    """What the encoder can carry: line ends become LF; a lone surrogate (no UTF-8 form) U+FFFD."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=any_text, name=event_names, event_id=st.integers(0, 2**63), cuts=st.lists(st.integers(0, 10**6), max_size=8))
+def test_any_text_arrives_as_sent_in_one_event(text, name, event_id, cuts):
+    encoded = encode_event(text, event=name, id=event_id)
+    events = feed_in_pieces(encoded, cuts)
+    assert events == [Event(name, as_sent(text), str(event_id))]
+    assert events == decode(encoded)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=any_text.filter(lambda t: "\r" not in t and not any(0xD800 <= ord(c) <= 0xDFFF for c in t)))
+def test_text_without_cr_or_lone_surrogates_is_byte_identical(text):
+    (event,) = decode(encode_event(text))
+    assert event.data.encode("utf-8") == text.encode("utf-8")
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=json_values | any_text, widget=event_names.filter(lambda w: w not in ("hello", "reload", "message")),
+       event_id=st.integers(1, 2**53), cuts=st.lists(st.integers(0, 10**6), max_size=8),
+       message=st.none() | any_text)
+def test_any_value_reaches_the_page_exactly_through_a_sample(value, widget, event_id, cuts, message):
+    sample = Sample(event_id, widget, datetime(2026, 1, 2, 3, 4, 5, 6000, tzinfo=timezone.utc), value,
+                    "error" if message else "ok", message)
+    (event,) = feed_in_pieces(encode_sample(sample), cuts)
+    assert (event.type, event.last_event_id) == (widget, str(event_id))
+    # json.dumps with ensure_ascii: even a lone surrogate travels as an escape, and comes back.
+    assert json.loads(event.data) == json.loads(sample.to_json()) == sample.as_dict()
+
+
+def test_the_sample_property_covers_lone_surrogates():
+    # Not left to chance: the case the ensure_ascii encoding is there for.
+    sample = Sample(7, "w", datetime(2026, 1, 1, tzinfo=timezone.utc), "a\ud800b\r\n<script>")
+    (event,) = decode(encode_sample(sample))
+    assert json.loads(event.data)["value"] == "a\ud800b\r\n<script>"
