@@ -9,7 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient
 
-from tests.helpers import BASE_CONFIG, StreamClient, wait_until
+from tests.helpers import BASE_CONFIG, TOKEN, StreamClient, wait_until
 
 TICKERS = """
 [server]
@@ -19,6 +19,9 @@ grace = "2s"
 
 [storage]
 url = "sqlite+aiosqlite:///data/test.db"
+
+[api]
+tokens = { test = "test-token-0123456789" }
 
 [[dashboards]]
 id = "main"
@@ -88,9 +91,13 @@ async def test_metrics_count_streams_events_sources_and_writes(servers):
     assert metrics[("dashboard_db_write_duration_seconds_count", ())] >= 3  # two notes, a first rate
     assert ("dashboard_source_runs_total", (("outcome", "ok"), ("widget", "note"))) not in metrics  # pushed
 
-    # The push handler counts its answers through this method.
-    server.runtime.metrics.push_answered(401)
-    assert (await scrape(server))[("dashboard_push_requests_total", (("status", "401"),))] == 1
+    for token in ("wrong-token-0123456789", TOKEN):
+        await AsyncHTTPClient().fetch(
+            server.url("/api/widgets/note"), method="POST", raise_error=False, body=json.dumps({"value": "three"}),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    metrics = await scrape(server)
+    assert metrics[("dashboard_push_requests_total", (("status", "401"),))] == 1
+    assert metrics[("dashboard_push_requests_total", (("status", "200"),))] == 1
 
     client.close()
     await wait_until(lambda: not server.runtime.streams, message="the stream to close")

@@ -2,8 +2,9 @@
 
 The checks run in a fixed order, so that an answer never tells more than the
 caller may know: the token first (a stranger learns nothing about which widgets
-exist), then the form of the request (415, 413, 400), then the widget (404,
-409), then the value (400).
+exist), then the token's rate ([api] rate and burst: 429 with Retry-After), then
+the form of the request (415, 413, 400), then the widget (404, 409), then the
+value (400).
 
 Deliberate oddities, please read before "fixing":
 - The handlers stream the request body (`stream_request_body`) only to count
@@ -26,6 +27,7 @@ from typing import Any
 import tornado.web
 
 from ..models import ERROR, OK, format_ts
+from ..ratelimit import RateLimiter, retry_after
 from ..sources import is_push
 from ..views import ValueRejected, accept
 from .api import ApiHandler, WidgetHandler, WidgetsHandler
@@ -37,6 +39,9 @@ STATUSES = (OK, ERROR)
 SINGLE_KEYS = ("value", "status", "message")
 BATCH_KEYS = ("values",)
 _SHOWN = 40  # names from a request body are cut to this many characters in messages
+# A chunked body past [api] max_body is read on and dropped so that the answer can be a
+# JSON 413; this much further, Tornado cuts the connection instead.
+CHUNKED_SLACK = 1024**2
 
 
 def token_name(tokens: Mapping[str, str], offered: bytes) -> str | None:
@@ -108,6 +113,15 @@ def bad_request(message: str) -> tornado.web.HTTPError:
 class PushBase(ApiHandler):
     _body: bytearray
     _too_large = False
+    _retry_after = 0  # seconds, for a 429 (its headers are set in write_error: send_error clears them)
+
+    def initialize(self, runtime, push_limiter: RateLimiter | None = None) -> None:
+        super().initialize(runtime)
+        self.push_limiter = push_limiter
+
+    def on_finish(self) -> None:
+        if self.runtime.metrics is not None:
+            self.runtime.metrics.push_answered(self.get_status())
 
     def check_xsrf_cookie(self) -> None:
         # Pushes are authorised by a bearer token, never by a cookie, so a cross-site
@@ -117,6 +131,9 @@ class PushBase(ApiHandler):
 
     def prepare(self) -> None:
         self._body = bytearray()
+        if self.request.method == "POST":
+            # [server] max_body is for every other request; a push has a limit of its own.
+            self.request.connection.set_max_body_size(self.config.api.max_body + CHUNKED_SLACK)
         if self.request.method == "POST" and self._declared_length() > self.config.api.max_body:
             # Answering now is the only way not to read the body (Tornado then closes the
             # connection). The answer still comes in the usual order: the token first.
@@ -137,6 +154,8 @@ class PushBase(ApiHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         if status_code == 401:  # RFC 7235: a 401 says which scheme it wants
             self.set_header("WWW-Authenticate", 'Bearer realm="dashboard"')
+        if status_code == 429:
+            self.set_header("Retry-After", str(self._retry_after))
         super().write_error(status_code, **kwargs)
 
     def _declared_length(self) -> int:
@@ -166,7 +185,18 @@ class PushBase(ApiHandler):
         if name is None:
             raise http_error(401, "invalid token: expected Authorization: Bearer <token> "
                                   "with a token from [api] tokens")
+        self._check_rate(name)
         return name
+
+    def _check_rate(self, name: str) -> None:
+        if self.push_limiter is None:
+            return
+        api = self.config.api
+        wait = self.push_limiter.take(name, api.rate, api.burst)
+        if wait:
+            seconds = self._retry_after = retry_after(wait)
+            raise http_error(429, f"too many pushes with token {quoted(name)}: "
+                                  f"retry in {seconds} s ([api] rate and burst)")
 
     def _check_request_headers(self) -> str:
         name = self._authorise()
