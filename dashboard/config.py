@@ -508,7 +508,7 @@ def _secret_token(t: Table, key: str, shortest: int) -> str:
     return token
 
 
-def _database_url(t: Table, base_dir: Path) -> str:
+def database_url(t: Table, base_dir: Path) -> str:
     """Check the scheme; make a relative sqlite path absolute against base_dir,
     so the database does not move with the server's working directory."""
     url = t.str("url", "sqlite+aiosqlite:///data/dashboard.db")
@@ -528,7 +528,7 @@ def _database_url(t: Table, base_dir: Path) -> str:
 
 def _storage(t: Table, base_dir: Path) -> StorageConfig:
     storage = StorageConfig(
-        url=_database_url(t, base_dir),
+        url=database_url(t, base_dir),
         retention=t.duration("retention", "30d", positive=True),
         prune_every=t.duration("prune_every", "10m", positive=True),
     )
