@@ -7,10 +7,21 @@ the buffer, so that a slow reader costs constant memory: it holds only an int.
 
 Each event is encoded to bytes once, in publish(); every reader of every topic
 writes those same bytes.
+
+Two ways to read a topic. wait() hands out a future per reader and wait, the
+chat demo's way. subscribe() is the stream's way and the cheap one at scale: a
+topic with subscribers runs one fan-out pass per burst of events (or per
+`batch` window), in which every idle subscriber gets push(payload, upto,
+count); subscribers at the same cursor share one joined payload. No future,
+task or timer per reader per event: with thousands of readers those were most
+of the CPU. Likewise one timer per topic calls tick(now) on every subscriber
+every `tick_every` seconds (keep-alives, lifetimes), not a timer per reader.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from bisect import bisect_right
 from collections.abc import Iterable
 from datetime import timedelta
@@ -25,6 +36,9 @@ def encode_sample(sample: Sample) -> bytes:
     return encode_event(sample.to_json(), event=sample.widget, id=sample.id)
 
 
+CONTROLS_PER_EVENT = 1024
+
+
 class Topic:
     """The recent events of one dashboard.
 
@@ -32,7 +46,8 @@ class Topic:
     database). Ids are global across topics, so a topic's ids have gaps.
     """
 
-    __slots__ = ("name", "size", "ids", "chunks", "floor", "last_id", "latest", "changed", "readers")
+    __slots__ = ("name", "size", "ids", "chunks", "floor", "last_id", "event_id", "controls", "latest",
+                 "changed", "readers", "subscribers", "batch", "_pass", "tick_every", "_ticker", "on_sent")
 
     def __init__(self, name: str, size: int, floor: int):
         self.name = name
@@ -40,16 +55,44 @@ class Topic:
         self.ids: list[int] = []
         self.chunks: list[bytes] = []
         self.floor = floor
-        self.last_id = floor
+        self.last_id = floor  # the newest position: an event id, or a control event's fraction after one
+        self.event_id = floor  # the newest event id proper: what a page may resume from
+        self.controls = 0  # control events after event_id
         self.latest: dict[str, tuple[int, bytes, Sample]] = {}
         self.changed = Condition()
         self.readers = 0
+        # Readers fed by fan-out passes: objects with `cursor`, `busy` and
+        # push(payload, upto, count). A dict is an ordered set with O(1) removal.
+        self.subscribers: dict = {}
+        self.batch = 0.0  # seconds a pass waits after the first event, to take the next ones along
+        self._pass = None
+        self.tick_every = 1.0
+        self._ticker = None
+        # Called with (events, bytes) once per pass, not per reader: counting for metrics
+        # at every push cost a tenth of the fan-out's CPU.
+        self.on_sent = None
 
     def append(self, sample: Sample, chunk: bytes) -> None:
-        self.ids.append(sample.id)
-        self.chunks.append(chunk)
-        self.last_id = sample.id
         self.latest[sample.widget] = (sample.id, chunk, sample)
+        self.event_id = sample.id
+        self.controls = 0
+        self._add(sample.id, chunk)
+
+    def append_control(self, chunk: bytes) -> None:
+        """Buffer an event without an id (`reload`). It must wake readers whose cursor is
+        the newest event id, yet leave event ids to samples, so it takes a position a
+        fraction above that id: ints and floats compare, and bisect needs no change.
+        Fractions of 1/1024 are exact in binary; after 1023 control events with no
+        sample between them, further ones are dropped."""
+        if self.controls + 1 >= CONTROLS_PER_EVENT:
+            return
+        self.controls += 1
+        self._add(self.event_id + self.controls / CONTROLS_PER_EVENT, chunk)
+
+    def _add(self, position: int | float, chunk: bytes) -> None:
+        self.ids.append(position)
+        self.chunks.append(chunk)
+        self.last_id = position
         if len(self.ids) > 2 * self.size:
             # Trim in halves rather than per event: amortised O(1), and bisect stays usable.
             cut = len(self.ids) - self.size
@@ -57,6 +100,68 @@ class Topic:
             del self.ids[:cut]
             del self.chunks[:cut]
         self.changed.notify_all()
+        if self.subscribers and self._pass is None:
+            loop = asyncio.get_running_loop()
+            self._pass = loop.call_later(self.batch, self._fan_out) if self.batch else loop.call_soon(self._fan_out)
+
+    def subscribe(self, reader) -> None:
+        """Feed `reader` from its cursor on: what it missed now, new events as they come."""
+        self.subscribers[reader] = None
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().call_later(self.tick_every, self._tick)
+        self.feed(reader)
+
+    def unsubscribe(self, reader) -> None:
+        self.subscribers.pop(reader, None)
+
+    def feed(self, reader) -> None:
+        """Push whatever is newer than the reader's cursor (e.g. once its slow write drained)."""
+        if reader.cursor < self.last_id and not reader.busy and reader in self.subscribers:
+            payload, count = self.payload(reader.cursor)
+            reader.push(payload, self.last_id, count)
+            if self.on_sent is not None:
+                self.on_sent(count, len(payload))
+
+    def payload(self, cursor) -> tuple[bytes, int]:
+        """Everything after `cursor` as one write, and how many events it holds; the
+        newest value of each widget when the cursor fell off the buffer."""
+        chunks = self.since(cursor)
+        if chunks is None:
+            chunks = self.snapshot(cursor)
+        return b"".join(chunks), len(chunks)
+
+    def _fan_out(self) -> None:
+        self._pass = None
+        upto = self.last_id
+        payloads = {}
+        events = size = 0
+        # A copy: a push that finds its connection dead may unsubscribe while we go.
+        for reader in list(self.subscribers):
+            cursor = reader.cursor
+            if cursor >= upto or reader.busy:
+                continue  # a busy reader catches up through feed() when its write drains
+            payload = payloads.get(cursor)
+            if payload is None:
+                data, count = self.payload(cursor)
+                payload = payloads[cursor] = (data, count, len(data))
+            reader.push(payload[0], upto, payload[1])
+            events += payload[1]
+            size += payload[2]
+        if events and self.on_sent is not None:
+            self.on_sent(events, size)
+
+    def _tick(self) -> None:
+        if not self.subscribers:
+            self._ticker = None
+            return
+        now = time.monotonic()
+        for reader in list(self.subscribers):
+            reader.tick(now)
+        self._ticker = asyncio.get_running_loop().call_later(self.tick_every, self._tick)
+
+    def end_subscribers(self) -> None:
+        for reader in list(self.subscribers):
+            reader.end()
 
     def since(self, cursor: int) -> list[bytes] | None:
         """The encoded events after `cursor`, or None when some of them left the buffer."""
@@ -103,6 +208,13 @@ class Hub:
                 topic.append(sample, chunk)
         return chunk
 
+    def send_control(self, topic_name: str, event_name: str, data: str = "{}") -> None:
+        """Send a control event (e.g. `reload`) to every reader of a topic. It carries no
+        id, so the browser's Last-Event-ID stays at the last sample it received."""
+        topic = self.topics.get(topic_name)
+        if topic is not None:
+            topic.append_control(encode_event(data, event=event_name))
+
     def latest(self, name: str) -> dict[str, Sample]:
         topic = self.topics.get(name)
         return {widget: sample for widget, (_, _, sample) in topic.latest.items()} if topic else {}
@@ -118,11 +230,19 @@ class Hub:
         # Tornado reads a float timeout as an absolute loop time; a timedelta is relative.
         return topic.changed.wait(timeout=timedelta(seconds=timeout))
 
+    async def start(self, store, topics_of) -> None:
+        """Connect whatever carries events between processes (RedisHub, after seed());
+        within one process there is nothing to connect."""
+
+    async def stop(self) -> None:
+        """Let go of what start() took, after close()."""
+
     def close(self) -> None:
         """Wake every reader so that streams can say goodbye and end."""
         self.closed = True
         for topic in self.topics.values():
             topic.changed.notify_all()
+            topic.end_subscribers()
 
     @property
     def readers(self) -> int:
