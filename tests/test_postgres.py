@@ -120,3 +120,21 @@ async def test_concurrent_writers_commit_ids_in_order(pg_url):  # noqa: F811
     finally:
         for store in (*writers, reader):
             await store.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_stream_resumes_from_postgresql_after_a_control_event(servers, pg_url):  # noqa: F811
+    # Replay from PostgreSQL when the gap is older than the buffer, with a control
+    # event (reload) in the buffer: it sits a fraction past the newest sample id.
+    from tests.helpers import BASE_CONFIG, StreamClient
+
+    config = BASE_CONFIG.replace('url = "sqlite+aiosqlite:///data/test.db"', f'url = "{pg_url}"')
+    config = config.replace("[storage]", "[hub]\nbuffer = 16\n\n[storage]")
+    server = await servers.start(config)
+    first = await server.record("a", 0)
+    missed = [await server.record("a", n) for n in range(1, 60)]  # more than the buffer holds
+    server.runtime.hub.send_control("main", "reload")
+    client = await StreamClient.open(server.url("/events/main"), last_event_id=first.id)
+    events = [await client.next_widget_event() for _ in missed]
+    assert [int(e.last_event_id) for e in events] == [s.id for s in missed]
+    client.close()

@@ -227,10 +227,12 @@ class StreamHandler(BaseHandler):
         chunks = topic.since(last)
         if chunks is not None:
             return topic.last_id, chunks
-        # Older than the buffer: replay from the database, which holds every id <= upto.
-        upto = topic.last_id
+        # Older than the buffer: replay from the database, which holds every sample id up to
+        # the topic's newest. The cursor is the topic's position, which a control event may
+        # have moved a fraction past that id; the database is asked in whole ids.
+        upto, newest_sample = topic.last_id, topic.event_id
         try:
-            samples = await self.runtime.store.since(widgets, last, upto=upto, limit=REPLAY_LIMIT)
+            samples = await self.runtime.store.since(widgets, last, upto=newest_sample, limit=REPLAY_LIMIT)
         except Exception:
             # A 500 would stop the browser's EventSource for good: open with the
             # newest values instead (graphs fetch their gaps when the database is back).
