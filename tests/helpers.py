@@ -4,7 +4,9 @@ its event stream over a raw socket with the project's spec-exact decoder."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import re
 import textwrap
 import time
 from pathlib import Path
@@ -12,52 +14,44 @@ from urllib.parse import urlsplit
 
 from dashboard.config import load_config
 from dashboard.main import Server
+from dashboard.sources import build_source
 from dashboard.sse import Decoder, Event
-
-# A small config with no source that changes by itself: tests push or drive values.
-BASE_CONFIG = """
-[server]
-host = "127.0.0.1"
-port = 0
-keepalive = "15s"
-grace = "2s"
-
-[storage]
-url = "sqlite+aiosqlite:///data/test.db"
-
-[api]
-tokens = { test = "test-token-0123456789" }
-
-[[dashboards]]
-id = "main"
-title = "Main"
-widgets = ["a", "b"]
-
-[[dashboards]]
-id = "other"
-title = "Other"
-widgets = ["b", "c"]
-
-[widgets.a]
-view = "number"
-source = { kind = "push" }
-
-[widgets.b]
-view = "text"
-source = { kind = "push" }
-
-[widgets.c]
-view = "number"
-source = { kind = "push" }
-"""
+from dashboard.store import Store
+from tests.configs import dashboard, loopback_server, push_widgets, table
 
 TOKEN = "test-token-0123456789"
+
+# A small config with no source that changes by itself: tests push or drive values.
+BASE_CONFIG = (
+    loopback_server(keepalive="15s", grace="2s")
+    + table("api", tokens={"test": TOKEN})
+    + dashboard("main", ["a", "b"], title="Main")
+    + dashboard("other", ["b", "c"], title="Other")
+    + push_widgets(a="number", b="text", c="number")
+)
 
 
 def write_config(directory: Path, text: str = BASE_CONFIG, name: str = "config.toml") -> Path:
     path = Path(directory) / name
     path.write_text(textwrap.dedent(text))
     return path
+
+
+def build_widget_source(directory: Path, text: str, widget_id: str):
+    """The source that widget `widget_id` of config `text` gets, as the server would build it."""
+    config = load_config(write_config(directory, text))
+    return build_source(config, config.widgets[widget_id])
+
+
+@contextlib.contextmanager
+def opened_store(url: str, io_loop):
+    """A Store, migrated and open, for a fixture to yield; closed at exit."""
+    store = Store(url)
+    io_loop.run_sync(store.open)
+    try:
+        yield store
+    finally:
+        io_loop.run_sync(store.close)
 
 
 async def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01, message: str = "condition"):
@@ -274,3 +268,10 @@ class StreamClient:
 
 def data(event: Event) -> dict:
     return json.loads(event.data)
+
+
+def page_data(html: str) -> dict:
+    """The JSON block a dashboard page carries for its script."""
+    match = re.search(r'<script type="application/json" id="dashboard-data">(.*?)</script>', html, re.S)
+    assert match, "the page carries its data block"
+    return json.loads(match[1])

@@ -20,6 +20,7 @@ from dashboard.config import ConfigError, load_config
 from dashboard.exposure import file_mode_warning, network_warning
 from dashboard.web.auth import safe_next
 from dashboard.web.security import redact_uri
+from tests.configs import dashboard, loopback_server, push_widgets, table
 from tests.helpers import StreamClient, wait_until, write_config
 from tests.webclient import WebClient, xsrf_field
 
@@ -36,72 +37,18 @@ HALL_TOKEN = "kiosk-token-hall-0123456789"
 PUSH_TOKEN = "test-token-0123456789"
 
 # One dashboard per mode; 127.0.0.2 is the authenticating proxy.
-AUTH_CONFIG = f"""
-[server]
-host = "127.0.0.1"
-port = 0
-grace = "2s"
-trusted_proxies = ["127.0.0.2"]
-
-[storage]
-url = "sqlite+aiosqlite:///data/test.db"
-
-[api]
-tokens = {{ test = "{PUSH_TOKEN}" }}
-
-[auth]
-secret = "{SECRET}"
-session_lifetime = "1h"
-tokens = {{ lobby = "{LOBBY_TOKEN}", hall = "{HALL_TOKEN}" }}
-users = {{ alice = "{ALICE_HASH}", bob = "{BOB_HASH}" }}
-
-[[dashboards]]
-id = "open"
-widgets = ["a"]
-
-[[dashboards]]
-id = "lobby"
-auth = "token"
-users = ["lobby"]
-widgets = ["b"]
-
-[[dashboards]]
-id = "ops"
-auth = "password"
-widgets = ["c"]
-
-[[dashboards]]
-id = "boss"
-auth = "password"
-users = ["alice"]
-widgets = ["d"]
-
-[[dashboards]]
-id = "sso"
-auth = "proxy"
-users = ["carol@example.org"]
-widgets = ["e"]
-
-[widgets.a]
-view = "number"
-source = {{ kind = "push" }}
-
-[widgets.b]
-view = "number"
-source = {{ kind = "push" }}
-
-[widgets.c]
-view = "number"
-source = {{ kind = "push" }}
-
-[widgets.d]
-view = "number"
-source = {{ kind = "push" }}
-
-[widgets.e]
-view = "number"
-source = {{ kind = "push" }}
-"""
+AUTH_CONFIG = (
+    loopback_server(grace="2s", trusted_proxies=["127.0.0.2"])
+    + table("api", tokens={"test": PUSH_TOKEN})
+    + table("auth", secret=SECRET, session_lifetime="1h", tokens={"lobby": LOBBY_TOKEN, "hall": HALL_TOKEN},
+            users={"alice": ALICE_HASH, "bob": BOB_HASH})
+    + dashboard("open", ["a"])
+    + dashboard("lobby", ["b"], auth="token", users=["lobby"])
+    + dashboard("ops", ["c"], auth="password")
+    + dashboard("boss", ["d"], auth="password", users=["alice"])
+    + dashboard("sso", ["e"], auth="proxy", users=["carol@example.org"])
+    + push_widgets(a="number", b="number", c="number", d="number", e="number")
+)
 
 
 def with_lifetime(lifetime: str) -> str:

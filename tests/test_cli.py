@@ -14,43 +14,23 @@ from pathlib import Path
 
 import pytest
 
+from tests.backends import free_port
+from tests.configs import dashboard, loopback_server, push_widgets, widget
 from tests.helpers import write_config
 
 REPO = Path(__file__).resolve().parent.parent
 
-GOOD = """
-[server]
-host = "127.0.0.1"
-port = 8888
-grace = "1s"
-
-[storage]
-url = "sqlite+aiosqlite:///data/cli.db"
-
-[[dashboards]]
-id = "main"
-widgets = ["rate", "notice"]
-
-[widgets.rate]
-view = "number"
-every = "100ms"
-source = { kind = "random_walk", start = 1.0, volatility = 0.01 }
-
-[widgets.notice]
-view = "text"
-source = { kind = "push" }
-"""
+GOOD = (
+    loopback_server(port=8888, storage="sqlite+aiosqlite:///data/cli.db", grace="1s")
+    + dashboard("main", ["rate", "notice"])
+    + widget("rate", "number", every="100ms", source={"kind": "random_walk", "start": 1.0, "volatility": 0.01})
+    + push_widgets(notice="text")
+)
 
 
 def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "run.py", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_check_accepts_the_bundled_config():

@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from dashboard.config import (
     load_config,
     parse_duration,
 )
+from tests.configs import toml_value
 
 # The smallest valid document is one widget shown on one dashboard.
 W = 'view = "number"\nsource = { kind = "cpu" }'
@@ -590,19 +590,6 @@ def test_table_error_and_root_paths():
 
 # --- no input ever escapes as anything but ConfigError -------------------------------------
 
-def _toml(value) -> str:
-    """Serialise a generated value as a TOML inline value."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value) if math.isfinite(value) else str(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list):
-        return "[" + ", ".join(map(_toml, value)) + "]"
-    return "{" + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + "}"
-
-
 _values = st.recursive(
     st.none().map(lambda _: "5s") | st.booleans() | st.integers(-10**6, 10**6)
     | st.floats() | st.text(max_size=20)
@@ -627,7 +614,7 @@ def test_any_value_anywhere_gives_config_or_config_error(tmp_path, assignments):
     tables = {"widgets.cpu": {"view": '"number"'}, "widgets.cpu.source": {"kind": '"cpu"'},
               "dashboards": {"id": '"main"', "widgets": '["cpu"]'}}
     for section, key, value in assignments:
-        tables.setdefault(section, {})[json.dumps(key)] = _toml(value)
+        tables.setdefault(section, {})[json.dumps(key)] = toml_value(value, ensure_ascii=False)
     parts = []
     for section, items in tables.items():
         header = "[[dashboards]]" if section == "dashboards" else f"[{section}]"

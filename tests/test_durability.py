@@ -16,48 +16,20 @@ import sys
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
+from tests.configs import dashboard, loopback_server, push_widgets, table, widget
 from tests.helpers import TOKEN, StreamClient
 from tests.process import ROOT, ServerProcess
 
-CONFIG = """
-[server]
-host = "127.0.0.1"
-port = 0
-grace = "2s"
-
-[storage]
-url = "sqlite+aiosqlite:///data/durable.db"
-
-[api]
-tokens = { test = "test-token-0123456789" }
-# The pushers go as fast as they can: no rate limit gets in the way.
-rate = "1000000/s"
-burst = 1000000
-
-[[dashboards]]
-id = "main"
-widgets = ["pushed", "walk", "batch_a", "batch_b"]
-
-[widgets.pushed]
-view = "number"
-source = { kind = "push" }
-
-[widgets.batch_a]
-view = "number"
-source = { kind = "push" }
-
-[widgets.batch_b]
-view = "text"
-source = { kind = "push" }
-
-# As fast as the scheduler goes: a write per run, changed or not.
-[widgets.walk]
-view = "number"
-every = "1ms"
-timeout = "1s"
-on_change = false
-source = { kind = "random_walk", start = 100.0, volatility = 0.01 }
-"""
+CONFIG = (
+    loopback_server(storage="sqlite+aiosqlite:///data/durable.db", grace="2s")
+    # The pushers go as fast as they can: no rate limit gets in the way.
+    + table("api", tokens={"test": TOKEN}, rate="1000000/s", burst=1000000)
+    + dashboard("main", ["pushed", "walk", "batch_a", "batch_b"])
+    + push_widgets(pushed="number", batch_a="number", batch_b="text")
+    # As fast as the scheduler goes: a write per run, changed or not.
+    + widget("walk", "number", every="1ms", timeout="1s", on_change=False,
+             source={"kind": "random_walk", "start": 100.0, "volatility": 0.01})
+)
 
 ROUNDS = 3
 ACKNOWLEDGED_BEFORE_KILL = 800

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.configs import dashboard, push_widgets, widget
 from tests.helpers import BASE_CONFIG, StreamClient
 from tests.test_auth import AUTH_CONFIG, LOBBY_TOKEN
 from tests.webclient import WebClient
@@ -102,38 +103,12 @@ class InlineFinder(HTMLParser):
             self.problems.append("inline <script>")
 
 
-CONFIG_WITH_EVERYTHING = AUTH_CONFIG.replace('[widgets.e]', '''[widgets.e]
-view = "number"
-source = { kind = "push" }
-
-[[dashboards]]
-id = "views"
-widgets = ["t", "l", "s", "g", "m", "k"]
-
-[widgets.t]
-view = "text"
-source = { kind = "push" }
-
-[widgets.l]
-view = "list"
-source = { kind = "push" }
-
-[widgets.s]
-view = "status"
-source = { kind = "push" }
-
-[widgets.g]
-view = "graph"
-source = { kind = "push" }
-
-[widgets.m]
-view = "meter"
-source = { kind = "push" }
-
-[widgets.k]
-view = "clock"
-
-[widgets.unused]''')
+CONFIG_WITH_EVERYTHING = (
+    AUTH_CONFIG
+    + dashboard("views", ["t", "l", "s", "g", "m", "k"])
+    + push_widgets(t="text", l="list", s="status", g="graph", m="meter")
+    + widget("k", "clock")
+)
 
 
 @pytest.mark.gen_test(timeout=60)

@@ -9,41 +9,19 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient
 
+from tests.configs import dashboard, loopback_server, push_widgets, table, widget
 from tests.helpers import BASE_CONFIG, TOKEN, StreamClient, wait_until
 
-TICKERS = """
-[server]
-host = "127.0.0.1"
-port = 0
-grace = "2s"
-
-[storage]
-url = "sqlite+aiosqlite:///data/test.db"
-
-[api]
-tokens = { test = "test-token-0123456789" }
-
-[[dashboards]]
-id = "main"
-widgets = ["rate", "broken", "note"]
-
-[widgets.rate]
-view = "number"
-every = "50ms"
-on_change = false
-source = { kind = "random_walk", start = 1.0 }
-
-[widgets.broken]
-view = "number"
-every = "50ms"
-timeout = "2s"
-# Port 1 on loopback: nothing listens, the connection is refused at once.
-source = { kind = "http_json", url = "http://127.0.0.1:1/", path = "x" }
-
-[widgets.note]
-view = "text"
-source = { kind = "push" }
-"""
+TICKERS = (
+    loopback_server(grace="2s")
+    + table("api", tokens={"test": TOKEN})
+    + dashboard("main", ["rate", "broken", "note"])
+    + widget("rate", "number", every="50ms", on_change=False, source={"kind": "random_walk", "start": 1.0})
+    # Port 1 on loopback: nothing listens, the connection is refused at once.
+    + widget("broken", "number", every="50ms", timeout="2s",
+             source={"kind": "http_json", "url": "http://127.0.0.1:1/", "path": "x"})
+    + push_widgets(note="text")
+)
 
 SMALL_BUFFER = BASE_CONFIG.replace('[storage]', '[hub]\nbuffer = 16\n\n[storage]')
 

@@ -7,26 +7,12 @@ import re
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
+from tests.configs import dashboard, loopback_server, push_widget
+from tests.helpers import page_data
 
-ONE_DASHBOARD = """
-[server]
-host = "127.0.0.1"
-port = 0
-
-[storage]
-url = "sqlite+aiosqlite:///data/test.db"
-
-[[dashboards]]
-id = "solo"
-title = "Only One"
-widgets = ["rate"]
-
-[widgets.rate]
-view = "number"
-title = "Rate"
-decimals = 2
-source = { kind = "push" }
-"""
+ONE_DASHBOARD = (
+    loopback_server() + dashboard("solo", ["rate"], title="Only One") + push_widget("rate", "number", title="Rate", decimals=2)
+)
 
 HOSTILE = "<script>alert(1)</script>"
 
@@ -39,12 +25,6 @@ async def get_json(server, path: str):
     response = await get(server, path)
     assert response.headers["Content-Type"] == "application/json; charset=utf-8"
     return response.code, json.loads(response.body)
-
-
-def page_data(body: str) -> dict:
-    match = re.search(r'<script type="application/json" id="dashboard-data">(.*?)</script>', body, re.S)
-    assert match, "the page carries its data block"
-    return json.loads(match[1])
 
 
 def widget_section(body: str, widget: str) -> str:

@@ -22,6 +22,7 @@ from dashboard.config import ConfigError, load_config
 from dashboard.hub import encode_sample
 from dashboard.models import Sample
 from dashboard.sse import Decoder, Event, decode, encode_event
+from tests.configs import dashboard, loopback_server, push_widget, push_widgets, table, toml_value, widget
 from tests.helpers import TOKEN, write_config
 from tests.test_auth import ALICE_HASH, LOBBY_TOKEN, SECRET
 from tests.webclient import WebClient
@@ -71,20 +72,6 @@ TABLES: dict[str, dict[str, list]] = {
 JUNK_KEYS = ["junk", "Secret", "token", "user", "a.b", ""]
 
 
-def _toml(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and not math.isfinite(value):
-        return "inf" if value > 0 else "-inf" if value < 0 else "nan"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(map(_toml, value)) + "]"
-    return "{" + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + "}"
-
-
 @st.composite
 def near_valid_configs(draw) -> str:
     """A valid config with a few keys in each table replaced, added or dropped."""
@@ -107,7 +94,7 @@ def near_valid_configs(draw) -> str:
     text = []
     for table, items in tables.items():
         text.append("[[dashboards]]" if table == "dashboards" else f"[{table}]")
-        text.extend(f"{json.dumps(k)} = {_toml(v)}" for k, v in items.items())
+        text.extend(f"{json.dumps(k)} = {toml_value(v)}" for k, v in items.items())
     return "\n".join(text) + "\n"
 
 
@@ -147,54 +134,15 @@ def test_any_text_after_a_valid_config_loads_or_says_why(tmp_path, text):
 
 # --- the push API ---------------------------------------------------------------------------
 
-PUSH_CONFIG = f"""
-[server]
-host = "127.0.0.1"
-port = 0
-grace = "2s"
-
-[storage]
-url = "sqlite+aiosqlite:///data/test.db"
-
-[api]
-tokens = {{ test = "{TOKEN}" }}
-max_body = "2KiB"
-rate = "1000/s"
-burst = 1000
-
-[[dashboards]]
-id = "main"
-widgets = ["a", "b", "rows", "state", "gauge", "ticker", "clock"]
-
-[widgets.a]
-view = "number"
-source = {{ kind = "push" }}
-
-[widgets.b]
-view = "text"
-source = {{ kind = "push" }}
-
-[widgets.rows]
-view = "list"
-source = {{ kind = "push" }}
-
-[widgets.state]
-view = "status"
-source = {{ kind = "push" }}
-
-[widgets.gauge]
-view = "meter"
-min = 0
-max = 10
-source = {{ kind = "push" }}
-
-[widgets.ticker]
-view = "number"
-source = {{ kind = "random_walk" }}
-
-[widgets.clock]
-view = "clock"
-"""
+PUSH_CONFIG = (
+    loopback_server(grace="2s")
+    + table("api", tokens={"test": TOKEN}, max_body="2KiB", rate="1000/s", burst=1000)
+    + dashboard("main", ["a", "b", "rows", "state", "gauge", "ticker", "clock"])
+    + push_widgets(a="number", b="text", rows="list", state="status")
+    + push_widget("gauge", "meter", min=0, max=10)
+    + widget("ticker", "number", source={"kind": "random_walk"})
+    + widget("clock", "clock")
+)
 DOCUMENTED = {200, 400, 401, 403, 404, 409, 413, 415, 429}
 WIDGETS = ["a", "b", "rows", "state", "gauge", "ticker", "clock", "nope", "A", "a-b"]
 

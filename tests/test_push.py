@@ -23,6 +23,7 @@ import tornado.netutil
 from dashboard.app import make_app
 
 from dashboard.web.push import HOW_TO_ENABLE, bearer_token, is_json_content_type, token_name
+from tests.configs import dashboard, push_widgets, widget
 from tests.helpers import BASE_CONFIG, TOKEN, StreamClient, data
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,24 +35,13 @@ AUTH_JSON = {**AUTH, **JSON}
 # BASE_CONFIG (push widgets a: number, b: text, c: number) plus a small body limit
 # and the widgets a push must not reach or must refuse a value for.
 MAX_BODY = 8192
-TABLE_CONFIG = BASE_CONFIG.replace(
-    '[api]\n', f'[api]\nmax_body = "{MAX_BODY // 1024}KiB"\n'
-) + """
-[[dashboards]]
-id = "extra"
-widgets = ["gauge", "cpu", "clock"]
-
-[widgets.gauge]
-view = "meter"
-source = { kind = "push" }
-
-[widgets.cpu]
-view = "meter"
-source = { kind = "random_walk", start = 50 }
-
-[widgets.clock]
-view = "clock"
-"""
+TABLE_CONFIG = (
+    BASE_CONFIG.replace('[api]\n', f'[api]\nmax_body = "{MAX_BODY // 1024}KiB"\n')
+    + dashboard("extra", ["gauge", "cpu", "clock"])
+    + push_widgets(gauge="meter")
+    + widget("cpu", "meter", source={"kind": "random_walk", "start": 50})
+    + widget("clock", "clock")
+)
 NO_TOKENS_CONFIG = BASE_CONFIG.replace('tokens = { test = "test-token-0123456789" }\n', "")
 
 

@@ -15,7 +15,7 @@ from dashboard.recorder import Recorder
 from dashboard.redis_hub import RedisHub, message_sample, redis_address, sample_message
 from dashboard.store import Store
 from tests.backends import redis_server  # noqa: F401  (fixture)
-from tests.helpers import BASE_CONFIG, StreamClient, data, wait_until
+from tests.helpers import BASE_CONFIG, StreamClient, data, opened_store, wait_until
 
 TOPICS = {"main": ("a", "b"), "other": ("b", "c")}
 
@@ -26,10 +26,8 @@ def topics_of(widget: str) -> tuple[str, ...]:
 
 @pytest.fixture
 def store(tmp_path, io_loop):
-    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}")
-    io_loop.run_sync(store.open)
-    yield store
-    io_loop.run_sync(store.close)
+    with opened_store(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}", io_loop) as store:
+        yield store
 
 
 @pytest.fixture

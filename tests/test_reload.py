@@ -5,79 +5,38 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import textwrap
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from dashboard.config import load_config
 from dashboard.reload import compare, keep_restart_settings
+from tests.configs import dashboard, loopback_server, push_widgets, table, widget
 from tests.helpers import TOKEN, StreamClient, data, wait_until, write_config
 from tests.process import ServerProcess
 
-HEAD = """
-[server]
-host = "127.0.0.1"
-port = {port}
-grace = "2s"
-{server_extra}
+STEADY = dashboard("steady", ["tick"]) + widget(
+    "tick", "number", every="50ms", on_change=False,
+    source={"kind": "random_walk", "start": 1.0, "volatility": 0.01, "decimals": 6})
 
-[storage]
-url = "sqlite+aiosqlite:///data/test.db"
+BEFORE = (
+    dashboard("changing", ["gone", "slow"])
+    + widget("gone", "number", every="50ms", on_change=False, source={"kind": "random_walk", "start": 5.0})
+    + widget("slow", "number", every="1s", source={"kind": "random_walk", "start": 7.0})
+)
 
-[api]
-tokens = {{ test = "test-token-0123456789" }}
-"""
-
-STEADY = """
-[[dashboards]]
-id = "steady"
-widgets = ["tick"]
-
-[widgets.tick]
-view = "number"
-every = "50ms"
-on_change = false
-source = { kind = "random_walk", start = 1.0, volatility = 0.01, decimals = 6 }
-"""
-
-BEFORE = """
-[[dashboards]]
-id = "changing"
-widgets = ["gone", "slow"]
-
-[widgets.gone]
-view = "number"
-every = "50ms"
-on_change = false
-source = { kind = "random_walk", start = 5.0 }
-
-[widgets.slow]
-view = "number"
-every = "1s"
-source = { kind = "random_walk", start = 7.0 }
-"""
-
-AFTER = """
-[[dashboards]]
-id = "changing"
-widgets = ["slow", "fresh"]
-
-[widgets.slow]
-view = "number"
-every = "2s"
-source = { kind = "random_walk", start = 7.0 }
-
-[widgets.fresh]
-view = "text"
-source = { kind = "push" }
-"""
+AFTER = (
+    dashboard("changing", ["slow", "fresh"])
+    + widget("slow", "number", every="2s", source={"kind": "random_walk", "start": 7.0})
+    + push_widgets(fresh="text")
+)
 
 BROKEN = AFTER.replace('every = "2s"', 'every = "fast"')
 
 
-def config_text(*parts: str, port: int = 0, server_extra: str = "") -> str:
-    return textwrap.dedent(HEAD.format(port=port, server_extra=server_extra)) + "".join(textwrap.dedent(p) for p in parts)
+def config_text(*parts: str, port: int = 0, **server) -> str:
+    """The dashboards in `parts` behind a [server] with `server`'s keys, a SQLite file and the push token."""
+    return loopback_server(port=port, grace="2s", **server) + table("api", tokens={"test": TOKEN}) + "".join(parts)
 
 
 async def get_json(url: str, **kwargs):
@@ -178,7 +137,7 @@ def test_a_widget_title_change_reloads_every_dashboard_showing_it(tmp_path):
 def test_listen_address_storage_and_hub_wait_for_a_restart(tmp_path):
     old = load(tmp_path, config_text(STEADY))
     (tmp_path / "other").mkdir()
-    new = load(tmp_path / "other", config_text(STEADY, port=8123, server_extra='keepalive = "3s"'))
+    new = load(tmp_path / "other", config_text(STEADY, port=8123, keepalive="3s"))
     kept, differ = keep_restart_settings(old, new)
     assert differ == ("server.host/port", "storage.url")
     assert (kept.server.port, kept.storage.url) == (old.server.port, old.storage.url)
@@ -211,7 +170,7 @@ async def test_a_restart_only_change_is_logged_and_the_rest_applies(servers, tmp
     config_path = tmp_path / "config.toml"
     server = await servers.start(config_text(STEADY), config_loader=lambda: load_config(config_path))
     port = server.port
-    write_config(tmp_path, config_text(STEADY, port=1, server_extra='log_level = "error"'))
+    write_config(tmp_path, config_text(STEADY, port=1, log_level="error"))
     root_level = logging.getLogger().level
     try:
         with caplog.at_level(logging.INFO, "dashboard.server"):

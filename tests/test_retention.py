@@ -12,7 +12,7 @@ from dashboard.config import load_config
 from dashboard.models import samples
 from dashboard.retention import Pruner
 from dashboard.store import Store
-from tests.helpers import BASE_CONFIG, wait_until, write_config
+from tests.helpers import BASE_CONFIG, opened_store, wait_until, write_config
 
 FAST_PRUNING = BASE_CONFIG.replace('url = "sqlite+aiosqlite:///data/test.db"',
                                    'url = "sqlite+aiosqlite:///data/test.db"\nretention = "1ms"\nprune_every = "20ms"')
@@ -20,10 +20,8 @@ FAST_PRUNING = BASE_CONFIG.replace('url = "sqlite+aiosqlite:///data/test.db"',
 
 @pytest.fixture
 def store(tmp_path, io_loop):
-    store = Store(f"sqlite+aiosqlite:///{tmp_path}/retention.db")
-    io_loop.run_sync(store.open)
-    yield store
-    io_loop.run_sync(store.close)
+    with opened_store(f"sqlite+aiosqlite:///{tmp_path}/retention.db", io_loop) as store:
+        yield store
 
 
 async def count(store: Store, widget: str | None = None) -> int:

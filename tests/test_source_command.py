@@ -2,39 +2,21 @@
 stderr, the output cap, and no process left behind after a timeout or a daemon."""
 
 import asyncio
-import json
 import os
 from pathlib import Path
 
 import psutil
 import pytest
 
-from dashboard.config import ConfigError, load_config
-from dashboard.sources import SourceError, build_source
+from dashboard.config import ConfigError
+from dashboard.sources import SourceError
 from dashboard.sources.command import MAX_STDOUT, parse_output
-from tests.helpers import StreamClient, data, wait_until, write_config
-
-
-def toml(value) -> str:
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{json.dumps(k)} = {toml(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, list):
-        return "[" + ", ".join(toml(v) for v in value) + "]"
-    return json.dumps(value)
+from tests.configs import loopback_server, one_widget
+from tests.helpers import StreamClient, build_widget_source, data, wait_until
 
 
 def make_source(tmp_path, options: dict, *, view: str = "text"):
-    path = write_config(tmp_path, f"""
-        [[dashboards]]
-        id = "main"
-        widgets = ["w"]
-
-        [widgets.w]
-        view = "{view}"
-        source = {toml({"kind": "command", **options})}
-        """)
-    config = load_config(path)
-    return build_source(config, config.widgets["w"])
+    return build_widget_source(tmp_path, one_widget("w", view, {"kind": "command", **options}), "w")
 
 
 async def run(tmp_path, options: dict):
@@ -235,31 +217,14 @@ def test_config_errors_name_the_key(tmp_path, options, message):
 
 # --- through the real server --------------------------------------------------------
 
-SERVER_CONFIG = """
-[server]
-host = "127.0.0.1"
-port = 0
-
-[storage]
-url = "sqlite+aiosqlite:///data/test.db"
-
-[[dashboards]]
-id = "main"
-widgets = ["w"]
-
-[widgets.w]
-view = "{view}"
-every = "{every}"
-timeout = "{timeout}"
-source = {source}
-"""
+def server_config(view: str, options: dict, *, every: str, timeout: str) -> str:
+    return loopback_server() + one_widget("w", view, {"kind": "command", **options}, every=every, timeout=timeout)
 
 
 @pytest.mark.gen_test(timeout=30)
 async def test_output_reaches_the_stream(servers, tmp_path):
     (tmp_path / "value").write_text("17\n")
-    server = await servers.start(SERVER_CONFIG.format(
-        view="number", every="50ms", timeout="5s", source=toml({"kind": "command", "argv": ["cat", "value"]})))
+    server = await servers.start(server_config("number", {"argv": ["cat", "value"]}, every="50ms", timeout="5s"))
     client = await StreamClient.open(server.url("/events/main"))
     try:
         first = data(await client.next_widget_event(timeout=10))
@@ -275,8 +240,7 @@ async def test_output_reaches_the_stream(servers, tmp_path):
 async def test_a_timeout_through_the_scheduler_leaves_no_process(servers, tmp_path):
     pids = tmp_path / "pids"
     script = f"sleep 60 & echo $! >> {pids}; echo $$ >> {pids}; wait"
-    server = await servers.start(SERVER_CONFIG.format(
-        view="text", every="1h", timeout="2s", source=toml({"kind": "command", "argv": script, "shell": True})))
+    server = await servers.start(server_config("text", {"argv": script, "shell": True}, every="1h", timeout="2s"))
     client = await StreamClient.open(server.url("/events/main"))
     try:
         failed = data(await client.next_widget_event(timeout=10))

@@ -7,13 +7,12 @@ import re
 
 import pytest
 import tornado.web
-from tornado.httpserver import HTTPServer
-from tornado.testing import bind_unused_port
 
-from dashboard.config import ConfigError, load_config
-from dashboard.sources import build_source
+from dashboard.config import ConfigError
 from dashboard.views import accept
-from tests.helpers import StreamClient, data, write_config
+from tests.configs import loopback_server, one_widget
+from tests.helpers import StreamClient, build_widget_source, data
+from tests.peers import refused_url, serving
 
 SECRET = "s3cr3t-value"
 
@@ -47,53 +46,17 @@ class SwitchHandler(tornado.web.RequestHandler):
         self.set_status(200 if self.settings["switch"]["up"] else 503)
 
 
-class Peer:
-    def __init__(self, port: int, settings: dict):
-        self.port = port
-        self.settings = settings
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-
 @pytest.fixture
 def peer(io_loop):
-    release = asyncio.Event()
-    settings = {"release": release, "switch": {"up": True}, "methods": []}
-    app = tornado.web.Application([
+    with serving(io_loop, [
         (r"/status/(\d+)", StatusHandler), (r"/slow", SlowHandler), (r"/hang", HangHandler),
         (r"/switch", SwitchHandler),
-    ], **settings)
-    sock, port = bind_unused_port()
-    server = HTTPServer(app)
-    server.add_sockets([sock])
-    yield Peer(port, settings)
-    release.set()
-    server.stop()
-    io_loop.run_sync(server.close_all_connections)
-
-
-def toml(value) -> str:
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{json.dumps(k)} = {toml(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, list):
-        return "[" + ", ".join(toml(v) for v in value) + "]"
-    return json.dumps(value)
+    ], switch={"up": True}, methods=[]) as peer:
+        yield peer
 
 
 def make_source(tmp_path, options: dict, *, view: str = "status", timeout: str = "2s"):
-    path = write_config(tmp_path, f"""
-        [[dashboards]]
-        id = "main"
-        widgets = ["w"]
-
-        [widgets.w]
-        view = "{view}"
-        timeout = "{timeout}"
-        source = {toml({"kind": "http_check", **options})}
-        """)
-    config = load_config(path)
-    return build_source(config, config.widgets["w"])
+    return build_widget_source(tmp_path, one_widget("w", view, {"kind": "http_check", **options}, timeout=timeout), "w")
 
 
 async def check(tmp_path, options: dict, **widget) -> dict:
@@ -104,12 +67,6 @@ async def check(tmp_path, options: dict, **widget) -> dict:
         await source.close()
     assert accept("status", value) == value  # what the status view takes, unchanged
     return value
-
-
-def refused_url() -> str:
-    sock, port = bind_unused_port()
-    sock.close()
-    return f"http://127.0.0.1:{port}/health"
 
 
 # (endpoint, options, widget timeout, expected value without latency_ms)
@@ -139,7 +96,7 @@ CASES = [
                          ids=[f"{i}:{c[0]}" for i, c in enumerate(CASES)])
 @pytest.mark.gen_test(timeout=20)
 async def test_check_states(peer, tmp_path, endpoint, options, timeout, expected):
-    url = refused_url() if endpoint == "refused" else peer.url(endpoint)
+    url = refused_url("/health") if endpoint == "refused" else peer.url(endpoint)
     options = {"url": f"{url}?token={SECRET}", "headers": {"Authorization": SECRET}, **options}
     value = await check(tmp_path, options, timeout=timeout)
     if "code" in expected:
@@ -210,24 +167,8 @@ def test_config_errors_name_the_key(tmp_path, options, view, message):
 
 @pytest.mark.gen_test(timeout=30)
 async def test_up_then_down_reach_the_stream(peer, servers):
-    server = await servers.start(f"""
-        [server]
-        host = "127.0.0.1"
-        port = 0
-
-        [storage]
-        url = "sqlite+aiosqlite:///data/test.db"
-
-        [[dashboards]]
-        id = "main"
-        widgets = ["site"]
-
-        [widgets.site]
-        view = "status"
-        every = "100ms"
-        on_change = false
-        source = {{ kind = "http_check", url = "{peer.url('/switch')}" }}
-        """)
+    server = await servers.start(loopback_server() + one_widget(
+        "site", "status", {"kind": "http_check", "url": peer.url("/switch")}, every="100ms", on_change=False))
     client = await StreamClient.open(server.url("/events/main"))
     try:
         up = data(await client.next_widget_event(timeout=10))

@@ -2,7 +2,6 @@
 picked by path, every failure with its message, and a value (then a failure,
 then the recovery) reaching an open stream through the real dashboard server."""
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -11,13 +10,13 @@ from pathlib import Path
 import pytest
 import tornado.web
 from tornado.httpclient import AsyncHTTPClient
-from tornado.httpserver import HTTPServer
-from tornado.testing import bind_unused_port
 
 from dashboard.config import ConfigError, load_config
-from dashboard.sources import SourceError, build_source
+from dashboard.sources import SourceError
 from dashboard.sources.http_json import MAX_BODY, JsonPath
-from tests.helpers import StreamClient, data, wait_until, write_config
+from tests.configs import dashboard, loopback_server, one_widget, widget
+from tests.helpers import StreamClient, build_widget_source, data, wait_until
+from tests.peers import refused_url, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,61 +76,17 @@ class SwitchHandler(tornado.web.RequestHandler):
         self.write({"rates": {"EUR": 0.9315}})
 
 
-class Peer:
-    def __init__(self, port: int, settings: dict):
-        self.port = port
-        self.settings = settings
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-
 @pytest.fixture
 def peer(io_loop):
-    release = asyncio.Event()
-    settings = {"release": release, "switch": {"up": False}, "requests": []}
-    app = tornado.web.Application([
+    with serving(io_loop, [
         (r"/doc", DocumentHandler), (r"/doc/(\w+)", DocumentHandler), (r"/status/(\d+)", StatusHandler), (r"/text/(.*)", TextHandler),
         (r"/echo", EchoHandler), (r"/hang", HangHandler), (r"/big", BigHandler), (r"/switch", SwitchHandler),
-    ], **settings)
-    sock, port = bind_unused_port()
-    server = HTTPServer(app)
-    server.add_sockets([sock])
-    yield Peer(port, settings)
-    release.set()
-    server.stop()
-    io_loop.run_sync(server.close_all_connections)
-
-
-def refused_url() -> str:
-    """A loopback port nobody listens on: bound, then closed."""
-    sock, port = bind_unused_port()
-    sock.close()
-    return f"http://127.0.0.1:{port}/rates"
-
-
-def toml(value) -> str:
-    """A TOML inline value: JSON's strings, numbers, arrays are TOML's too; objects become inline tables."""
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{json.dumps(k)} = {toml(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, list):
-        return "[" + ", ".join(toml(v) for v in value) + "]"
-    return json.dumps(value)
+    ], switch={"up": False}, requests=[]) as peer:
+        yield peer
 
 
 def make_source(tmp_path, options: dict, *, view: str = "number", timeout: str = "2s"):
-    path = write_config(tmp_path, f"""
-        [[dashboards]]
-        id = "main"
-        widgets = ["w"]
-
-        [widgets.w]
-        view = "{view}"
-        timeout = "{timeout}"
-        source = {toml({"kind": "http_json", **options})}
-        """)
-    config = load_config(path)
-    return build_source(config, config.widgets["w"])
+    return build_widget_source(tmp_path, one_widget("w", view, {"kind": "http_json", **options}, timeout=timeout), "w")
 
 
 async def fetch_once(tmp_path, options: dict, **widget):
@@ -243,7 +198,7 @@ FAILURES = [
                          ids=[f"{i}:{f[0]}" for i, f in enumerate(FAILURES)])
 @pytest.mark.gen_test(timeout=30)
 async def test_failures_have_clear_reasons_and_no_secrets(peer, tmp_path, endpoint, options, timeout, message):
-    url = refused_url() if endpoint == "refused" else peer.url(endpoint.replace(" ", "%20"))
+    url = refused_url("/rates") if endpoint == "refused" else peer.url(endpoint.replace(" ", "%20"))
     options = {"url": f"{url}?api_key={SECRET}", "headers": {"Authorization": f"Bearer {SECRET}"}, **options}
     with pytest.raises(SourceError) as info:
         await fetch_once(tmp_path, options, timeout=timeout)
@@ -298,41 +253,18 @@ def test_config_errors_name_the_key(tmp_path, options, message):
 
 
 def test_a_body_json_cannot_carry_is_a_config_error(tmp_path):
-    path = write_config(tmp_path, """
-        [[dashboards]]
-        id = "main"
-        widgets = ["w"]
-
-        [widgets.w]
-        view = "number"
-        source = { kind = "http_json", url = "https://example.org/", body = { day = 2026-01-02 } }
-        """)
-    config = load_config(path)
+    text = one_widget("w", "number", '{ kind = "http_json", url = "https://example.org/", body = { day = 2026-01-02 } }')
     with pytest.raises(ConfigError, match=r"widgets\.w\.source\.body: expected a value JSON can carry"):
-        build_source(config, config.widgets["w"])
+        build_widget_source(tmp_path, text, "w")
 
 
 # --- through the real server --------------------------------------------------------
 
 @pytest.mark.gen_test(timeout=30)
 async def test_failure_then_recovery_reach_the_stream(peer, servers):
-    server = await servers.start(f"""
-        [server]
-        host = "127.0.0.1"
-        port = 0
-
-        [storage]
-        url = "sqlite+aiosqlite:///data/test.db"
-
-        [[dashboards]]
-        id = "main"
-        widgets = ["usd_eur"]
-
-        [widgets.usd_eur]
-        view = "number"
-        every = "100ms"
-        source = {{ kind = "http_json", url = "{peer.url('/switch')}?key={SECRET}", path = "rates.EUR" }}
-        """)
+    server = await servers.start(loopback_server() + one_widget(
+        "usd_eur", "number", {"kind": "http_json", "url": f"{peer.url('/switch')}?key={SECRET}", "path": "rates.EUR"},
+        every="100ms", timeout="5s"))  # a loaded machine must not turn the 503 into a timeout
     client = await StreamClient.open(server.url("/events/main"))
     try:
         failing = data(await client.next_widget_event(timeout=10))
@@ -348,31 +280,13 @@ async def test_failure_then_recovery_reach_the_stream(peer, servers):
 
 @pytest.mark.gen_test(timeout=30)
 async def test_a_disabled_widget_neither_runs_nor_shows(peer, servers):
-    server = await servers.start(f"""
-        [server]
-        host = "127.0.0.1"
-        port = 0
-
-        [storage]
-        url = "sqlite+aiosqlite:///data/test.db"
-
-        [[dashboards]]
-        id = "main"
-        widgets = ["shown_rate", "hidden_rate"]
-
-        [widgets.shown_rate]
-        view = "number"
-        every = "50ms"
-        on_change = false
-        source = {{ kind = "http_json", url = "{peer.url('/doc/shown')}", path = "rates.EUR" }}
-
-        [widgets.hidden_rate]
-        view = "number"
-        title = "Hidden rate"
-        every = "50ms"
-        enabled = false
-        source = {{ kind = "http_json", url = "{peer.url('/doc/hidden')}", path = "rates.EUR" }}
-        """)
+    server = await servers.start(
+        loopback_server()
+        + dashboard("main", ["shown_rate", "hidden_rate"])
+        + widget("shown_rate", "number", every="50ms", on_change=False,
+                 source={"kind": "http_json", "url": peer.url("/doc/shown"), "path": "rates.EUR"})
+        + widget("hidden_rate", "number", title="Hidden rate", every="50ms", enabled=False,
+                 source={"kind": "http_json", "url": peer.url("/doc/hidden"), "path": "rates.EUR"}))
     # both would have started together: three runs of one mean the other had its chance
     await wait_until(lambda: peer.settings["requests"].count("/doc/shown") >= 3, timeout=10,
                      message="three fetches of the enabled widget")

@@ -11,10 +11,11 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from dashboard.config import ConfigError, load_config
-from dashboard.sources import SourceError, build_source
+from dashboard.config import ConfigError
+from dashboard.sources import SourceError
 from tests.backends import free_port, kill_process
-from tests.helpers import wait_until, write_config
+from tests.configs import dashboard, loopback_server, widget
+from tests.helpers import build_widget_source, wait_until
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
 
@@ -25,28 +26,15 @@ def unique_topic() -> str:
 
 def config_text(widgets: dict[str, tuple[str, str]]) -> str:
     """widgets: id -> (view, source table)."""
-    text = f"""
-[server]
-host = "127.0.0.1"
-port = 0
-
-[storage]
-url = "sqlite+aiosqlite:///dashboard.db"
-
-[[dashboards]]
-id = "main"
-widgets = {list(widgets)!r}
-""".replace("'", '"')
-    for widget_id, (view, source) in widgets.items():
-        # A short interval: a stream's backoff starts from it. A timeout that a loaded
-        # machine meets: it bounds connecting to the broker.
-        text += f'\n[widgets.{widget_id}]\nview = "{view}"\nevery = "100ms"\ntimeout = "5s"\nsource = {source}\n'
-    return text
+    # A short interval: a stream's backoff starts from it. A timeout that a loaded
+    # machine meets: it bounds connecting to the broker.
+    return (loopback_server(storage="sqlite+aiosqlite:///dashboard.db") + dashboard("main", list(widgets))
+            + "".join(widget(widget_id, view, every="100ms", timeout="5s", source=source)
+                      for widget_id, (view, source) in widgets.items()))
 
 
 def build(tmp_path, source: str, view: str = "text"):
-    config = load_config(write_config(tmp_path, config_text({"m": (view, source)})))
-    return build_source(config, config.widgets["m"])
+    return build_widget_source(tmp_path, config_text({"m": (view, source)}), "m")
 
 
 async def publish(topic: str, payload: bytes | str, *, port: int = 1883, retain: bool = False) -> None:

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.config import ConfigError, load_config
-from dashboard.sources import SourceError, build_source
-from tests.helpers import StreamClient, data, write_config
+from dashboard.config import ConfigError
+from dashboard.sources import SourceError
+from tests.configs import one_widget
+from tests.helpers import StreamClient, build_widget_source, data, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -85,21 +86,8 @@ def jobs(tmp_path, monkeypatch):
     return name
 
 
-def config_text(source: str, view: str = "number") -> str:
-    return f"""
-        [[dashboards]]
-        id = "main"
-        widgets = ["w"]
-
-        [widgets.w]
-        view = "{view}"
-        source = {source}
-        """
-
-
 def make_source(tmp_path, source: str):
-    config = load_config(write_config(tmp_path, config_text(source)))
-    return build_source(config, config.widgets["w"])
+    return build_widget_source(tmp_path, one_widget("w", "number", source), "w")
 
 
 async def call(tmp_path, module: str, function: str, args: str = "{}"):
@@ -192,7 +180,7 @@ def run_check(config: Path) -> subprocess.CompletedProcess:
 
 
 def test_run_py_check_reports_a_missing_module(tmp_path):
-    config = write_config(tmp_path, config_text('{ kind = "python", function = "foo:bar" }'))
+    config = write_config(tmp_path, one_widget("w", "number", '{ kind = "python", function = "foo:bar" }'))
     result = run_check(config)
     assert result.returncode == 2
     assert result.stderr.strip() == (f'error: {config}: widgets.w.source.function: cannot import module "foo": '

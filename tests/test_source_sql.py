@@ -6,34 +6,22 @@ import sqlite3
 import asyncpg
 import pytest
 
-from dashboard.config import ConfigError, load_config
-from dashboard.sources import SourceError, build_source
+from dashboard.config import ConfigError
+from dashboard.sources import SourceError
 from dashboard.sources.sql import read_only_problem
 from tests.backends import free_port, pg_url  # noqa: F401  (pg_url is a fixture)
-from tests.helpers import wait_until, write_config
+from tests.configs import one_widget, table
+from tests.helpers import build_widget_source, wait_until
 
 TABLE_ROWS = [("builds", 7), ("deploys", 3), ("incidents", 0)]
 
 
-def config_text(source: str, view: str = "number", widget_keys: str = "") -> str:
-    return f"""
-[storage]
-url = "sqlite+aiosqlite:///dashboard.db"
-
-[[dashboards]]
-id = "main"
-widgets = ["q"]
-
-[widgets.q]
-view = "{view}"
-source = {source}
-{widget_keys}
-"""
+def config_text(source: str, view: str = "number", **widget_keys) -> str:
+    return table("storage", url="sqlite+aiosqlite:///dashboard.db") + one_widget("q", view, source, **widget_keys)
 
 
-def build(tmp_path, source: str, view: str = "number", widget_keys: str = ""):
-    config = load_config(write_config(tmp_path, config_text(source, view, widget_keys)))
-    return build_source(config, config.widgets["q"])
+def build(tmp_path, source: str, view: str = "number", **widget_keys):
+    return build_widget_source(tmp_path, config_text(source, view, **widget_keys), "q")
 
 
 @pytest.fixture
@@ -143,7 +131,7 @@ async def test_a_sql_widget_on_a_running_server(servers, tmp_path, sqlite_file):
     server = await servers.start(config_text(
         '{ kind = "sql", url = "sqlite+aiosqlite:///counts.db", '
         'query = "SELECT n FROM counts WHERE name = \'deploys\'" }',
-        widget_keys='every = "50ms"'))
+        every="50ms"), port=0)
     scheduler = server.runtime.scheduler
     await wait_until(lambda: "q" in scheduler.last and scheduler.last["q"].value == 3, message="the first value")
     with sqlite3.connect(sqlite_file) as db:
@@ -296,7 +284,7 @@ async def test_postgres_runs_on_after_a_failed_query(tmp_path, pg_counts):
 @pytest.mark.gen_test(timeout=20)
 async def test_postgres_statement_timeout_is_the_widget_timeout(tmp_path, pg_counts):
     source = build(tmp_path, f'{{ kind = "sql", url = "{pg_counts}", query = "SELECT pg_sleep(5)::text" }}',
-                   "text", widget_keys='timeout = "200ms"')
+                   "text", timeout="200ms")
     try:
         with pytest.raises(SourceError, match="canceling statement due to statement timeout"):
             await source.fetch()

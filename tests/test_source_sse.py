@@ -5,17 +5,17 @@ import asyncio
 import json
 
 import pytest
-import tornado.httpserver
-import tornado.netutil
 import tornado.web
 from tornado.httputil import HTTPHeaders
 
-from dashboard.config import ConfigError, load_config
-from dashboard.sources import SourceError, build_source
+from dashboard.config import ConfigError
+from dashboard.sources import SourceError
 from dashboard.sources.http_json import JsonPath
 from dashboard.sources.sse import SseSource
 from dashboard.sse import encode_comment, encode_event, encode_retry
-from tests.helpers import BASE_CONFIG, wait_until, write_config
+from tests.configs import one_widget, table
+from tests.helpers import BASE_CONFIG, build_widget_source, wait_until
+from tests.peers import serving
 
 
 def event(value, *, name: str | None = None, id: int | str | None = None) -> bytes:
@@ -97,38 +97,20 @@ class HopHandler(tornado.web.RequestHandler):
 @pytest.fixture
 def upstream(io_loop):
     upstream = Upstream()
-    app = tornado.web.Application([
+    with serving(io_loop, [
         (r"/stream", UpstreamHandler, {"upstream": upstream}),
         (r"/hop/([0-9]+)", HopHandler, {"upstream": upstream}),
-    ])
-    server = tornado.httpserver.HTTPServer(app)
-    sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
-    server.add_sockets(sockets)
-    upstream.port = sockets[0].getsockname()[1]
-    yield upstream
-    server.stop()
-    io_loop.run_sync(server.close_all_connections)
+    ]) as peer:
+        upstream.port = peer.port
+        yield upstream
 
 
-def config_text(source: str, view: str = "text", widget_keys: str = "") -> str:
-    return f"""
-[storage]
-url = "sqlite+aiosqlite:///dashboard.db"
-
-[[dashboards]]
-id = "main"
-widgets = ["s"]
-
-[widgets.s]
-view = "{view}"
-source = {source}
-{widget_keys}
-"""
+def config_text(source: str, view: str = "text", **widget_keys) -> str:
+    return table("storage", url="sqlite+aiosqlite:///dashboard.db") + one_widget("s", view, source, **widget_keys)
 
 
 def build(tmp_path, source: str, view: str = "text") -> SseSource:
-    config = load_config(write_config(tmp_path, config_text(source, view)))
-    return build_source(config, config.widgets["s"])
+    return build_widget_source(tmp_path, config_text(source, view), "s")
 
 
 class Running:
@@ -352,9 +334,8 @@ async def test_an_upstream_error_marks_the_widget_failing_then_it_recovers(serve
         delays.append(delay)
         await asyncio.sleep(0.01)
 
-    server = await servers.start(config_text(f'{{ kind = "sse", url = "{upstream.url()}" }}', "number",
-                                             'every = "30s"'),
-                                 scheduler_options={"sleep": sleep})
+    server = await servers.start(config_text(f'{{ kind = "sse", url = "{upstream.url()}" }}', "number", every="30s"),
+                                 port=0, scheduler_options={"sleep": sleep})
     history = []
 
     async def seen():
@@ -376,7 +357,7 @@ async def test_a_dashboard_fed_by_another_dashboards_stream(servers, tmp_path):
     first = await servers.start(BASE_CONFIG, directory=first_dir)
     second = await servers.start(config_text(
         f'{{ kind = "sse", url = "{first.url("/events/main")}", event = "a", path = "value" }}', "number",
-        'title = "Mirror of a"\non_change = false\nevery = "100ms"'), directory=second_dir)
+        title="Mirror of a", on_change=False, every="100ms"), directory=second_dir, port=0)
     mirrored = second.runtime.scheduler.last
 
     await first.record("a", 1.5)

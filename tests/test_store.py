@@ -10,6 +10,7 @@ from sqlalchemy import event, inspect, text
 from sqlalchemy.exc import StatementError
 
 from dashboard.store import Store
+from tests.helpers import opened_store
 
 
 def url_of(path) -> str:
@@ -23,10 +24,8 @@ def db_path(tmp_path):
 
 @pytest.fixture
 def store(db_path, io_loop):
-    store = Store(url_of(db_path))
-    io_loop.run_sync(store.open)
-    yield store
-    io_loop.run_sync(store.close)
+    with opened_store(url_of(db_path), io_loop) as store:
+        yield store
 
 
 def summary(samples) -> list[tuple]:

@@ -15,7 +15,7 @@ from tornado.httpclient import AsyncHTTPClient
 from dashboard import __version__
 from dashboard.app import make_app
 from dashboard.web import stream as stream_module
-from tests.helpers import BASE_CONFIG, StreamClient, data, wait_until
+from tests.helpers import BASE_CONFIG, StreamClient, data, page_data, wait_until
 
 TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 MAIN = ("a", "b")  # the widgets of dashboard "main"; "other" shows b and c
@@ -278,12 +278,6 @@ async def test_samples_survive_a_restart(servers):
 
 
 # --- the page's render-to-connect race -----------------------------------------------------
-
-
-def page_data(html: str) -> dict:
-    match = re.search(r'<script type="application/json" id="dashboard-data">(.*?)</script>', html, re.S)
-    assert match, "the page carries its data block"
-    return json.loads(match[1])
 
 
 @pytest.mark.gen_test(timeout=20)

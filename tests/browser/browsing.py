@@ -44,3 +44,39 @@ async def open_page(browser, url: str | None = None, *, log: PageLog | None = No
 
 async def wait_live(page, timeout: float = 10_000) -> None:
     await page.wait_for_function("() => document.documentElement.dataset.connection === 'live'", timeout=timeout)
+
+
+async def open_live(browser, url: str, **context_options):
+    """open_page(), then wait until its stream is live. Returns (page, log)."""
+    page, log = await open_page(browser, url, **context_options)
+    await wait_live(page)
+    return page, log
+
+
+# Records what the Content-Security-Policy blocked (an inline script or style, a foreign frame...).
+WATCH_CSP = """
+window.__csp = [];
+document.addEventListener("securitypolicyviolation", (e) => window.__csp.push(`${e.violatedDirective}: ${e.blockedURI}`));
+"""
+
+
+async def watched_page(browser, url: str | None = None, **context_options):
+    """open_page() with CSP violations recorded from the first document on; see csp_violations()."""
+    page, log = await open_page(browser, **context_options)
+    await page.context.add_init_script(WATCH_CSP)
+    if url is not None:
+        await page.goto(url)
+    return page, log
+
+
+async def csp_violations(page) -> list[str]:
+    return await page.evaluate("window.__csp")
+
+
+async def wait_for_text(page, selector: str, text: str, timeout: float = 5000) -> None:
+    await page.wait_for_function("([selector, text]) => document.querySelector(selector)?.textContent === text",
+                                 arg=[selector, text], timeout=timeout)
+
+
+async def wait_for_value(page, widget: str, text: str, timeout: float = 5000) -> None:
+    await wait_for_text(page, f"#w-{widget} [data-role=value]", text, timeout)

@@ -7,31 +7,14 @@ import json
 
 import pytest
 
-from tests.browser.browsing import open_page, wait_live
+from tests.browser.browsing import csp_violations, wait_for_text, wait_for_value, wait_live, watched_page
+from tests.configs import dashboard, push_widgets
 from tests.helpers import TOKEN
 from tests.test_auth import ALICE_PASSWORD, AUTH_CONFIG, BOB_PASSWORD, LOBBY_TOKEN, with_lifetime
 from tests.webclient import WebClient
 
-# Counts what the policy blocked (an inline script or style, a foreign frame...).
-WATCH_CSP = """
-window.__csp = [];
-document.addEventListener("securitypolicyviolation", (e) => window.__csp.push(`${e.violatedDirective}: ${e.blockedURI}`));
-"""
-
 # The browser is on 127.0.0.1 like the proxy would be: for the proxy-mode test only.
 PROXIED_CONFIG = AUTH_CONFIG.replace('trusted_proxies = ["127.0.0.2"]', 'trusted_proxies = ["127.0.0.1"]')
-
-
-async def watched_page(browser, url: str | None = None, **options):
-    page, log = await open_page(browser, **options)
-    await page.context.add_init_script(WATCH_CSP)
-    if url is not None:
-        await page.goto(url)
-    return page, log
-
-
-async def csp_violations(page) -> list[str]:
-    return await page.evaluate("window.__csp")
 
 
 async def sign_in_form(page, name: str, password: str) -> None:
@@ -57,8 +40,7 @@ async def test_password_mode_signs_in_shows_live_values_and_signs_out(servers, b
     assert page.url == server.url("/d/ops")
     await wait_live(page)
     await server.record("c", 1234)
-    await page.wait_for_function("() => document.querySelector('#w-c [data-role=value]').textContent === '1,234'",
-                                 timeout=5000)
+    await wait_for_value(page, "c", "1,234")
     assert (await page.text_content(".account")).split() == ["Signed", "in", "as", "alice", "Sign", "out"]
     # The bar names the dashboards alice may open, and none other.
     links = await page.eval_on_selector_all(".bar nav a", "els => els.map(a => a.getAttribute('href'))")
@@ -96,8 +78,7 @@ async def test_a_kiosk_link_opens_the_dashboard_and_leaves_no_token_behind(serve
     assert page.url == server.url("/d/lobby?kiosk=1")
     await wait_live(page)
     await server.record("b", 7)
-    await page.wait_for_function("() => document.querySelector('#w-b [data-role=value]').textContent === '7'",
-                                 timeout=5000)
+    await wait_for_value(page, "b", "7")
     assert LOBBY_TOKEN not in await page.evaluate("location.href + document.documentElement.outerHTML")
     # The address with the token never became a history entry: one back is where the tab began.
     await page.go_back()
@@ -153,8 +134,7 @@ async def test_proxy_mode_shows_the_dashboard_to_the_user_the_proxy_names(server
                                    extra_http_headers={"X-Forwarded-User": "carol@example.org"})
     await wait_live(page)
     await server.record("e", 5)
-    await page.wait_for_function("() => document.querySelector('#w-e [data-role=value]').textContent === '5'",
-                                 timeout=5000)
+    await wait_for_value(page, "e", "5")
     assert await csp_violations(page) == [] and log.problems() == []
     nobody, _ = await watched_page(browser, server.url("/d/sso"))
     assert "signing-in proxy" in await nobody.text_content("main")
@@ -189,29 +169,8 @@ HOSTILE = [
 
 @pytest.mark.gen_test(timeout=120)
 async def test_hostile_values_pushed_over_the_api_render_as_text(servers, browser):
-    config = AUTH_CONFIG.replace('[widgets.e]', '''[widgets.e]
-view = "number"
-source = { kind = "push" }
-
-[[dashboards]]
-id = "hostile"
-auth = "password"
-widgets = ["t", "l", "s"]
-
-[widgets.t]
-view = "text"
-source = { kind = "push" }
-
-[widgets.l]
-view = "list"
-source = { kind = "push" }
-
-[widgets.s]
-view = "status"
-source = { kind = "push" }
-
-[widgets.unused]''')
-    server = await servers.start(config)
+    server = await servers.start(
+        AUTH_CONFIG + dashboard("hostile", ["t", "l", "s"], auth="password") + push_widgets(t="text", l="list", s="status"))
     api = WebClient(server.port, headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
 
     async def push(widget: str, body: dict) -> None:
@@ -224,17 +183,13 @@ source = { kind = "push" }
     scripts = await page.evaluate("document.scripts.length")
     for value in HOSTILE:
         await push("t", {"value": value})
-        await page.wait_for_function("v => document.querySelector('#w-t [data-role=value]').textContent === v",
-                                     arg=value, timeout=5000)
+        await wait_for_value(page, "t", value)
         await push("l", {"value": [{"label": value, "value": value[:10]}]})
-        await page.wait_for_function("v => document.querySelector('#w-l .label')?.textContent === v",
-                                     arg=value, timeout=5000)
+        await wait_for_text(page, "#w-l .label", value)
         await push("s", {"value": {"state": "down", "detail": value}})
-        await page.wait_for_function("v => document.querySelector('#w-s [data-role=detail]').textContent === v",
-                                     arg=value, timeout=5000)
+        await wait_for_text(page, "#w-s [data-role=detail]", value)
         await push("t", {"status": "error", "message": value})
-        await page.wait_for_function("v => document.querySelector('#w-t [data-role=message]').textContent === v",
-                                     arg=value, timeout=5000)
+        await wait_for_text(page, "#w-t [data-role=message]", value)
     # Rendered by the server too, on a fresh load.
     await page.reload()
     await wait_live(page)

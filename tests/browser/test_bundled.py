@@ -9,15 +9,9 @@ from pathlib import Path
 import pytest
 
 from dashboard.config import load_config
-from tests.browser.browsing import open_page, wait_live
+from tests.browser.browsing import csp_violations, wait_live, watched_page
 
 ROOT = Path(__file__).resolve().parents[2]
-
-# The page reports CSP violations (an inline style, say) as events; collect them.
-WATCH_CSP = """
-window.__csp = [];
-document.addEventListener("securitypolicyviolation", (e) => window.__csp.push(`${e.violatedDirective}: ${e.blockedURI}`));
-"""
 
 
 @pytest.mark.gen_test(timeout=120)
@@ -32,9 +26,7 @@ async def test_every_bundled_page_loads_clean_and_goes_live(servers, browser, tm
     paths = ["/"] + [f"/d/{d.id}" for d in config.dashboards] + [f"/d/{config.dashboards[0].id}?kiosk=1"]
     for path in paths:
         for scheme in ("light", "dark"):
-            page, log = await open_page(browser, color_scheme=scheme)
-            await page.context.add_init_script(WATCH_CSP)
-            await page.goto(server.url(path))
+            page, log = await watched_page(browser, server.url(path), color_scheme=scheme)
             if await page.query_selector("#dashboard-data") is None:
                 links = await page.eval_on_selector_all(".dashboard-list a", "els => els.map(a => a.getAttribute('href'))")
                 assert links == [f"/d/{d.id}" for d in config.dashboards]
@@ -46,7 +38,7 @@ async def test_every_bundled_page_loads_clean_and_goes_live(servers, browser, tm
                 await page.wait_for_function(
                     "seen => [...document.querySelectorAll('.widget')].some(el => el.dataset.eventId !== seen[el.id])",
                     arg=seen, timeout=15_000)
-            assert await page.evaluate("window.__csp") == [], path
+            assert await csp_violations(page) == [], path
             assert log.problems() == [], path
             assert log.dialogs == [], path
             await page.context.close()

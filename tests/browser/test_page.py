@@ -7,97 +7,26 @@ import json
 
 import pytest
 
-from tests.browser.browsing import open_page, wait_live
+from tests.browser.browsing import open_live, open_page, wait_for_text, wait_for_value, wait_live
+from tests.configs import dashboard, loopback_server, push_widget, table, widget
+from tests.helpers import TOKEN
 
-CONFIG = """
-[server]
-host = "127.0.0.1"
-port = 0
-grace = "1s"
-
-[storage]
-url = "sqlite+aiosqlite:///data/test.db"
-
-[api]
-tokens = { test = "test-token-0123456789" }
-
-[[dashboards]]
-id = "main"
-title = "Main"
-columns = 4
-widgets = ["price", "note", "chart", "state", "rows", "gauge", "clock"]
-
-[[dashboards]]
-id = "other"
-title = "Other"
-theme = "dark"
-widgets = ["note", "solo"]
-
-[[dashboards]]
-id = "pulse"
-title = "Pulse"
-widgets = ["beat"]
-
-[widgets.price]
-view = "number"
-title = "Price"
-every = "1h"
-unit = "EUR"
-source = { kind = "push" }
-
-[widgets.note]
-view = "text"
-title = "Note"
-every = "1h"
-source = { kind = "push" }
-
-[widgets.chart]
-view = "graph"
-title = "Chart"
-every = "1h"
-history = "10m"
-width = 2
-source = { kind = "push" }
-
-[widgets.state]
-view = "status"
-title = "State"
-every = "1h"
-source = { kind = "push" }
-
-[widgets.rows]
-view = "list"
-title = "Rows"
-every = "1h"
-source = { kind = "push" }
-
-[widgets.gauge]
-view = "meter"
-title = "Gauge"
-every = "1h"
-min = 0
-max = 100
-warn = 70
-crit = 90
-source = { kind = "push" }
-
-[widgets.clock]
-view = "clock"
-title = "Clock"
-timezone = "UTC"
-
-[widgets.solo]
-view = "number"
-title = "Solo"
-every = "1h"
-source = { kind = "push" }
-
-[widgets.beat]
-view = "number"
-title = "Beat"
-every = "300ms"
-source = { kind = "push" }
-"""
+CONFIG = (
+    loopback_server(grace="1s")
+    + table("api", tokens={"test": TOKEN})
+    + dashboard("main", ["price", "note", "chart", "state", "rows", "gauge", "clock"], title="Main", columns=4)
+    + dashboard("other", ["note", "solo"], title="Other", theme="dark")
+    + dashboard("pulse", ["beat"], title="Pulse")
+    + push_widget("price", "number", title="Price", every="1h", unit="EUR")
+    + push_widget("note", "text", title="Note", every="1h")
+    + push_widget("chart", "graph", title="Chart", every="1h", history="10m", width=2)
+    + push_widget("state", "status", title="State", every="1h")
+    + push_widget("rows", "list", title="Rows", every="1h")
+    + push_widget("gauge", "meter", title="Gauge", every="1h", min=0, max=100, warn=70, crit=90)
+    + widget("clock", "clock", title="Clock", timezone="UTC")
+    + push_widget("solo", "number", title="Solo", every="1h")
+    + push_widget("beat", "number", title="Beat", every="300ms")
+)
 
 HOSTILE = [
     '<img src=x onerror="window.__pwned=1;alert(1)">',
@@ -107,9 +36,6 @@ HOSTILE = [
     "emoji 🎉👩\u200d💻 and ünïcödé",
     "".join(chr(0x20 + i % 90) for i in range(10 * 1024)),  # 10 KB, with <, >, & and quotes among them
 ]
-
-VALUE = "document.querySelector('#w-{} [data-role=value]').textContent"
-
 
 async def text_of(page, selector: str) -> str:
     return await page.eval_on_selector(selector, "el => el.textContent")
@@ -169,13 +95,12 @@ async def test_first_paint_needs_no_stream(servers, browser):
 async def test_a_new_sample_shows_within_a_second_in_its_own_widget_only(servers, browser):
     server = await servers.start(CONFIG)
     await record_all(server)
-    page, log = await open_page(browser, server.url("/d/main"))
-    await wait_live(page)
+    page, log = await open_live(browser, server.url("/d/main"))
     before = await page.evaluate(
         "[...document.querySelectorAll('.widget:not(.view-clock)')]"
         ".map(el => [el.id, el.dataset.eventId, el.querySelector('.body').textContent])")
     sample = await server.record("price", 99.5)
-    await page.wait_for_function(f"() => {VALUE.format('price')} === '99.5'", timeout=1000)
+    await wait_for_value(page, "price", "99.5", timeout=1000)
     after = await page.evaluate(
         "[...document.querySelectorAll('.widget:not(.view-clock)')]"
         ".map(el => [el.id, el.dataset.eventId, el.querySelector('.body').textContent])")
@@ -198,29 +123,24 @@ async def test_hostile_values_are_shown_as_text_and_never_run(servers, browser):
         await page.context.close()
 
     # Arriving live, through the stream and the renderers.
-    page, log = await open_page(browser, server.url("/d/main"))
-    await wait_live(page)
+    page, log = await open_live(browser, server.url("/d/main"))
     scripts = await page.evaluate("document.scripts.length")
     for value in HOSTILE:
         await server.record("note", value)
-        await page.wait_for_function(f"v => {VALUE.format('note')} === v", arg=value, timeout=5000)
+        await wait_for_value(page, "note", value)
         await server.record("rows", [{"label": value, "value": value[:20]}])
-        await page.wait_for_function("v => document.querySelector('#w-rows .label')?.textContent === v",
-                                     arg=value, timeout=5000)
+        await wait_for_text(page, "#w-rows .label", value)
         await server.record("state", {"state": "down", "detail": value})
-        await page.wait_for_function("v => document.querySelector('#w-state [data-role=detail]').textContent === v",
-                                     arg=value, timeout=5000)
+        await wait_for_text(page, "#w-state [data-role=detail]", value)
         await server.record("price", None, status="error", message=value)
-        await page.wait_for_function("v => document.querySelector('#w-price [data-role=message]').textContent === v",
-                                     arg=value, timeout=5000)
+        await wait_for_text(page, "#w-price [data-role=message]", value)
     assert await page.evaluate("window.__pwned") is None
     assert await page.evaluate("document.scripts.length") == scripts
     assert await page.eval_on_selector_all(".widget img, .widget script", "els => els.length") == 0
     assert log.dialogs == []
 
     # And rendered by the server again, now with the script running over it.
-    page, log = await open_page(browser, server.url("/d/main"))
-    await wait_live(page)
+    page, log = await open_live(browser, server.url("/d/main"))
     assert await text_of(page, "#w-note [data-role=value]") == HOSTILE[-1]
     assert await text_of(page, "#w-rows .label") == HOSTILE[-1]
     assert await page.evaluate("window.__pwned") is None
@@ -231,8 +151,7 @@ async def test_hostile_values_are_shown_as_text_and_never_run(servers, browser):
 async def test_a_failing_source_shows_its_error_then_recovers(servers, browser):
     server = await servers.start(CONFIG)
     await server.record("price", 5)
-    page, log = await open_page(browser, server.url("/d/main"))
-    await wait_live(page)
+    page, log = await open_live(browser, server.url("/d/main"))
     assert "is-error" not in await page.get_attribute("#w-price", "class")
 
     await server.record("price", 5, status="error", message="upstream timed out")
@@ -255,8 +174,7 @@ async def test_a_failing_source_shows_its_error_then_recovers(servers, browser):
 async def test_a_widget_silent_for_three_intervals_is_stale_until_it_updates(servers, browser):
     server = await servers.start(CONFIG)
     await server.record("beat", 1)
-    page, log = await open_page(browser, server.url("/d/pulse"))
-    await wait_live(page)
+    page, log = await open_live(browser, server.url("/d/pulse"))
     stale = "document.querySelector('#w-beat').classList.contains('is-stale')"
     stale_now = f"() => {stale}"
     await page.wait_for_function(stale_now, timeout=5000)  # 300ms interval: stale after 0.9 s of silence
@@ -274,8 +192,7 @@ async def test_a_widget_silent_for_three_intervals_is_stale_until_it_updates(ser
 async def test_a_reload_event_reloads_the_page_once(servers, browser):
     server = await servers.start(CONFIG)
     await server.record("price", 1)
-    page, log = await open_page(browser, server.url("/d/main"))
-    await wait_live(page)
+    page, log = await open_live(browser, server.url("/d/main"))
     loads = []
     page.on("load", lambda _: loads.append(1))
     await page.evaluate("window.__before_reload = true")
@@ -289,7 +206,7 @@ async def test_a_reload_event_reloads_the_page_once(servers, browser):
     # it must skip it. A sample sent after it arriving proves the skip happened.
     await page.evaluate("window.__after_reload = true")
     await server.record("price", 2)
-    await page.wait_for_function(f"() => {VALUE.format('price')} === '2'", timeout=5000)
+    await wait_for_value(page, "price", "2")
     assert await page.evaluate("window.__after_reload") is True
     assert len(loads) == 1
     assert log.problems() == []
@@ -298,12 +215,11 @@ async def test_a_reload_event_reloads_the_page_once(servers, browser):
 @pytest.mark.gen_test(timeout=60)
 async def test_a_reload_sent_to_another_dashboard_leaves_this_one_alone(servers, browser):
     server = await servers.start(CONFIG)
-    page, _ = await open_page(browser, server.url("/d/main"))
-    await wait_live(page)
+    page, _ = await open_live(browser, server.url("/d/main"))
     await page.evaluate("window.__kept = true")
     server.runtime.hub.send_control("other", "reload")
     await server.record("price", 3)
-    await page.wait_for_function(f"() => {VALUE.format('price')} === '3'", timeout=5000)
+    await wait_for_value(page, "price", "3")
     assert await page.evaluate("window.__kept") is True
 
 
@@ -319,16 +235,15 @@ async def test_the_index_links_every_dashboard_and_each_streams_only_its_widgets
     await wait_live(index)
     other = index
 
-    main, main_log = await open_page(browser, server.url("/d/main"))
-    await wait_live(main)
+    main, main_log = await open_live(browser, server.url("/d/main"))
     assert await main.query_selector("#w-solo") is None
     await main.evaluate("window.dashboard.source.addEventListener('solo', () => { window.__got_solo = true; })")
 
     await server.record("solo", 7)
-    await other.wait_for_function(f"() => {VALUE.format('solo')} === '7'", timeout=5000)
+    await wait_for_value(other, "solo", "7")
     await server.record("note", "on both")  # sent after solo: when it arrives, solo would have
-    await main.wait_for_function(f"() => {VALUE.format('note')} === 'on both'", timeout=5000)
-    await other.wait_for_function(f"() => {VALUE.format('note')} === 'on both'", timeout=5000)
+    await wait_for_value(main, "note", "on both")
+    await wait_for_value(other, "note", "on both")
     assert await main.evaluate("window.__got_solo") is None
     assert log.problems() == [] and main_log.problems() == []
 
@@ -364,8 +279,7 @@ async def test_layout_follows_the_config_and_a_phone_gets_one_column(servers, br
 async def test_kiosk_mode_hides_the_chrome_and_rotation_keeps_it(servers, browser):
     config = CONFIG.replace('id = "main"\ntitle = "Main"\n', 'id = "main"\ntitle = "Main"\nrotate = "1s"\n')
     server = await servers.start(config)
-    page, log = await open_page(browser, server.url("/d/main?kiosk=1"))
-    await wait_live(page)
+    page, log = await open_live(browser, server.url("/d/main?kiosk=1"))
     assert not await page.is_visible(".bar")
     assert not await page.is_visible("#offline")
     await page.wait_for_url("**/d/other?kiosk=1", timeout=10_000)
@@ -378,8 +292,7 @@ async def test_kiosk_mode_hides_the_chrome_and_rotation_keeps_it(servers, browse
 async def test_the_page_data_block_is_json_and_the_only_inline_script(servers, browser):
     server = await servers.start(CONFIG)
     await server.record("note", "</script><script>window.__pwned=1</script>")
-    page, _ = await open_page(browser, server.url("/d/main"))
-    await wait_live(page)
+    page, _ = await open_live(browser, server.url("/d/main"))
     inline = await page.eval_on_selector_all(
         "script:not([src])", "els => els.map(e => [e.type, e.id])")
     assert inline == [["application/json", "dashboard-data"]]

@@ -5,29 +5,10 @@ from __future__ import annotations
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
+from tests.configs import dashboard, loopback_server, push_widgets
 from tests.helpers import StreamClient, data
 
-CONFIG = """
-[server]
-host = "127.0.0.1"
-port = 0
-grace = "1s"
-
-[storage]
-url = "sqlite+aiosqlite:///data/test.db"
-
-[[dashboards]]
-id = "main"
-widgets = ["a"]
-
-[[dashboards]]
-id = "other"
-widgets = ["a"]
-
-[widgets.a]
-view = "number"
-source = { kind = "push" }
-"""
+CONFIG = loopback_server(grace="1s") + dashboard("main", ["a"]) + dashboard("other", ["a"]) + push_widgets(a="number")
 
 
 @pytest.mark.gen_test(timeout=30)

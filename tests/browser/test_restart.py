@@ -6,36 +6,15 @@ from __future__ import annotations
 import pytest
 
 from dashboard.store import Store
-from tests.browser.browsing import open_page, wait_live
+from tests.browser.browsing import open_live, wait_for_value, wait_live
+from tests.configs import dashboard, loopback_server, push_widget
 
-CONFIG = """
-[server]
-host = "127.0.0.1"
-port = 0
-grace = "1s"
-
-[storage]
-url = "sqlite+aiosqlite:///data/test.db"
-
-[[dashboards]]
-id = "main"
-title = "Main"
-widgets = ["chart", "level"]
-
-[widgets.chart]
-view = "graph"
-title = "Chart"
-every = "1h"
-history = "10m"
-width = 2
-source = { kind = "push" }
-
-[widgets.level]
-view = "number"
-title = "Level"
-every = "1h"
-source = { kind = "push" }
-"""
+CONFIG = (
+    loopback_server(grace="1s")
+    + dashboard("main", ["chart", "level"], title="Main")
+    + push_widget("chart", "graph", title="Chart", every="1h", history="10m", width=2)
+    + push_widget("level", "number", title="Level", every="1h")
+)
 
 POINT_IDS = "id => window.dashboard.widgets.points.get(id).map(p => p[2])"
 
@@ -44,11 +23,9 @@ POINT_IDS = "id => window.dashboard.widgets.points.get(id).map(p => p[2])"
 async def test_a_restart_resumes_through_last_event_id_with_no_sample_lost_or_doubled(servers, browser):
     server = await servers.start(CONFIG)
     before = [await server.record("chart", v) for v in (1, 2, 3)]
-    page, log = await open_page(browser, server.url("/d/main"))
-    await wait_live(page)
+    page, log = await open_live(browser, server.url("/d/main"))
     level = await server.record("level", 10)  # arrives live: the browser now has a Last-Event-ID
-    await page.wait_for_function("() => document.querySelector('#w-level [data-role=value]').textContent === '10'",
-                                 timeout=5000)
+    await wait_for_value(page, "level", "10")
     streams = []
     page.on("request", lambda request: "/events/" in request.url and streams.append(request))
 
@@ -67,11 +44,9 @@ async def test_a_restart_resumes_through_last_event_id_with_no_sample_lost_or_do
 
     server = await servers.start(CONFIG, port=port)
     await wait_live(page, timeout=20_000)
-    await page.wait_for_function("() => document.querySelector('#w-chart [data-role=value]').textContent === '8'",
-                                 timeout=10_000)
+    await wait_for_value(page, "chart", "8", timeout=10_000)
     after = await server.record("chart", 9)
-    await page.wait_for_function("() => document.querySelector('#w-chart [data-role=value]').textContent === '9'",
-                                 timeout=10_000)
+    await wait_for_value(page, "chart", "9", timeout=10_000)
 
     expected = [s.id for s in before + outage + [after]]
     assert await page.evaluate(POINT_IDS, "chart") == expected
