@@ -82,8 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(migrate(config))
     if args.processes > 1:
         from dashboard.supervisor import supervise
+        from dashboard.systemd import Notifier, watchdog_interval
 
-        return asyncio.run(supervise(child_argv(args, config), args.processes))
+        return asyncio.run(supervise(child_argv(args, config), args.processes,
+                                     address=(config.server.host, config.server.port),
+                                     notifier=Notifier.from_environ(os.environ),
+                                     watchdog_interval=watchdog_interval(os.environ)))
     from dashboard.main import Server
     from dashboard.systemd import Notifier, watchdog_interval
 

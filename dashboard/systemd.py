@@ -39,16 +39,24 @@ class Notifier:
     def enabled(self) -> bool:
         return self.address is not None
 
-    def notify(self, *states: str) -> bool:
+    def notify(self, *states: str, wait: float = 1.0) -> bool:
         """Send the states in one datagram; False when there is no systemd to tell
-        or it could not be told (a notification is never worth crashing for)."""
+        or it could not be told (a notification is never worth crashing for).
+
+        When systemd's queue is full the send waits up to `wait` seconds, blocking the
+        event loop: worth it for READY or STOPPING, said once, not for a watchdog ping
+        (wait=0), which is dropped instead, so a stalled listener cannot stall the loop."""
         if self.address is None:
             return False
         try:
             if self._socket is None:
                 self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._socket.settimeout(wait)
             self._socket.sendto("\n".join(states).encode("utf-8"), self.address)
             return True
+        except (BlockingIOError, TimeoutError):
+            log.debug("systemd's notification queue is full; dropped %s", states)
+            return False
         except OSError as exc:
             log.warning("cannot notify systemd at %r: %s", self.address, exc)
             return False
@@ -67,7 +75,7 @@ class Notifier:
         return self.notify(f"STATUS={text}")
 
     def watchdog(self) -> bool:
-        return self.notify("WATCHDOG=1")
+        return self.notify("WATCHDOG=1", wait=0)
 
     def close(self) -> None:
         if self._socket is not None:

@@ -4,10 +4,10 @@ worker processes killed mid-run), and --processes N on one port."""
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
-import textwrap
 
 import psutil
 import pytest
@@ -16,43 +16,20 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from dashboard.lease import TickerLease
 from dashboard.redis_hub import message_sample
+from tests.process import NotifySocket
 from tests.backends import (  # noqa: F401  (fixtures)
     ROOT, Follower, free_port, kill_process, pg_ids, pg_url, processes, redis_server)
-from tests.helpers import wait_until
+from tests.configs import TEST_DB, dashboard, loopback_server, push_widgets, table, widget
+from tests.helpers import TOKEN, wait_until
 
-WALK = """
-[[dashboards]]
-id = "main"
-widgets = ["walk", "note"]
-
-[widgets.walk]
-view = "number"
-every = "{every}"
-source = {{ kind = "random_walk", start = 1.0, volatility = 0.1 }}
-
-[widgets.note]
-view = "text"
-source = {{ kind = "push" }}
-"""
-
-
-def config_text(*, hub: str = "", storage: str = 'url = "sqlite+aiosqlite:///data/test.db"', every: str = "50ms",
-                port: int = 0) -> str:
-    return textwrap.dedent(f"""
-        [server]
-        host = "127.0.0.1"
-        port = {port}
-        grace = "1s"
-
-        [storage]
-        {storage}
-
-        [hub]
-        {hub}
-
-        [api]
-        tokens = {{ test = "test-token-0123456789" }}
-        """) + WALK.format(every=every)
+def config_text(*, hub: str = "", storage: str = TEST_DB, every: str = "50ms", port: int = 0) -> str:
+    """`hub` is the text of the [hub] table."""
+    return (loopback_server(port=port, storage=storage, grace="1s")
+            + f"\n[hub]\n{hub}\n"
+            + table("api", tokens={"test": TOKEN})
+            + dashboard("main", ["walk", "note"])
+            + widget("walk", "number", every=every, source={"kind": "random_walk", "start": 1.0, "volatility": 0.1})
+            + push_widgets(note="text"))
 
 
 def redis_hub(url: str, lease: str = "1s") -> str:
@@ -69,7 +46,7 @@ def run_check(tmp_path, text: str, *args: str) -> subprocess.CompletedProcess:
 # --- run.py check: a role that cannot work is one clear line and exit 2 ----------------
 
 REDIS = redis_hub("redis://127.0.0.1:6379/0")
-POSTGRES = 'url = "postgresql+asyncpg://dash@db.internal/dash"'
+POSTGRES = "postgresql+asyncpg://dash@db.internal/dash"
 SQLITE_WARNING = ("storage.url: SQLite shared by several processes works on one machine only and its writers "
                   "wait on each other; use postgresql+asyncpg:// to scale out")
 
@@ -253,10 +230,17 @@ async def test_processes_share_one_port_and_are_restarted_and_stopped(tmp_path, 
     config = tmp_path / "config.toml"
     config.write_text(config_text(hub=redis_hub(redis_server.url), port=port))
     log = open(tmp_path / "supervisor.log", "wb")
+    # As under a Type=notify unit: the parent alone may talk to systemd.
+    notify = NotifySocket()
+    env = {**os.environ, "NOTIFY_SOCKET": notify.name, "WATCHDOG_USEC": "200000"}
     parent = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "serve", "--config", str(config),
-                               "--role", "web", "--processes", "2"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                               "--role", "web", "--processes", "2"], cwd=ROOT, env=env, stdout=log,
+                              stderr=subprocess.STDOUT)
     everyone = []
     try:
+        ready = await notify.wait_for("READY", timeout=60)
+        assert ready["MAINPID"] == str(parent.pid)
+        await notify.wait_for("WATCHDOG")
         client = AsyncHTTPClient(force_instance=True)
         seen = set()
 
@@ -280,10 +264,13 @@ async def test_processes_share_one_port_and_are_restarted_and_stopped(tmp_path, 
         assert len(psutil.Process(parent.pid).children()) == 2
         client.close()
         parent.send_signal(signal.SIGTERM)
+        await notify.wait_for("STOPPING")
         assert parent.wait(20) == 0
         gone, alive = psutil.wait_procs(everyone, timeout=10)
         assert alive == []
+        assert {m.get("MAINPID") for m in notify.received + notify.pending() if "MAINPID" in m} == {str(parent.pid)}
     finally:
+        notify.close()
         kill_process(parent)
         for child in everyone:
             try:
@@ -294,9 +281,6 @@ async def test_processes_share_one_port_and_are_restarted_and_stopped(tmp_path, 
 
 
 # --- two web processes and a worker on Redis and PostgreSQL --------------------------------
-
-TOKEN = "test-token-0123456789"
-
 
 async def push(web, value: str) -> int:
     response = await AsyncHTTPClient().fetch(
@@ -309,7 +293,7 @@ async def push(web, value: str) -> int:
 async def test_two_web_processes_and_a_worker_deliver_every_event_and_survive_a_web_death(
         tmp_path, redis_server, pg_url, processes):  # noqa: F811
     config = tmp_path / "config.toml"
-    config.write_text(config_text(hub=redis_hub(redis_server.url), storage=f'url = "{pg_url}"', every="50ms"))
+    config.write_text(config_text(hub=redis_hub(redis_server.url), storage=pg_url, every="50ms"))
     webs = [processes.start(config, "web", wait=False), processes.start(config, "web", wait=False)]
     for web in webs:
         web.wait_ready()

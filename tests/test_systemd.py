@@ -19,31 +19,17 @@ import pytest
 
 from dashboard.config import load_config
 from dashboard.systemd import JournalFormatter, Notifier, logs_to_journal, watchdog_interval
+from tests.configs import dashboard, loopback_server, push_widgets, widget
 from tests.helpers import StreamClient, wait_until, write_config
 from tests.process import ROOT, NotifySocket, ServerProcess
 
-TICKING = """
-[server]
-host = "127.0.0.1"
-port = 0
-grace = "2s"
-
-[storage]
-url = "sqlite+aiosqlite:///data/test.db"
-
-[[dashboards]]
-id = "main"
-widgets = ["rate", "note"]
-
-[widgets.rate]
-view = "number"
-every = "100ms"
-source = { kind = "random_walk", start = 1.0, volatility = 0.01, decimals = 6 }
-
-[widgets.note]
-view = "text"
-source = { kind = "push" }
-"""
+TICKING = (
+    loopback_server(grace="2s")
+    + dashboard("main", ["rate", "note"])
+    + widget("rate", "number", every="100ms",
+             source={"kind": "random_walk", "start": 1.0, "volatility": 0.01, "decimals": 6})
+    + push_widgets(note="text")
+)
 
 
 # --- the notify protocol, in process --------------------------------------------------
@@ -250,3 +236,17 @@ def test_the_database_goes_to_the_state_directory_systemd_names(tmp_path):
     under_systemd = load_config(path, env={"STATE_DIRECTORY": "/var/lib/dashboard"})
     assert under_systemd.storage.url == "sqlite+aiosqlite:////var/lib/dashboard/dashboard.db"
     assert load_config(path, env={}).storage.url == under_systemd.storage.url
+
+
+def test_a_full_notification_queue_never_blocks_the_sender():
+    # Nobody reads this socket: its queue fills after a few datagrams. A blocking send
+    # would hang here (and, in the server, stall the event loop with the watchdog in it).
+    listener = NotifySocket()
+    notifier = Notifier(listener.name)
+    try:
+        sent = [notifier.watchdog() for _ in range(1000)]
+        assert sent[0] is True
+        assert sent[-1] is False
+    finally:
+        notifier.close()
+        listener.close()
