@@ -42,6 +42,17 @@ def backoff(every: float, failures: int) -> float:
     return min(every * 2 ** max(failures - 1, 0), max(every, MAX_BACKOFF))
 
 
+async def cancel_until_done(tasks: list[asyncio.Task]) -> None:
+    """Cancel the tasks, again and again until they ended: on Python 3.11
+    asyncio.wait_for swallows a cancellation that arrives just as the awaited
+    fetch completes (bpo-42130), and the ticker's loop would then run on."""
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.1)
+
+
 class Scheduler:
     def __init__(
         self,
@@ -88,8 +99,7 @@ class Scheduler:
         """Stop one ticker and close its source: a config reload removed or changed the widget."""
         task = self._tasks.pop(widget_id, None)
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await cancel_until_done([task])
         self.states.pop(widget_id, None)
         close = getattr(self.sources.pop(widget_id, None), "close", None)
         if close is not None:
@@ -99,10 +109,7 @@ class Scheduler:
                 log.warning("closing the source of widget %s failed", widget_id, exc_info=True)
 
     async def stop(self) -> None:
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_until_done(list(self._tasks.values()))
         self._tasks.clear()
         for widget_id, source in self.sources.items():
             close = getattr(source, "close", None)
