@@ -8,7 +8,7 @@ the buffer, so that a slow reader costs constant memory: it holds only an int.
 Each event is encoded to bytes once, in publish(); every reader of every topic
 writes those same bytes.
 
-Two ways to read a topic. wait() hands out a future per reader and wait, the
+Two ways to read a topic. wait() hands out a future per reader per wait, the
 chat demo's way. subscribe() is the stream's way and the cheap one at scale: a
 topic with subscribers runs one fan-out pass per burst of events (or per
 `batch` window), in which every idle subscriber gets push(payload, upto,
@@ -61,8 +61,8 @@ class Topic:
         self.latest: dict[str, tuple[int, bytes, Sample]] = {}
         self.changed = Condition()
         self.readers = 0
-        # Readers fed by fan-out passes: objects with `cursor`, `busy` and
-        # push(payload, upto, count). A dict is an ordered set with O(1) removal.
+        # Readers fed by fan-out passes: objects with `cursor`, `busy`, push(payload,
+        # upto, count), tick(now) and end(). A dict: an ordered set with O(1) removal.
         self.subscribers: dict = {}
         self.batch = 0.0  # seconds a pass waits after the first event, to take the next ones along
         self._pass = None
@@ -133,20 +133,25 @@ class Topic:
     def _fan_out(self) -> None:
         self._pass = None
         upto = self.last_id
-        payloads = {}
+        groups = {}  # cursor -> (payload, events, bytes)
+        group_cursor = payload = count = length = None
         events = size = 0
         # A copy: a push that finds its connection dead may unsubscribe while we go.
+        # This loop runs once per reader per event: it is kept to the bare minimum.
         for reader in list(self.subscribers):
             cursor = reader.cursor
             if cursor >= upto or reader.busy:
                 continue  # a busy reader catches up through feed() when its write drains
-            payload = payloads.get(cursor)
-            if payload is None:
-                data, count = self.payload(cursor)
-                payload = payloads[cursor] = (data, count, len(data))
-            reader.push(payload[0], upto, payload[1])
-            events += payload[1]
-            size += payload[2]
+            if cursor != group_cursor:  # readers nearly all share one cursor
+                group = groups.get(cursor)
+                if group is None:
+                    data, n = self.payload(cursor)
+                    group = groups[cursor] = (data, n, len(data))
+                group_cursor = cursor
+                payload, count, length = group
+            reader.push(payload, upto, count)
+            events += count
+            size += length
         if events and self.on_sent is not None:
             self.on_sent(events, size)
 

@@ -11,12 +11,12 @@ Deliberate oddities, please read before "fixing":
   back in the compressor.
 - Once the opening is sent, get() returns without finishing the answer, and
   events are written by the topic's fan-out pass calling push(), which sends
-  the bytes (framed as an HTTP chunk) straight to the socket. Tornado's write path (a Future, a
-  chunk header and a buffer per write) and a wake-up per reader per event cost
-  several times the send itself at thousands of streams. Only when the kernel
-  does not take everything does the rest go through Tornado's IOStream, and the
-  stream counts as busy until that drained. Never on TLS: there the IOStream
-  must do the writing.
+  the bytes (framed as an HTTP chunk) straight to the socket. Tornado's write
+  path (a Future, a chunk header and a buffer per write) and a wake-up per
+  reader per event cost several times the send itself at thousands of streams.
+  Only when the kernel does not take everything does the rest go through
+  Tornado's IOStream, and the stream counts as busy until that drained. Never
+  on TLS: there the IOStream must do the writing.
 """
 
 from __future__ import annotations
@@ -256,8 +256,10 @@ class StreamHandler(BaseHandler):
         self._socket, self._chunked = direct_socket(self.request)
         tune_stream_socket(self.request.connection.stream.socket)
         self.cursor = cursor
+        self.busy = False  # in the instance, not the class: the fan-out reads it per event
         self._keepalive = server.keepalive
-        self._last_write = monotonic()
+        self._last_write = monotonic()  # as tick() last noticed it: no clock read per write
+        self._bytes_noticed = self.bytes_sent
         self._deadline = self._last_write + server.max_stream_lifetime * random.uniform(0.85, 1.0)
         # Read per stream, so that a reloaded config takes effect.
         topic.batch = server.batch
@@ -288,6 +290,9 @@ class StreamHandler(BaseHandler):
             self._revoke()
         elif now >= self._deadline:
             self.end()
+        elif self.bytes_sent != self._bytes_noticed:
+            self._bytes_noticed = self.bytes_sent
+            self._last_write = now
         elif now - self._last_write >= self._keepalive and not self.busy:
             self._write_now(KEEPALIVE)
 
@@ -307,7 +312,6 @@ class StreamHandler(BaseHandler):
         self.finish()
 
     def _write_now(self, payload: bytes) -> None:
-        self._last_write = monotonic()
         self.bytes_sent += len(payload)
         sock = self._socket
         if sock is None:
