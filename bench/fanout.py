@@ -219,12 +219,17 @@ def run_once(kind: str, args, directory: Path) -> dict:
                 print(f"  (py-spy failed: {err.decode(errors='replace').strip()[-300:]})")
         return summarise(kind, args, ramps, results, due, cpu1 - cpu0, rss_before, rss0, rss1, ramp_seconds)
     finally:
-        for process, conn in workers:
-            process.join(timeout=10)
-            if process.is_alive():
-                process.kill()
-            conn.close()
+        stop_workers(workers)
         server.stop()
+
+
+def stop_workers(workers) -> None:
+    """Wait a little for each client process, then kill what is left."""
+    for process, conn in workers:
+        process.join(timeout=10)
+        if process.is_alive():
+            process.kill()
+        conn.close()
 
 
 def expected_per_client(args, t0: float, t1: float) -> int:

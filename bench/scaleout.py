@@ -174,11 +174,7 @@ def run_once(args, webs: int, directory: Path) -> dict:
         web1, other1, machine1 = cpu_seconds(web_processes), cpu_seconds(others), psutil.cpu_times()
         results = [fanout.receive(conn, time.monotonic() + args.drain + 60, "result") for _, conn in workers]
     finally:
-        for process, conn in workers:
-            process.join(timeout=10)
-            if process.is_alive():
-                process.kill()
-            conn.close()
+        fanout.stop_workers(workers)
         stack.stop()
     busy = (sum(machine1) - machine1.idle - machine1.iowait) - (sum(machine0) - machine0.idle - machine0.iowait)
     return summarise(args, webs, ramps, results, (web1 - web0) / args.duration, (other1 - other0) / args.duration,
