@@ -1,5 +1,5 @@
 """The in-process hub: one ring buffer of encoded events per topic (a dashboard),
-integer cursors for readers, and a condition that wakes them.
+integer cursors for readers, and fan-out passes that feed them.
 
 Modelled on the MessageBuffer of Tornado's chat demo, but never global, and with
 a snapshot (the newest event of each widget) for a reader whose cursor fell off
@@ -8,14 +8,13 @@ the buffer, so that a slow reader costs constant memory: it holds only an int.
 Each event is encoded to bytes once, in publish(); every reader of every topic
 writes those same bytes.
 
-Two ways to read a topic. wait() hands out a future per reader per wait, the
-chat demo's way. subscribe() is the stream's way and the cheap one at scale: a
-topic with subscribers runs one fan-out pass per burst of events (or per
-`batch` window), in which every idle subscriber gets push(payload, upto,
-count); subscribers at the same cursor share one joined payload. No future,
-task or timer per reader per event: with thousands of readers those were most
-of the CPU. Likewise one timer per topic calls tick(now) on every subscriber
-every `tick_every` seconds (keep-alives, lifetimes), not a timer per reader.
+Readers subscribe(): a topic with subscribers runs one fan-out pass per burst
+of events (or per `batch` window), in which every idle subscriber gets
+push(payload, upto, count); subscribers at the same cursor share one joined
+payload. No future, task or timer per reader per event, as the chat demo's
+Condition would have: with thousands of readers those were most of the CPU.
+Likewise one timer per topic calls tick(now) on every subscriber every
+`tick_every` seconds (keep-alives, lifetimes), not a timer per reader.
 """
 
 from __future__ import annotations
@@ -24,9 +23,6 @@ import asyncio
 import time
 from bisect import bisect_right
 from collections.abc import Iterable
-from datetime import timedelta
-
-from tornado.locks import Condition
 
 from .models import Sample
 from .sse import encode_event
@@ -47,7 +43,7 @@ class Topic:
     """
 
     __slots__ = ("name", "size", "ids", "chunks", "floor", "last_id", "event_id", "controls", "latest",
-                 "changed", "readers", "subscribers", "batch", "_pass", "tick_every", "_ticker", "on_sent")
+                 "readers", "subscribers", "batch", "_pass", "tick_every", "_ticker", "on_sent")
 
     def __init__(self, name: str, size: int, floor: int):
         self.name = name
@@ -59,7 +55,6 @@ class Topic:
         self.event_id = floor  # the newest event id proper: what a page may resume from
         self.controls = 0  # control events after event_id
         self.latest: dict[str, tuple[int, bytes, Sample]] = {}
-        self.changed = Condition()
         self.readers = 0
         # Readers fed by fan-out passes: objects with `cursor`, `busy`, push(payload,
         # upto, count), tick(now) and end(). A dict: an ordered set with O(1) removal.
@@ -99,7 +94,6 @@ class Topic:
             self.floor = self.ids[cut - 1]
             del self.ids[:cut]
             del self.chunks[:cut]
-        self.changed.notify_all()
         if self.subscribers and self._pass is None:
             loop = asyncio.get_running_loop()
             self._pass = loop.call_later(self.batch, self._fan_out) if self.batch else loop.call_soon(self._fan_out)
@@ -224,17 +218,6 @@ class Hub:
         topic = self.topics.get(name)
         return {widget: sample for widget, (_, _, sample) in topic.latest.items()} if topic else {}
 
-    def wait(self, topic: Topic, cursor: int, timeout: float):
-        """A future that resolves when the topic has an event after `cursor`, the hub
-        closes, or `timeout` seconds pass; None when there is no need to wait.
-
-        A reader may resolve the future itself (set_result) to stop waiting early,
-        e.g. when its connection closed: the condition skips done futures."""
-        if topic.last_id > cursor or self.closed:
-            return None
-        # Tornado reads a float timeout as an absolute loop time; a timedelta is relative.
-        return topic.changed.wait(timeout=timedelta(seconds=timeout))
-
     async def start(self, store, topics_of) -> None:
         """Connect whatever carries events between processes (RedisHub, after seed());
         within one process there is nothing to connect."""
@@ -243,10 +226,9 @@ class Hub:
         """Let go of what start() took, after close()."""
 
     def close(self) -> None:
-        """Wake every reader so that streams can say goodbye and end."""
+        """End every reader, so that streams can say goodbye."""
         self.closed = True
         for topic in self.topics.values():
-            topic.changed.notify_all()
             topic.end_subscribers()
 
     @property

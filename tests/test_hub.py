@@ -1,5 +1,6 @@
-"""The hub on its own: ring buffers, cursors, snapshots, wait and notify."""
+"""The hub on its own: ring buffers, cursors, snapshots, subscribers and fan-out passes."""
 
+import asyncio
 from datetime import datetime, timezone
 
 import pytest
@@ -149,54 +150,76 @@ def test_seed_keeps_newer_values_already_published():
     assert hub.last_id == 5
 
 
+class Reader:
+    """A subscriber as the stream handler is one: a cursor, a busy flag, push/tick/end."""
+
+    def __init__(self, cursor=0):
+        self.cursor = cursor
+        self.busy = False
+        self.pushes = []
+        self.ended = False
+
+    def push(self, payload, upto, count):
+        self.pushes.append((payload, upto, count))
+        self.cursor = upto
+
+    def tick(self, now):
+        pass
+
+    def end(self):
+        self.ended = True
+
+
+async def next_pass():
+    """Let the topic's fan-out pass (scheduled with call_soon) run."""
+    await asyncio.sleep(0)
+
+
 @pytest.mark.gen_test(timeout=5)
-async def test_wait_is_not_needed_when_there_is_news():
+async def test_a_subscriber_gets_what_it_missed_at_once_and_news_in_one_pass():
     hub = hub_with({"main": ["a"]})
     topic = hub.topic("main")
     hub.publish(sample(1), ["main"])
-    assert hub.wait(topic, 0, 10) is None
-    assert hub.wait(topic, 1, 10) is not None
-
-
-@pytest.mark.gen_test(timeout=5)
-async def test_publish_wakes_every_waiter():
-    hub = hub_with({"main": ["a"]})
-    topic = hub.topic("main")
-    waiters = [hub.wait(topic, 0, 60) for _ in range(3)]
-    assert not any(w.done() for w in waiters)
-    hub.publish(sample(1), ["main"])
-    assert [await w for w in waiters] == [True, True, True]
-
-
-@pytest.mark.gen_test(timeout=5)
-async def test_wait_times_out_with_false():
-    hub = hub_with({"main": ["a"]})
-    assert await hub.wait(hub.topic("main"), 0, 0.01) is False
-
-
-@pytest.mark.gen_test(timeout=5)
-async def test_close_wakes_waiters_and_no_one_waits_after():
-    hub = hub_with({"main": ["a"], "other": ["b"]})
-    waiters = [hub.wait(hub.topic(name), 0, 60) for name in ("main", "other")]
-    hub.close()
-    assert [await w for w in waiters] == [True, True]
-    assert hub.closed
-    assert hub.wait(hub.topic("main"), 0, 60) is None
-
-
-@pytest.mark.gen_test(timeout=5)
-async def test_a_waiter_resolved_by_its_reader_does_not_break_notify():
-    hub = hub_with({"main": ["a"]})
-    topic = hub.topic("main")
-    gone = hub.wait(topic, 0, 60)
-    staying = hub.wait(topic, 0, 60)
-    gone.set_result(False)  # what a stream does when its connection closes
-    hub.publish(sample(1), ["main"])
-    assert await staying is True
-    assert gone.result() is False
-    later = hub.wait(topic, 1, 60)
+    reader = Reader(cursor=0)
+    topic.subscribe(reader)
+    assert [(upto, count) for _, upto, count in reader.pushes] == [(1, 1)]
     hub.publish(sample(2), ["main"])
-    assert await later is True
+    hub.publish(sample(3), ["main"])
+    await next_pass()
+    assert [(upto, count) for _, upto, count in reader.pushes] == [(1, 1), (3, 2)]
+    assert ids_of([reader.pushes[-1][0]]) == [2, 3]
+
+
+@pytest.mark.gen_test(timeout=5)
+async def test_subscribers_at_one_cursor_share_one_payload_and_a_busy_one_catches_up_later():
+    hub = hub_with({"main": ["a"]})
+    topic = hub.topic("main")
+    readers = [Reader() for _ in range(3)]
+    for reader in readers:
+        topic.subscribe(reader)
+    readers[2].busy = True
+    hub.publish(sample(1), ["main"])
+    await next_pass()
+    assert readers[0].pushes[0][0] is readers[1].pushes[0][0]  # the same bytes object
+    assert readers[2].pushes == []
+    readers[2].busy = False
+    topic.feed(readers[2])  # what the stream does when its pending write drained
+    assert [(upto, count) for _, upto, count in readers[2].pushes] == [(1, 1)]
+
+
+@pytest.mark.gen_test(timeout=5)
+async def test_unsubscribed_and_closed_readers_get_nothing_more():
+    hub = hub_with({"main": ["a"], "other": ["b"]})
+    gone, staying, elsewhere = Reader(), Reader(), Reader()
+    hub.topic("main").subscribe(gone)
+    hub.topic("main").subscribe(staying)
+    hub.topic("other").subscribe(elsewhere)
+    hub.topic("main").unsubscribe(gone)
+    hub.publish(sample(1), ["main"])
+    await next_pass()
+    assert gone.pushes == [] and len(staying.pushes) == 1
+    hub.close()
+    assert hub.closed and staying.ended and elsewhere.ended and not gone.ended
 
 
 def test_readers_counts_all_topics():
