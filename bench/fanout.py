@@ -200,12 +200,7 @@ def run_once(kind: str, args, directory: Path) -> dict:
         ramp_deadline = ramp_started + 60 + args.clients / 100
         ramps = [receive(conn, ramp_deadline, "ramp") for _, conn in workers]
         ramp_seconds = time.monotonic() - ramp_started
-        time.sleep(args.settle)
-        t0 = time.time() + 0.5
-        t1 = t0 + args.duration
-        for _, conn in workers:
-            conn.send({"t0": t0, "t1": t1, "drain": args.drain})
-        time.sleep(max(0.0, t0 - time.time()))
+        t0, t1 = open_window(args, workers)
         cpu0, rss0 = server.cpu_seconds(), server.rss_bytes()
         profiler = start_profiler(args, server, args.duration)
         time.sleep(max(0.0, t1 - time.time()))
@@ -221,6 +216,18 @@ def run_once(kind: str, args, directory: Path) -> dict:
     finally:
         stop_workers(workers)
         server.stop()
+
+
+def open_window(args, workers) -> tuple[float, float]:
+    """After the settle time, tell every client process the window (wall-clock start
+    and end) and wait until it opens; the window's bounds."""
+    time.sleep(args.settle)
+    t0 = time.time() + 0.5
+    t1 = t0 + args.duration
+    for _, conn in workers:
+        conn.send({"t0": t0, "t1": t1, "drain": args.drain})
+    time.sleep(max(0.0, t0 - time.time()))
+    return t0, t1
 
 
 def stop_workers(workers) -> None:

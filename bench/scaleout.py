@@ -163,12 +163,7 @@ def run_once(args, webs: int, directory: Path) -> dict:
             workers.append((process, parent_end))
         ramp_deadline = time.monotonic() + 60 + args.clients / 100
         ramps = [fanout.receive(conn, ramp_deadline, "ramp") for _, conn in workers]
-        time.sleep(args.settle)
-        t0 = time.time() + 0.5
-        t1 = t0 + args.duration
-        for _, conn in workers:
-            conn.send({"t0": t0, "t1": t1, "drain": args.drain})
-        time.sleep(max(0.0, t0 - time.time()))
+        t0, t1 = fanout.open_window(args, workers)
         web0, other0, machine0 = cpu_seconds(web_processes), cpu_seconds(others), psutil.cpu_times()
         time.sleep(max(0.0, t1 - time.time()))
         web1, other1, machine1 = cpu_seconds(web_processes), cpu_seconds(others), psutil.cpu_times()

@@ -248,7 +248,8 @@ def _read_body(options) -> bytes | None:
         raise options.error("body", "expected a value JSON can carry (no dates, nan or inf)") from None
 
 
-def _read_path(options) -> JsonPath:
+def read_path(options) -> JsonPath:
+    """The `path` option as a JsonPath (every JSON-reading source takes the same form)."""
     text = options.str("path", "")
     try:
         return JsonPath(text)
@@ -261,7 +262,7 @@ def build(options, widget, config) -> HttpJson:
         url=read_url(options),
         headers=read_headers(options),
         body=_read_body(options),
-        path=_read_path(options),
+        path=read_path(options),
         scale=options.number("scale", None),
         offset=options.number("offset", None),
         timeout=widget.timeout,

@@ -17,8 +17,8 @@ from typing import Any
 
 from ..config import ConfigError
 from . import SourceError
-from .http_json import JsonPath
-from .sse import parse_json, read_path
+from .http_json import JsonPath, read_path
+from .sse import parse_json
 
 FORMATS = ("auto", "number", "json", "text")
 

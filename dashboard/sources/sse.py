@@ -37,7 +37,7 @@ from tornado.httputil import HTTPHeaders, HTTPInputError, parse_response_start_l
 from .. import __version__
 from ..sse import Decoder, Event
 from . import SourceError
-from .http_json import JsonPath, read_headers, read_url, shown_url
+from .http_json import JsonPath, read_headers, read_path, read_url, shown_url
 
 log = logging.getLogger("dashboard.sources")
 
@@ -59,14 +59,6 @@ def parse_json(text: str, path: JsonPath) -> Any:
         shown = text if len(text) <= 40 else text[:37] + "..."
         raise SourceError(f"expected JSON, got {shown!r}") from None
     return path.pick(document)
-
-
-def read_path(options) -> JsonPath:
-    text = options.str("path", "")
-    try:
-        return JsonPath(text)
-    except ValueError as exc:
-        raise options.error("path", f"{exc}, got {json.dumps(text)}") from None
 
 
 # --- the HTTP/1.1 response body, however it is framed ---------------------------------------
