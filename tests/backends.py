@@ -2,7 +2,8 @@
 database, nginx, and dashboard processes started through run.py. Each fixture
 kills and waits for what it started, whatever the test did.
 
-Import the fixtures into a test module: `from tests.backends import redis_server, pg_url`.
+tests/conftest.py loads this module as a plugin: a test names a fixture (`redis_server`, `pg_url`,
+`processes`) as an argument, no import needed.
 """
 
 from __future__ import annotations

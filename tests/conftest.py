@@ -2,6 +2,10 @@ import pytest
 
 from tests.helpers import ServerFactory
 
+# The fixtures of the optional backends (a private Redis, a fresh PostgreSQL database,
+# run.py processes), for every test module that names them.
+pytest_plugins = ("tests.backends",)
+
 
 @pytest.fixture
 def servers(tmp_path, io_loop):

@@ -12,9 +12,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from dashboard.config import parse_duration
-from tests.backends import (  # noqa: F401  (fixtures)
-    NGINX, ROOT, Follower, free_port, kill_process, pg_ids, pg_url, processes, redis_server, stop_process,
-    wait_for_port)
+from tests.backends import NGINX, ROOT, Follower, free_port, kill_process, pg_ids, stop_process, wait_for_port
 from tests.helpers import TOKEN, StreamClient, wait_until
 from tests.test_roles import config_text, redis_hub
 
@@ -110,7 +108,7 @@ async def test_nginx_accepts_the_shipped_site(tmp_path, nginx_for):
 
 @pytest.mark.gen_test(timeout=180)
 async def test_a_page_behind_nginx_gets_every_event_and_resumes_after_a_web_process_dies(
-        tmp_path, redis_server, pg_url, processes, nginx_for):  # noqa: F811
+        tmp_path, redis_server, pg_url, processes, nginx_for):
     config = tmp_path / "config.toml"
     config.write_text(config_text(hub=redis_hub(redis_server.url), storage=pg_url, every="50ms"))
     webs = [processes.start(config, "web", wait=False), processes.start(config, "web", wait=False)]

@@ -9,11 +9,10 @@ import pytest
 from sqlalchemy import inspect, text
 
 from dashboard.store import Store
-from tests.backends import pg_url  # noqa: F401  (fixture)
 
 
 @pytest.fixture
-def pg_store(pg_url, io_loop):  # noqa: F811
+def pg_store(pg_url, io_loop):
     store = Store(pg_url)
     io_loop.run_sync(store.open)
     yield store
@@ -81,7 +80,7 @@ async def test_prune_keeps_the_newest_of_each_widget_on_postgresql(pg_store):
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_concurrent_writers_commit_ids_in_order(pg_url):  # noqa: F811
+async def test_concurrent_writers_commit_ids_in_order(pg_url):
     """Two stores (two engines: as two processes would) write at once while a reader
     follows with since(cursor) the way a hub fills gaps. Had a later id become
     visible before an earlier one, the reader's cursor would pass the earlier one and
@@ -123,7 +122,7 @@ async def test_concurrent_writers_commit_ids_in_order(pg_url):  # noqa: F811
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_a_stream_resumes_from_postgresql_after_a_control_event(servers, pg_url):  # noqa: F811
+async def test_a_stream_resumes_from_postgresql_after_a_control_event(servers, pg_url):
     # Replay from PostgreSQL when the gap is older than the buffer, with a control
     # event (reload) in the buffer: it sits a fraction past the newest sample id.
     from tests.helpers import BASE_CONFIG, StreamClient

@@ -112,12 +112,12 @@ def test_a_config_near_a_valid_one_loads_or_says_why(tmp_path, text):
         return
     event("loaded")
     # What loads is usable: every protected dashboard has what its mode needs.
-    for dashboard in config.dashboards:
-        if dashboard.auth in ("token", "password"):
+    for board in config.dashboards:
+        if board.auth in ("token", "password"):
             assert len(config.auth.secret) >= 32
-            known = config.auth.tokens if dashboard.auth == "token" else config.auth.users
-            assert known and all(name in known for name in dashboard.users or ())
-        if dashboard.auth == "proxy":
+            known = config.auth.tokens if board.auth == "token" else config.auth.users
+            assert known and all(name in known for name in board.users or ())
+        if board.auth == "proxy":
             assert config.server.trusted_proxies
 
 

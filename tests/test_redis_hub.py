@@ -14,7 +14,6 @@ from dashboard.models import Sample
 from dashboard.recorder import Recorder
 from dashboard.redis_hub import RedisHub, message_sample, redis_address, sample_message
 from dashboard.store import Store
-from tests.backends import redis_server  # noqa: F401  (fixture)
 from tests.helpers import BASE_CONFIG, StreamClient, data, opened_store, wait_until
 
 TOPICS = {"main": ("a", "b"), "other": ("b", "c")}
@@ -94,7 +93,7 @@ def test_log_lines_name_the_redis_server_without_its_password(url, shown):
 # --- fan-out through Redis ----------------------------------------------------------
 
 @pytest.mark.gen_test(timeout=30)
-async def test_a_worker_publishes_and_web_hubs_deliver_once_in_order(redis_server, store, hubs):  # noqa: F811
+async def test_a_worker_publishes_and_web_hubs_deliver_once_in_order(redis_server, store, hubs):
     worker = await hubs.start(redis_server.url, store, subscribe=False, origin="worker")
     web1 = await hubs.start(redis_server.url, store, origin="web1")
     web2 = await hubs.start(redis_server.url, store, origin="web2")
@@ -114,7 +113,7 @@ async def test_a_worker_publishes_and_web_hubs_deliver_once_in_order(redis_serve
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_a_push_on_a_web_process_reaches_every_web_process_once(redis_server, store, hubs):  # noqa: F811
+async def test_a_push_on_a_web_process_reaches_every_web_process_once(redis_server, store, hubs):
     web1 = await hubs.start(redis_server.url, store, origin="web1")
     web2 = await hubs.start(redis_server.url, store, origin="web2")
     # A push lands on web1: its recorder publishes through web1's hub.
@@ -131,7 +130,7 @@ async def test_a_push_on_a_web_process_reaches_every_web_process_once(redis_serv
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_each_process_holds_one_subscription_whatever_its_readers(redis_server, store, hubs):  # noqa: F811
+async def test_each_process_holds_one_subscription_whatever_its_readers(redis_server, store, hubs):
     web1 = await hubs.start(redis_server.url, store)
     await hubs.start(redis_server.url, store)
     await hubs.start(redis_server.url, store, subscribe=False)
@@ -147,7 +146,7 @@ async def test_each_process_holds_one_subscription_whatever_its_readers(redis_se
 # --- holes: filled from the database -------------------------------------------------
 
 @pytest.mark.gen_test(timeout=30)
-async def test_an_id_jump_is_filled_from_the_database(redis_server, store, hubs):  # noqa: F811
+async def test_an_id_jump_is_filled_from_the_database(redis_server, store, hubs):
     web = await hubs.start(redis_server.url, store)
     publisher = await hubs.start(redis_server.url, store, subscribe=False)
     # Two samples committed whose publish never happened (a process died in between)...
@@ -160,7 +159,7 @@ async def test_an_id_jump_is_filled_from_the_database(redis_server, store, hubs)
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_samples_published_out_of_order_are_delivered_in_order_once(redis_server, store, hubs):  # noqa: F811
+async def test_samples_published_out_of_order_are_delivered_in_order_once(redis_server, store, hubs):
     web = await hubs.start(redis_server.url, store)
     first, second = await store.append("a", 1), await store.append("a", 2)
     client = redis.asyncio.Redis.from_url(redis_server.url)
@@ -177,7 +176,7 @@ async def test_samples_published_out_of_order_are_delivered_in_order_once(redis_
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_a_stranger_on_the_channel_is_ignored(redis_server, store, hubs):  # noqa: F811
+async def test_a_stranger_on_the_channel_is_ignored(redis_server, store, hubs):
     web = await hubs.start(redis_server.url, store)
     client = redis.asyncio.Redis.from_url(redis_server.url)
     try:
@@ -191,7 +190,7 @@ async def test_a_stranger_on_the_channel_is_ignored(redis_server, store, hubs): 
 
 
 @pytest.mark.gen_test(timeout=90)
-async def test_a_redis_restart_loses_nothing_and_repeats_nothing(redis_server, store, hubs):  # noqa: F811
+async def test_a_redis_restart_loses_nothing_and_repeats_nothing(redis_server, store, hubs):
     worker = await hubs.start(redis_server.url, store, subscribe=False, origin="worker")
     web = await hubs.start(redis_server.url, store, origin="web")
     recorder = Recorder(store, worker, topics_of)
@@ -215,7 +214,7 @@ async def test_a_redis_restart_loses_nothing_and_repeats_nothing(redis_server, s
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_a_hub_started_while_redis_is_down_catches_up_when_it_comes(redis_server, store, hubs):  # noqa: F811
+async def test_a_hub_started_while_redis_is_down_catches_up_when_it_comes(redis_server, store, hubs):
     redis_server.kill()
     web = await hubs.start(redis_server.url, store)
     assert not web.linked
@@ -234,7 +233,7 @@ def redis_config(url: str, directory) -> str:
 
 
 @pytest.mark.gen_test(timeout=90)
-async def test_clients_of_two_servers_get_every_event_across_a_redis_restart(redis_server, servers, tmp_path):  # noqa: F811
+async def test_clients_of_two_servers_get_every_event_across_a_redis_restart(redis_server, servers, tmp_path):
     config = redis_config(redis_server.url, tmp_path)
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()

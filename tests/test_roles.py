@@ -16,9 +16,8 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from dashboard.lease import TickerLease
 from dashboard.redis_hub import message_sample
+from tests.backends import ROOT, Follower, free_port, kill_process, pg_ids
 from tests.process import NotifySocket
-from tests.backends import (  # noqa: F401  (fixtures)
-    ROOT, Follower, free_port, kill_process, pg_ids, pg_url, processes, redis_server)
 from tests.configs import TEST_DB, dashboard, loopback_server, push_widgets, table, widget
 from tests.helpers import TOKEN, wait_until
 
@@ -84,7 +83,7 @@ def test_check_tells_when_a_role_needs_a_backend(tmp_path, hub, storage, args, c
 # --- what each role runs -----------------------------------------------------------------
 
 @pytest.mark.gen_test(timeout=30)
-async def test_a_worker_serves_health_and_nothing_else(servers, redis_server):  # noqa: F811
+async def test_a_worker_serves_health_and_nothing_else(servers, redis_server):
     worker = await servers.start(config_text(hub=redis_hub(redis_server.url)), role="worker")
     client = AsyncHTTPClient()
     health = json.loads((await client.fetch(worker.url("/healthz"))).body)
@@ -99,7 +98,7 @@ async def test_a_worker_serves_health_and_nothing_else(servers, redis_server):  
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_a_web_process_runs_no_tickers(servers, redis_server):  # noqa: F811
+async def test_a_web_process_runs_no_tickers(servers, redis_server):
     web = await servers.start(config_text(hub=redis_hub(redis_server.url), every="50ms"), role="web")
     assert web.runtime.scheduler is None and web.server.lease is None
     # It still stores and publishes what is pushed to it.
@@ -139,7 +138,7 @@ def leases(io_loop):
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_one_lease_holder_and_a_handover_on_stop(redis_server, leases):  # noqa: F811
+async def test_one_lease_holder_and_a_handover_on_stop(redis_server, leases):
     (one, one_tickers), (two, two_tickers) = leases(redis_server.url), leases(redis_server.url)
     await one.start()
     await wait_until(lambda: one.held, timeout=5, message="the first lease")
@@ -155,7 +154,7 @@ async def test_one_lease_holder_and_a_handover_on_stop(redis_server, leases):  #
 
 
 @pytest.mark.gen_test(timeout=40)
-async def test_a_holder_cut_off_from_redis_stops_its_tickers_then_resumes(redis_server, leases):  # noqa: F811
+async def test_a_holder_cut_off_from_redis_stops_its_tickers_then_resumes(redis_server, leases):
     lease, tickers = leases(redis_server.url)
     await lease.start()
     await wait_until(lambda: tickers.running, timeout=5, message="the lease")
@@ -187,7 +186,7 @@ async def channel_messages(url: str, seen: list, ready: asyncio.Event) -> None:
 
 @pytest.mark.gen_test(timeout=120)
 async def test_two_workers_one_publishes_and_the_other_takes_over_when_it_dies(
-        tmp_path, redis_server, processes):  # noqa: F811
+        tmp_path, redis_server, processes):
     config = tmp_path / "config.toml"
     config.write_text(config_text(hub=redis_hub(redis_server.url, lease="1s"), every="50ms"))
     seen: list[tuple[str, int]] = []
@@ -225,7 +224,7 @@ async def test_two_workers_one_publishes_and_the_other_takes_over_when_it_dies(
 # --- --processes N on one port ------------------------------------------------------------
 
 @pytest.mark.gen_test(timeout=120)
-async def test_processes_share_one_port_and_are_restarted_and_stopped(tmp_path, redis_server):  # noqa: F811
+async def test_processes_share_one_port_and_are_restarted_and_stopped(tmp_path, redis_server):
     port = free_port()
     config = tmp_path / "config.toml"
     config.write_text(config_text(hub=redis_hub(redis_server.url), port=port))
@@ -291,7 +290,7 @@ async def push(web, value: str) -> int:
 
 @pytest.mark.gen_test(timeout=180)
 async def test_two_web_processes_and_a_worker_deliver_every_event_and_survive_a_web_death(
-        tmp_path, redis_server, pg_url, processes):  # noqa: F811
+        tmp_path, redis_server, pg_url, processes):
     config = tmp_path / "config.toml"
     config.write_text(config_text(hub=redis_hub(redis_server.url), storage=pg_url, every="50ms"))
     webs = [processes.start(config, "web", wait=False), processes.start(config, "web", wait=False)]

@@ -9,7 +9,7 @@ import pytest
 from dashboard.config import ConfigError
 from dashboard.sources import SourceError
 from dashboard.sources.sql import read_only_problem
-from tests.backends import free_port, pg_url  # noqa: F401  (pg_url is a fixture)
+from tests.backends import free_port
 from tests.configs import one_widget, table
 from tests.helpers import build_widget_source, wait_until
 
@@ -223,7 +223,7 @@ def pg_source(tmp_path, url: str, query: str, view: str = "number", extra: str =
 
 
 @pytest.fixture
-def pg_counts(pg_url, io_loop):  # noqa: F811
+def pg_counts(pg_url, io_loop):
     io_loop.run_sync(lambda: pg_execute(
         pg_url, "CREATE TABLE counts (name text, n integer, share numeric)",
         "INSERT INTO counts VALUES ('builds', 7, 0.7), ('deploys', 3, 0.3)"))
@@ -293,7 +293,7 @@ async def test_postgres_statement_timeout_is_the_widget_timeout(tmp_path, pg_cou
 
 
 @pytest.mark.gen_test(timeout=20)
-async def test_postgres_errors_never_show_the_password(tmp_path, pg_url):  # noqa: F811
+async def test_postgres_errors_never_show_the_password(tmp_path, pg_url):
     host = pg_url.split("@", 1)[1].split("/", 1)[0]
     down = pg_source(tmp_path, f"postgresql+asyncpg://postgres:Sup3r-Secret@127.0.0.1:{free_port()}/test",
                      "SELECT 1")
