@@ -23,7 +23,7 @@ from dashboard.hub import encode_sample
 from dashboard.models import Sample
 from dashboard.sse import Decoder, Event, decode, encode_event
 from tests.configs import dashboard, loopback_server, push_widget, push_widgets, table, toml_value, widget
-from tests.helpers import TOKEN, write_config
+from tests.helpers import TOKEN, wait_until, write_config
 from tests.test_auth import ALICE_HASH, LOBBY_TOKEN, SECRET
 from tests.webclient import WebClient
 
@@ -140,7 +140,9 @@ PUSH_CONFIG = (
     + dashboard("main", ["a", "b", "rows", "state", "gauge", "ticker", "clock"])
     + push_widgets(a="number", b="text", rows="list", state="status")
     + push_widget("gauge", "meter", min=0, max=10)
-    + widget("ticker", "number", source={"kind": "random_walk"})
+    # Fed by a source, for the 409 path; it runs once at start and then not for an hour,
+    # so that every sample stored during a request is the request's doing.
+    + widget("ticker", "number", every="1h", source={"kind": "random_walk"})
     + widget("clock", "clock")
 )
 DOCUMENTED = {200, 400, 401, 403, 404, 409, 413, 415, 429}
@@ -214,7 +216,12 @@ def push_requests(draw) -> tuple[str, dict, bytes]:
 
 @pytest.fixture
 def push_server(servers, io_loop):
-    return io_loop.run_sync(lambda: servers.start(PUSH_CONFIG))
+    async def started():
+        server = await servers.start(PUSH_CONFIG)
+        await wait_until(lambda: "ticker" in server.runtime.scheduler.last, message="the ticker's one sample stored")
+        return server
+
+    return io_loop.run_sync(started)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=FIXTURES_OK)
