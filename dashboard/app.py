@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import jinja2
@@ -12,11 +11,11 @@ from .ratelimit import RateLimiter
 from .runtime import Runtime
 from .web.api import HistoryHandler
 from .web.auth import LoginHandler, LogoutHandler
-from .web.base import BaseHandler, NotFoundHandler
+from .web.base import BaseHandler, NotFoundHandler, log_access
 from .web.health import HealthHandler, MetricsHandler
 from .web.pages import DashboardHandler, IndexHandler
 from .web.push import WidgetPushHandler, WidgetsPushHandler
-from .web.security import SecureStaticFileHandler, redact_uri
+from .web.security import SecureStaticFileHandler
 from .web.stream import StreamHandler
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,11 +23,6 @@ TEMPLATES = ROOT / "templates"
 STATIC = ROOT / "static"
 
 ID = r"([A-Za-z0-9_-]+)"
-
-access_log = logging.getLogger("tornado.access")
-# Probes and scrapes come every few seconds: their successes are logged at debug only.
-QUIET_PATHS = ("/healthz", "/metrics")
-
 
 def make_templates() -> jinja2.Environment:
     return jinja2.Environment(
@@ -74,16 +68,8 @@ def make_app(runtime: Runtime, **settings) -> tornado.web.Application:
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
-    """Tornado's access line, and for a stream (logged when it closes) what it sent."""
-    status = handler.get_status()
+    """Tornado's access line (an open stream writes its own when it closes)."""
     request = handler.request
-    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-    if status < 400 and request.path in QUIET_PATHS:
-        level = logging.DEBUG
-    if not access_log.isEnabledFor(level):
-        return
-    details = getattr(handler, "access_details", None)
     # No secret from a query (a kiosk link's ?token=) in the log; the client behind a trusted proxy.
     client = handler.client_ip if isinstance(handler, BaseHandler) and handler.runtime else request.remote_ip
-    access_log.log(level, "%d %s %s (%s) %.2fms%s", status, request.method, redact_uri(request.uri), client,
-                   1000.0 * request.request_time(), f" {details()}" if details else "")
+    log_access(handler.get_status(), request.method, request.path, request.uri, client, request.request_time())

@@ -9,10 +9,13 @@ Each event is encoded to bytes once, in publish(); every reader of every topic
 writes those same bytes.
 
 Readers subscribe(): a topic with subscribers runs one fan-out pass per burst
-of events (or per `batch` window), in which every idle subscriber gets
-push(payload, upto, count); subscribers at the same cursor share one joined
+of events (or per `batch` window), in which every idle subscriber gets the
+events after its cursor; subscribers at the same cursor share one joined
 payload. No future, task or timer per reader per event, as the chat demo's
 Condition would have: with thousands of readers those were most of the CPU.
+A `direct` reader takes the payload, framed once per pass by the topic's
+`frame` (an HTTP chunk, say), through its `send` right in the pass's loop;
+any other gets push(payload, upto, count).
 Likewise one timer per topic calls tick(now) on every subscriber every
 `tick_every` seconds (keep-alives, lifetimes), not a timer per reader.
 """
@@ -43,7 +46,7 @@ class Topic:
     """
 
     __slots__ = ("name", "size", "ids", "chunks", "floor", "last_id", "event_id", "controls", "latest",
-                 "readers", "subscribers", "batch", "_pass", "tick_every", "_ticker", "on_sent")
+                 "readers", "subscribers", "batch", "_pass", "tick_every", "_ticker", "on_sent", "frame")
 
     def __init__(self, name: str, size: int, floor: int):
         self.name = name
@@ -56,15 +59,19 @@ class Topic:
         self.controls = 0  # control events after event_id
         self.latest: dict[str, tuple[int, bytes, Sample]] = {}
         self.readers = 0
-        # Readers fed by fan-out passes: objects with `cursor`, `busy`, push(payload,
-        # upto, count), tick(now) and end(). A dict: an ordered set with O(1) removal.
+        # Readers fed by fan-out passes: objects with `cursor`, `busy` (skip me: I am still
+        # writing), `direct` (I take frame(payload) through send()), push(payload, upto,
+        # count), tick(now) and end(); a direct reader also has send(data) -> bytes taken,
+        # stalled(data, taken), lost(), events_sent and bytes_sent. A dict: an ordered set
+        # with O(1) removal.
         self.subscribers: dict = {}
+        self.frame = bytes  # how direct readers take a payload: as it is, unless a transport says
         self.batch = 0.0  # seconds a pass waits after the first event, to take the next ones along
         self._pass = None
         self.tick_every = 1.0
         self._ticker = None
-        # Called with (events, bytes) once per pass, not per reader: counting for metrics
-        # at every push cost a tenth of the fan-out's CPU.
+        # Called with (events, bytes, snapshots) once per pass, not per reader: counting
+        # for metrics at every push cost a tenth of the fan-out's CPU.
         self.on_sent = None
 
     def append(self, sample: Sample, chunk: bytes) -> None:
@@ -111,10 +118,11 @@ class Topic:
     def feed(self, reader) -> None:
         """Push whatever is newer than the reader's cursor (e.g. once its slow write drained)."""
         if reader.cursor < self.last_id and not reader.busy and reader in self.subscribers:
+            snapshot = int(reader.cursor < self.floor)
             payload, count = self.payload(reader.cursor)
             reader.push(payload, self.last_id, count)
             if self.on_sent is not None:
-                self.on_sent(count, len(payload))
+                self.on_sent(count, len(payload), snapshot)
 
     def payload(self, cursor) -> tuple[bytes, int]:
         """Everything after `cursor` as one write, and how many events it holds; the
@@ -126,28 +134,48 @@ class Topic:
 
     def _fan_out(self) -> None:
         self._pass = None
-        upto = self.last_id
-        groups = {}  # cursor -> (payload, events, bytes)
-        group_cursor = payload = count = length = None
-        events = size = 0
-        # A copy: a push that finds its connection dead may unsubscribe while we go.
-        # This loop runs once per reader per event: it is kept to the bare minimum.
+        upto, floor, frame = self.last_id, self.floor, self.frame
+        groups = {}  # cursor -> (payload, framed, events, bytes, framed bytes, snapshot)
+        group_cursor = payload = framed = None
+        count = length = framed_length = events = size = snapshots = 0
+        snapshot = False
+        # A copy: a send that finds its connection dead unsubscribes while we go. This loop
+        # runs once per reader per event, and it is most of what the server does besides
+        # the send itself: it is kept to the bare minimum.
         for reader in list(self.subscribers):
             cursor = reader.cursor
-            if cursor >= upto or reader.busy:
-                continue  # a busy reader catches up through feed() when its write drains
             if cursor != group_cursor:  # readers nearly all share one cursor
+                if cursor >= upto:
+                    continue
                 group = groups.get(cursor)
                 if group is None:
                     data, n = self.payload(cursor)
-                    group = groups[cursor] = (data, n, len(data))
+                    framed_data = frame(data)
+                    group = groups[cursor] = (data, framed_data, n, len(data), len(framed_data), cursor < floor)
                 group_cursor = cursor
-                payload, count, length = group
-            reader.push(payload, upto, count)
+                payload, framed, count, length, framed_length, snapshot = group
+            if reader.direct:
+                reader.cursor = upto
+                reader.events_sent += count
+                reader.bytes_sent += length
+                try:
+                    taken = reader.send(framed)
+                except (BlockingIOError, InterruptedError):
+                    taken = 0  # its buffer is full
+                except OSError:  # the peer is gone
+                    reader.lost()
+                    continue
+                if taken != framed_length:
+                    reader.stalled(framed, taken)
+            elif reader.busy:
+                continue  # it catches up through feed() when its write drained
+            else:
+                reader.push(payload, upto, count)
             events += count
             size += length
+            snapshots += snapshot
         if events and self.on_sent is not None:
-            self.on_sent(events, size)
+            self.on_sent(events, size, snapshots)
 
     def _tick(self) -> None:
         if not self.subscribers:

@@ -56,9 +56,11 @@ class Metrics:
         if outcome == ERROR:
             self.source_errors.labels(widget_id).inc()
 
-    def stream_wrote(self, events: int, size: int) -> None:
+    def stream_wrote(self, events: int, size: int, snapshots: int = 0) -> None:
         self.events_sent.inc(events)
         self.bytes_sent.inc(size)
+        if snapshots:
+            self.snapshots_sent.inc(snapshots)
 
     def push_answered(self, status: int) -> None:
         self.push_requests.labels(str(status)).inc()

@@ -31,7 +31,7 @@ class Runtime:
     metrics: Any = None  # dashboard.metrics.Metrics: counters handlers and tickers bump
     started: float = field(default_factory=time.time)
     ready: bool = False
-    streams: set = field(default_factory=set)  # open StreamHandlers
+    streams: set = field(default_factory=set)  # open streams (web/stream.py LiveStream)
     streams_per_ip: Counter = field(default_factory=Counter)  # remote address -> open streams, for the per-IP limit
 
     def topics_of(self, widget_id: str) -> tuple[str, ...]:

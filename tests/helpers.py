@@ -91,6 +91,17 @@ class RunningServer:
     async def stop(self) -> None:
         await self.server.stop()
 
+    async def stream_of(self, client: "StreamClient"):
+        """The server's open stream for `client` (found by the client's port), once it
+        left its opening and holds the socket."""
+        port = client.writer.get_extra_info("sockname")[1]
+
+        def live():
+            found = [s for s in self.runtime.streams if s.socket is not None and s.socket.getpeername()[1] == port]
+            return found[0] if found else None
+
+        return await wait_until(live, message=f"the server's stream for client port {port}")
+
 
 class ServerFactory:
     """Starts real servers on port 0 with a SQLite file in a temp dir; stops them all at teardown.

@@ -151,7 +151,9 @@ def test_seed_keeps_newer_values_already_published():
 
 
 class Reader:
-    """A subscriber as the stream handler is one: a cursor, a busy flag, push/tick/end."""
+    """A subscriber fed through push(): a cursor, a busy flag, push/tick/end."""
+
+    direct = False
 
     def __init__(self, cursor=0):
         self.cursor = cursor
@@ -236,3 +238,97 @@ def test_topic_trims_to_size_when_twice_full():
     assert topic.ids == list(range(1, 9))
     topic.append(sample(9), b"x")
     assert (topic.ids, topic.floor) == ([6, 7, 8, 9], 5)
+
+
+class DirectReader(Reader):
+    """A subscriber the fan-out sends to itself: send() takes at most `room` bytes,
+    or raises what a socket would."""
+
+    direct = True
+
+    def __init__(self, cursor=0, room=1 << 20, error=None):
+        super().__init__(cursor)
+        self.room = room
+        self.error = error
+        self.sent = []
+        self.events_sent = self.bytes_sent = 0
+        self.stalls = []
+        self.gone = False
+
+    def send(self, data):
+        if self.error is not None:
+            raise self.error
+        taken = min(self.room, len(data))
+        self.sent.append(bytes(data[:taken]))
+        return taken
+
+    def stalled(self, data, taken):
+        self.stalls.append((data, taken))
+        self.busy, self.direct = True, False
+
+    def lost(self):
+        self.gone = True
+
+
+@pytest.mark.gen_test(timeout=5)
+async def test_direct_readers_get_the_payload_framed_once_by_the_topic():
+    hub = hub_with({"main": ["a"]})
+    topic = hub.topic("main")
+    framed_payloads = []
+
+    def frame(payload):
+        framed_payloads.append(payload)
+        return b"<" + payload + b">"
+
+    topic.frame = frame
+    counted = []
+    topic.on_sent = lambda events, size, snapshots: counted.append((events, size, snapshots))
+    readers = [DirectReader() for _ in range(3)] + [Reader()]
+    for reader in readers:
+        topic.subscribe(reader)
+    hub.publish(sample(1), ["main"])
+    hub.publish(sample(2), ["main"])
+    await next_pass()
+    payload = readers[3].pushes[0][0]  # the push()-fed reader gets it unframed
+    assert ids_of([payload]) == [1, 2]
+    assert framed_payloads == [payload]  # one frame() for the whole pass
+    assert all(r.sent == [b"<" + payload + b">"] for r in readers[:3])
+    assert all((r.cursor, r.events_sent, r.bytes_sent) == (2, 2, len(payload)) for r in readers[:3])
+    assert counted == [(8, 4 * len(payload), 0)]
+
+
+@pytest.mark.gen_test(timeout=5)
+async def test_a_direct_reader_whose_socket_is_full_or_gone_is_told_and_the_rest_carry_on():
+    hub = hub_with({"main": ["a"]})
+    topic = hub.topic("main")
+    full, partly, gone, fine = (DirectReader(error=BlockingIOError()), DirectReader(room=10),
+                                DirectReader(error=ConnectionResetError()), DirectReader())
+    for reader in (full, partly, gone, fine):
+        topic.subscribe(reader)
+    hub.publish(sample(1), ["main"])
+    await next_pass()
+    framed = fine.sent[0]
+    assert full.stalls == [(framed, 0)] and partly.stalls == [(framed, 10)]
+    assert gone.gone and not gone.stalls
+    # Stalled readers are skipped until they drained; the others get the next event.
+    hub.publish(sample(2), ["main"])
+    await next_pass()
+    assert len(fine.sent) == 2 and len(partly.sent) == 1 and full.sent == []
+    assert (full.cursor, partly.cursor) == (1, 1)
+
+
+@pytest.mark.gen_test(timeout=5)
+async def test_readers_that_fell_off_the_buffer_get_a_snapshot_and_are_counted():
+    hub = hub_with({"main": ["a", "b"]}, size=2)
+    topic = hub.topic("main")
+    counted = []
+    topic.on_sent = lambda events, size, snapshots: counted.append(snapshots)
+    behind, current = DirectReader(), DirectReader()
+    topic.subscribe(current)
+    for event_id in range(1, 6):
+        hub.publish(sample(event_id, widget="ab"[event_id % 2]), ["main"])
+        await next_pass()  # one pass per event: `current` keeps up
+    topic.subscribe(behind)  # at cursor 0, which the buffer no longer holds
+    assert counted == [0, 0, 0, 0, 0, 1]
+    assert ids_of(current.sent) == [1, 2, 3, 4, 5]
+    assert ids_of([payload for payload, _, _ in behind.pushes]) == [4, 5]

@@ -41,12 +41,6 @@ async def assert_refused(server, *, local_host="127.0.0.1") -> None:
     assert 1000 <= client.decoder.retry <= 5000
 
 
-def handler_of(server, client: StreamClient):
-    port = client.writer.get_extra_info("sockname")[1]
-    (handler,) = [h for h in server.runtime.streams if h.request.connection.stream.socket.getpeername()[1] == port]
-    return handler
-
-
 def counts(server) -> dict:
     return dict(server.runtime.streams_per_ip)
 
@@ -138,7 +132,8 @@ async def test_streams_opened_together_end_spread_out(servers):
     each stream draws its own end within the last 15% of the lifetime."""
     server = await servers.start(config_with(max_stream_lifetime='"1h"'))
     clients = [await open_stream(server) for _ in range(5)]
-    lifetimes = [h._deadline - h._last_write for h in server.runtime.streams]  # no write since the opening
+    streams = [await server.stream_of(client) for client in clients]
+    lifetimes = [s.deadline - s.last_write for s in streams]  # no write since the opening
     assert all(0.85 * 3600 <= lifetime <= 3600 for lifetime in lifetimes)
     assert len(set(lifetimes)) == 5
     for client in clients:
@@ -154,7 +149,7 @@ async def test_streams_opened_together_end_spread_out(servers):
 async def test_stream_sockets_have_tcp_keepalive_no_nagle_and_a_bounded_send_buffer(servers):
     server = await servers.start()
     client = await open_stream(server)
-    sock = handler_of(server, client).request.connection.stream.socket
+    sock = (await server.stream_of(client)).socket
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == stream_module.TCP_KEEPALIVE_IDLE
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == stream_module.TCP_KEEPALIVE_INTERVAL
@@ -237,4 +232,27 @@ async def test_an_http_1_0_client_gets_the_events_unchunked(servers):
     assert body.startswith(b"retry: 3000\n\nevent: hello\n")
     events = [e for e in decode(body) if e.type != "hello"]
     assert [(e.type, int(e.last_event_id)) for e in events] == [("a", samples[0].id), ("b", samples[1].id)]
+    writer.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_stream_that_ends_ends_its_chunked_answer_properly_and_closes(servers):
+    """After its lifetime the answer ends as HTTP/1.1 says (the zero-length chunk), so that
+    a proxy sees a complete answer, and the connection closes: the stream left Tornado's
+    hands at its opening, so it is not kept alive for another request."""
+    server = await servers.start(config_with(max_stream_lifetime='"300ms"'))
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET /events/main HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert b"transfer-encoding: chunked" in head.lower()
+    body = await asyncio.wait_for(reader.read(), 10)  # until the server closes
+    assert body.endswith(b"\r\n0\r\n\r\n")
+    chunks, rest = [], body
+    while rest:
+        size, _, rest = rest.partition(b"\r\n")
+        chunks.append(rest[:int(size, 16)])
+        assert rest[int(size, 16):int(size, 16) + 2] == b"\r\n"
+        rest = rest[int(size, 16) + 2:]
+    assert chunks[-1] == b"" and decode(b"".join(chunks))[0].type == "hello"
+    await wait_until(lambda: not server.runtime.streams, message="the stream to be gone")
     writer.close()

@@ -98,12 +98,9 @@ async def test_a_client_that_fell_behind_counts_as_a_snapshot(servers):
     server = await servers.start(SMALL_BUFFER)
     slow = await StreamClient.open_from(server.url("/events/main"), receive_buffer=4096)
     assert (await slow.next_event()).type == "hello"
-    port = slow.writer.get_extra_info("sockname")[1]
-    await wait_until(lambda: len(server.runtime.streams) == 1, message="the stream")
-    (handler,) = server.runtime.streams
-    assert handler.request.connection.stream.socket.getpeername()[1] == port
+    stream = await server.stream_of(slow)
     # Small kernel buffers, whatever the host's TCP tuning: the client then falls behind soon.
-    handler.request.connection.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
     big = "x" * 4000
     for batch in range(100):
         last = (await server.runtime.recorder.record_many([("b", f"{big} {batch}.{n}", "ok", None)

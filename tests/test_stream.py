@@ -405,13 +405,10 @@ async def test_a_slow_client_costs_the_server_constant_memory(servers):
     assert (await slow.next_event()).type == "hello"
     fast = await open_stream(server)
     await wait_until(lambda: stream_count(server) == 2, message="both streams")
-    slow_port = slow.writer.get_extra_info("sockname")[1]
-    (handler,) = [h for h in server.runtime.streams
-                  if h.request.connection.stream.socket.getpeername()[1] == slow_port]
-    written = handler.request.connection.stream
+    stream = await server.stream_of(slow)
     # Small kernel buffers on both ends, whatever the host's TCP tuning: the backlog
     # then has to wait in the server, where the test can see it.
-    written.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
     big = "x" * 4000
     published = []
     fast_got = []
@@ -424,12 +421,12 @@ async def test_a_slow_client_costs_the_server_constant_memory(servers):
         for topic in hub.topics.values():
             assert len(topic.ids) <= 32 and len(topic.chunks) <= 32
         fast_got += await read_through(fast, published[-1].id)
-        most_buffered = max(most_buffered, len(written._write_buffer))
+        most_buffered = max(most_buffered, len(stream.pending or b""))
     assert ids(fast_got) == [s.id for s in published]
     # What waits in the server's write buffer for the slow client is at most one
     # batch of the shared ring buffer (2 x 16 events), never the 12 MB backlog.
     assert most_buffered <= 2 * 16 * 4100
-    stalled_at = handler.events_sent
+    stalled_at = stream.events_sent
     assert stalled_at < len(published) / 4
     newest = {s.widget: s.id for s in published}
     got = []
@@ -439,7 +436,7 @@ async def test_a_slow_client_costs_the_server_constant_memory(servers):
     assert received == sorted(set(received)), "in order, nothing twice"
     assert len(received) < len(published) / 4, "a snapshot, not the backlog"
     assert sorted(received[-2:]) == sorted(newest.values())
-    assert handler.events_sent - stalled_at <= 2 + 32
+    assert stream.events_sent - stalled_at <= 2 + 32
     # And it is live again.
     live = await server.record("a", -1)
     assert ids([await slow.next_widget_event()]) == [live.id]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from http import HTTPStatus
 from typing import Any
 
@@ -12,6 +13,21 @@ from .. import auth
 from ..runtime import Runtime
 from .security import redact_uri, set_page_headers
 from .sessions import viewers_of
+
+access_log = logging.getLogger("tornado.access")
+# Probes and scrapes come every few seconds: their successes are logged at debug only.
+QUIET_PATHS = ("/healthz", "/metrics")
+
+
+def log_access(status: int, method: str, path: str, uri: str, client: str, seconds: float,
+               details: str = "") -> None:
+    """One access line. No secret from a query (a kiosk link's ?token=) goes in it."""
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    if status < 400 and path in QUIET_PATHS:
+        level = logging.DEBUG
+    if access_log.isEnabledFor(level):
+        access_log.log(level, "%d %s %s (%s) %.2fms%s", status, method, redact_uri(uri), client,
+                       1000.0 * seconds, f" {details}" if details else "")
 
 
 class BaseHandler(tornado.web.RequestHandler):

@@ -1,26 +1,29 @@
 """GET /events/<dashboard>: one Server-Sent Events stream per open page.
 
 Deliberate oddities, please read before "fixing":
-- A stream writes again only after its previous flush finished. Tornado has no
-  write timeout and an unbounded write buffer; while a slow client's flush is
-  pending, new events just pile up in the hub's shared buffer, and the next
-  write batches them (or, when the client fell off the buffer, a snapshot).
 - Over a limit, or while the server stops, the answer is still 200 with a
   jittered `retry:`: a browser never reconnects after a non-200 answer.
 - Compression is switched off for this handler: a gzip stream would hold events
   back in the compressor.
-- Once the opening is sent, get() returns without finishing the answer, and
-  events are written by the topic's fan-out pass calling push(), which sends
-  the bytes (framed as an HTTP chunk) straight to the socket. Tornado's write
-  path (a Future, a chunk header and a buffer per write) and a wake-up per
-  reader per event cost several times the send itself at thousands of streams.
-  Only when the kernel does not take everything does the rest go through
-  Tornado's IOStream, and the stream counts as busy until that drained. Never
-  on TLS: there the IOStream must do the writing.
+- Tornado serves the opening (headers, retry, hello, current values or what a
+  resuming page missed); then the handler detaches the connection from
+  Tornado's HTTP machinery and hands its socket to a LiveStream, which the
+  topic's fan-out feeds. An open stream is then that small object and its
+  socket: no RequestHandler, request, HTTP connection, IOStream, coroutine,
+  task, future or timer per stream (at 10,000 streams those were most of the
+  memory, and Tornado's write path cost several times the send itself).
+- A LiveStream writes again only after its previous write went out whole. A
+  slow client's leftover bytes wait in the stream (one payload at most) until
+  its socket is writable; meanwhile new events pile up in the hub's shared
+  buffer, and the next write batches them (or, when the client fell off the
+  buffer, a snapshot).
+- The server speaks plain HTTP (TLS ends at a proxy), so the socket takes the
+  bytes as they are; an HTTP/1.1 answer is framed as chunks by hand.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -30,13 +33,13 @@ import time
 from time import monotonic
 
 import tornado.web
-from tornado import httputil
-from tornado.iostream import IOStream, StreamClosedError
+from tornado.ioloop import IOLoop
+from tornado.iostream import StreamClosedError
 
 from .. import __version__, auth
 from ..hub import Topic, encode_sample
 from ..sse import encode_comment, encode_event, encode_retry
-from .base import BaseHandler
+from .base import BaseHandler, log_access
 from .sessions import renew
 
 log = logging.getLogger("dashboard.stream")
@@ -48,6 +51,7 @@ KEEPALIVE = encode_comment("keep-alive")
 # page handler sends it to the sign-in page or says why not.
 SIGN_IN_NEEDED = encode_event(json.dumps({"reason": "sign-in needed"}), event="reload")
 SESSION_ENDED = encode_event(json.dumps({"reason": "session ended"}), event="reload")
+LAST_CHUNK = b"0\r\n\r\n"
 # TCP keepalive on stream sockets: a peer that vanished (a laptop lid, a dead Wi-Fi)
 # while its stream was quiet is found within about idle + interval * count seconds.
 TCP_KEEPALIVE_IDLE = 60
@@ -82,31 +86,15 @@ def tune_stream_socket(sock: socket.socket) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
-def direct_socket(request) -> tuple[socket.socket | None, bool]:
-    """The socket that push() may send to itself, and whether to frame what it sends
-    as HTTP chunks; None when Tornado must write (TLS, or chunking we did not expect)."""
-    connection = request.connection
-    stream = getattr(connection, "stream", None)
-    if type(stream) is not IOStream:  # SSLIOStream encrypts in its own write path
-        return None, False
-    # Tornado chunks an HTTP/1.1 answer that has no Content-Length; HTTP/1.0 gets raw bytes.
-    chunked = request.version == "HTTP/1.1"
-    if getattr(connection, "_chunking_output", chunked) != chunked:
-        return None, False
-    return stream.socket, chunked
+def chunk(payload: bytes) -> bytes:
+    """One HTTP/1.1 chunk (never an empty one: that would end the answer)."""
+    return b"%x\r\n%b\r\n" % (len(payload), payload) if payload else b""
 
 
 class StreamHandler(BaseHandler):
-    _closed = False  # the client left
-    _ended = False  # end() ran
-    _topic = None  # set while the stream counts as open (limits, readers)
-    busy = False  # a write is pending in Tornado's buffer: no push until it drained
-    cursor = 0
-    _viewer = None  # who the stream is for, on a dashboard that is not public
-    _session_end = math.inf  # monotonic time
-    _access_config = None  # the config the viewer was last checked against
-    events_sent = 0
-    bytes_sent = 0  # keep-alives included
+    """Serves a stream's opening through Tornado, then hands it to a LiveStream."""
+
+    _closed = False  # the client left before the hand-over
 
     def prepare(self) -> None:
         self._transforms = []  # never gzip an event stream
@@ -123,89 +111,49 @@ class StreamHandler(BaseHandler):
             # Never a 401 here: an EventSource stops for good after one. A `reload` takes the
             # page to its own answer (the sign-in page, or why not); the long retry keeps a
             # page that does not reload from asking often.
-            self.set_header("Connection", "close")
-            await self.finish(encode_retry(random.randint(10_000, 20_000)) + SIGN_IN_NEEDED)
-            self.request.connection.close()
+            await self._turn_away(encode_retry(random.randint(10_000, 20_000)) + SIGN_IN_NEEDED)
             return
-        self._watch_access(dashboard)
         if self._refused():
-            # Close the connection too: a keep-alive connection kept open by a client
-            # we turned away would still cost what the limit is there to save.
-            self.set_header("Connection", "close")
-            await self.finish(jittered_retry())
-            self.request.connection.close()
+            await self._turn_away(jittered_retry())
             return
-        self.stream = topic
-        self.events_sent = 0
-        self._enter(topic)
+        stream = LiveStream(self.runtime, topic, self.client_ip)
         try:
+            self._watch_access(dashboard, stream)
             cursor, chunks = await self._opening(topic, dashboard.widgets)
             hello = encode_event(json.dumps({"server": self.runtime.instance, "version": __version__}), event="hello")
-            await self._send([encode_retry(RETRY_MS), hello, *chunks])
+            await self._send(stream, [encode_retry(RETRY_MS), hello, *chunks])
         except StreamClosedError:
             self._closed = True
-            self.end()
-            return
         except BaseException:
-            self._leave()
+            stream.leave()
             raise
-        self._follow(topic, cursor)
+        if self._closed:
+            stream.leave()
+            return
+        if self.runtime.hub.closed:  # the server stops: come back soon, elsewhere
+            stream.leave()
+            await self.finish(jittered_retry())
+            return
+        self._hand_over(stream, cursor)
 
-    def _watch_access(self, dashboard) -> None:
-        """Remember who this stream is for, so that tick() can end it with the session."""
+    async def _turn_away(self, answer: bytes) -> None:
+        # Close the connection too: a keep-alive connection kept open by a client
+        # we turned away would still cost what the limit is there to save.
+        self.set_header("Connection", "close")
+        await self.finish(answer)
+        self.request.connection.close()
+
+    def _watch_access(self, dashboard, stream: LiveStream) -> None:
+        """Remember who this stream is for, so that the stream can end with the session."""
         viewer = self.viewers.get(dashboard.auth)
         if viewer is None:
             return
         viewer = renew(self, viewer)  # before the headers go out: the cookie travels with them
-        self._viewer = viewer
-        self._access_config = self.config
+        stream.viewer = viewer
+        stream.remote_ip = self.request.remote_ip
+        stream.access_config = self.config
         if viewer.expires is not None:
-            self._session_end = monotonic() + (viewer.expires - time.time())
-
-    def _still_allowed(self, now: float) -> bool:
-        if now >= self._session_end:
-            return False
-        config = self.runtime.config
-        if config is self._access_config:
-            return True
-        # A reload: the user, the token, the secret or the dashboard's rule may have changed.
-        viewer = self._viewer
-        dashboard = config.dashboard(self._topic.name)
-        if dashboard is None:
-            return True  # a removed dashboard's streams get `reload` from the reload itself
-        if viewer.kind == auth.PROXY:
-            valid = auth.is_trusted(self.request.remote_ip, config.server.trusted_proxies)
-        else:
-            valid = auth.session_valid(config.auth, viewer, time.time())
-        if not (valid and auth.may_see(dashboard, {viewer.kind: viewer})):
-            return False
-        self._access_config = config
-        return True
-
-    def _revoke(self) -> None:
-        log.info("stream of %s on %s ended: session expired or revoked", self._viewer.name, self._topic.name)
-        if not self.busy:  # else Tornado still holds bytes of ours: the browser reconnects and learns then
-            self._write_now(SESSION_ENDED)
-        self.end()
-
-    def _enter(self, topic: Topic) -> None:
-        self._topic = topic
-        self._ip = self.client_ip
-        self.runtime.streams.add(self)
-        self.runtime.streams_per_ip[self._ip] += 1
-        topic.readers += 1
-
-    def _leave(self) -> None:
-        topic, self._topic = self._topic, None
-        if topic is None:
-            return
-        topic.unsubscribe(self)
-        topic.readers -= 1
-        self.runtime.streams.discard(self)
-        per_ip = self.runtime.streams_per_ip
-        per_ip[self._ip] -= 1
-        if per_ip[self._ip] <= 0:
-            del per_ip[self._ip]
+            stream.session_end = monotonic() + (viewer.expires - time.time())
 
     def _refused(self) -> bool:
         server = self.config.server
@@ -242,126 +190,229 @@ class StreamHandler(BaseHandler):
             return topic.last_id, topic.snapshot(last)
         return upto, [encode_sample(sample) for sample in samples]
 
-    def _follow(self, topic: Topic, cursor) -> None:
-        """Hand the stream to the topic's fan-out. get() then returns: an open stream
-        holds no coroutine, task, future or timer of its own (at 10,000 streams those
-        were a good part of the memory), and end() finishes it."""
-        server = self.config.server
-        if self._closed or self.runtime.hub.closed:
-            self.end()
+    async def _send(self, stream: LiveStream, chunks: list[bytes]) -> None:
+        data = b"".join(chunks)
+        self.write(data)
+        stream.events_sent += len(chunks)
+        stream.bytes_sent += len(data)
+        self.runtime.metrics.stream_wrote(len(chunks), len(data))
+        await self.flush()
+
+    def _hand_over(self, stream: LiveStream, cursor) -> None:
+        """Tornado's part ends here; get() returns and the handler, the request and the
+        HTTP connection go. The stream keeps the socket and what its access line needs."""
+        request = self.request
+        # Tornado chunks an HTTP/1.1 answer without a Content-Length (this one); an HTTP/1.0
+        # answer is the bytes as they are, and its end is the end of the connection.
+        chunked = request.version == "HTTP/1.1"
+        stream.access = (request.method, request.path, request.uri, time.time() - request.request_time())
+        iostream = self.detach()  # its write buffer is empty: flush() waited for it
+        if iostream.closed():
+            stream.leave()
             return
-        # Tornado's own switch (RequestHandler._execute): do not finish when get() returns.
-        self._auto_finish = False
-        self._forget_headers()
-        self._socket, self._chunked = direct_socket(self.request)
-        tune_stream_socket(self.request.connection.stream.socket)
+        sock = iostream.socket
+        IOLoop.current().remove_handler(sock.fileno())  # the IOStream's, watching for a close
+        stream.follow(sock, chunked, cursor)
+
+    def on_connection_close(self) -> None:
+        # Before the hand-over only: the client left during the opening.
+        self._closed = True
+
+
+class LiveStream:
+    """An open event stream after its opening: a socket, a cursor in its topic's
+    buffer, and a few counters. The topic's fan-out calls push(); its timer calls
+    tick() (keep-alives, the stream's lifetime, its viewer's session)."""
+
+    __slots__ = ("runtime", "topic", "ip", "cursor", "busy", "direct", "send", "socket", "fd", "chunked",
+                 "pending", "ended", "events_sent", "bytes_sent", "keepalive", "deadline", "last_write",
+                 "bytes_noticed", "viewer", "remote_ip", "session_end", "access_config", "access")
+
+    def __init__(self, runtime, topic: Topic, ip: str):
+        self.runtime = runtime
+        self.topic = topic  # None once the stream no longer counts as open
+        self.ip = ip
+        self.cursor = 0
+        self.busy = False  # bytes of the last write wait for the socket: no push until they went
+        self.direct = False  # the topic's fan-out may send() chunks to the socket itself
+        self.socket = None
+        self.pending = None
+        self.ended = False
+        self.events_sent = 0
+        self.bytes_sent = 0  # keep-alives included
+        self.viewer = None  # who the stream is for, on a dashboard that is not public
+        self.session_end = math.inf  # monotonic time
+        self.access = None
+        runtime.streams.add(self)
+        runtime.streams_per_ip[ip] += 1
+        topic.readers += 1
+
+    def leave(self) -> None:
+        """No longer open: out of the topic and of the counts behind the limits."""
+        topic, self.topic = self.topic, None
+        if topic is None:
+            return
+        topic.unsubscribe(self)
+        topic.readers -= 1
+        self.runtime.streams.discard(self)
+        per_ip = self.runtime.streams_per_ip
+        per_ip[self.ip] -= 1
+        if per_ip[self.ip] <= 0:
+            del per_ip[self.ip]
+
+    def follow(self, sock: socket.socket, chunked: bool, cursor) -> None:
+        """Take over the socket, and be fed by the topic from `cursor` on."""
+        server = self.runtime.config.server
+        topic = self.topic
+        self.socket = sock
+        self.send = sock.send
+        self.fd = sock.fileno()
+        self.chunked = self.direct = chunked
+        tune_stream_socket(sock)
+        asyncio.get_running_loop().add_reader(self.fd, self._readable)
         self.cursor = cursor
-        self.busy = False  # in the instance, not the class: the fan-out reads it per event
-        self._keepalive = server.keepalive
-        self._last_write = monotonic()  # as tick() last noticed it: no clock read per write
-        self._bytes_noticed = self.bytes_sent
-        self._deadline = self._last_write + server.max_stream_lifetime * random.uniform(0.85, 1.0)
+        self.keepalive = server.keepalive
+        self.last_write = monotonic()  # as tick() last noticed it: no clock read per write
+        self.bytes_noticed = self.bytes_sent
+        self.deadline = self.last_write + server.max_stream_lifetime * random.uniform(0.85, 1.0)
         # Read per stream, so that a reloaded config takes effect.
         topic.batch = server.batch
         topic.tick_every = min(1.0, server.keepalive / 4, server.max_stream_lifetime / 4)
         topic.on_sent = self.runtime.metrics.stream_wrote
+        topic.frame = chunk
         topic.subscribe(self)
 
-    def _forget_headers(self) -> None:
-        """Tornado keeps the answer's headers after writing them, some 1 KB per open
-        stream that nothing reads again (the access line does not). The request's stay:
-        the connection holds them too."""
-        self._headers = httputil.HTTPHeaders()
-        self.ui = None  # template helpers: a stream renders no template
-
     def push(self, payload: bytes, upto, count: int) -> None:
-        """Called by the topic's fan-out: send the events up to `upto`, now."""
-        if self.cursor < self._topic.floor:  # fell behind the buffer: the payload is a snapshot
-            self.runtime.metrics.snapshots_sent.inc()
+        """Called by the topic: send the events up to `upto`, now. (The fan-out sends to a
+        `direct` stream itself, in its loop.)"""
         self.cursor = upto
         self.events_sent += count  # the topic counts for the metrics, once per pass
-        self._write_now(payload)
+        self.bytes_sent += len(payload)
+        self._write(chunk(payload) if self.chunked else payload)
 
     def tick(self, now: float) -> None:
         """Called by the topic every tick_every seconds: a keep-alive comment on a quiet
         stream, and the end of the stream's lifetime (the browser then reconnects and
         resumes with Last-Event-ID); and of its viewer's session."""
-        if self._viewer is not None and not self._still_allowed(now):
-            self._revoke()
-        elif now >= self._deadline:
+        if self.viewer is not None and not self._still_allowed(now):
+            log.info("stream of %s on %s ended: session expired or revoked", self.viewer.name, self.topic.name)
+            self.end(SESSION_ENDED)
+        elif now >= self.deadline:
             self.end()
-        elif self.bytes_sent != self._bytes_noticed:
-            self._bytes_noticed = self.bytes_sent
-            self._last_write = now
-        elif now - self._last_write >= self._keepalive and not self.busy:
-            self._write_now(KEEPALIVE)
+        elif self.bytes_sent != self.bytes_noticed:
+            self.bytes_noticed = self.bytes_sent
+            self.last_write = now
+        elif now - self.last_write >= self.keepalive and not self.busy:
+            self.bytes_sent += len(KEEPALIVE)
+            self._write(chunk(KEEPALIVE) if self.chunked else KEEPALIVE)
 
-    def end(self) -> None:
-        """Finish the stream, once: its lifetime passed, the hub closed (a jittered
-        retry first), a write failed, or the client left."""
-        if self._ended:
+    def _still_allowed(self, now: float) -> bool:
+        if now >= self.session_end:
+            return False
+        config = self.runtime.config
+        if config is self.access_config:
+            return True
+        # A reload: the user, the token, the secret or the dashboard's rule may have changed.
+        viewer = self.viewer
+        dashboard = config.dashboard(self.topic.name)
+        if dashboard is None:
+            return True  # a removed dashboard's streams get `reload` from the reload itself
+        if viewer.kind == auth.PROXY:
+            valid = auth.is_trusted(self.remote_ip, config.server.trusted_proxies)
+        else:
+            valid = auth.session_valid(config.auth, viewer, time.time())
+        if not (valid and auth.may_see(dashboard, {viewer.kind: viewer})):
+            return False
+        self.access_config = config
+        return True
+
+    def end(self, last: bytes = b"") -> None:
+        """Finish the stream, once: its lifetime passed, its session ended, the hub closed
+        (a jittered retry first), or a write failed. What is said last goes out with one
+        send, if the socket takes it; a client that is not reading is simply closed (it
+        reconnects and resumes from its last event id)."""
+        if self.ended:
             return
-        self._ended = True
-        self._leave()
-        if self._closed:
-            if not self._auto_finish:  # handed to the fan-out: no finish(), so log the access line here
-                self.application.log_request(self)
-            return
+        self.ended = True
+        self.leave()
         if self.runtime.hub.closed:
-            self.write(jittered_retry())
-        self.finish()
+            last += jittered_retry()
+        if not self.busy and self.socket is not None:
+            if self.chunked:
+                last = chunk(last) + LAST_CHUNK
+            try:
+                self.socket.send(last)
+            except OSError:
+                pass  # gone already
+        self._close()
 
-    def _write_now(self, payload: bytes) -> None:
-        self.bytes_sent += len(payload)
-        sock = self._socket
-        if sock is None:
-            future = self.request.connection.write(payload)
-        else:
-            data = b"%x\r\n%b\r\n" % (len(payload), payload) if self._chunked else payload
-            try:
-                sent = sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:  # reset by the peer, a broken pipe: the client is gone
-                self._lost()
-                return
-            if sent == len(data):
-                return
-            try:
-                future = self.request.connection.stream.write(memoryview(data)[sent:])
-            except StreamClosedError:
-                self._lost()
-                return
-        # The kernel's buffer is full: Tornado's IOStream holds the rest until the
-        # client reads; meanwhile new events wait in the topic's shared buffer.
+    def _write(self, data: bytes) -> None:
+        try:
+            sent = self.socket.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:  # reset by the peer, a broken pipe: the client is gone
+            self.lost()
+            return
+        if sent != len(data):
+            self.stalled(data, sent)
+
+    def stalled(self, data: bytes, sent: int) -> None:
+        """The kernel's buffer is full: the rest waits here until the client reads;
+        meanwhile new events wait in the topic's shared buffer."""
+        self.pending = memoryview(data)[sent:]
         self.busy = True
-        future.add_done_callback(self._drained)
+        self.direct = False
+        asyncio.get_running_loop().add_writer(self.fd, self._writable)
 
-    def _drained(self, future) -> None:
+    def _writable(self) -> None:
+        try:
+            sent = self.socket.send(self.pending)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.lost()
+            return
+        self.pending = self.pending[sent:]
+        if self.pending:
+            return
+        self.pending = None
         self.busy = False
-        if future.cancelled() or future.exception() is not None:
-            self._lost()
-        else:
-            self._topic.feed(self)
+        self.direct = self.chunked
+        asyncio.get_running_loop().remove_writer(self.fd)
+        if self.topic is not None:
+            self.topic.feed(self)
 
-    def _lost(self) -> None:
-        self._closed = True
-        self.request.connection.stream.close()  # Tornado then calls on_connection_close
-        self.end()
+    def _readable(self) -> None:
+        """The client sends nothing after its request: what comes is its goodbye."""
+        try:
+            data = self.socket.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.lost()
 
-    async def _send(self, chunks: list[bytes]) -> None:
-        data = b"".join(chunks)
-        self.write(data)
-        self.events_sent += len(chunks)
-        self.bytes_sent += len(data)
-        self.runtime.metrics.stream_wrote(len(chunks), len(data))
-        await self.flush()
+    def lost(self) -> None:
+        """The client is gone: nothing more to say."""
+        if not self.ended:
+            self.ended = True
+            self.leave()
+        self._close()
 
-    def access_details(self) -> str:
-        """Added to the access line, which for a stream is written when it closes."""
-        return f"stream: {self.events_sent} events, {self.bytes_sent} bytes"
-
-    def on_connection_close(self) -> None:
-        # Also called when a proxy closes on the client's behalf; either way, stop now.
-        self._closed = True
-        self.end()
+    def _close(self) -> None:
+        if self.socket is None:
+            return
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self.fd)
+        self.direct = False
+        if self.busy:
+            loop.remove_writer(self.fd)
+            self.busy = False
+            self.pending = None
+        self.socket.close()
+        self.socket = None
+        method, path, uri, started = self.access
+        log_access(200, method, path, uri, self.ip, time.time() - started,
+                   f"stream: {self.events_sent} events, {self.bytes_sent} bytes")
