@@ -28,6 +28,8 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 WRITERS_LOCK = 0x64617368_0001
 MIGRATIONS_LOCK = 0x64617368_0002
 
+INSERT_SAMPLE = samples.insert()
+
 
 async def _take_lock(conn, key: int) -> None:
     """Hold a PostgreSQL advisory lock until this transaction ends; nothing on SQLite,
@@ -122,8 +124,10 @@ class Store:
                 # never send it. One lock for all writers makes commit order id order.
                 await _take_lock(conn, WRITERS_LOCK)
                 for widget, value, status, message in items:
+                    # One statement object with parameters: its compiled form is cached, where
+                    # insert().values(...) would be built and looked up anew for each sample.
                     result = await conn.execute(
-                        samples.insert().values(widget=widget, ts=ts, value=value, status=status, message=message)
+                        INSERT_SAMPLE, {"widget": widget, "ts": ts, "value": value, "status": status, "message": message}
                     )
                     out.append(Sample(result.inserted_primary_key[0], widget, ts, value, status, message))
             if then is not None:
