@@ -20,17 +20,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import resource
-import signal
-from datetime import datetime, timezone
 
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
 from tornado.iostream import StreamClosedError
 
-from clock_source import tick
+from clock_source import event_bytes, publish_until_stopped, stand_in_main
 
 
 class Events:
@@ -41,17 +37,10 @@ class Events:
         self.next_id = 1
 
     def publish(self, widget: str, value: float) -> None:
-        now = datetime.fromtimestamp(value, timezone.utc)
-        ts = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
-        data = json.dumps({"widget": widget, "value": value, "ts": ts, "status": "ok"}, separators=(",", ":"))
-        chunk = f"id: {self.next_id}\nevent: {widget}\ndata: {data}\n\n".encode()
+        chunk = event_bytes(widget, value, self.next_id)
         self.next_id += 1
         for queue in self.queues:
             queue.put_nowait(chunk)
-
-    async def run_widget(self, widget: str, period: float, phase: float) -> None:
-        while True:
-            self.publish(widget, await tick(widget, period, phase))
 
 
 class EventsHandler(tornado.web.RequestHandler):
@@ -83,35 +72,10 @@ async def serve(args: argparse.Namespace) -> None:
     sockets = tornado.netutil.bind_sockets(args.port, args.host, backlog=args.backlog)
     server.add_sockets(sockets)
     port = sockets[0].getsockname()[1]
-    widgets = args.widget or ["w0"]
-    tasks = []
-    if args.rate > 0:
-        period = len(widgets) / args.rate
-        tasks = [asyncio.create_task(events.run_widget(w, period, i * period / len(widgets)))
-                 for i, w in enumerate(widgets)]
     print(f"listening on http://{args.host}:{port}/", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    for task in tasks:
-        task.cancel()
+    await publish_until_stopped(args, events.publish)
     server.stop()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--rate", type=float, default=10.0, help="events per second over all widgets")
-    parser.add_argument("--widget", action="append", help="a widget id (repeat); the rate is shared between them")
-    parser.add_argument("--backlog", type=int, default=1024)
-    args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    asyncio.run(serve(args))
-
-
 if __name__ == "__main__":
-    main()
+    stand_in_main(__doc__.splitlines()[0], serve)

@@ -18,9 +18,14 @@ widget's next slot: this is bench code, loaded once per server process.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import math
+import resource
+import signal
 import time
+from datetime import datetime, timezone
 
 _next_slot: dict[str, float] = {}
 
@@ -47,3 +52,51 @@ async def tick(name: str, period: float, phase: float = 0.0) -> float:
 
 def now() -> float:
     return time.time()
+
+
+def event_bytes(widget: str, value: float, event_id: int) -> bytes:
+    """The event the real server sends for a sample of `widget` (its `id`, `event` and a
+    JSON `data` of the same fields and size), for the bench's stand-in servers."""
+    when = datetime.fromtimestamp(value, timezone.utc)
+    ts = when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    data = json.dumps({"widget": widget, "value": value, "ts": ts, "status": "ok"}, separators=(",", ":"))
+    return f"id: {event_id}\nevent: {widget}\ndata: {data}\n\n".encode()
+
+
+# --- what the stand-in servers (baseline_tornado.py, floor_send.py) share ---------------
+
+def stand_in_main(description: str, serve) -> None:
+    """Their command line: --host, --port, --rate, --widget (repeated), --backlog;
+    then `serve(args)` on an asyncio loop, with every file descriptor the hard limit allows."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--rate", type=float, default=10.0, help="events per second over all widgets")
+    parser.add_argument("--widget", action="append", help="a widget id (repeat); the rate is shared between them")
+    parser.add_argument("--backlog", type=int, default=1024)
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    asyncio.run(serve(args))
+
+
+async def publish_until_stopped(args: argparse.Namespace, publish) -> None:
+    """Call publish(widget, value) for each widget's slots, the widgets taking turns on
+    the grid, until SIGINT or SIGTERM."""
+    widgets = args.widget or ["w0"]
+
+    async def run_widget(widget: str, period: float, phase: float) -> None:
+        while True:
+            publish(widget, await tick(widget, period, phase))
+
+    tasks = []
+    if args.rate > 0:
+        period = len(widgets) / args.rate
+        tasks = [asyncio.create_task(run_widget(w, period, i * period / len(widgets))) for i, w in enumerate(widgets)]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for task in tasks:
+        task.cancel()

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Fan-out at scale: C open dashboards on one server process, measured.
 
-Starts the real server (`run.py serve --config <generated config>`) or the
-tutorial baseline (bench/baseline_tornado.py) as a subprocess, opens C SSE
+Starts the real server (`run.py serve --config <generated config>`), the
+tutorial baseline (bench/baseline_tornado.py) or the floor (bench/floor_send.py:
+one bare send() per client per event) as a subprocess, opens C SSE
 streams from K client processes, measures for T seconds and prints what was
 delivered, how late, and at what CPU and memory cost on the server.
 
     .venv/bin/python bench/fanout.py --clients 200 --rate 10 --duration 10
-    .venv/bin/python bench/fanout.py --clients 5000 --rate 10 --compare --runs 2
+    .venv/bin/python bench/fanout.py --clients 5000 --rate 10 --compare --floor --runs 2
     .venv/bin/python bench/fanout.py --clients 10000 --rate 0          # idle streams: memory
     .venv/bin/python bench/fanout.py --clients 1000 --slow 100 --compare
 
@@ -117,9 +118,10 @@ class ServerProcess:
             config.write_text(bench_config(self.port, args, dashboards, directory))
             command = [sys.executable, str(ROOT / "run.py"), "serve", "--config", str(config)]
         else:
-            # The baseline serves one event set; every dashboard path gets it (one dashboard is the default).
-            command = [sys.executable, str(ROOT / "bench" / "baseline_tornado.py"), "--port", str(self.port),
-                       "--rate", str(args.rate), "--backlog", "128"]
+            # The stand-ins serve one event set; every dashboard path gets it (one dashboard is the default).
+            script, backlog = ("baseline_tornado.py", "128") if kind == "baseline" else ("floor_send.py", "1024")
+            command = [sys.executable, str(ROOT / "bench" / script), "--port", str(self.port),
+                       "--rate", str(args.rate), "--backlog", backlog]
             for widget in next(iter(dashboards.values())):
                 command += ["--widget", widget]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "bench"),
@@ -356,7 +358,7 @@ def notes(row: dict, args) -> list[str]:
     return out
 
 
-def verdicts(ours: dict, baseline: dict | None, args) -> list[str]:
+def verdicts(ours: dict, baseline: dict | None, floor: dict | None, args) -> list[str]:
     def check(name: str, value, target, better_low: bool, unit: str) -> str:
         if value is None:
             return f"{name}: not measured"
@@ -372,6 +374,12 @@ def verdicts(ours: dict, baseline: dict | None, args) -> list[str]:
         if baseline and baseline["cpu_per_million"] and ours["cpu_per_million"]:
             ratio = baseline["cpu_per_million"] / ours["cpu_per_million"]
             lines.append(check("CPU vs the tutorial baseline", ratio, TARGET_RATIO, False, "x"))
+        if floor and floor["cpu_per_million"] and ours["cpu_per_million"]:
+            lines.append(f"the floor (one bare send() per client per event) spends {floor['cpu_per_million']:.3g} s "
+                         f"per million: ours spends {ours['cpu_per_million'] / floor['cpu_per_million']:.2f}x that")
+            if baseline and baseline["cpu_per_million"]:
+                lines.append(f"so no server that writes each event to each client separately can beat the baseline "
+                             f"by more than {baseline['cpu_per_million'] / floor['cpu_per_million']:.2f}x here")
         lines.append(check("delivered", (ours["share"] or 0) * 100, MIN_SHARE * 100, False, " %"))
         lines.append(check("p99 publish->receive", ours["p99"], args.p99_target, True, " ms"))
     else:
@@ -379,12 +387,16 @@ def verdicts(ours: dict, baseline: dict | None, args) -> list[str]:
     return lines
 
 
-def ratios(ours: dict, baseline: dict) -> str:
+def ratios(medians: dict[str, dict]) -> str:
     parts = []
-    for key, label in (("cpu_per_million", "CPU/M"), ("p99", "p99"), ("rss_per_client_kb", "KB/client")):
-        if ours.get(key) and baseline.get(key):
-            parts.append(f"{label} baseline/ours = {baseline[key] / ours[key]:.2f}x")
-    if ours.get("share") is not None and baseline.get("share") is not None:
+    for top, bottom in (("baseline", "ours"), ("ours", "floor"), ("baseline", "floor")):
+        if top not in medians or bottom not in medians:
+            continue
+        for key, label in (("cpu_per_million", "CPU/M"), ("p99", "p99"), ("rss_per_client_kb", "KB/client")):
+            if medians[top].get(key) and medians[bottom].get(key):
+                parts.append(f"{label} {top}/{bottom} = {medians[top][key] / medians[bottom][key]:.2f}x")
+    ours, baseline = medians.get("ours"), medians.get("baseline")
+    if ours and baseline and ours.get("share") is not None and baseline.get("share") is not None:
         parts.append(f"delivered {ours['share']:.1%} vs {baseline['share']:.1%}")
     return "; ".join(parts)
 
@@ -406,8 +418,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="seconds after the window in which late events still count (default 3)")
     parser.add_argument("--processes", type=int, default=2, help="client processes (default 2)")
     parser.add_argument("--slow", type=int, default=0, help="clients that stop reading after their first event")
-    parser.add_argument("--server", choices=("ours", "baseline"), default="ours")
+    parser.add_argument("--server", choices=("ours", "baseline", "floor"), default="ours")
     parser.add_argument("--compare", action="store_true", help="run ours and the baseline back to back, print ratios")
+    parser.add_argument("--floor", action="store_true",
+                        help="also run the floor (bench/floor_send.py: one bare send() per client per event)")
     parser.add_argument("--runs", type=int, default=1, help="repeat, print each run and the median")
     parser.add_argument("--batch", type=float, default=0.0, help="[server] batch window in ms (ours; default 0)")
     parser.add_argument("--p99-target", type=float, default=150.0, help="p99 target in ms (default 150)")
@@ -416,8 +430,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.widgets is None:
         args.widgets = max(1, math.ceil(args.rate / 10))
-    if args.dashboards > 1 and (args.compare or args.server == "baseline"):
-        parser.error("the baseline serves one dashboard: use --dashboards 1 with it")
+    if args.dashboards > 1 and (args.compare or args.floor or args.server != "ours"):
+        parser.error("the baseline and the floor serve one dashboard: use --dashboards 1 with them")
     if args.slow >= args.clients:
         parser.error("--slow must be below --clients")
     return args
@@ -427,6 +441,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     sse_client.raise_fd_limit()
     kinds = ["ours", "baseline"] if args.compare else [args.server]
+    if args.floor and "floor" not in kinds:
+        kinds.append("floor")
     print(f"# fanout {datetime.now().strftime('%Y-%m-%d %H:%M')}: {args.clients} clients ({args.slow} slow) x "
           f"{args.rate:g} events/s, {args.widgets} widget(s) x {args.dashboards} dashboard(s), "
           f"{args.event_size} B events, {args.duration:g}s x {args.runs} run(s), {args.processes} client processes, "
@@ -448,15 +464,15 @@ def main(argv=None) -> int:
                 if args.profile and kind == "ours" and run == 0:
                     print_profile(args.profile)
     medians = {kind: median_row(kind_rows) for kind, kind_rows in rows.items()}
-    if args.runs > 1 or args.compare:
+    if args.runs > 1 or len(kinds) > 1:
         print(f"# medians of {args.runs} run(s)")
         print_header()
         for kind, row in medians.items():
             print_row(row, "median")
-    if args.compare:
-        print(f"# ratios: {ratios(medians['ours'], medians['baseline'])}")
+    if len(kinds) > 1:
+        print(f"# ratios: {ratios(medians)}")
     if "ours" in medians:
-        for line in verdicts(medians["ours"], medians.get("baseline"), args):
+        for line in verdicts(medians["ours"], medians.get("baseline"), medians.get("floor"), args):
             print(f"# {line}")
     return 0
 
