@@ -41,6 +41,15 @@ async def assert_refused(server, *, local_host="127.0.0.1") -> None:
     assert 1000 <= client.decoder.retry <= 5000
 
 
+async def raw_request(server, request: bytes):
+    """A request written by hand on a fresh connection: the reader, the writer and the
+    answer's head."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(request)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    return reader, writer, head
+
+
 def counts(server) -> dict:
     return dict(server.runtime.streams_per_ip)
 
@@ -165,9 +174,7 @@ async def test_stream_sockets_have_tcp_keepalive_no_nagle_and_a_bounded_send_buf
 async def test_other_answers_keep_their_sockets_as_they_were(servers):
     """Only event streams are tuned: a page or an API answer on a kept-alive connection is not."""
     server = await servers.start()
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    _, writer, head = await raw_request(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 ")
     port = writer.get_extra_info("sockname")[1]
     (connection,) = [c for c in server.server.http._connections if c.stream.socket.getpeername()[1] == port]
@@ -220,9 +227,7 @@ async def test_clients_that_vanish_do_not_disturb_the_others(servers):
 @pytest.mark.gen_test(timeout=30)
 async def test_an_http_1_0_client_gets_the_events_unchunked(servers):
     server = await servers.start()
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(b"GET /events/main HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n")
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    reader, writer, head = await raw_request(server, b"GET /events/main HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n")
     assert re.match(rb"HTTP/1\.[01] 200 ", head) and b"chunked" not in head.lower()
     await wait_until(lambda: server.runtime.hub.topic("main").subscribers, message="the stream to subscribe")
     samples = [await server.record("a", 1), await server.record("b", "two")]
@@ -241,9 +246,8 @@ async def test_a_stream_that_ends_ends_its_chunked_answer_properly_and_closes(se
     a proxy sees a complete answer, and the connection closes: the stream left Tornado's
     hands at its opening, so it is not kept alive for another request."""
     server = await servers.start(config_with(max_stream_lifetime='"300ms"'))
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(b"GET /events/main HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    reader, writer, head = await raw_request(
+        server, b"GET /events/main HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
     assert b"transfer-encoding: chunked" in head.lower()
     body = await asyncio.wait_for(reader.read(), 10)  # until the server closes
     assert body.endswith(b"\r\n0\r\n\r\n")
