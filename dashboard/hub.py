@@ -15,7 +15,10 @@ payload. No future, task or timer per reader per event, as the chat demo's
 Condition would have: with thousands of readers those were most of the CPU.
 A `direct` reader takes the payload, framed once per pass by the topic's
 `frame` (an HTTP chunk, say), through its `send` right in the pass's loop;
-any other gets push(payload, upto, count).
+any other gets push(payload, upto, count). Direct readers that took every
+byte of the last pass form the topic's caught-up group: the pass sends them
+its one payload in a loop that does nothing else per reader but move the
+cursor, and counts what they were sent once for the group, not per reader.
 Likewise one timer per topic calls tick(now) on every subscriber every
 `tick_every` seconds (keep-alives, lifetimes), not a timer per reader.
 """
@@ -46,7 +49,8 @@ class Topic:
     """
 
     __slots__ = ("name", "size", "ids", "chunks", "floor", "last_id", "event_id", "controls", "latest",
-                 "readers", "subscribers", "batch", "_pass", "tick_every", "_ticker", "on_sent", "frame")
+                 "readers", "subscribers", "caught_up", "behind", "sent_upto", "sent_events", "sent_bytes",
+                 "batch", "_pass", "tick_every", "_ticker", "on_sent", "frame")
 
     def __init__(self, name: str, size: int, floor: int):
         self.name = name
@@ -62,9 +66,17 @@ class Topic:
         # Readers fed by fan-out passes: objects with `cursor`, `busy` (skip me: I am still
         # writing), `direct` (I take frame(payload) through send()), push(payload, upto,
         # count), tick(now) and end(); a direct reader also has send(data) -> bytes taken,
-        # stalled(data, taken), lost(), events_sent and bytes_sent. A dict: an ordered set
+        # stalled(data, taken), lost(), events_sent and bytes_sent. Dicts: ordered sets
         # with O(1) removal.
         self.subscribers: dict = {}
+        # Every subscriber is in one of two groups. Caught up: direct, not busy, its cursor
+        # at sent_upto; each is mapped to the group's totals when it joined, and what the
+        # group was sent since is added to its counters when it leaves (counts()).
+        self.caught_up: dict = {}
+        self.behind: dict = {}  # the others: fed one by one
+        self.sent_upto = floor
+        self.sent_events = 0  # everything the caught-up group was sent, per member
+        self.sent_bytes = 0
         self.frame = bytes  # how direct readers take a payload: as it is, unless a transport says
         self.batch = 0.0  # seconds a pass waits after the first event, to take the next ones along
         self._pass = None
@@ -108,21 +120,53 @@ class Topic:
     def subscribe(self, reader) -> None:
         """Feed `reader` from its cursor on: what it missed now, new events as they come."""
         self.subscribers[reader] = None
+        self.behind[reader] = None
         if self._ticker is None:
             self._ticker = asyncio.get_running_loop().call_later(self.tick_every, self._tick)
         self.feed(reader)
 
     def unsubscribe(self, reader) -> None:
+        self.fell_behind(reader)
         self.subscribers.pop(reader, None)
+        self.behind.pop(reader, None)
 
     def feed(self, reader) -> None:
         """Push whatever is newer than the reader's cursor (e.g. once its slow write drained)."""
-        if reader.cursor < self.last_id and not reader.busy and reader in self.subscribers:
+        if reader not in self.behind:
+            return  # not subscribed, or caught up: the next pass sends it what is new
+        if reader.cursor < self.last_id and not reader.busy:
             snapshot = int(reader.cursor < self.floor)
             payload, count = self.payload(reader.cursor)
             reader.push(payload, self.last_id, count)
             if self.on_sent is not None:
                 self.on_sent(count, len(payload), snapshot)
+        self._catch_up(reader)
+
+    def fell_behind(self, reader) -> None:
+        """Take a reader out of the caught-up group (its write stalled, it is gone): it is
+        fed on its own from now on, and its counters get what the group was sent meanwhile."""
+        joined = self.caught_up.pop(reader, None)
+        if joined is not None:
+            reader.events_sent += self.sent_events - joined[0]
+            reader.bytes_sent += self.sent_bytes - joined[1]
+            if reader in self.subscribers:
+                self.behind[reader] = None
+
+    def _catch_up(self, reader) -> None:
+        """Move a reader that is behind into the caught-up group, if it now is."""
+        if reader in self.behind and reader.direct and not reader.busy and (
+                reader.cursor == self.sent_upto or not self.caught_up):
+            del self.behind[reader]
+            self.sent_upto = reader.cursor
+            self.caught_up[reader] = (self.sent_events, self.sent_bytes)
+
+    def counts(self, reader) -> tuple[int, int]:
+        """The events and bytes a reader was sent so far."""
+        joined = self.caught_up.get(reader)
+        if joined is None:
+            return reader.events_sent, reader.bytes_sent
+        return (reader.events_sent + self.sent_events - joined[0],
+                reader.bytes_sent + self.sent_bytes - joined[1])
 
     def payload(self, cursor) -> tuple[bytes, int]:
         """Everything after `cursor` as one write, and how many events it holds; the
@@ -134,26 +178,63 @@ class Topic:
 
     def _fan_out(self) -> None:
         self._pass = None
-        upto, floor, frame = self.last_id, self.floor, self.frame
-        groups = {}  # cursor -> (payload, framed, events, bytes, framed bytes, snapshot)
-        group_cursor = payload = framed = None
-        count = length = framed_length = events = size = snapshots = 0
-        snapshot = False
-        # A copy: a send that finds its connection dead unsubscribes while we go. This loop
-        # runs once per reader per event, and it is most of what the server does besides
-        # the send itself: it is kept to the bare minimum.
-        for reader in list(self.subscribers):
+        upto = self.last_id
+        groups = {}  # cursor -> what readers at that cursor get: _group()
+        events = size = snapshots = 0
+        if self.caught_up and self.sent_upto < upto:
+            group = groups[self.sent_upto] = self._group(self.sent_upto)
+            events, size, snapshots = self._send_caught_up(upto, group)
+        if self.behind:
+            more = self._feed_behind(upto, groups)
+            events, size, snapshots = events + more[0], size + more[1], snapshots + more[2]
+        if events and self.on_sent is not None:
+            self.on_sent(events, size, snapshots)
+
+    def _group(self, cursor) -> tuple[bytes, bytes, int, int, int, bool]:
+        """What a pass sends to readers at `cursor`: the payload, framed, its events,
+        its length and framed length, and whether it is a snapshot."""
+        payload, count = self.payload(cursor)
+        framed = self.frame(payload)
+        return payload, framed, count, len(payload), len(framed), cursor < self.floor
+
+    def _send_caught_up(self, upto, group) -> tuple[int, int, int]:
+        """One payload to every caught-up reader. This loop runs once per reader per event
+        and is most of what the server does besides the send itself: it is kept to the
+        bare minimum, and all counting is done once for the group."""
+        _, framed, count, length, framed_length, snapshot = group
+        self.sent_upto = upto
+        self.sent_events += count
+        self.sent_bytes += length
+        readers = list(self.caught_up)  # a copy: a reader that stalls or is gone leaves the group
+        lost = 0
+        for reader in readers:
+            reader.cursor = upto
+            try:
+                taken = reader.send(framed)
+            except (BlockingIOError, InterruptedError):
+                taken = 0  # its buffer is full
+            except OSError:  # the peer is gone
+                self.fell_behind(reader)
+                reader.lost()
+                lost += 1
+                continue
+            if taken != framed_length:
+                self.fell_behind(reader)
+                reader.stalled(framed, taken)
+        members = len(readers) - lost
+        return count * members, length * members, members if snapshot else 0
+
+    def _feed_behind(self, upto, groups) -> tuple[int, int, int]:
+        """The pass for readers that are not caught up: a few, usually, at a few cursors."""
+        events = size = snapshots = 0
+        for reader in list(self.behind):
             cursor = reader.cursor
-            if cursor != group_cursor:  # readers nearly all share one cursor
-                if cursor >= upto:
-                    continue
-                group = groups.get(cursor)
-                if group is None:
-                    data, n = self.payload(cursor)
-                    framed_data = frame(data)
-                    group = groups[cursor] = (data, framed_data, n, len(data), len(framed_data), cursor < floor)
-                group_cursor = cursor
-                payload, framed, count, length, framed_length, snapshot = group
+            if cursor >= upto or reader.busy:
+                continue  # a busy one catches up through feed() when its write drained
+            group = groups.get(cursor)
+            if group is None:
+                group = groups[cursor] = self._group(cursor)
+            payload, framed, count, length, framed_length, snapshot = group
             if reader.direct:
                 reader.cursor = upto
                 reader.events_sent += count
@@ -161,21 +242,20 @@ class Topic:
                 try:
                     taken = reader.send(framed)
                 except (BlockingIOError, InterruptedError):
-                    taken = 0  # its buffer is full
-                except OSError:  # the peer is gone
+                    taken = 0
+                except OSError:
                     reader.lost()
                     continue
                 if taken != framed_length:
                     reader.stalled(framed, taken)
-            elif reader.busy:
-                continue  # it catches up through feed() when its write drained
             else:
                 reader.push(payload, upto, count)
             events += count
             size += length
             snapshots += snapshot
-        if events and self.on_sent is not None:
-            self.on_sent(events, size, snapshots)
+        for reader in list(self.behind):
+            self._catch_up(reader)
+        return events, size, snapshots
 
     def _tick(self) -> None:
         if not self.subscribers:

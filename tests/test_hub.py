@@ -262,9 +262,19 @@ class DirectReader(Reader):
         self.sent.append(bytes(data[:taken]))
         return taken
 
+    def push(self, payload, upto, count):
+        super().push(payload, upto, count)
+        self.events_sent += count
+        self.bytes_sent += len(payload)
+
     def stalled(self, data, taken):
         self.stalls.append((data, taken))
         self.busy, self.direct = True, False
+
+    def drained(self, topic):
+        """What a stream does once the kernel took its pending bytes."""
+        self.busy, self.direct = False, True
+        topic.feed(self)
 
     def lost(self):
         self.gone = True
@@ -293,7 +303,7 @@ async def test_direct_readers_get_the_payload_framed_once_by_the_topic():
     assert ids_of([payload]) == [1, 2]
     assert framed_payloads == [payload]  # one frame() for the whole pass
     assert all(r.sent == [b"<" + payload + b">"] for r in readers[:3])
-    assert all((r.cursor, r.events_sent, r.bytes_sent) == (2, 2, len(payload)) for r in readers[:3])
+    assert all((r.cursor, *topic.counts(r)) == (2, 2, len(payload)) for r in readers[:3])
     assert counted == [(8, 4 * len(payload), 0)]
 
 
@@ -332,3 +342,57 @@ async def test_readers_that_fell_off_the_buffer_get_a_snapshot_and_are_counted()
     assert counted == [0, 0, 0, 0, 0, 1]
     assert ids_of(current.sent) == [1, 2, 3, 4, 5]
     assert ids_of([payload for payload, _, _ in behind.pushes]) == [4, 5]
+
+
+def event_bytes(*event_ids: int) -> int:
+    return sum(len(encode_sample(sample(event_id))) for event_id in event_ids)
+
+
+@pytest.mark.gen_test(timeout=5)
+async def test_a_reader_that_stalls_leaves_the_caught_up_group_and_rejoins_once_drained_counted_exactly():
+    hub = hub_with({"main": ["a"]})
+    topic = hub.topic("main")
+    steady, slow = DirectReader(), DirectReader()
+    topic.subscribe(steady)
+    topic.subscribe(slow)
+    assert list(topic.caught_up) == [steady, slow] and not topic.behind
+    hub.publish(sample(1), ["main"])
+    await next_pass()
+    slow.room = 10
+    hub.publish(sample(2), ["main"])
+    await next_pass()
+    assert list(topic.caught_up) == [steady] and list(topic.behind) == [slow]
+    hub.publish(sample(3), ["main"])
+    hub.publish(sample(4), ["main"])
+    await next_pass()
+    assert len(slow.sent) == 2  # nothing after the stalled write while it waits
+    slow.room = 1 << 20
+    slow.drained(topic)
+    assert [(upto, count) for _, upto, count in slow.pushes] == [(4, 2)]  # what it missed, at once
+    assert list(topic.caught_up) == [steady, slow] and not topic.behind
+    hub.publish(sample(5), ["main"])
+    await next_pass()
+    assert ids_of(slow.sent[:1] + slow.sent[2:]) == [1, 5] and ids_of(steady.sent) == [1, 2, 3, 4, 5]
+    # Counted once per pass for the group, yet exact per reader (the stalled write counts whole).
+    assert topic.counts(steady) == topic.counts(slow) == (5, event_bytes(1, 2, 3, 4, 5))
+    topic.unsubscribe(steady)
+    assert (steady.events_sent, steady.bytes_sent) == (5, event_bytes(1, 2, 3, 4, 5))
+    assert list(topic.caught_up) == [slow] and not topic.behind
+
+
+@pytest.mark.gen_test(timeout=5)
+async def test_a_reader_that_stalls_between_passes_gets_nothing_from_the_next_one():
+    hub = hub_with({"main": ["a"]})
+    topic = hub.topic("main")
+    reader = DirectReader()
+    topic.subscribe(reader)
+    hub.publish(sample(1), ["main"])
+    await next_pass()
+    reader.stalled(b"a keep-alive", 0)  # what a stream's own write does when it stalls
+    topic.fell_behind(reader)
+    hub.publish(sample(2), ["main"])
+    await next_pass()
+    assert ids_of(reader.sent) == [1] and list(topic.behind) == [reader]
+    reader.drained(topic)
+    assert [(upto, count) for _, upto, count in reader.pushes] == [(2, 1)]
+    assert list(topic.caught_up) == [reader]

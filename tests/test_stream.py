@@ -311,6 +311,18 @@ async def test_keepalive_comment_arrives_on_a_quiet_stream(servers):
     client.close()
 
 
+@pytest.mark.gen_test(timeout=30)
+async def test_no_keepalive_while_events_flow(servers):
+    server = await servers.start(config_with(keepalive='"1s"'))
+    client = await open_stream(server)
+    for value in range(25):  # 2.5 s of events 100 ms apart: never a quiet second
+        sample = await server.record("a", value)
+        assert ids([await client.next_widget_event()]) == [sample.id]
+        await asyncio.sleep(0.1)
+    assert b"keep-alive" not in client.raw
+    client.close()
+
+
 @pytest.mark.parametrize("how", ["close", "abort"])
 @pytest.mark.gen_test(timeout=20)
 async def test_a_disconnect_removes_the_stream(servers, how):
@@ -426,7 +438,7 @@ async def test_a_slow_client_costs_the_server_constant_memory(servers):
     # What waits in the server's write buffer for the slow client is at most one
     # batch of the shared ring buffer (2 x 16 events), never the 12 MB backlog.
     assert most_buffered <= 2 * 16 * 4100
-    stalled_at = stream.events_sent
+    stalled_at, _ = stream.sent()
     assert stalled_at < len(published) / 4
     newest = {s.widget: s.id for s in published}
     got = []
@@ -436,7 +448,7 @@ async def test_a_slow_client_costs_the_server_constant_memory(servers):
     assert received == sorted(set(received)), "in order, nothing twice"
     assert len(received) < len(published) / 4, "a snapshot, not the backlog"
     assert sorted(received[-2:]) == sorted(newest.values())
-    assert stream.events_sent - stalled_at <= 2 + 32
+    assert stream.sent()[0] - stalled_at <= 2 + 32
     # And it is live again.
     live = await server.record("a", -1)
     assert ids([await slow.next_widget_event()]) == [live.id]

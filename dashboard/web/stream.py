@@ -226,7 +226,7 @@ class LiveStream:
 
     __slots__ = ("runtime", "topic", "ip", "cursor", "busy", "direct", "send", "socket", "fd", "chunked",
                  "pending", "ended", "events_sent", "bytes_sent", "keepalive", "deadline", "last_write",
-                 "bytes_noticed", "viewer", "remote_ip", "session_end", "access_config", "access")
+                 "cursor_noticed", "viewer", "remote_ip", "session_end", "access_config", "access")
 
     def __init__(self, runtime, topic: Topic, ip: str):
         self.runtime = runtime
@@ -273,7 +273,7 @@ class LiveStream:
         self.cursor = cursor
         self.keepalive = server.keepalive
         self.last_write = monotonic()  # as tick() last noticed it: no clock read per write
-        self.bytes_noticed = self.bytes_sent
+        self.cursor_noticed = cursor
         self.deadline = self.last_write + server.max_stream_lifetime * random.uniform(0.85, 1.0)
         # Read per stream, so that a reloaded config takes effect.
         topic.batch = server.batch
@@ -299,11 +299,12 @@ class LiveStream:
             self.end(SESSION_ENDED)
         elif now >= self.deadline:
             self.end()
-        elif self.bytes_sent != self.bytes_noticed:
-            self.bytes_noticed = self.bytes_sent
+        elif self.cursor != self.cursor_noticed:  # events went out since the last tick
+            self.cursor_noticed = self.cursor
             self.last_write = now
         elif now - self.last_write >= self.keepalive and not self.busy:
             self.bytes_sent += len(KEEPALIVE)
+            self.last_write = now
             self._write(chunk(KEEPALIVE) if self.chunked else KEEPALIVE)
 
     def _still_allowed(self, now: float) -> bool:
@@ -363,6 +364,8 @@ class LiveStream:
         self.pending = memoryview(data)[sent:]
         self.busy = True
         self.direct = False
+        if self.topic is not None:
+            self.topic.fell_behind(self)
         asyncio.get_running_loop().add_writer(self.fd, self._writable)
 
     def _writable(self) -> None:
@@ -414,5 +417,9 @@ class LiveStream:
         self.socket.close()
         self.socket = None
         method, path, uri, started = self.access
-        log_access(200, method, path, uri, self.ip, time.time() - started,
-                   f"stream: {self.events_sent} events, {self.bytes_sent} bytes")
+        events, size = self.sent()
+        log_access(200, method, path, uri, self.ip, time.time() - started, f"stream: {events} events, {size} bytes")
+
+    def sent(self) -> tuple[int, int]:
+        """The events and bytes this stream was sent so far, keep-alives included."""
+        return self.topic.counts(self) if self.topic is not None else (self.events_sent, self.bytes_sent)
