@@ -16,9 +16,11 @@ Condition would have: with thousands of readers those were most of the CPU.
 A `direct` reader takes the payload, framed once per pass by the topic's
 `frame` (an HTTP chunk, say), through its `send` right in the pass's loop;
 any other gets push(payload, upto, count). Direct readers that took every
-byte of the last pass form the topic's caught-up group: the pass sends them
-its one payload in a loop that does nothing else per reader but move the
-cursor, and counts what they were sent once for the group, not per reader.
+byte of the last pass form the topic's caught-up group: their cursor is the
+group's, what they were sent is counted once for the group, and the pass
+sends them its one payload in a loop over their `send` callables that does
+nothing else (the loop does not even touch the reader objects: at thousands
+of readers, each object touched per event is a cache miss that shows).
 Likewise one timer per topic calls tick(now) on every subscriber every
 `tick_every` seconds (keep-alives, lifetimes), not a timer per reader.
 """
@@ -49,7 +51,8 @@ class Topic:
     """
 
     __slots__ = ("name", "size", "ids", "chunks", "floor", "last_id", "event_id", "controls", "latest",
-                 "readers", "subscribers", "caught_up", "behind", "sent_upto", "sent_events", "sent_bytes",
+                 "readers", "subscribers", "caught_up", "joined", "behind", "sent_upto", "sent_events",
+                 "sent_bytes",
                  "batch", "_pass", "tick_every", "_ticker", "on_sent", "frame")
 
     def __init__(self, name: str, size: int, floor: int):
@@ -69,11 +72,13 @@ class Topic:
         # stalled(data, taken), lost(), events_sent and bytes_sent. Dicts: ordered sets
         # with O(1) removal.
         self.subscribers: dict = {}
-        # Every subscriber is in one of two groups. Caught up: direct, not busy, its cursor
-        # at sent_upto; each is mapped to the group's totals when it joined, and what the
-        # group was sent since is added to its counters when it leaves (counts()).
-        self.caught_up: dict = {}
-        self.behind: dict = {}  # the others: fed one by one
+        # Every subscriber is in one of two groups. Caught up: direct, not busy, at the
+        # group's cursor sent_upto (its own `cursor` is set when it leaves: cursor_of());
+        # what the group was sent while it was in is added to its counters when it leaves
+        # (counts()). Behind: the others, fed one by one.
+        self.caught_up: dict = {}  # reader.send -> reader
+        self.joined: dict = {}  # reader -> (its send, the group's sent_events and sent_bytes then)
+        self.behind: dict = {}
         self.sent_upto = floor
         self.sent_events = 0  # everything the caught-up group was sent, per member
         self.sent_bytes = 0
@@ -145,28 +150,37 @@ class Topic:
     def fell_behind(self, reader) -> None:
         """Take a reader out of the caught-up group (its write stalled, it is gone): it is
         fed on its own from now on, and its counters get what the group was sent meanwhile."""
-        joined = self.caught_up.pop(reader, None)
+        joined = self.joined.pop(reader, None)
         if joined is not None:
-            reader.events_sent += self.sent_events - joined[0]
-            reader.bytes_sent += self.sent_bytes - joined[1]
+            send, events, size = joined
+            del self.caught_up[send]
+            reader.cursor = self.sent_upto
+            reader.events_sent += self.sent_events - events
+            reader.bytes_sent += self.sent_bytes - size
             if reader in self.subscribers:
                 self.behind[reader] = None
 
     def _catch_up(self, reader) -> None:
         """Move a reader that is behind into the caught-up group, if it now is."""
-        if reader in self.behind and reader.direct and not reader.busy and (
-                reader.cursor == self.sent_upto or not self.caught_up):
+        if (reader in self.behind and reader.direct and not reader.busy
+                and (reader.cursor == self.sent_upto or not self.caught_up)
+                and reader.send not in self.caught_up):  # the group is keyed by send: one reader each
             del self.behind[reader]
             self.sent_upto = reader.cursor
-            self.caught_up[reader] = (self.sent_events, self.sent_bytes)
+            self.caught_up[reader.send] = reader
+            self.joined[reader] = (reader.send, self.sent_events, self.sent_bytes)
+
+    def cursor_of(self, reader):
+        """Where a reader is: the group's cursor while it is caught up, else its own."""
+        return self.sent_upto if reader in self.joined else reader.cursor
 
     def counts(self, reader) -> tuple[int, int]:
         """The events and bytes a reader was sent so far."""
-        joined = self.caught_up.get(reader)
+        joined = self.joined.get(reader)
         if joined is None:
             return reader.events_sent, reader.bytes_sent
-        return (reader.events_sent + self.sent_events - joined[0],
-                reader.bytes_sent + self.sent_bytes - joined[1])
+        return (reader.events_sent + self.sent_events - joined[1],
+                reader.bytes_sent + self.sent_bytes - joined[2])
 
     def payload(self, cursor) -> tuple[bytes, int]:
         """Everything after `cursor` as one write, and how many events it holds; the
@@ -205,23 +219,24 @@ class Topic:
         self.sent_upto = upto
         self.sent_events += count
         self.sent_bytes += length
-        readers = list(self.caught_up)  # a copy: a reader that stalls or is gone leaves the group
+        sends = list(self.caught_up)  # a copy: a reader that stalls or is gone leaves the group
         lost = 0
-        for reader in readers:
-            reader.cursor = upto
+        for send in sends:
             try:
-                taken = reader.send(framed)
+                taken = send(framed)
             except (BlockingIOError, InterruptedError):
                 taken = 0  # its buffer is full
             except OSError:  # the peer is gone
+                reader = self.caught_up[send]
                 self.fell_behind(reader)
                 reader.lost()
                 lost += 1
                 continue
             if taken != framed_length:
+                reader = self.caught_up[send]
                 self.fell_behind(reader)
                 reader.stalled(framed, taken)
-        members = len(readers) - lost
+        members = len(sends) - lost
         return count * members, length * members, members if snapshot else 0
 
     def _feed_behind(self, upto, groups) -> tuple[int, int, int]:

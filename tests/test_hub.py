@@ -303,7 +303,7 @@ async def test_direct_readers_get_the_payload_framed_once_by_the_topic():
     assert ids_of([payload]) == [1, 2]
     assert framed_payloads == [payload]  # one frame() for the whole pass
     assert all(r.sent == [b"<" + payload + b">"] for r in readers[:3])
-    assert all((r.cursor, *topic.counts(r)) == (2, 2, len(payload)) for r in readers[:3])
+    assert all((topic.cursor_of(r), *topic.counts(r)) == (2, 2, len(payload)) for r in readers[:3])
     assert counted == [(8, 4 * len(payload), 0)]
 
 
@@ -355,13 +355,13 @@ async def test_a_reader_that_stalls_leaves_the_caught_up_group_and_rejoins_once_
     steady, slow = DirectReader(), DirectReader()
     topic.subscribe(steady)
     topic.subscribe(slow)
-    assert list(topic.caught_up) == [steady, slow] and not topic.behind
+    assert list(topic.joined) == [steady, slow] and not topic.behind
     hub.publish(sample(1), ["main"])
     await next_pass()
     slow.room = 10
     hub.publish(sample(2), ["main"])
     await next_pass()
-    assert list(topic.caught_up) == [steady] and list(topic.behind) == [slow]
+    assert list(topic.joined) == [steady] and list(topic.behind) == [slow]
     hub.publish(sample(3), ["main"])
     hub.publish(sample(4), ["main"])
     await next_pass()
@@ -369,7 +369,7 @@ async def test_a_reader_that_stalls_leaves_the_caught_up_group_and_rejoins_once_
     slow.room = 1 << 20
     slow.drained(topic)
     assert [(upto, count) for _, upto, count in slow.pushes] == [(4, 2)]  # what it missed, at once
-    assert list(topic.caught_up) == [steady, slow] and not topic.behind
+    assert list(topic.joined) == [steady, slow] and not topic.behind
     hub.publish(sample(5), ["main"])
     await next_pass()
     assert ids_of(slow.sent[:1] + slow.sent[2:]) == [1, 5] and ids_of(steady.sent) == [1, 2, 3, 4, 5]
@@ -377,7 +377,7 @@ async def test_a_reader_that_stalls_leaves_the_caught_up_group_and_rejoins_once_
     assert topic.counts(steady) == topic.counts(slow) == (5, event_bytes(1, 2, 3, 4, 5))
     topic.unsubscribe(steady)
     assert (steady.events_sent, steady.bytes_sent) == (5, event_bytes(1, 2, 3, 4, 5))
-    assert list(topic.caught_up) == [slow] and not topic.behind
+    assert list(topic.joined) == [slow] and not topic.behind
 
 
 @pytest.mark.gen_test(timeout=5)
@@ -395,4 +395,20 @@ async def test_a_reader_that_stalls_between_passes_gets_nothing_from_the_next_on
     assert ids_of(reader.sent) == [1] and list(topic.behind) == [reader]
     reader.drained(topic)
     assert [(upto, count) for _, upto, count in reader.pushes] == [(2, 1)]
-    assert list(topic.caught_up) == [reader]
+    assert list(topic.joined) == [reader]
+
+
+@pytest.mark.gen_test(timeout=5)
+async def test_readers_that_share_one_send_each_get_every_event():
+    hub = hub_with({"main": ["a"]})
+    topic = hub.topic("main")
+    first = DirectReader()
+    second = DirectReader()
+    second.send = first.send  # the caught-up group is keyed by send: the second stays behind
+    topic.subscribe(first)
+    topic.subscribe(second)
+    assert list(topic.joined) == [first] and list(topic.behind) == [second]
+    hub.publish(sample(1), ["main"])
+    await next_pass()
+    assert ids_of(first.sent) == [1, 1]  # once for each reader, through the one send
+    assert topic.counts(first) == topic.counts(second) == (1, event_bytes(1))

@@ -299,13 +299,15 @@ class LiveStream:
             self.end(SESSION_ENDED)
         elif now >= self.deadline:
             self.end()
-        elif self.cursor != self.cursor_noticed:  # events went out since the last tick
-            self.cursor_noticed = self.cursor
-            self.last_write = now
-        elif now - self.last_write >= self.keepalive and not self.busy:
-            self.bytes_sent += len(KEEPALIVE)
-            self.last_write = now
-            self._write(chunk(KEEPALIVE) if self.chunked else KEEPALIVE)
+        else:
+            cursor = self.topic.cursor_of(self)
+            if cursor != self.cursor_noticed:  # events went out since the last tick
+                self.cursor_noticed = cursor
+                self.last_write = now
+            elif now - self.last_write >= self.keepalive and not self.busy:
+                self.bytes_sent += len(KEEPALIVE)
+                self.last_write = now
+                self._write(chunk(KEEPALIVE) if self.chunked else KEEPALIVE)
 
     def _still_allowed(self, now: float) -> bool:
         if now >= self.session_end:
