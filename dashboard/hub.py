@@ -51,7 +51,7 @@ class Topic:
     """
 
     __slots__ = ("name", "size", "ids", "chunks", "floor", "last_id", "event_id", "controls", "latest",
-                 "readers", "subscribers", "caught_up", "joined", "behind", "sent_upto", "sent_events",
+                 "readers", "caught_up", "joined", "behind", "sent_upto", "sent_events",
                  "sent_bytes",
                  "batch", "_pass", "tick_every", "_ticker", "on_sent", "frame")
 
@@ -69,13 +69,11 @@ class Topic:
         # Readers fed by fan-out passes: objects with `cursor`, `busy` (skip me: I am still
         # writing), `direct` (I take frame(payload) through send()), push(payload, upto,
         # count), tick(now) and end(); a direct reader also has send(data) -> bytes taken,
-        # stalled(data, taken), lost(), events_sent and bytes_sent. Dicts: ordered sets
-        # with O(1) removal.
-        self.subscribers: dict = {}
-        # Every subscriber is in one of two groups. Caught up: direct, not busy, at the
-        # group's cursor sent_upto (its own `cursor` is set when it leaves: cursor_of());
-        # what the group was sent while it was in is added to its counters when it leaves
-        # (counts()). Behind: the others, fed one by one.
+        # stalled(data, taken), lost(), events_sent and bytes_sent. Each subscriber is in
+        # one of two groups (dicts: ordered sets with O(1) removal). Caught up: direct, not
+        # busy, at the group's cursor sent_upto (its own `cursor` is set when it leaves:
+        # cursor_of()); what the group was sent while it was in is added to its counters
+        # when it leaves (counts()). Behind: the others, fed one by one.
         self.caught_up: dict = {}  # reader.send -> reader
         self.joined: dict = {}  # reader -> (its send, the group's sent_events and sent_bytes then)
         self.behind: dict = {}
@@ -118,13 +116,12 @@ class Topic:
             self.floor = self.ids[cut - 1]
             del self.ids[:cut]
             del self.chunks[:cut]
-        if self.subscribers and self._pass is None:
+        if (self.joined or self.behind) and self._pass is None:
             loop = asyncio.get_running_loop()
             self._pass = loop.call_later(self.batch, self._fan_out) if self.batch else loop.call_soon(self._fan_out)
 
     def subscribe(self, reader) -> None:
         """Feed `reader` from its cursor on: what it missed now, new events as they come."""
-        self.subscribers[reader] = None
         self.behind[reader] = None
         if self._ticker is None:
             self._ticker = asyncio.get_running_loop().call_later(self.tick_every, self._tick)
@@ -132,8 +129,12 @@ class Topic:
 
     def unsubscribe(self, reader) -> None:
         self.fell_behind(reader)
-        self.subscribers.pop(reader, None)
         self.behind.pop(reader, None)
+
+    @property
+    def subscribers(self) -> list:
+        """Every reader the topic feeds."""
+        return [*self.joined, *self.behind]
 
     def feed(self, reader) -> None:
         """Push whatever is newer than the reader's cursor (e.g. once its slow write drained)."""
@@ -157,8 +158,7 @@ class Topic:
             reader.cursor = self.sent_upto
             reader.events_sent += self.sent_events - events
             reader.bytes_sent += self.sent_bytes - size
-            if reader in self.subscribers:
-                self.behind[reader] = None
+            self.behind[reader] = None
 
     def _catch_up(self, reader) -> None:
         """Move a reader that is behind into the caught-up group, if it now is."""
@@ -273,16 +273,17 @@ class Topic:
         return events, size, snapshots
 
     def _tick(self) -> None:
-        if not self.subscribers:
+        readers = self.subscribers
+        if not readers:
             self._ticker = None
             return
         now = time.monotonic()
-        for reader in list(self.subscribers):
+        for reader in readers:
             reader.tick(now)
         self._ticker = asyncio.get_running_loop().call_later(self.tick_every, self._tick)
 
     def end_subscribers(self) -> None:
-        for reader in list(self.subscribers):
+        for reader in self.subscribers:
             reader.end()
 
     def since(self, cursor: int) -> list[bytes] | None:
