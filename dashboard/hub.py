@@ -13,14 +13,13 @@ of events (or per `batch` window), in which every idle subscriber gets the
 events after its cursor; subscribers at the same cursor share one joined
 payload. No future, task or timer per reader per event, as the chat demo's
 Condition would have: with thousands of readers those were most of the CPU.
-A `direct` reader takes the payload, framed once per pass by the topic's
-`frame` (an HTTP chunk, say), through its `send` right in the pass's loop;
-any other gets push(payload, upto, count). Direct readers that took every
-byte of the last pass form the topic's caught-up group: their cursor is the
-group's, what they were sent is counted once for the group, and the pass
-sends them its one payload in a loop over their `send` callables that does
-nothing else (the loop does not even touch the reader objects: at thousands
-of readers, each object touched per event is a cache miss that shows).
+`direct` readers that took every byte of the last pass form the topic's
+caught-up group: their cursor is the group's, what they were sent is counted
+once for the group, and the pass frames its payload once with the topic's
+`frame` (an HTTP chunk, say) and hands it to their `send` callables in a loop
+that does nothing else (it does not even touch the reader objects: at
+thousands of readers, each object touched per event is a cache miss that
+shows). Every other reader gets push(payload, upto, count).
 Likewise one timer per topic calls tick(now) on every subscriber every
 `tick_every` seconds (keep-alives, lifetimes), not a timer per reader.
 """
@@ -51,8 +50,7 @@ class Topic:
     """
 
     __slots__ = ("name", "size", "ids", "chunks", "floor", "last_id", "event_id", "controls", "latest",
-                 "readers", "caught_up", "joined", "behind", "sent_upto", "sent_events",
-                 "sent_bytes",
+                 "readers", "caught_up", "joined", "behind", "sent_upto", "sent_events", "sent_bytes",
                  "batch", "_pass", "tick_every", "_ticker", "on_sent", "frame")
 
     def __init__(self, name: str, size: int, floor: int):
@@ -193,32 +191,26 @@ class Topic:
     def _fan_out(self) -> None:
         self._pass = None
         upto = self.last_id
-        groups = {}  # cursor -> what readers at that cursor get: _group()
         events = size = snapshots = 0
         if self.caught_up and self.sent_upto < upto:
-            group = groups[self.sent_upto] = self._group(self.sent_upto)
-            events, size, snapshots = self._send_caught_up(upto, group)
+            events, size, snapshots = self._send_caught_up(upto)
         if self.behind:
-            more = self._feed_behind(upto, groups)
+            more = self._feed_behind(upto)
             events, size, snapshots = events + more[0], size + more[1], snapshots + more[2]
         if events and self.on_sent is not None:
             self.on_sent(events, size, snapshots)
 
-    def _group(self, cursor) -> tuple[bytes, bytes, int, int, int, bool]:
-        """What a pass sends to readers at `cursor`: the payload, framed, its events,
-        its length and framed length, and whether it is a snapshot."""
-        payload, count = self.payload(cursor)
-        framed = self.frame(payload)
-        return payload, framed, count, len(payload), len(framed), cursor < self.floor
-
-    def _send_caught_up(self, upto, group) -> tuple[int, int, int]:
+    def _send_caught_up(self, upto) -> tuple[int, int, int]:
         """One payload to every caught-up reader. This loop runs once per reader per event
         and is most of what the server does besides the send itself: it is kept to the
         bare minimum, and all counting is done once for the group."""
-        _, framed, count, length, framed_length, snapshot = group
+        payload, count = self.payload(self.sent_upto)
+        framed = self.frame(payload)
+        framed_length = len(framed)
+        snapshot = self.sent_upto < self.floor
         self.sent_upto = upto
         self.sent_events += count
-        self.sent_bytes += length
+        self.sent_bytes += len(payload)
         sends = list(self.caught_up)  # a copy: a reader that stalls or is gone leaves the group
         lost = 0
         for send in sends:
@@ -237,10 +229,12 @@ class Topic:
                 self.fell_behind(reader)
                 reader.stalled(framed, taken)
         members = len(sends) - lost
-        return count * members, length * members, members if snapshot else 0
+        return count * members, len(payload) * members, members if snapshot else 0
 
-    def _feed_behind(self, upto, groups) -> tuple[int, int, int]:
-        """The pass for readers that are not caught up: a few, usually, at a few cursors."""
+    def _feed_behind(self, upto) -> tuple[int, int, int]:
+        """The pass for readers that are not caught up (a few, usually, at a few cursors):
+        a push() each, then those that now are caught up join the group."""
+        groups = {}  # cursor -> (payload, events, snapshot)
         events = size = snapshots = 0
         for reader in list(self.behind):
             cursor = reader.cursor
@@ -248,25 +242,12 @@ class Topic:
                 continue  # a busy one catches up through feed() when its write drained
             group = groups.get(cursor)
             if group is None:
-                group = groups[cursor] = self._group(cursor)
-            payload, framed, count, length, framed_length, snapshot = group
-            if reader.direct:
-                reader.cursor = upto
-                reader.events_sent += count
-                reader.bytes_sent += length
-                try:
-                    taken = reader.send(framed)
-                except (BlockingIOError, InterruptedError):
-                    taken = 0
-                except OSError:
-                    reader.lost()
-                    continue
-                if taken != framed_length:
-                    reader.stalled(framed, taken)
-            else:
-                reader.push(payload, upto, count)
+                payload, count = self.payload(cursor)
+                group = groups[cursor] = (payload, count, cursor < self.floor)
+            payload, count, snapshot = group
+            reader.push(payload, upto, count)
             events += count
-            size += length
+            size += len(payload)
             snapshots += snapshot
         for reader in list(self.behind):
             self._catch_up(reader)

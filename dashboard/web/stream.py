@@ -283,8 +283,8 @@ class LiveStream:
         topic.subscribe(self)
 
     def push(self, payload: bytes, upto, count: int) -> None:
-        """Called by the topic: send the events up to `upto`, now. (The fan-out sends to a
-        `direct` stream itself, in its loop.)"""
+        """Called by the topic: send the events up to `upto`, now. (A stream in the topic's
+        caught-up group is sent to by the fan-out's own loop instead.)"""
         self.cursor = upto
         self.events_sent += count  # the topic counts for the metrics, once per pass
         self.bytes_sent += len(payload)
