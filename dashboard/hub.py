@@ -327,6 +327,10 @@ class Hub:
         """Connect whatever carries events between processes (RedisHub, after seed());
         within one process there is nothing to connect."""
 
+    def link(self) -> dict:
+        """What carries events between processes, and how it is doing (for /healthz)."""
+        return {"backend": "memory"}
+
     async def stop(self) -> None:
         """Let go of what start() took, after close()."""
 

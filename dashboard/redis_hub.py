@@ -99,6 +99,7 @@ class RedisHub(Hub):
         self.origin = origin  # which process published a message: for logs and tests
         self.subscribe = subscribe  # a worker only publishes: it has no readers
         self.linked = False  # the subscription is live
+        self.publishing = True  # the last attempt to publish to Redis went through
         self.dropped = 0  # messages dropped from a full outbox
         self.filled = 0  # samples taken from the database to fill holes
         self._outbox: deque[bytes] = deque()
@@ -134,6 +135,14 @@ class RedisHub(Hub):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
+    def link(self) -> dict:
+        """Redis as this process sees it. `subscribed` is None for a worker, which only
+        publishes; while it is False, this process's streams get nothing new (they get
+        what they missed, from the database, once it is back)."""
+        return {"backend": "redis", "redis": redis_address(self.url), "channel": self.channel,
+                "subscribed": self.linked if self.subscribe else None, "publishing": self.publishing,
+                "queued": len(self._outbox), "dropped": self.dropped, "filled": self.filled}
+
     # --- publishing ----------------------------------------------------------------
 
     def publish(self, sample: Sample, topics: Iterable[str]) -> bytes:
@@ -149,7 +158,6 @@ class RedisHub(Hub):
     async def _publish_loop(self) -> None:
         backoff = Backoff()
         client: Redis | None = None
-        failing = False
         try:
             while True:
                 await self._outbox_ready.wait()
@@ -158,16 +166,16 @@ class RedisHub(Hub):
                     client = client or redis_client(self.url, socket_timeout=5)
                     await self._send_outbox(client)
                 except Exception as exc:  # Redis gone, a timeout: the messages stay queued
-                    if not failing:
+                    if self.publishing:
                         log.warning("cannot publish to Redis at %s: %s", redis_address(self.url), exc)
-                    failing = True
+                    self.publishing = False
                     client = await _close(client)
                     self._outbox_ready.set()
                     await asyncio.sleep(backoff.next())
                     continue
-                if failing:
+                if not self.publishing:
                     log.info("publishing to Redis at %s again", redis_address(self.url))
-                    failing = False
+                    self.publishing = True
                     if self.dropped:
                         log.warning("%d event(s) were dropped while Redis was away; readers take them "
                                     "from the database", self.dropped)

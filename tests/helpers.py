@@ -54,6 +54,14 @@ def opened_store(url: str, io_loop):
         io_loop.run_sync(store.close)
 
 
+async def health(server) -> tuple[int, dict]:
+    """GET /healthz: the status code and the JSON body."""
+    from tornado.httpclient import AsyncHTTPClient
+
+    response = await AsyncHTTPClient().fetch(server.url("/healthz"), raise_error=False)
+    return response.code, json.loads(response.body)
+
+
 async def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01, message: str = "condition"):
     """Poll `predicate` (sync or async) until true, or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient
 
 from tests.configs import dashboard, loopback_server, push_widgets, table, widget
-from tests.helpers import BASE_CONFIG, TOKEN, StreamClient, wait_until
+from tests.helpers import BASE_CONFIG, TOKEN, StreamClient, health, wait_until
 
 TICKERS = (
     loopback_server(grace="2s")
@@ -35,11 +35,6 @@ async def scrape(server) -> dict[tuple[str, tuple], float]:
         for family in text_string_to_metric_families(response.body.decode())
         for sample in family.samples
     }
-
-
-async def health(server) -> tuple[int, dict]:
-    response = await AsyncHTTPClient().fetch(server.url("/healthz"), raise_error=False)
-    return response.code, json.loads(response.body)
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -130,6 +125,7 @@ async def test_healthz_reports_database_scheduler_sources_and_clients(servers):
     assert broken["status"] == "error" and broken["failures"] >= 1 and broken["last_success"] is None
     assert "127.0.0.1:1" in broken["message"]
     assert body["sources"].keys() == {"rate", "broken"}  # a push widget has no ticker
+    assert body["hub"] == {"backend": "memory"}  # one process: nothing between processes
 
     # A ticker loop that ended makes the server unready (and stops the watchdog pings).
     await server.runtime.scheduler.stop()

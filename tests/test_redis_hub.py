@@ -14,7 +14,7 @@ from dashboard.models import Sample
 from dashboard.recorder import Recorder
 from dashboard.redis_hub import RedisHub, message_sample, redis_address, sample_message
 from dashboard.store import Store
-from tests.helpers import BASE_CONFIG, StreamClient, data, opened_store, wait_until
+from tests.helpers import BASE_CONFIG, StreamClient, data, health, opened_store, wait_until
 
 TOPICS = {"main": ("a", "b"), "other": ("b", "c")}
 
@@ -265,3 +265,26 @@ async def test_clients_of_two_servers_get_every_event_across_a_redis_restart(red
     for client in clients:
         client.close()
 
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_healthz_says_how_the_link_to_redis_is_doing_and_stays_200_without_it(redis_server, servers, tmp_path):
+    server = await servers.start(redis_config(redis_server.url, tmp_path), directory=tmp_path, role="web")
+    code, body = await health(server)
+    assert code == 200
+    assert body["hub"] == {"backend": "redis", "redis": redis_address(redis_server.url),
+                           "channel": "dashboard:events", "subscribed": True, "publishing": True,
+                           "queued": 0, "dropped": 0, "filled": 0}
+    redis_server.kill()
+    await server.record("a", 1)  # stored; its publish waits for Redis
+
+    async def link_is(subscribed, publishing):
+        code, body = await health(server)
+        assert code == 200 and body["ready"]  # pages and the database are fine
+        return (body["hub"]["subscribed"], body["hub"]["publishing"]) == (subscribed, publishing)
+
+    await wait_until(lambda: link_is(False, False), timeout=20, interval=0.1, message="/healthz showing Redis gone")
+    assert (await health(server))[1]["hub"]["queued"] == 1
+    redis_server.start()
+    await wait_until(lambda: link_is(True, True), timeout=30, interval=0.1, message="/healthz showing Redis back")
+    assert (await health(server))[1]["hub"]["queued"] == 0

@@ -60,7 +60,9 @@ def operator_allowed(handler) -> bool:
 class HealthHandler(BaseHandler):
     """200 while the server takes requests, 503 otherwise (starting, stopping, the database
     unreachable, a ticker loop dead). A failing source does not make it 503: the server
-    is fine, the upstream is not, and restarting would not help; see `sources`."""
+    is fine, the upstream is not, and restarting would not help; see `sources`. Nor does
+    a Redis hub that lost Redis (every process shares it: a 503 everywhere would only
+    take the pages down too); see `hub`."""
 
     async def get(self) -> None:
         runtime = self.runtime
@@ -80,6 +82,7 @@ class HealthHandler(BaseHandler):
                 "database": database,
                 "scheduler": scheduler,
                 "sources": source_report(runtime.scheduler),
+                "hub": runtime.hub.link(),
                 "clients": len(runtime.streams),
                 "instance": runtime.instance,
                 "version": __version__,
