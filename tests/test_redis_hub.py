@@ -288,3 +288,25 @@ async def test_healthz_says_how_the_link_to_redis_is_doing_and_stays_200_without
     redis_server.start()
     await wait_until(lambda: link_is(True, True), timeout=30, interval=0.1, message="/healthz showing Redis back")
     assert (await health(server))[1]["hub"]["queued"] == 0
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_a_page_resuming_from_an_id_this_process_has_not_heard_of_yet_goes_on_from_it(
+        redis_server, servers, tmp_path):
+    server = await servers.start(redis_config(redis_server.url, tmp_path), directory=tmp_path, role="web")
+    hub = server.runtime.hub
+    before = await server.record("a", "before")
+    await wait_until(lambda: hub.last_id == before.id, timeout=10, message="the sample, via Redis")
+    redis_server.kill()
+    await wait_until(lambda: not hub.linked, timeout=10, message="the hub noticing Redis is gone")
+    seen = await server.record("a", "seen")  # as if another process's page got this one
+    after = await server.record("a", "after")
+    assert hub.last_id == before.id  # this process has heard of neither yet
+    client = await StreamClient.open(server.url("/events/main"), last_event_id=seen.id)
+    assert (await client.next_event()).type == "hello"
+    redis_server.start()
+    # Not the newest values this process knows (older than what the page shows), not `seen`
+    # again: what came after it, once this process has heard of it.
+    got = await client.next_widget_event(timeout=30)
+    assert (int(got.last_event_id), data(got)["value"]) == (after.id, "after")
+    client.close()

@@ -170,8 +170,14 @@ class StreamHandler(BaseHandler):
     async def _opening(self, topic: Topic, widgets) -> tuple[int, list[bytes]]:
         """Where this stream starts: the cursor and what to send first."""
         last = self._last_event_id()
-        if last is None or last > self.runtime.hub.last_id:
-            return topic.last_id, topic.snapshot()  # a fresh page, or an id we never issued
+        if last is None:
+            return topic.last_id, topic.snapshot()  # a fresh page
+        if last > self.runtime.hub.last_id:
+            if await self._issued(last):
+                # Another process sent it, and this one's hub has not heard of it yet (its
+                # link to Redis is catching up): wait there, and go on from it.
+                return last, []
+            return topic.last_id, topic.snapshot()  # an id never issued (a database started afresh)
         chunks = topic.since(last)
         if chunks is not None:
             return topic.last_id, chunks
@@ -189,6 +195,14 @@ class StreamHandler(BaseHandler):
         if len(samples) > REPLAY_LIMIT:
             return topic.last_id, topic.snapshot(last)
         return upto, [encode_sample(sample) for sample in samples]
+
+    async def _issued(self, event_id: int) -> bool:
+        try:
+            return await self.runtime.store.last_id() >= event_id
+        except Exception:
+            log.warning("cannot tell whether event %d was issued, sending the newest values", event_id,
+                        exc_info=True)
+            return False
 
     async def _send(self, stream: LiveStream, chunks: list[bytes]) -> None:
         data = b"".join(chunks)
