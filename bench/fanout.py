@@ -407,11 +407,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="SSE fan-out benchmark (see bench/README.md).")
     parser.add_argument("--clients", type=int, default=200, help="concurrent streams (default 200)")
     parser.add_argument("--rate", type=float, default=10.0,
-                        help="events per second each client receives = each dashboard's publish rate (default 10; 0: idle)")
+                        help="events per second each client receives = each dashboard's publish rate "
+                             "(default 10; 0: idle)")
     parser.add_argument("--widgets", type=int, default=None,
                         help="widgets per dashboard sharing that rate (default: one per 10 events/s)")
     parser.add_argument("--dashboards", type=int, default=1, help="clients are spread over this many dashboards")
-    parser.add_argument("--event-size", type=int, default=200, help="bytes per encoded event (approximate, default 200)")
+    parser.add_argument("--event-size", type=int, default=200,
+                        help="bytes per encoded event (approximate, default 200)")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds measured (default 20)")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds between ramp-up and measuring (default 5)")
     parser.add_argument("--drain", type=float, default=3.0,
