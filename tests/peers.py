@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+from pathlib import Path
 
 import tornado.web
 from tornado.httpserver import HTTPServer
@@ -21,13 +23,13 @@ class Peer:
 
 
 @contextlib.contextmanager
-def serving(io_loop, handlers: list, **settings):
-    """Serves `handlers` on 127.0.0.1 until exit. Handlers that hang wait on
-    settings["release"], which is set at exit so that none is left pending."""
+def serving(io_loop, handlers: list, *, ssl_options=None, **settings):
+    """Serves `handlers` on 127.0.0.1 until exit (over TLS with `ssl_options`). Handlers
+    that hang wait on settings["release"], which is set at exit so that none is left pending."""
     release = asyncio.Event()
     app = tornado.web.Application(handlers, release=release, **settings)
     sock, port = bind_unused_port()
-    server = HTTPServer(app)
+    server = HTTPServer(app, ssl_options=ssl_options)
     server.add_sockets([sock])
     try:
         yield Peer(port, app.settings)
@@ -35,6 +37,15 @@ def serving(io_loop, handlers: list, **settings):
         release.set()
         server.stop()
         io_loop.run_sync(server.close_all_connections)
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for localhost and 127.0.0.1, signed by itself, and its key (openssl)."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    return cert, key
 
 
 def refused_url(path: str = "/") -> str:

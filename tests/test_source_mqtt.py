@@ -2,7 +2,10 @@
 (a unique topic per test), and a private mosquitto that a test stops and restarts."""
 
 import asyncio
+import os
+import pwd
 import shutil
+import ssl
 import subprocess
 import sys
 import uuid
@@ -16,6 +19,7 @@ from dashboard.sources import SourceError
 from tests.backends import free_port, kill_process
 from tests.configs import dashboard, loopback_server, widget
 from tests.helpers import build_widget_source, wait_until
+from tests.peers import self_signed_certificate
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
 
@@ -37,8 +41,9 @@ def build(tmp_path, source: str, view: str = "text"):
     return build_widget_source(tmp_path, config_text({"m": (view, source)}), "m")
 
 
-async def publish(topic: str, payload: bytes | str, *, port: int = 1883, retain: bool = False) -> None:
-    async with aiomqtt.Client("127.0.0.1", port) as client:
+async def publish(topic: str, payload: bytes | str, *, port: int = 1883, retain: bool = False,
+                  tls_context: ssl.SSLContext | None = None) -> None:
+    async with aiomqtt.Client("127.0.0.1", port, tls_context=tls_context) as client:
         await client.publish(topic, payload, qos=1, retain=retain)
 
 
@@ -165,9 +170,18 @@ class Mosquitto:
         self.log = directory / "mosquitto.log"
         self.process: subprocess.Popen | None = None
 
-    async def start(self) -> None:
+    async def start(self, tls: tuple[Path, Path] | None = None) -> None:
+        """Listen on 127.0.0.1:port; over TLS only with `tls` = (certificate, key)."""
+        command = [MOSQUITTO, "-p", str(self.port)]
+        if tls is not None:
+            conf = self.log.with_name("mosquitto.conf")
+            # As root, mosquitto would become user "mosquitto", who cannot read a test's files.
+            user = pwd.getpwuid(os.geteuid()).pw_name
+            conf.write_text(f"user {user}\nlistener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                            f"certfile {tls[0]}\nkeyfile {tls[1]}\n")
+            command = [MOSQUITTO, "-c", str(conf)]
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen([MOSQUITTO, "-p", str(self.port)], stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         await wait_until(self._listening, timeout=10, message=f"mosquitto on port {self.port}")
 
     async def _listening(self) -> bool:
@@ -192,6 +206,30 @@ def mosquitto(tmp_path):
     broker = Mosquitto(tmp_path)
     yield broker
     broker.kill()
+
+
+@pytest.mark.gen_test(timeout=40)
+async def test_a_tls_broker_is_checked_against_the_system_s_trusted_certificates(mosquitto, tmp_path, monkeypatch):
+    certificate, key = self_signed_certificate(tmp_path)
+    await mosquitto.start(tls=(certificate, key))
+    topic = unique_topic()
+    source_text = f'{{ kind = "mqtt", port = {mosquitto.port}, topic = "{topic}", tls = true }}'
+    # Not trusted: a self-signed certificate is refused, and the error says why.
+    untrusted = build(tmp_path, source_text, "number")
+    with pytest.raises(SourceError, match=f"MQTT broker 127.0.0.1:{mosquitto.port}: .*self-signed certificate"):
+        await untrusted.stream(Received())
+    # Trusted the way an own CA is added to the system's: values arrive over TLS.
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate))
+    source = build(tmp_path, source_text, "number")
+    received = Received()
+    task = asyncio.create_task(source.stream(received))
+    try:
+        await publish(topic, "42", port=mosquitto.port, retain=True,
+                      tls_context=ssl.create_default_context(cafile=str(certificate)))
+        assert await received.count(1) == [42]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 @pytest.mark.gen_test(timeout=40)

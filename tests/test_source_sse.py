@@ -15,7 +15,7 @@ from dashboard.sources.sse import SseSource
 from dashboard.sse import encode_comment, encode_event, encode_retry
 from tests.configs import one_widget, table
 from tests.helpers import BASE_CONFIG, build_widget_source, wait_until
-from tests.peers import serving
+from tests.peers import self_signed_certificate, serving
 
 
 def event(value, *, name: str | None = None, id: int | str | None = None) -> bytes:
@@ -55,14 +55,15 @@ class Upstream:
     """Answers each connection to /stream with the next step of `script` (the last one
     repeats); /hop/<n> redirects n times before /stream. Remembers request headers."""
 
-    def __init__(self):
+    def __init__(self, scheme: str = "http"):
+        self.scheme = scheme
         self.script = []
         self.requests: list[HTTPHeaders] = []
         self.disconnects = 0
         self.port = 0
 
     def url(self, path: str = "/stream", host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
+        return f"{self.scheme}://{host}:{self.port}{path}"
 
     def next_answer(self, request):
         self.requests.append(request.headers.copy())
@@ -101,6 +102,18 @@ def upstream(io_loop):
         (r"/stream", UpstreamHandler, {"upstream": upstream}),
         (r"/hop/([0-9]+)", HopHandler, {"upstream": upstream}),
     ]) as peer:
+        upstream.port = peer.port
+        yield upstream
+
+
+@pytest.fixture
+def tls_upstream(io_loop, tmp_path_factory):
+    """The upstream over TLS, with a self-signed certificate (its file: `.certificate`)."""
+    upstream = Upstream("https")
+    cert, key = self_signed_certificate(tmp_path_factory.mktemp("tls"))
+    upstream.certificate = cert
+    with serving(io_loop, [(r"/stream", UpstreamHandler, {"upstream": upstream})],
+                 ssl_options={"certfile": str(cert), "keyfile": str(key)}) as peer:
         upstream.port = peer.port
         yield upstream
 
@@ -316,6 +329,21 @@ async def test_nothing_listening_is_a_source_error(tmp_path):
     source = build(tmp_path, f'{{ kind = "sse", url = "http://127.0.0.1:{port}/events" }}', "number")
     with pytest.raises(SourceError, match=f"cannot connect to 127.0.0.1:{port}: Connection refused"):
         await source.stream(Running(source).emit)
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_an_https_upstream_is_read_over_tls_with_the_system_s_trusted_certificates(
+        tmp_path, tls_upstream, monkeypatch):
+    tls_upstream.script = [respond(event({"value": 7}, name="cpu", id=1), hold=True)]
+    url = tls_upstream.url(host="localhost")
+    source = build(tmp_path, f'{{ kind = "sse", url = "{url}", event = "cpu", path = "value" }}', "number")
+    # Not trusted: a self-signed certificate is refused, and the error says why.
+    with pytest.raises(SourceError, match=r"cannot connect to localhost:\d+: self-signed certificate"):
+        await source.stream(Running(source).emit)
+    # Trusted the way an own CA is added to the system's: read over TLS.
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_upstream.certificate))
+    async with Running(source) as running:
+        assert await running.count(1) == [7]
 
 
 # --- in a running dashboard ---------------------------------------------------------------------
