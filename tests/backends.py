@@ -1,9 +1,9 @@
-"""Real services for the scale-out tests: a private redis-server, a fresh PostgreSQL
-database, nginx, and dashboard processes started through run.py. Each fixture
+"""Real services for the scale-out tests: a private redis-server and mosquitto, a fresh
+PostgreSQL database, nginx, and dashboard processes started through run.py. Each fixture
 kills and waits for what it started, whatever the test did.
 
-tests/conftest.py loads this module as a plugin: a test names a fixture (`redis_server`, `pg_url`,
-`processes`) as an argument, no import needed.
+tests/conftest.py loads this module as a plugin: a test names a fixture (`redis_server`, `mosquitto`,
+`pg_url`, `processes`) as an argument, no import needed.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -25,6 +26,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_DSN = os.environ.get("DASHBOARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_SERVER = shutil.which("redis-server")
+MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 
 
@@ -36,7 +38,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_port(port: int, timeout: float = 10.0, process: subprocess.Popen | None = None) -> None:
+def wait_for_port(port: int, timeout: float = 10.0, process: subprocess.Popen | None = None,
+                  log: Path | None = None) -> None:
+    """Until 127.0.0.1:port accepts; fails at once if `process` exits first (with its `log`)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -44,7 +48,8 @@ def wait_for_port(port: int, timeout: float = 10.0, process: subprocess.Popen | 
                 return
         except OSError:
             if process is not None and process.poll() is not None:
-                raise AssertionError(f"{process.args[0]} exited with {process.returncode} before listening")
+                said = f":\n{log.read_text(errors='replace')}" if log is not None and log.exists() else ""
+                raise AssertionError(f"{process.args[0]} exited with {process.returncode} before listening{said}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"nothing listens on port {port} after {timeout}s")
             time.sleep(0.02)
@@ -104,6 +109,46 @@ def redis_server(tmp_path):
     server.start()
     yield server
     server.kill()
+
+
+# --- mosquitto ----------------------------------------------------------------------
+
+class Mosquitto:
+    """A mosquitto of our own on a free port, to stop and start again."""
+
+    def __init__(self, directory: Path):
+        self.port = free_port()
+        self.log = directory / "mosquitto.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, tls: tuple[Path, Path] | None = None) -> None:
+        """Listen on 127.0.0.1:port; over TLS only with `tls` = (certificate, key)."""
+        command = [MOSQUITTO, "-p", str(self.port)]
+        if tls is not None:
+            conf = self.log.with_name("mosquitto.conf")
+            # As root, mosquitto would become user "mosquitto", who cannot read a test's files.
+            user = pwd.getpwuid(os.geteuid()).pw_name
+            conf.write_text(f"user {user}\nlistener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                            f"certfile {tls[0]}\nkeyfile {tls[1]}\n")
+            command = [MOSQUITTO, "-c", str(conf)]
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        wait_for_port(self.port, process=self.process, log=self.log)
+
+    def kill(self) -> None:
+        if self.process is not None:
+            kill_process(self.process)
+            self.process = None
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    """Not started: the test starts it (with TLS, or again after a kill())."""
+    if MOSQUITTO is None:
+        pytest.skip("the mosquitto binary is not installed (Debian: apt-get install mosquitto)")
+    broker = Mosquitto(tmp_path)
+    yield broker
+    broker.kill()
 
 
 # --- PostgreSQL ---------------------------------------------------------------------

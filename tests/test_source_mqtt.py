@@ -1,27 +1,21 @@
 """The mqtt source against real brokers: the shared Mosquitto on 127.0.0.1:1883
-(a unique topic per test), and a private mosquitto that a test stops and restarts."""
+(a unique topic per test), and a private mosquitto (tests/backends.py) that a test
+stops and restarts."""
 
 import asyncio
-import os
-import pwd
-import shutil
 import ssl
-import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import aiomqtt
 import pytest
 
 from dashboard.config import ConfigError
 from dashboard.sources import SourceError
-from tests.backends import free_port, kill_process
+from tests.backends import free_port
 from tests.configs import dashboard, loopback_server, widget
 from tests.helpers import build_widget_source, wait_until
 from tests.peers import self_signed_certificate
-
-MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
 
 
 def unique_topic() -> str:
@@ -162,56 +156,10 @@ async def test_no_broker_is_an_error_state(servers):
     assert server.runtime.scheduler.states["m"].failures >= 1
 
 
-class Mosquitto:
-    """A mosquitto of our own on a free port, to stop and start again."""
-
-    def __init__(self, directory: Path):
-        self.port = free_port()
-        self.log = directory / "mosquitto.log"
-        self.process: subprocess.Popen | None = None
-
-    async def start(self, tls: tuple[Path, Path] | None = None) -> None:
-        """Listen on 127.0.0.1:port; over TLS only with `tls` = (certificate, key)."""
-        command = [MOSQUITTO, "-p", str(self.port)]
-        if tls is not None:
-            conf = self.log.with_name("mosquitto.conf")
-            # As root, mosquitto would become user "mosquitto", who cannot read a test's files.
-            user = pwd.getpwuid(os.geteuid()).pw_name
-            conf.write_text(f"user {user}\nlistener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                            f"certfile {tls[0]}\nkeyfile {tls[1]}\n")
-            command = [MOSQUITTO, "-c", str(conf)]
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        await wait_until(self._listening, timeout=10, message=f"mosquitto on port {self.port}")
-
-    async def _listening(self) -> bool:
-        assert self.process.poll() is None, self.log.read_text()
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        except OSError:
-            return False
-        writer.close()
-        return True
-
-    def kill(self) -> None:
-        if self.process is not None:
-            kill_process(self.process)
-            self.process = None
-
-
-@pytest.fixture
-def mosquitto(tmp_path):
-    if MOSQUITTO is None:
-        pytest.skip("the mosquitto binary is not installed (Debian: apt-get install mosquitto)")
-    broker = Mosquitto(tmp_path)
-    yield broker
-    broker.kill()
-
-
 @pytest.mark.gen_test(timeout=40)
 async def test_a_tls_broker_is_checked_against_the_system_s_trusted_certificates(mosquitto, tmp_path, monkeypatch):
     certificate, key = self_signed_certificate(tmp_path)
-    await mosquitto.start(tls=(certificate, key))
+    mosquitto.start(tls=(certificate, key))
     topic = unique_topic()
     source_text = f'{{ kind = "mqtt", port = {mosquitto.port}, topic = "{topic}", tls = true }}'
     # Not trusted: a self-signed certificate is refused, and the error says why.
@@ -235,7 +183,7 @@ async def test_a_tls_broker_is_checked_against_the_system_s_trusted_certificates
 @pytest.mark.gen_test(timeout=40)
 async def test_values_flow_again_after_the_broker_comes_back(mosquitto, servers):
     # mosquitto first: fixtures stop in reverse, so the dashboard stops before its broker.
-    await mosquitto.start()
+    mosquitto.start()
     topic = unique_topic()
     server = await servers.start(config_text({
         "m": ("number", f'{{ kind = "mqtt", port = {mosquitto.port}, topic = "{topic}" }}')}))
@@ -247,7 +195,7 @@ async def test_values_flow_again_after_the_broker_comes_back(mosquitto, servers)
     await wait_until(lambda: last["m"].status == "error", message="the widget failing")
     assert last["m"].value == 1  # the last good value stays, marked as failing
 
-    await mosquitto.start()  # the same port; a new broker, with nothing retained
+    mosquitto.start()  # the same port; a new broker, with nothing retained
     await publish(topic, "2", port=mosquitto.port, retain=True)
     await wait_until(lambda: last["m"].status == "ok" and last["m"].value == 2, timeout=15,
                      message="values after the broker came back")
