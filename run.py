@@ -46,7 +46,7 @@ def load(args: argparse.Namespace):
 
 
 def setup_logging(level: str) -> None:
-    from dashboard.systemd import JournalFormatter, logs_to_journal
+    from dashboard.service.systemd import JournalFormatter, logs_to_journal
 
     handler = logging.StreamHandler(sys.stderr)
     if logs_to_journal(os.environ, sys.stderr):
@@ -81,15 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         return asyncio.run(migrate(config))
     if args.processes > 1:
-        from dashboard.supervisor import supervise
-        from dashboard.systemd import Notifier, watchdog_interval
+        from dashboard.service.supervisor import supervise
+        from dashboard.service.systemd import Notifier, watchdog_interval
 
         return asyncio.run(supervise(child_argv(args, config), args.processes,
                                      address=(config.server.host, config.server.port),
                                      notifier=Notifier.from_environ(os.environ),
                                      watchdog_interval=watchdog_interval(os.environ)))
-    from dashboard.main import Server
-    from dashboard.systemd import Notifier, watchdog_interval
+    from dashboard.service.server import Server
+    from dashboard.service.systemd import Notifier, watchdog_interval
 
     server = Server(config, role=args.role, reuse_port=args.reuse_port, notifier=Notifier.from_environ(os.environ),
                     watchdog_interval=watchdog_interval(os.environ), config_loader=lambda: load(args))
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def exposure_warnings(args: argparse.Namespace, config) -> list[str]:
-    from dashboard.exposure import file_mode_warning, network_warning
+    from dashboard.service.exposure import file_mode_warning, network_warning
 
     # A worker serves /healthz and /metrics only: its dashboards are not on its port.
     found = [network_warning(config) if args.role != "worker" else None, file_mode_warning(args.config)]
@@ -114,7 +114,7 @@ def hash_password(stdin, stdout) -> int:
     is asked twice, without echo; otherwise the first line of stdin is the password."""
     import getpass
 
-    from dashboard.auth import hash_password as make_hash
+    from dashboard.core.auth import hash_password as make_hash
 
     if stdin.isatty():
         password = getpass.getpass("Password: ")
@@ -132,7 +132,7 @@ def hash_password(stdin, stdout) -> int:
 
 def check_processes(args: argparse.Namespace, config) -> list[str]:
     """ConfigError when the role or process count cannot work with this config; warnings."""
-    from dashboard.roles import ROLES, check_role
+    from dashboard.service.roles import ROLES, check_role
 
     if not 1 <= args.processes <= 64:
         raise ConfigError(f"--processes: expected a number from 1 to 64, got {args.processes}")
@@ -152,7 +152,7 @@ def child_argv(args: argparse.Namespace, config) -> list[str]:
 
 
 async def migrate(config) -> int:
-    from dashboard.store import Store
+    from dashboard.storage.store import Store
 
     store = Store(config.storage.url)
     await store.open(migrate=True)

@@ -63,8 +63,8 @@ def free_port() -> int:
 def widget_ids(dashboard: int, count: int, event_size: int) -> list[str]:
     """Widget ids padded so that an encoded event is about event_size bytes
     (the id and event name both carry the widget id)."""
-    from dashboard.hub import encode_sample
-    from dashboard.models import Sample
+    from dashboard.hub.memory import encode_sample
+    from dashboard.core.samples import Sample
 
     def size(widget: str) -> int:
         return len(encode_sample(Sample(1_000_000, widget, datetime.now(timezone.utc), time.time())))

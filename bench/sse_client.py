@@ -8,7 +8,7 @@ once per event id, since all streams of a process receive the same events.
 
 The event-stream decoding takes a bytes fast path while the stream holds no CR
 (neither server sends one); on the first CR a stream switches for good to the
-project's spec-exact dashboard.sse.Decoder, so the counts stay correct for any
+project's spec-exact dashboard.core.sse.Decoder, so the counts stay correct for any
 conforming stream.
 
 Run by bench/fanout.py as worker processes (multiprocessing, spawn); the
@@ -224,7 +224,7 @@ class StreamProtocol(asyncio.Protocol):
             self._dispatch(self.last_id, "\n".join(data), now)
 
     def _switch_to_spec_decoder(self) -> None:
-        from dashboard.sse import Decoder
+        from dashboard.core.sse import Decoder
 
         self.decoder = Decoder()
         self.decoder.last_event_id = self.last_id
@@ -333,7 +333,7 @@ def worker_main(conn, spec: dict) -> None:
     raise_fd_limit()
     if spec.get("uvloop", True):
         use_uvloop()
-    sys.path.insert(0, spec["root"])  # for dashboard.sse, should a stream ever need the spec decoder
+    sys.path.insert(0, spec["root"])  # for dashboard.core.sse, should a stream ever need the spec decoder
     try:
         asyncio.run(worker_main_async(conn, spec))
     except (EOFError, BrokenPipeError, KeyboardInterrupt):

@@ -11,7 +11,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from dashboard.models import metadata
+from dashboard.storage.schema import metadata
 
 target_metadata = metadata
 

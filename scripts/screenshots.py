@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT))
 from playwright.async_api import async_playwright  # noqa: E402
 
 from dashboard.config import load_config  # noqa: E402
-from dashboard.main import Server  # noqa: E402
-from dashboard.models import samples  # noqa: E402
-from dashboard.store import Store  # noqa: E402
+from dashboard.service.server import Server  # noqa: E402
+from dashboard.storage.schema import samples  # noqa: E402
+from dashboard.storage.store import Store  # noqa: E402
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]

@@ -326,7 +326,7 @@ class Follower:
 
 
 async def pg_ids(url: str, widgets: tuple[str, ...]) -> list[int]:
-    from dashboard.store import Store
+    from dashboard.storage.store import Store
 
     store = Store(url)
     await store.open(migrate=False)

@@ -13,10 +13,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from dashboard.config import load_config
-from dashboard.main import Server
+from dashboard.service.server import Server
 from dashboard.sources import build_source
-from dashboard.sse import Decoder, Event
-from dashboard.store import Store
+from dashboard.core.sse import Decoder, Event
+from dashboard.storage.store import Store
 from tests.configs import dashboard, loopback_server, push_widgets, table
 
 TOKEN = "test-token-0123456789"

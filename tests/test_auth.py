@@ -14,11 +14,11 @@ from urllib.parse import quote
 
 import pytest
 
-from dashboard import auth
-from dashboard.auth import Viewer
+from dashboard.core import auth
+from dashboard.core.auth import Viewer
 from dashboard.config import ConfigError, load_config
-from dashboard.exposure import file_mode_warning, network_warning
-from dashboard.web.auth import safe_next
+from dashboard.service.exposure import file_mode_warning, network_warning
+from dashboard.web.login import safe_next
 from dashboard.web.security import redact_uri
 from tests.configs import dashboard, loopback_server, push_widgets, table
 from tests.helpers import StreamClient, wait_until, write_config

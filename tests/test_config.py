@@ -8,14 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dashboard.config import (
-    MISSING,
-    Config,
-    ConfigError,
-    Table,
-    load_config,
-    parse_duration,
-)
+from dashboard.config import MISSING, Config, ConfigError, Table, load_config, parse_duration
 from tests.configs import toml_value
 
 # The smallest valid document is one widget shown on one dashboard.

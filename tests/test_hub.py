@@ -5,9 +5,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from dashboard.hub import Hub, Topic, encode_sample
-from dashboard.models import Sample
-from dashboard.sse import decode
+from dashboard.hub.memory import Hub, Topic, encode_sample
+from dashboard.core.samples import Sample
+from dashboard.core.sse import decode
 
 TS = datetime(2026, 11, 21, 10, 15, 2, 120000, tzinfo=timezone.utc)
 

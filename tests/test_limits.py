@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from dashboard.sse import decode
+from dashboard.core.sse import decode
 from dashboard.web import stream as stream_module
 from tests.helpers import BASE_CONFIG, StreamClient, data, wait_until
 

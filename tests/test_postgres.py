@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import inspect, text
 
-from dashboard.store import Store
+from dashboard.storage.store import Store
 
 
 @pytest.fixture

@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from dashboard.config import ConfigError, load_config
-from dashboard.hub import encode_sample
-from dashboard.models import Sample
-from dashboard.sse import Decoder, Event, decode, encode_event
+from dashboard.hub.memory import encode_sample
+from dashboard.core.samples import Sample
+from dashboard.core.sse import Decoder, Event, decode, encode_event
 from tests.configs import dashboard, loopback_server, push_widget, push_widgets, table, toml_value, widget
 from tests.helpers import TOKEN, wait_until, write_config
 from tests.test_auth import ALICE_HASH, LOBBY_TOKEN, SECRET

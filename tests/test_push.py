@@ -20,7 +20,7 @@ import pytest
 import tornado.httpserver
 import tornado.netutil
 
-from dashboard.app import make_app
+from dashboard.web.app import make_app
 
 from dashboard.web.push import HOW_TO_ENABLE, bearer_token, is_json_content_type, token_name
 from tests.configs import dashboard, push_widgets, widget

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from dashboard.ratelimit import RateLimiter, TokenBucket, retry_after
+from dashboard.web.ratelimit import RateLimiter, TokenBucket, retry_after
 from tests.helpers import BASE_CONFIG, TOKEN
 from tests.test_auth import ALICE_PASSWORD, AUTH_CONFIG
 from tests.webclient import WebClient

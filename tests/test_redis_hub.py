@@ -10,10 +10,10 @@ from datetime import datetime, timezone
 import pytest
 import redis.asyncio
 
-from dashboard.models import Sample
-from dashboard.recorder import Recorder
-from dashboard.redis_hub import RedisHub, message_sample, redis_address, sample_message
-from dashboard.store import Store
+from dashboard.core.samples import Sample
+from dashboard.storage.recorder import Recorder
+from dashboard.hub.redis_hub import RedisHub, message_sample, redis_address, sample_message
+from dashboard.storage.store import Store
 from tests.helpers import BASE_CONFIG, StreamClient, data, health, opened_store, wait_until
 
 TOPICS = {"main": ("a", "b"), "other": ("b", "c")}

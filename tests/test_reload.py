@@ -10,7 +10,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from dashboard.config import load_config
-from dashboard.reload import compare, keep_restart_settings
+from dashboard.service.reload import compare, keep_restart_settings
 from tests.configs import dashboard, loopback_server, push_widgets, table, widget
 from tests.helpers import TOKEN, StreamClient, data, wait_until, write_config
 from tests.process import ServerProcess

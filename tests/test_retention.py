@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import func, select
 
 from dashboard.config import load_config
-from dashboard.models import samples
-from dashboard.retention import Pruner
-from dashboard.store import Store
+from dashboard.storage.schema import samples
+from dashboard.storage.retention import Pruner
+from dashboard.storage.store import Store
 from tests.helpers import BASE_CONFIG, opened_store, wait_until, write_config
 
 FAST_PRUNING = BASE_CONFIG.replace('url = "sqlite+aiosqlite:///data/test.db"',

@@ -14,8 +14,8 @@ import pytest
 import redis.asyncio
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from dashboard.lease import TickerLease
-from dashboard.redis_hub import message_sample
+from dashboard.service.lease import TickerLease
+from dashboard.hub.redis_hub import message_sample
 from tests.backends import ROOT, Follower, free_port, kill_process, pg_ids
 from tests.process import NotifySocket
 from tests.configs import TEST_DB, dashboard, loopback_server, push_widgets, table, widget

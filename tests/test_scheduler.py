@@ -8,12 +8,12 @@ from collections import defaultdict
 import pytest
 
 from dashboard.config import load_config
-from dashboard.hub import Hub
-from dashboard.models import Sample
-from dashboard.recorder import Recorder
-from dashboard.scheduler import MAX_BACKOFF, Scheduler, backoff
+from dashboard.hub.memory import Hub
+from dashboard.core.samples import Sample
+from dashboard.storage.recorder import Recorder
+from dashboard.sources.scheduler import MAX_BACKOFF, Scheduler, backoff
 from dashboard.sources import SourceError
-from dashboard.store import Store
+from dashboard.storage.store import Store
 from tests.helpers import wait_until, write_config
 
 HANG = object()  # a fetch that never returns

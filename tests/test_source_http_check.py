@@ -9,7 +9,7 @@ import pytest
 import tornado.web
 
 from dashboard.config import ConfigError
-from dashboard.views import accept
+from dashboard.core.views import accept
 from tests.configs import loopback_server, one_widget
 from tests.helpers import StreamClient, build_widget_source, data
 from tests.peers import refused_url, serving

@@ -12,7 +12,7 @@ from dashboard.config import ConfigError
 from dashboard.sources import SourceError
 from dashboard.sources.http_json import JsonPath
 from dashboard.sources.sse import SseSource
-from dashboard.sse import encode_comment, encode_event, encode_retry
+from dashboard.core.sse import encode_comment, encode_event, encode_retry
 from tests.configs import one_widget, table
 from tests.helpers import BASE_CONFIG, build_widget_source, wait_until
 from tests.peers import self_signed_certificate, serving

@@ -1,13 +1,6 @@
 import pytest
 
-from dashboard.sse import (
-    Decoder,
-    Event,
-    decode,
-    encode_comment,
-    encode_event,
-    encode_retry,
-)
+from dashboard.core.sse import Decoder, Event, decode, encode_comment, encode_event, encode_retry
 
 # --- encoding ---------------------------------------------------------------
 

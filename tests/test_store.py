@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import event, inspect, text
 from sqlalchemy.exc import StatementError
 
-from dashboard.store import Store
+from dashboard.storage.store import Store
 from tests.helpers import opened_store
 
 

@@ -13,7 +13,7 @@ import tornado.netutil
 from tornado.httpclient import AsyncHTTPClient
 
 from dashboard import __version__
-from dashboard.app import make_app
+from dashboard.web.app import make_app
 from dashboard.web import stream as stream_module
 from tests.helpers import BASE_CONFIG, StreamClient, data, page_data, wait_until
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from dashboard.config import load_config
-from dashboard.systemd import JournalFormatter, Notifier, logs_to_journal, watchdog_interval
+from dashboard.service.systemd import JournalFormatter, Notifier, logs_to_journal, watchdog_interval
 from tests.configs import dashboard, loopback_server, push_widgets, widget
 from tests.helpers import StreamClient, wait_until, write_config
 from tests.process import ROOT, NotifySocket, ServerProcess

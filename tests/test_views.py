@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from dashboard.views import (
+from dashboard.core.views import (
     MAX_LIST_ROWS,
     ValueRejected,
     accept,

@@ -10,7 +10,10 @@ reason and the stream goes on. A streaming source may have a `retry_delay`
 (seconds, or None): the scheduler's backoff then starts from it, not `every`.
 
 Kinds are imported lazily, so an optional dependency (an MQTT client, say) is
-needed only by a config that uses it.
+needed only by a config that uses it. The scheduler (scheduler.py) runs them and
+hands each value to the storage writer.
+
+May import core, config and storage; never hub, web or service.
 """
 
 from __future__ import annotations

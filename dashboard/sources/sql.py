@@ -31,7 +31,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ..config import ConfigError, database_url
-from ..views import MAX_LIST_ROWS
+from ..core.views import MAX_LIST_ROWS
 from . import SourceError
 
 RESULTS = ("scalar", "rows")

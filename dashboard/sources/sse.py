@@ -35,7 +35,7 @@ from urllib.parse import urljoin, urlsplit
 from tornado.httputil import HTTPHeaders, HTTPInputError, parse_response_start_line
 
 from .. import __version__
-from ..sse import Decoder, Event
+from ..core.sse import Decoder, Event
 from . import SourceError
 from .http_json import JsonPath, read_headers, read_path, read_url, shown_url
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import tornado.web
 
-from .. import auth
-from ..models import Sample, format_ts
+from ..core import auth
+from ..core.samples import Sample, format_ts
 from .base import BaseHandler
 from .sessions import api_denied
 

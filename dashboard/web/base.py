@@ -9,8 +9,8 @@ import markupsafe
 import tornado.web
 from tornado.log import app_log
 
-from .. import auth
-from ..runtime import Runtime
+from ..core import auth
+from .runtime import Runtime
 from .security import redact_uri, set_page_headers
 from .sessions import viewers_of
 

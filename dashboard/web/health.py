@@ -8,7 +8,7 @@ import time
 from datetime import datetime, timezone
 
 from .. import __version__
-from ..models import format_ts
+from ..core.samples import format_ts
 from .base import BaseHandler
 from .push import bearer_token
 

@@ -6,8 +6,10 @@ from datetime import datetime, timedelta, timezone
 
 import tornado.web
 
-from .. import __version__, auth, views
-from ..models import format_ts
+from .. import __version__
+from ..core import auth
+from ..core import views
+from ..core.samples import format_ts
 from .base import BaseHandler
 from .sessions import exchange_kiosk_token, guard_page, login_url
 

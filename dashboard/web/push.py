@@ -26,10 +26,10 @@ from typing import Any
 
 import tornado.web
 
-from ..models import ERROR, OK, format_ts
-from ..ratelimit import RateLimiter, retry_after
+from ..core.samples import ERROR, OK, format_ts
+from .ratelimit import RateLimiter, retry_after
 from ..sources import is_push
-from ..views import ValueRejected, accept
+from ..core.views import ValueRejected, accept
 from .api import ApiHandler, WidgetHandler, WidgetsHandler
 
 log = logging.getLogger("dashboard.push")

@@ -16,8 +16,8 @@ from urllib.parse import parse_qsl, urlencode
 
 import tornado.web
 
-from .. import auth
-from ..auth import Viewer
+from ..core import auth
+from ..core.auth import Viewer
 
 log = logging.getLogger("dashboard.auth")
 

@@ -36,9 +36,10 @@ import tornado.web
 from tornado.ioloop import IOLoop
 from tornado.iostream import StreamClosedError
 
-from .. import __version__, auth
+from .. import __version__
+from ..core import auth
 from ..hub import Topic, encode_sample
-from ..sse import encode_comment, encode_event, encode_retry
+from ..core.sse import encode_comment, encode_event, encode_retry
 from .base import BaseHandler, log_access
 from .sessions import renew
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from dashboard.store import Store
+from dashboard.storage.store import Store
 from tests.browser.browsing import open_live, wait_for_value, wait_live
 from tests.configs import dashboard, loopback_server, push_widget
 

@@ -18,11 +18,12 @@ from typing import Any
 from sqlalchemy import delete, event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from .models import OK, Sample, samples, utc
+from ..core.samples import OK, Sample, utc
+from .schema import samples
 
 log = logging.getLogger("dashboard.store")
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 # PostgreSQL advisory lock keys (any two distinct bigints): one for writers, one for migrations.
 WRITERS_LOCK = 0x64617368_0001

@@ -15,11 +15,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .config import WidgetConfig
-from .models import ERROR, OK, Sample
-from .recorder import Recorder
-from .sources import SourceError
-from .views import ValueRejected, accept
+from ..config import WidgetConfig
+from ..core.samples import ERROR, OK, Sample
+from ..storage.recorder import Recorder
+from . import SourceError
+from ..core.views import ValueRejected, accept
 
 log = logging.getLogger("dashboard.scheduler")
 

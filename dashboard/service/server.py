@@ -14,19 +14,19 @@ from collections.abc import Callable
 import tornado.httpserver
 import tornado.netutil
 
-from .app import make_app, make_templates
+from ..web.app import make_app, make_templates
 from . import reload as reloading
-from .config import Config, ConfigError
-from .metrics import MeasuredRecorder, Metrics
-from .models import ERROR, OK
-from .retention import Pruner
+from ..config import Config, ConfigError
+from ..web.metrics import MeasuredRecorder, Metrics
+from ..core.samples import ERROR, OK
+from ..storage.retention import Pruner
 from .roles import ROLES, make_hub, make_lease, worker_app
-from .runtime import Runtime
-from .scheduler import Scheduler
-from .sources import build_sources
-from .store import Store
+from ..web.runtime import Runtime
+from ..sources.scheduler import Scheduler
+from ..sources import build_sources
+from ..storage.store import Store
 from .systemd import Notifier, Watchdog
-from .web.health import scheduler_state
+from ..web.health import scheduler_state
 
 log = logging.getLogger("dashboard.server")
 

@@ -24,8 +24,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from .config import Config, ConfigError
-from .sources import build_source
+from ..config import Config, ConfigError
+from ..sources import build_source
 
 # A removed dashboard's open streams get `reload`, then end after this long: time
 # enough for the event to reach even a slow client.

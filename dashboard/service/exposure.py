@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .auth import PUBLIC, is_loopback
+from ..core.auth import PUBLIC, is_loopback
 
 DEMO_PUSH_TOKEN = "demo-token-change-me"  # the bundled config.toml's fallback
 

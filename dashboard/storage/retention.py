@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
-from .config import Config
+from ..config import Config
 from .store import Store
 
 log = logging.getLogger("dashboard.retention")

@@ -35,8 +35,8 @@ from redis.asyncio import Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .hub import Hub, encode_sample
-from .models import Sample
+from . import Hub, encode_sample
+from ..core.samples import Sample
 
 log = logging.getLogger("dashboard.hub")
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import jinja2
 
-from .config import Config
-from .hub import Hub
-from .recorder import Recorder
-from .store import Store
+from ..config import Config
+from ..hub import Hub
+from ..storage.recorder import Recorder
+from ..storage.store import Store
 
 
 @dataclass

@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from .models import ERROR
-from .recorder import Recorder
+from ..core.samples import ERROR
+from ..storage.recorder import Recorder
 
 # A commit of a few rows on SQLite takes well under a millisecond when nothing waits.
 WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from redis.exceptions import LockError, RedisError
 
-from .redis_hub import redis_address, redis_client
+from ..hub.redis_hub import redis_address, redis_client
 
 log = logging.getLogger("dashboard.lease")
 

@@ -1,4 +1,4 @@
-"""The tables, and the one value type that travels through the system: a Sample.
+"""The one value type that travels through the system: a Sample.
 
 A sample's integer id is also its SSE event id, so ids must only grow.
 """
@@ -9,26 +9,6 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
-
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, MetaData, String, Table, Text
-
-metadata = MetaData()
-
-samples = Table(
-    "samples",
-    metadata,
-    # INTEGER on SQLite makes it the rowid alias. Without AUTOINCREMENT SQLite hands out
-    # max(rowid) + 1, which only grows because retention never deletes a widget's newest row.
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
-    Column("widget", String(64), nullable=False),
-    Column("ts", DateTime(timezone=True), nullable=False),
-    Column("value", JSON, nullable=True),
-    Column("status", String(16), nullable=False),
-    Column("message", Text, nullable=True),
-    # "latest per widget" and "history of a widget since an id" both walk this one.
-    Index("ix_samples_widget_id", "widget", "id"),
-    Index("ix_samples_ts", "ts"),
-)
 
 OK = "ok"
 ERROR = "error"

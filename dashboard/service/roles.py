@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import tornado.web
 from tornado.routing import PathMatches
 
-from .config import Config, ConfigError
-from .hub import Hub
+from ..config import Config, ConfigError
+from ..hub import Hub
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def check_role(config: Config, role: Role, processes: int = 1) -> list[str]:
 
 def make_hub(config: Config, role: Role, origin: str) -> Hub:
     if config.hub.backend == "redis":
-        from .redis_hub import RedisHub  # redis is an optional dependency
+        from ..hub.redis_hub import RedisHub  # redis is an optional dependency
 
         return RedisHub(config.hub.url, buffer=config.hub.buffer, channel=config.hub.channel, origin=origin,
                         subscribe=role.web)

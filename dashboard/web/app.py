@@ -9,16 +9,16 @@ import tornado.web
 
 from .ratelimit import RateLimiter
 from .runtime import Runtime
-from .web.api import HistoryHandler
-from .web.auth import LoginHandler, LogoutHandler
-from .web.base import BaseHandler, NotFoundHandler, log_access
-from .web.health import HealthHandler, MetricsHandler
-from .web.pages import DashboardHandler, IndexHandler
-from .web.push import WidgetPushHandler, WidgetsPushHandler
-from .web.security import SecureStaticFileHandler
-from .web.stream import StreamHandler
+from .api import HistoryHandler
+from .login import LoginHandler, LogoutHandler
+from .base import BaseHandler, NotFoundHandler, log_access
+from .health import HealthHandler, MetricsHandler
+from .pages import DashboardHandler, IndexHandler
+from .push import WidgetPushHandler, WidgetsPushHandler
+from .security import SecureStaticFileHandler
+from .stream import StreamHandler
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "templates"
 STATIC = ROOT / "static"
 

@@ -14,8 +14,8 @@ import time
 
 import tornado.web
 
-from .. import auth
-from ..ratelimit import RateLimiter, retry_after
+from ..core import auth
+from .ratelimit import RateLimiter, retry_after
 from .base import BaseHandler
 from .sessions import clear_session, write_session
 

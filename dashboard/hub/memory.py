@@ -31,8 +31,8 @@ import time
 from bisect import bisect_right
 from collections.abc import Iterable
 
-from .models import Sample
-from .sse import encode_event
+from ..core.samples import Sample
+from ..core.sse import encode_event
 
 
 def encode_sample(sample: Sample) -> bytes:

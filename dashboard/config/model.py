@@ -1,0 +1,142 @@
+"""The configuration as frozen dataclasses: what the rest of the server reads."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from .reader import Table, join
+
+# --- the config dataclasses ---------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    host: str
+    port: int
+    keepalive: float
+    log_level: str
+    grace: float
+    batch: float
+    max_streams: int
+    max_streams_per_ip: int
+    max_stream_lifetime: float
+    # Proxies whose X-Forwarded-For / -Proto / user header are believed (parsed networks).
+    trusted_proxies: tuple = ()
+    frame_ancestors: tuple[str, ...] = ("'self'",)  # CSP frame-ancestors: who may embed the pages
+    max_body: int = 64 * 1024  # the largest request body, pushes aside (those have [api] max_body)
+    max_header: int = 16 * 1024
+    metrics_token: str = ""  # when set, /metrics and the details of /healthz need it
+
+
+@dataclasses.dataclass(frozen=True)
+class StorageConfig:
+    url: str
+    retention: float
+    prune_every: float
+
+
+@dataclasses.dataclass(frozen=True)
+class HubConfig:
+    backend: str
+    url: str
+    buffer: int
+    channel: str = "dashboard:events"  # redis: the one pub/sub channel; the ticker lock is "<channel>:tickers"
+    lease: float = 10.0  # redis: a dead worker's tickers move to a standby within this time
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiConfig:
+    tokens: Mapping[str, str]
+    max_body: int
+    history_limit: int
+    rate: float = 10.0  # pushes per second per token, on average
+    burst: int = 20  # pushes per token at once
+
+
+@dataclasses.dataclass(frozen=True)
+class AuthConfig:
+    """Viewer authentication (dashboard/auth.py); unused while every dashboard is public."""
+    secret: str = ""  # signs session cookies
+    session_lifetime: float = 12 * 3600.0
+    tokens: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))  # kiosk links
+    users: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))  # name -> scrypt hash
+    proxy_header: str = "X-Forwarded-User"
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceConfig:
+    kind: str
+    options: Mapping[str, Any]  # the source table minus "kind", unvalidated here
+    path: str                   # "widgets.<id>.source", for the source's own errors
+
+
+@dataclasses.dataclass(frozen=True)
+class WidgetConfig:
+    id: str
+    view: str
+    title: str
+    every: float
+    timeout: float
+    on_change: bool
+    unit: str
+    decimals: int | None
+    min: float | None
+    max: float | None
+    warn: float | None
+    crit: float | None
+    history: float
+    width: int
+    height: int
+    timezone: str
+    source: SourceConfig | None
+    enabled: bool = True  # a disabled widget is validated but neither runs nor shows
+
+
+@dataclasses.dataclass(frozen=True)
+class DashboardConfig:
+    id: str
+    title: str
+    widgets: tuple[str, ...]
+    columns: int
+    theme: str
+    rotate: float  # 0.0 when off
+    auth: str = "public"  # public, token, password or proxy
+    users: tuple[str, ...] | None = None  # who of that kind may see it; None: everyone of that kind
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    file: str
+    base_dir: Path
+    server: ServerConfig
+    storage: StorageConfig
+    hub: HubConfig
+    api: ApiConfig
+    dashboards: tuple[DashboardConfig, ...]
+    widgets: Mapping[str, WidgetConfig]  # the enabled widgets: everything that runs and shows
+    # `enabled = false`: kept only so their sources can be validated too
+    disabled_widgets: Mapping[str, WidgetConfig] = dataclasses.field(
+        default_factory=lambda: MappingProxyType({}))
+    auth: AuthConfig = dataclasses.field(default_factory=AuthConfig)
+
+    def source_options(self, widget_id: str) -> Table:
+        """The widget's source options, for the source module to read and done()."""
+        widget = self.widgets.get(widget_id) or self.disabled_widgets[widget_id]
+        source = widget.source
+        if source is None:
+            return Table(self.file, join(join("widgets", widget_id), "source"), {})
+        return Table(self.file, source.path, source.options)
+
+    def dashboards_of(self, widget_id: str) -> tuple[str, ...]:
+        return tuple(d.id for d in self.dashboards if widget_id in d.widgets)
+
+    def resolve_path(self, p: str | os.PathLike) -> Path:
+        return self.base_dir / p  # an absolute p wins, as with any Path join
+
+    def dashboard(self, dashboard_id: str) -> DashboardConfig | None:
+        return next((d for d in self.dashboards if d.id == dashboard_id), None)
+

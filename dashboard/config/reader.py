@@ -1,0 +1,269 @@
+"""Typed reading of TOML tables, with errors that name the file and the key.
+
+Generic: it knows nothing of dashboards. Source modules read their own options
+with it too. Every problem becomes one ConfigError whose message names the file,
+the key path (``widgets.cpu.every``, ``dashboards[0].id``), what was expected
+and what was found, so the user can fix it without reading code.
+"""
+
+from __future__ import annotations  # Table has methods named str/int/bool
+
+import datetime
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+
+class ConfigError(Exception):
+    """One clear, user-facing message, e.g.
+    'config.toml: widgets.cpu.every: expected a duration like "5s" or "2m", got "fast"'."""
+
+
+MISSING: Any = object()
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SIZE = re.compile(r"([0-9]+)(B|KiB|MiB|GiB)")
+_SIZE_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+_RATE = re.compile(r"([0-9]+(?:\.[0-9]+)?)/(s|m|h)")
+_RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+_SHOW_MAX = 40  # got-values longer than this are cut, so one line stays one line
+
+# --- formatting values and key paths for messages ---------------------------
+
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def quote(text: str) -> str:
+    """Quote like a TOML basic string, so messages show values as written."""
+    def esc(c: str) -> str:
+        if c in _ESCAPES:
+            return _ESCAPES[c]
+        return f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else c
+    return '"' + "".join(map(esc, text)) + '"'
+
+
+def cut(text: str) -> str:
+    return text if len(text) <= _SHOW_MAX else text[: _SHOW_MAX - 3] + "..."
+
+
+def show(value: Any) -> str:
+    """Render a got-value in TOML syntax (tables and arrays by kind only)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return quote(cut(value))
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    return cut(repr(value))  # int and float: repr matches TOML, incl. inf/nan
+
+
+def join(path: str, key: str | int) -> str:
+    """Extend a key path: ints are array indexes, odd keys are quoted as in TOML."""
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    part = key if _BARE_KEY.fullmatch(key) else quote(key)
+    return f"{path}.{part}" if path else part
+
+
+def error(file: str, path: str, message: str) -> ConfigError:
+    return ConfigError(f"{file}: {path}: {message}" if path else f"{file}: {message}")
+
+
+def range_text(kind: str, lo: Any, hi: Any) -> str:
+    if lo is not None and hi is not None:
+        return f"{kind} from {lo} to {hi}"
+    if lo is not None:
+        return f"{kind} >= {lo}"
+    return f"{kind} <= {hi}" if hi is not None else kind
+
+
+# --- scalar syntaxes ---------------------------------------------------------
+
+def parse_duration(text: str) -> float:
+    """ "500ms" "5s" "2m" "1h" "30d" "1.5s" -> seconds. Bare numbers, signs and
+    spaces are rejected: a unit is required so "5" can't mean two things."""
+    match = _DURATION.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"not a duration: {text!r}")
+    seconds = float(match[1]) * _DURATION_UNITS[match[2]]
+    if not math.isfinite(seconds):
+        raise ValueError(f"duration too large: {text!r}")
+    return seconds
+
+
+def parse_size(text: str) -> int:
+    """ "512B" "64KiB" "1MiB" "1GiB" -> bytes."""
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not a size: {text!r}")
+    return int(match[1]) * _SIZE_UNITS[match[2]]
+
+
+
+# --- typed reading of one TOML table ------------------------------------------
+
+class Table:
+    """A TOML table with its dotted key path, for reading typed values with precise errors.
+    Source modules use this to read their own options, so keep it general.
+
+    Every key asked for is remembered (present or not), so done() can reject
+    the keys nobody asked for and list the ones that are understood."""
+
+    def __init__(self, file: str, path: str, data: Mapping[str, Any]):
+        self.file = file
+        self.path = path
+        self._data = data
+        self._asked: dict[str, None] = {}  # ordered set: schema order for messages
+
+    def __repr__(self) -> str:
+        return f"Table({self.file!r}, {self.path!r}, {dict(self._data)!r})"
+
+    def keys(self):
+        return self._data.keys()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return error(self.file, join(self.path, key), message)
+
+    def _get(self, key: str, default: Any, hint: str = "") -> tuple[bool, Any]:
+        """(found, value); raises 'missing' when absent without a default."""
+        self._asked[key] = None
+        if key in self._data:
+            return True, self._data[key]
+        if default is MISSING:
+            raise self.error(key, f"missing{hint}")
+        return False, default
+
+    def _expected(self, key: str, what: str, value: Any) -> ConfigError:
+        return self.error(key, f"expected {what}, got {show(value)}")
+
+    def raw(self, key: str, default: Any = MISSING) -> Any:
+        return self._get(key, default)[1]
+
+    def str(self, key: str, default: Any = MISSING, *,
+            choices: tuple[str, ...] | None = None) -> str:
+        listing = f"one of: {', '.join(choices)}" if choices else ""
+        found, value = self._get(key, default, f" (expected {listing})" if choices else "")
+        if not found:
+            return value
+        if not isinstance(value, str):
+            raise self._expected(key, listing or "a string", value)
+        if choices and value not in choices:
+            raise self._expected(key, listing, value)
+        return value
+
+    def int(self, key: str, default: Any = MISSING, *,
+            min: int | None = None, max: int | None = None) -> int:
+        found, value = self._get(key, default)
+        if not found:
+            return value
+        # bool is a subclass of int in Python, but `port = true` is a mistake
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self._expected(key, "an integer", value)
+        self._check_range(key, "an integer", value, min, max)
+        return value
+
+    def number(self, key: str, default: Any = MISSING, *,
+               min: float | None = None, max: float | None = None) -> float | int:
+        found, value = self._get(key, default)
+        if not found:
+            return value
+        if (not isinstance(value, (int, float)) or isinstance(value, bool)
+                or value != value):  # nan compares false with everything
+            raise self._expected(key, "a number", value)
+        self._check_range(key, "a number", value, min, max)
+        return value
+
+    def _check_range(self, key: str, kind: str, value: Any, lo: Any, hi: Any) -> None:
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise self._expected(key, range_text(kind, lo, hi), value)
+
+    def bool(self, key: str, default: Any = MISSING) -> bool:
+        found, value = self._get(key, default)
+        if found and not isinstance(value, bool):
+            raise self._expected(key, "true or false", value)
+        return value
+
+    def duration(self, key: str, default: Any = MISSING, *, positive: bool = False) -> float:
+        """Seconds from a string like "5s"; a default may be a string or seconds.
+        positive=True rejects "0s" for things that must take some time."""
+        found, value = self._get(key, default)
+        if not found:
+            return parse_duration(value) if isinstance(value, str) else value
+        try:
+            seconds = parse_duration(value)
+        except ValueError:
+            raise self._expected(key, 'a duration like "5s" or "2m"', value) from None
+        if positive and seconds <= 0:
+            raise self._expected(key, "a duration greater than 0", value)
+        return seconds
+
+    def size(self, key: str, default: Any = MISSING) -> int:
+        """Bytes, from an int or a size string like "64KiB"."""
+        value = size = self.raw(key, default)
+        if isinstance(value, str) and _SIZE.fullmatch(value):
+            size = parse_size(value)
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise self.error(key, f'expected a size like "64KiB", "1MiB" or "512B", got {show(value)}')
+        return size
+
+    def rate(self, key: str, default: Any = MISSING) -> float:
+        """Events per second, from "10/s", "30/m" or "100/h"."""
+        value = self.raw(key, default)
+        match = _RATE.fullmatch(value) if isinstance(value, str) else None
+        rate = float(match[1]) / _RATE_UNITS[match[2]] if match else 0.0
+        if not (rate > 0 and math.isfinite(rate)):
+            raise self.error(key, f'expected a rate like "10/s", "30/m" or "100/h", got {show(value)}')
+        return rate
+
+    def str_list(self, key: str, default: Any = MISSING) -> tuple[str, ...]:
+        found, value = self._get(key, default)
+        if not found:
+            return tuple(value) if value is not None else None
+        if not isinstance(value, list):
+            raise self._expected(key, "an array of strings", value)
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                where = join(join(self.path, key), index)
+                raise error(self.file, where, f"expected a string, got {show(item)}")
+        return tuple(value)
+
+    def table(self, key: str, default: Any = MISSING) -> Table:
+        """A sub-table; a dict default (e.g. {}) is wrapped, None is returned as is."""
+        found, value = self._get(key, default)
+        if not found and not isinstance(value, Mapping):
+            return value
+        if not isinstance(value, Mapping):
+            raise self._expected(key, "a table", value)
+        return Table(self.file, join(self.path, key), value)
+
+    def done(self) -> None:
+        """Reject the first key that nobody asked for (a typo, usually)."""
+        for key in self._data:
+            if key not in self._asked:
+                known = f" (expected one of: {', '.join(self._asked)})" if self._asked else ""
+                raise error(self.file, self.path, f"unknown key {quote(key)}{known}")
+
+
+def table_array(parent: Table, key: str) -> list[Table]:
+    """Read an array of tables ([[key]]) as Tables addressed key[0], key[1], ..."""
+    value = parent.raw(key, [])
+    if not isinstance(value, list):
+        raise parent.error(key, f"expected an array of tables, got {show(value)}")
+    path = join(parent.path, key)
+    tables = []
+    for index, item in enumerate(value):
+        if not isinstance(item, Mapping):
+            raise error(parent.file, join(path, index), f"expected a table, got {show(item)}")
+        tables.append(Table(parent.file, join(path, index), item))
+    return tables
+

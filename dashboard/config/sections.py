@@ -1,0 +1,428 @@
+"""Building the Config from a TOML document, section by section, in schema order;
+and loading a file."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from ..core import auth as viewer_auth
+from .env import interpolate
+from .model import (
+    ApiConfig,
+    AuthConfig,
+    Config,
+    DashboardConfig,
+    HubConfig,
+    ServerConfig,
+    SourceConfig,
+    StorageConfig,
+    WidgetConfig,
+)
+from .reader import MISSING, ConfigError, Table, error, join, quote, show, table_array
+
+VIEWS = ("number", "meter", "graph", "text", "list", "status", "clock")
+THEMES = ("auto", "dark", "light")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+HUB_BACKENDS = ("memory", "redis")
+DB_SCHEMES = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+# SSE event names the stream uses for itself; a widget with one of these ids
+# would be indistinguishable from a control event on the page.
+RESERVED_WIDGET_IDS = ("hello", "reload", "message", "error", "open")
+
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_ID_RULE = 'letters, digits, "_" and "-" only (1-64 characters)'
+_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")  # viewer names: kiosk tokens and users
+_NAME_RULE = 'letters, digits, "_", ".", "@" and "-" only (1-64 characters)'
+_HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
+# CSP frame-ancestors sources: a scheme ("https:") or a host, maybe with scheme, port, path.
+_FRAME_SOURCE = re.compile(r"[a-z][a-z0-9+.-]*:|(?:[a-z][a-z0-9+.-]*://)?(?:\*\.)?[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+                           r"(?::(?:[0-9]{1,5}|\*))?(?:/[A-Za-z0-9._~%!$&()*+=:@/-]*)?|\*")
+SECRET_MIN = 32
+VIEWER_TOKEN_MIN = 16
+
+
+def _id_problem(text: str) -> str | None:
+    """Why text is not a valid widget/dashboard id, or None if it is."""
+    if _ID.fullmatch(text):
+        return None
+    return f"invalid id {show(text)}: use {_ID_RULE}"
+
+
+
+# --- building each section ----------------------------------------------------
+
+def _server(t: Table) -> ServerConfig:
+    server = ServerConfig(
+        host=t.str("host", "127.0.0.1"),
+        port=t.int("port", 8888, min=0, max=65535),
+        keepalive=t.duration("keepalive", "15s", positive=True),
+        log_level=t.str("log_level", "info", choices=LOG_LEVELS),
+        grace=t.duration("grace", "5s"),
+        batch=t.duration("batch", "0ms"),
+        max_streams=t.int("max_streams", 10000, min=1),
+        max_streams_per_ip=t.int("max_streams_per_ip", 1000, min=1),
+        max_stream_lifetime=t.duration("max_stream_lifetime", "1h", positive=True),
+        trusted_proxies=_trusted_proxies(t),
+        frame_ancestors=_frame_ancestors(t),
+        max_body=t.size("max_body", 64 * 1024),
+        max_header=t.size("max_header", 16 * 1024),
+        metrics_token=_secret_token(t, "metrics_token", 8),
+    )
+    if server.max_header < 1024:
+        raise t.error("max_header", f"expected a size of at least 1KiB, got {show(t.raw('max_header'))}")
+    t.done()
+    return server
+
+
+def _trusted_proxies(t: Table) -> tuple:
+    networks = []
+    for index, text in enumerate(t.str_list("trusted_proxies", ())):
+        try:
+            networks.append(viewer_auth.parse_network(text))
+        except ValueError:
+            where = join(join(t.path, "trusted_proxies"), index)
+            raise error(t.file, where, f'expected an IP address or network like "10.0.0.0/8", '
+                                        f"got {show(text)}") from None
+    return tuple(networks)
+
+
+def _frame_ancestors(t: Table) -> tuple[str, ...]:
+    sources = t.str_list("frame_ancestors", ("'self'",))
+    if not sources:
+        raise t.error("frame_ancestors", """expected at least one source, got an empty array (use ["'none'"])""")
+    for index, source in enumerate(sources):
+        if source in ("'self'", "'none'") or _FRAME_SOURCE.fullmatch(source):
+            if source == "'none'" and len(sources) > 1:
+                raise t.error("frame_ancestors", "expected \"'none'\" alone, got it with other sources")
+            continue
+        where = join(join(t.path, "frame_ancestors"), index)
+        raise error(t.file, where, "expected \"'self'\", \"'none'\", a scheme like \"https:\" or a host like "
+                                    f'"https://wall.example.org", got {show(source)}')
+    return sources
+
+
+def _secret_token(t: Table, key: str, shortest: int) -> str:
+    token = t.str(key, "")
+    if token and len(token) < shortest:  # the value itself is a secret: never echo it
+        raise t.error(key, f"too short: use at least {shortest} characters")
+    return token
+
+
+def database_url(t: Table, base_dir: Path) -> str:
+    """Check the scheme; make a relative sqlite path absolute against base_dir,
+    so the database does not move with the server's working directory."""
+    url = t.str("url", "sqlite+aiosqlite:///data/dashboard.db")
+    if not url.startswith(DB_SCHEMES):
+        # show only the scheme: the rest of a URL may hold a password
+        shown = url.split("://", 1)[0] + "://..." if "://" in url else url
+        raise t.error("url", f"expected a URL starting with {' or '.join(DB_SCHEMES)}, "
+                             f"got {show(shown)}")
+    prefix = "sqlite+aiosqlite:///"
+    if not url.startswith(prefix):
+        return url  # postgresql, or "sqlite+aiosqlite://" (in memory)
+    path, sep, query = url[len(prefix):].partition("?")
+    if not path or path.startswith((":memory:", "/")):
+        return url
+    return prefix + str(base_dir / path) + sep + query
+
+
+def _storage(t: Table, base_dir: Path) -> StorageConfig:
+    storage = StorageConfig(
+        url=database_url(t, base_dir),
+        retention=t.duration("retention", "30d", positive=True),
+        prune_every=t.duration("prune_every", "10m", positive=True),
+    )
+    t.done()
+    return storage
+
+
+def _hub(t: Table) -> HubConfig:
+    backend = t.str("backend", "memory", choices=HUB_BACKENDS)
+    url = t.str("url", "")
+    if backend == "redis" and not url:
+        raise t.error("url", 'missing (required when backend = "redis")')
+    if backend == "redis" and not url.startswith(REDIS_SCHEMES):
+        shown = url.split("://", 1)[0] + "://..." if "://" in url else url  # a URL may hold a password
+        raise t.error("url", f"expected a URL starting with {', '.join(REDIS_SCHEMES)}, got {show(shown)}")
+    hub = HubConfig(backend=backend, url=url, buffer=t.int("buffer", 1024, min=16),
+                    channel=t.str("channel", "dashboard:events"), lease=t.duration("lease", "10s"))
+    if not hub.channel:
+        raise t.error("channel", "expected a channel name, got an empty string")
+    if hub.lease < 1:
+        raise t.error("lease", f'expected a duration of at least "1s", got {show(t.raw("lease"))}')
+    t.done()
+    return hub
+
+
+def _tokens(t: Table) -> Mapping[str, str]:
+    tokens = {}
+    for name in t.keys():
+        token = t.str(name)
+        if len(token) < 8:  # the value itself is a secret: never echo it
+            raise t.error(name, "too short: use at least 8 characters")
+        tokens[name] = token
+    return MappingProxyType(tokens)
+
+
+def _api(t: Table) -> ApiConfig:
+    api = ApiConfig(
+        tokens=_tokens(t.table("tokens", {})),
+        max_body=t.size("max_body", 65536),
+        history_limit=t.int("history_limit", 1000, min=1),
+        rate=t.rate("rate", "10/s"),
+        burst=t.int("burst", 20, min=1),
+    )
+    t.done()
+    return api
+
+
+def _viewer_name(t: Table, name: str) -> None:
+    if not _NAME.fullmatch(name):
+        raise error(t.file, join(t.path, name), f"invalid name {show(name)}: use {_NAME_RULE}")
+
+
+def _viewer_tokens(t: Table, push_tokens: Mapping[str, str]) -> Mapping[str, str]:
+    tokens: dict[str, str] = {}
+    for name in t.keys():
+        _viewer_name(t, name)
+        token = _secret_token(t, name, VIEWER_TOKEN_MIN)
+        if not token:
+            raise t.error(name, "expected a token, got an empty string")
+        if token in tokens.values() or token in push_tokens.values():
+            # A kiosk link that also pushes, or two screens that cannot be told apart.
+            raise t.error(name, "the same token as another one here or in [api] tokens: use a token of its own")
+        tokens[name] = token
+    return MappingProxyType(tokens)
+
+
+def _users(t: Table) -> Mapping[str, str]:
+    users: dict[str, str] = {}
+    for name in t.keys():
+        _viewer_name(t, name)
+        value = t.raw(name)
+        try:
+            viewer_auth.parse_password_hash(value)
+        except ValueError:
+            shown = "a hash it cannot use" if isinstance(value, str) else show(value)  # not echoed: a hash is secret
+            raise t.error(name, 'expected a password hash made by "python run.py hash-password" '
+                                f"(scrypt$n$r$p$salt$key), got {shown}") from None
+        users[name] = value
+    return MappingProxyType(users)
+
+
+def _auth(t: Table, api: ApiConfig) -> AuthConfig:
+    secret = _secret_token(t, "secret", SECRET_MIN)
+    lifetime = t.duration("session_lifetime", "12h", positive=True)
+    if not 1 <= lifetime <= 400 * 86400:  # browsers cap cookie lifetimes at 400 days
+        got = show(t.raw("session_lifetime"))
+        raise t.error("session_lifetime", f'expected a duration from "1s" to "400d", got {got}')
+    auth = AuthConfig(
+        secret=secret, session_lifetime=lifetime,
+        tokens=_viewer_tokens(t.table("tokens", {}), api.tokens), users=_users(t.table("users", {})),
+        proxy_header=t.str("proxy_header", "X-Forwarded-User"),
+    )
+    if not _HEADER_NAME.fullmatch(auth.proxy_header):
+        raise t.error("proxy_header", f'expected a header name like "X-Forwarded-User", got {show(auth.proxy_header)}')
+    t.done()
+    return auth
+
+
+def _access_checker(auth_table: Table, auth: AuthConfig, server: ServerConfig):
+    """Check one dashboard's auth and users against [auth] and [server]."""
+    needs = {
+        viewer_auth.TOKEN: (auth.tokens, 'kiosk tokens: add [auth] tokens = { lobby = "${LOBBY_TOKEN}" }'),
+        viewer_auth.PASSWORD: (auth.users,
+                               'users: add [auth] users = { alice = "<from python run.py hash-password>" }'),
+    }
+
+    def check(t: Table, dashboard: DashboardConfig) -> None:
+        mode = dashboard.auth
+        if mode == viewer_auth.PUBLIC:
+            if dashboard.users is not None:
+                raise t.error("users", "expected no users on a public dashboard "
+                                       '(set auth = "token", "password" or "proxy")')
+            return
+        if mode == viewer_auth.PROXY:
+            if not server.trusted_proxies:
+                raise t.error("auth", '"proxy" needs the proxy\'s address in [server] trusted_proxies')
+            if dashboard.users is not None and not all(dashboard.users):
+                raise t.error("users", "expected user names, got an empty string")
+            return
+        known, how = needs[mode]
+        if not known:
+            raise t.error("auth", f"{quote(mode)} needs {how}")
+        if not auth.secret:
+            raise auth_table.error("secret", f"missing (required by {t.path}: auth = {quote(mode)}; "
+                                             "a random string of at least 32 characters, e.g. \"${DASHBOARD_SECRET}\")")
+        for name in dashboard.users or ():
+            if name not in known:
+                table = "tokens" if mode == viewer_auth.TOKEN else "users"
+                raise t.error("users", f"unknown name {show(name)} (expected one of [auth] {table}: "
+                                       f"{', '.join(known)})")
+    return check
+
+
+def _source(t: Table, view: str) -> SourceConfig | None:
+    src = t.table("source", None if view == "clock" else MISSING)
+    if src is None:
+        return None
+    kind = src.str("kind")
+    # the rest belongs to the source module, which checks it via source_options()
+    options = {key: src.raw(key) for key in src.keys() if key != "kind"}
+    return SourceConfig(kind=kind, options=MappingProxyType(options), path=src.path)
+
+
+def _widget(widget_id: str, t: Table) -> WidgetConfig:
+    # read in schema order: done() lists the known keys in the order they were read
+    view = t.str("view", choices=VIEWS)
+    title = t.str("title", widget_id)
+    every = t.duration("every", "5s", positive=True)
+    timeout = t.duration("timeout", min(every, 10.0), positive=True)
+    on_change = t.bool("on_change", True)
+    unit = t.str("unit", "")
+    decimals = t.int("decimals", None, min=0, max=12)
+    lo, hi = t.number("min", None), t.number("max", None)
+    if lo is not None and hi is not None and lo >= hi:
+        raise t.error("max", f"expected a number greater than min ({show(lo)}), got {show(hi)}")
+    widget = WidgetConfig(
+        id=widget_id, view=view, title=title, every=every, timeout=timeout,
+        on_change=on_change, unit=unit, decimals=decimals, min=lo, max=hi,
+        warn=t.number("warn", None), crit=t.number("crit", None),
+        history=t.duration("history", "10m", positive=True),
+        width=t.int("width", 1, min=1, max=24), height=t.int("height", 1, min=1, max=12),
+        timezone=t.str("timezone", ""), source=_source(t, view),
+        enabled=t.bool("enabled", True),
+    )
+    t.done()
+    return widget
+
+
+def _check_widget_id(widgets: Table, widget_id: str) -> None:
+    where = join(widgets.path, widget_id)
+    problem = _id_problem(widget_id)
+    if problem:
+        raise error(widgets.file, where, problem)
+    if widget_id in RESERVED_WIDGET_IDS:
+        raise error(widgets.file, where, f"{quote(widget_id)} is reserved for control "
+                                          "events; pick another widget id")
+
+
+def _widgets(root: Table) -> dict[str, WidgetConfig]:
+    widgets = root.table("widgets", {})
+    if not widgets.keys():
+        raise root.error("widgets", "expected at least one [widgets.<id>] table")
+    result = {}
+    for widget_id in widgets.keys():
+        _check_widget_id(widgets, widget_id)
+        result[widget_id] = _widget(widget_id, widgets.table(widget_id))
+    return result
+
+
+def _dashboard_widgets(t: Table, known: Mapping[str, WidgetConfig]) -> tuple[str, ...]:
+    ids = t.str_list("widgets")
+    if not ids:
+        raise t.error("widgets", "expected at least one widget id, got an empty array")
+    for index, widget_id in enumerate(ids):
+        if widget_id not in known:
+            raise t.error("widgets", f"unknown widget {show(widget_id)}")
+        if widget_id in ids[:index]:
+            raise t.error("widgets", f"duplicate widget {show(widget_id)}")
+    return ids
+
+
+def _rotate(t: Table) -> float:
+    if t.raw("rotate", "") == "":  # "" (or absent) means: do not rotate
+        return 0.0
+    return t.duration("rotate")
+
+
+def _dashboard(t: Table, widgets: Mapping[str, WidgetConfig]) -> DashboardConfig:
+    dashboard_id = t.str("id")
+    problem = _id_problem(dashboard_id)
+    if problem:
+        raise t.error("id", problem)
+    title = t.str("title", dashboard_id)
+    # Listing a disabled widget is fine: it is checked like any other, then left
+    # out here, so turning it on is one `enabled = true` away.
+    shown = tuple(w for w in _dashboard_widgets(t, widgets) if widgets[w].enabled)
+    dashboard = DashboardConfig(
+        id=dashboard_id, title=title, widgets=shown,
+        columns=t.int("columns", 4, min=1, max=24),
+        theme=t.str("theme", "auto", choices=THEMES), rotate=_rotate(t),
+        auth=t.str("auth", viewer_auth.PUBLIC, choices=viewer_auth.MODES),
+        users=t.str_list("users", None),
+    )
+    t.done()
+    return dashboard
+
+
+def _dashboards(root: Table, widgets: Mapping[str, WidgetConfig],
+                check: Callable[[Table, DashboardConfig], None] | None = None) -> tuple[DashboardConfig, ...]:
+    tables = table_array(root, "dashboards")
+    if not tables:
+        raise root.error("dashboards", "expected at least one [[dashboards]] table")
+    seen: set[str] = set()
+    result = []
+    for t in tables:
+        dashboard = _dashboard(t, widgets)
+        if check is not None:
+            check(t, dashboard)
+        if dashboard.id in seen:
+            raise t.error("id", f"duplicate dashboard id {show(dashboard.id)}")
+        seen.add(dashboard.id)
+        result.append(dashboard)
+    return tuple(result)
+
+
+def _build(root: Table, base_dir: Path) -> Config:
+    sections = {name: root.table(name, {}) for name in ("server", "storage", "hub", "api", "auth")}
+    root.raw("widgets", None)  # only marked as known here; read below
+    root.raw("dashboards", None)
+    # top-level typos first: "[dashboard]" should say so, not "no dashboards"
+    root.done()
+    # then the sections in schema order, so the first error is the first one found
+    server = _server(sections["server"])
+    storage = _storage(sections["storage"], base_dir)
+    hub, api = _hub(sections["hub"]), _api(sections["api"])
+    auth = _auth(sections["auth"], api)
+    widgets = _widgets(root)
+    enabled = {k: w for k, w in widgets.items() if w.enabled}
+    disabled = {k: w for k, w in widgets.items() if not w.enabled}
+    return Config(file=root.file, base_dir=base_dir, server=server, storage=storage,
+                  hub=hub, api=api,
+                  dashboards=_dashboards(root, widgets, _access_checker(sections["auth"], auth, server)),
+                  widgets=MappingProxyType(enabled), disabled_widgets=MappingProxyType(disabled), auth=auth)
+
+
+# --- loading -------------------------------------------------------------------
+
+def _read_toml(file: str) -> dict[str, Any]:
+    try:
+        data = Path(file).read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{file}: cannot read: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8-sig")  # tolerate the BOM some editors write
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{file}: invalid TOML: not UTF-8 (byte {e.start})") from None
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError(f"{file}: invalid TOML: nested too deeply") from None
+    except ValueError as e:  # TOMLDecodeError, and int() on a huge literal
+        raise ConfigError(f"{file}: invalid TOML: {e}") from None
+
+
+def load_config(path: str | os.PathLike, *, env: Mapping[str, str] | None = None) -> Config:
+    """Read, interpolate ${NAME} from env (default os.environ), and validate."""
+    file = os.fsdecode(path)
+    document = interpolate(_read_toml(file), os.environ if env is None else env, file)
+    base_dir = Path(os.path.abspath(file)).parent
+    return _build(Table(file, "", document), base_dir)
