@@ -17,27 +17,45 @@ EXIT_CONFIG = 2
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="run.py", description="A live dashboard server.")
-    parser.add_argument("command", nargs="?", default="serve", choices=("serve", "check", "migrate", "hash-password"),
-                        help="serve the dashboards (default), check the config, migrate the database, or "
-                             "hash-password: read a password from stdin and print its hash for [auth] users")
+    parser.add_argument(
+        "command",
+        nargs="?",
+        default="serve",
+        choices=("serve", "check", "migrate", "hash-password"),
+        help="serve the dashboards (default), check the config, migrate the database, or "
+        "hash-password: read a password from stdin and print its hash for [auth] users",
+    )
     parser.add_argument("--config", default="config.toml", help="the configuration file (default: ./config.toml)")
     parser.add_argument("--host", help="listen on this address (overrides [server] host)")
     parser.add_argument("--port", type=int, help="listen on this port (overrides [server] port)")
-    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
-                        help="overrides [server] log_level")
-    parser.add_argument("--role", choices=("all", "web", "worker"), default="all",
-                        help="all: web and tickers in one process (default); web: pages, streams and API, "
-                             "no tickers; worker: tickers, and HTTP for /healthz and /metrics only")
-    parser.add_argument("--processes", type=int, default=1, metavar="N",
-                        help="run N processes of this role on one port (SO_REUSEPORT; needs the Redis hub)")
-    parser.add_argument("--reuse-port", action="store_true",
-                        help="let other processes listen on the same port (SO_REUSEPORT)")
+    parser.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), help="overrides [server] log_level"
+    )
+    parser.add_argument(
+        "--role",
+        choices=("all", "web", "worker"),
+        default="all",
+        help="all: web and tickers in one process (default); web: pages, streams and API, "
+        "no tickers; worker: tickers, and HTTP for /healthz and /metrics only",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N processes of this role on one port (SO_REUSEPORT; needs the Redis hub)",
+    )
+    parser.add_argument(
+        "--reuse-port", action="store_true", help="let other processes listen on the same port (SO_REUSEPORT)"
+    )
     return parser.parse_args(argv)
 
 
 def load(args: argparse.Namespace):
     config = load_config(args.config)
-    changes = {k: v for k, v in (("host", args.host), ("port", args.port), ("log_level", args.log_level)) if v is not None}
+    changes = {
+        k: v for k, v in (("host", args.host), ("port", args.port), ("log_level", args.log_level)) if v is not None
+    }
     if changes:
         if "port" in changes and not 0 <= changes["port"] <= 65535:
             raise ConfigError(f"--port: expected a port from 0 to 65535, got {changes['port']}")
@@ -84,15 +102,26 @@ def main(argv: list[str] | None = None) -> int:
         from dashboard.service.supervisor import supervise
         from dashboard.service.systemd import Notifier, watchdog_interval
 
-        return asyncio.run(supervise(child_argv(args, config), args.processes,
-                                     address=(config.server.host, config.server.port),
-                                     notifier=Notifier.from_environ(os.environ),
-                                     watchdog_interval=watchdog_interval(os.environ)))
+        return asyncio.run(
+            supervise(
+                child_argv(args, config),
+                args.processes,
+                address=(config.server.host, config.server.port),
+                notifier=Notifier.from_environ(os.environ),
+                watchdog_interval=watchdog_interval(os.environ),
+            )
+        )
     from dashboard.service.server import Server
     from dashboard.service.systemd import Notifier, watchdog_interval
 
-    server = Server(config, role=args.role, reuse_port=args.reuse_port, notifier=Notifier.from_environ(os.environ),
-                    watchdog_interval=watchdog_interval(os.environ), config_loader=lambda: load(args))
+    server = Server(
+        config,
+        role=args.role,
+        reuse_port=args.reuse_port,
+        notifier=Notifier.from_environ(os.environ),
+        watchdog_interval=watchdog_interval(os.environ),
+        config_loader=lambda: load(args),
+    )
     try:
         asyncio.run(server.run_until_signalled())
     except OSError as exc:  # the port is taken, the database directory is read-only, ...
@@ -137,15 +166,29 @@ def check_processes(args: argparse.Namespace, config) -> list[str]:
     if not 1 <= args.processes <= 64:
         raise ConfigError(f"--processes: expected a number from 1 to 64, got {args.processes}")
     if args.processes > 1 and config.server.port == 0:
-        raise ConfigError("--processes: needs a fixed port ([server] port or --port), not 0: "
-                          "each process would listen on a port of its own")
+        raise ConfigError(
+            "--processes: needs a fixed port ([server] port or --port), not 0: "
+            "each process would listen on a port of its own"
+        )
     return check_role(config, ROLES[args.role], args.processes)
 
 
 def child_argv(args: argparse.Namespace, config) -> list[str]:
     """The command line of one of --processes N: this role, on the same port, one process."""
-    argv = [sys.executable, os.path.abspath(__file__), "serve", "--config", args.config, "--role", args.role,
-            "--reuse-port", "--host", config.server.host, "--port", str(config.server.port)]
+    argv = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "serve",
+        "--config",
+        args.config,
+        "--role",
+        args.role,
+        "--reuse-port",
+        "--host",
+        config.server.host,
+        "--port",
+        str(config.server.port),
+    ]
     if args.log_level:
         argv += ["--log-level", args.log_level]
     return argv

@@ -24,9 +24,8 @@ import asyncio
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
-from tornado.iostream import StreamClosedError
-
 from clock_source import event_bytes, publish_until_stopped, stand_in_main
+from tornado.iostream import StreamClosedError
 
 
 class Events:

@@ -25,7 +25,7 @@ import math
 import resource
 import signal
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 _next_slot: dict[str, float] = {}
 
@@ -57,13 +57,14 @@ def now() -> float:
 def event_bytes(widget: str, value: float, event_id: int) -> bytes:
     """The event the real server sends for a sample of `widget` (its `id`, `event` and a
     JSON `data` of the same fields and size), for the bench's stand-in servers."""
-    when = datetime.fromtimestamp(value, timezone.utc)
+    when = datetime.fromtimestamp(value, UTC)
     ts = when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
     data = json.dumps({"widget": widget, "value": value, "ts": ts, "status": "ok"}, separators=(",", ":"))
     return f"id: {event_id}\nevent: {widget}\ndata: {data}\n\n".encode()
 
 
 # --- what the stand-in servers (baseline_tornado.py, floor_send.py) share ---------------
+
 
 def stand_in_main(description: str, serve) -> None:
     """Their command line: --host, --port, --rate, --widget (repeated), --backlog;
@@ -75,7 +76,7 @@ def stand_in_main(description: str, serve) -> None:
     parser.add_argument("--widget", action="append", help="a widget id (repeat); the rate is shared between them")
     parser.add_argument("--backlog", type=int, default=1024)
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     asyncio.run(serve(args))
 

@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sse_client
@@ -52,6 +52,7 @@ MIN_SHARE = 0.999
 
 # --- the server under test -------------------------------------------------------
 
+
 def free_port() -> int:
     import socket
 
@@ -63,11 +64,11 @@ def free_port() -> int:
 def widget_ids(dashboard: int, count: int, event_size: int) -> list[str]:
     """Widget ids padded so that an encoded event is about event_size bytes
     (the id and event name both carry the widget id)."""
-    from dashboard.hub.memory import encode_sample
     from dashboard.core.samples import Sample
+    from dashboard.hub.memory import encode_sample
 
     def size(widget: str) -> int:
-        return len(encode_sample(Sample(1_000_000, widget, datetime.now(timezone.utc), time.time())))
+        return len(encode_sample(Sample(1_000_000, widget, datetime.now(UTC), time.time())))
 
     ids = []
     for i in range(count):
@@ -85,18 +86,35 @@ def widget_table(widget: str, index: int, args) -> list[str]:
     else:
         period = args.widgets / args.rate
         timing = ['every = "1ms"', f'timeout = "{max(10.0, 2 * period):.3f}s"']
-        source = (f'function = "clock_source:tick", '
-                  f'args = {{ name = "{widget}", period = {period!r}, phase = {index * period / args.widgets!r} }}')
-    return [f"[widgets.{widget}]", 'view = "number"', *timing, "on_change = false",
-            f'source = {{ kind = "python", {source} }}', ""]
+        source = (
+            f'function = "clock_source:tick", '
+            f'args = {{ name = "{widget}", period = {period!r}, phase = {index * period / args.widgets!r} }}'
+        )
+    return [
+        f"[widgets.{widget}]",
+        'view = "number"',
+        *timing,
+        "on_change = false",
+        f'source = {{ kind = "python", {source} }}',
+        "",
+    ]
 
 
 def bench_config(port: int, args, widgets: dict[str, list[str]], directory: Path) -> str:
     limit = args.clients + 1000
     lines = [
-        "[server]", 'host = "127.0.0.1"', f"port = {port}", 'keepalive = "15s"', 'log_level = "warning"',
-        f'batch = "{args.batch:.3f}ms"', f"max_streams = {limit}", f"max_streams_per_ip = {limit}", "",
-        "[storage]", f'url = "sqlite+aiosqlite:///{directory}/bench.db"', "",
+        "[server]",
+        'host = "127.0.0.1"',
+        f"port = {port}",
+        'keepalive = "15s"',
+        'log_level = "warning"',
+        f'batch = "{args.batch:.3f}ms"',
+        f"max_streams = {limit}",
+        f"max_streams_per_ip = {limit}",
+        "",
+        "[storage]",
+        f'url = "sqlite+aiosqlite:///{directory}/bench.db"',
+        "",
     ]
     for dashboard, ids in widgets.items():
         lines += ["[[dashboards]]", f'id = "{dashboard}"', f"widgets = {ids!r}".replace("'", '"'), ""]
@@ -120,12 +138,21 @@ class ServerProcess:
         else:
             # The stand-ins serve one event set; every dashboard path gets it (one dashboard is the default).
             script, backlog = ("baseline_tornado.py", "128") if kind == "baseline" else ("floor_send.py", "1024")
-            command = [sys.executable, str(ROOT / "bench" / script), "--port", str(self.port),
-                       "--rate", str(args.rate), "--backlog", backlog]
+            command = [
+                sys.executable,
+                str(ROOT / "bench" / script),
+                "--port",
+                str(self.port),
+                "--rate",
+                str(args.rate),
+                "--backlog",
+                backlog,
+            ]
             for widget in next(iter(dashboards.values())):
                 command += ["--widget", widget]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "bench"),
-                                                                          os.environ.get("PYTHONPATH")])))
+        env = dict(
+            os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "bench"), os.environ.get("PYTHONPATH")]))
+        )
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.pid = self.process.pid
@@ -165,6 +192,7 @@ class ServerProcess:
 
 # --- one run ------------------------------------------------------------------------
 
+
 def split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
@@ -173,9 +201,21 @@ def start_profiler(args, server: ServerProcess, seconds: float):
     if not args.profile or server.kind != "ours":
         return None
     py_spy = Path(sys.executable).with_name("py-spy")
-    command = [str(py_spy) if py_spy.exists() else "py-spy", "record", "--pid", str(server.pid),
-               "--duration", str(max(1, int(seconds))), "--rate", "200", "--format", "raw",
-               "--output", args.profile, "--nonblocking"]
+    command = [
+        str(py_spy) if py_spy.exists() else "py-spy",
+        "record",
+        "--pid",
+        str(server.pid),
+        "--duration",
+        str(max(1, int(seconds))),
+        "--rate",
+        "200",
+        "--format",
+        "raw",
+        "--output",
+        args.profile,
+        "--nonblocking",
+    ]
     try:
         return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     except OSError as exc:
@@ -191,10 +231,18 @@ def run_once(kind: str, args, directory: Path) -> dict:
         time.sleep(1.0)
         rss_before = server.rss_bytes()
         ctx = multiprocessing.get_context("spawn")
-        for share, slow in zip(split(args.clients, args.processes), split(args.slow, args.processes)):
+        for share, slow in zip(split(args.clients, args.processes), split(args.slow, args.processes), strict=True):
             parent_end, child_end = ctx.Pipe()
-            spec = {"host": "127.0.0.1", "port": server.port, "paths": server.paths, "clients": share,
-                    "slow": slow, "connect_timeout": 30.0, "root": str(ROOT), "uvloop": not args.no_uvloop}
+            spec = {
+                "host": "127.0.0.1",
+                "port": server.port,
+                "paths": server.paths,
+                "clients": share,
+                "slow": slow,
+                "connect_timeout": 30.0,
+                "root": str(ROOT),
+                "uvloop": not args.no_uvloop,
+            }
             process = ctx.Process(target=sse_client.worker_main, args=(child_end, spec), daemon=True)
             process.start()
             workers.append((process, parent_end))
@@ -207,8 +255,9 @@ def run_once(kind: str, args, directory: Path) -> dict:
         profiler = start_profiler(args, server, args.duration)
         time.sleep(max(0.0, t1 - time.time()))
         cpu1, rss1 = server.cpu_seconds(), server.rss_bytes()
-        results = [receive(conn, t1 + args.drain + 60 - time.time() + time.monotonic(), "result")
-                   for _, conn in workers]
+        results = [
+            receive(conn, t1 + args.drain + 60 - time.time() + time.monotonic(), "result") for _, conn in workers
+        ]
         due = expected_per_client(args, t0, t1)
         if profiler is not None:
             _, err = profiler.communicate(timeout=60)
@@ -280,7 +329,9 @@ def summarise(kind, args, ramps, results, due, cpu, rss_before, rss0, rss1, ramp
         "published_per_s": published / args.duration,
         "delivered_per_s": received / args.duration,
         "share": delivered / (due * fast) if due and fast else None,
-        "p50": p50, "p90": p90, "p99": p99,
+        "p50": p50,
+        "p90": p90,
+        "p99": p99,
         "max": max(r["max_latency"] for r in results) * 1000 if sum(hist.values()) else None,
         "cpu_per_million": cpu / received * 1e6 if received else None,
         "server_cpu": cpu / args.duration,
@@ -313,11 +364,19 @@ def quantiles(hist: Counter, qs) -> list[float | None]:
 # --- printing -------------------------------------------------------------------------
 
 COLUMNS = [
-    ("server", "server", "{}"), ("connected", "conn", "{:.0f}"), ("failed", "fail", "{:.0f}"),
-    ("delivered_per_s", "deliv/s", "{:.0f}"), ("share", "share", "{:.2%}"),
-    ("p50", "p50ms", "{:.0f}"), ("p90", "p90ms", "{:.0f}"), ("p99", "p99ms", "{:.0f}"), ("max", "maxms", "{:.0f}"),
-    ("cpu_per_million", "cpu s/M", "{:.1f}"), ("server_cpu", "srv cpu", "{:.0%}"),
-    ("rss_per_client_kb", "KB/client", "{:.1f}"), ("rss_growth_mb", "rss +MB", "{:+.1f}"),
+    ("server", "server", "{}"),
+    ("connected", "conn", "{:.0f}"),
+    ("failed", "fail", "{:.0f}"),
+    ("delivered_per_s", "deliv/s", "{:.0f}"),
+    ("share", "share", "{:.2%}"),
+    ("p50", "p50ms", "{:.0f}"),
+    ("p90", "p90ms", "{:.0f}"),
+    ("p99", "p99ms", "{:.0f}"),
+    ("max", "maxms", "{:.0f}"),
+    ("cpu_per_million", "cpu s/M", "{:.1f}"),
+    ("server_cpu", "srv cpu", "{:.0%}"),
+    ("rss_per_client_kb", "KB/client", "{:.1f}"),
+    ("rss_growth_mb", "rss +MB", "{:+.1f}"),
     ("client_cpu_max", "client cpu", "{:.0%}"),
 ]
 
@@ -375,11 +434,15 @@ def verdicts(ours: dict, baseline: dict | None, floor: dict | None, args) -> lis
             ratio = baseline["cpu_per_million"] / ours["cpu_per_million"]
             lines.append(check("CPU vs the tutorial baseline", ratio, TARGET_RATIO, False, "x"))
         if floor and floor["cpu_per_million"] and ours["cpu_per_million"]:
-            lines.append(f"the floor (one bare send() per client per event) spends {floor['cpu_per_million']:.3g} s "
-                         f"per million: ours spends {ours['cpu_per_million'] / floor['cpu_per_million']:.2f}x that")
+            lines.append(
+                f"the floor (one bare send() per client per event) spends {floor['cpu_per_million']:.3g} s "
+                f"per million: ours spends {ours['cpu_per_million'] / floor['cpu_per_million']:.2f}x that"
+            )
             if baseline and baseline["cpu_per_million"]:
-                lines.append(f"so no server that writes each event to each client separately can beat the baseline "
-                             f"by more than {baseline['cpu_per_million'] / floor['cpu_per_million']:.2f}x here")
+                lines.append(
+                    f"so no server that writes each event to each client separately can beat the baseline "
+                    f"by more than {baseline['cpu_per_million'] / floor['cpu_per_million']:.2f}x here"
+                )
         lines.append(check("delivered", (ours["share"] or 0) * 100, MIN_SHARE * 100, False, " %"))
         lines.append(check("p99 publish->receive", ours["p99"], args.p99_target, True, " ms"))
     else:
@@ -403,27 +466,40 @@ def ratios(medians: dict[str, dict]) -> str:
 
 # --- main -----------------------------------------------------------------------------------
 
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="SSE fan-out benchmark (see bench/README.md).")
     parser.add_argument("--clients", type=int, default=200, help="concurrent streams (default 200)")
-    parser.add_argument("--rate", type=float, default=10.0,
-                        help="events per second each client receives = each dashboard's publish rate "
-                             "(default 10; 0: idle)")
-    parser.add_argument("--widgets", type=int, default=None,
-                        help="widgets per dashboard sharing that rate (default: one per 10 events/s)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=10.0,
+        help="events per second each client receives = each dashboard's publish rate (default 10; 0: idle)",
+    )
+    parser.add_argument(
+        "--widgets",
+        type=int,
+        default=None,
+        help="widgets per dashboard sharing that rate (default: one per 10 events/s)",
+    )
     parser.add_argument("--dashboards", type=int, default=1, help="clients are spread over this many dashboards")
-    parser.add_argument("--event-size", type=int, default=200,
-                        help="bytes per encoded event (approximate, default 200)")
+    parser.add_argument(
+        "--event-size", type=int, default=200, help="bytes per encoded event (approximate, default 200)"
+    )
     parser.add_argument("--duration", type=float, default=20.0, help="seconds measured (default 20)")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds between ramp-up and measuring (default 5)")
-    parser.add_argument("--drain", type=float, default=3.0,
-                        help="seconds after the window in which late events still count (default 3)")
+    parser.add_argument(
+        "--drain", type=float, default=3.0, help="seconds after the window in which late events still count (default 3)"
+    )
     parser.add_argument("--processes", type=int, default=2, help="client processes (default 2)")
     parser.add_argument("--slow", type=int, default=0, help="clients that stop reading after their first event")
     parser.add_argument("--server", choices=("ours", "baseline", "floor"), default="ours")
     parser.add_argument("--compare", action="store_true", help="run ours and the baseline back to back, print ratios")
-    parser.add_argument("--floor", action="store_true",
-                        help="also run the floor (bench/floor_send.py: one bare send() per client per event)")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run the floor (bench/floor_send.py: one bare send() per client per event)",
+    )
     parser.add_argument("--runs", type=int, default=1, help="repeat, print each run and the median")
     parser.add_argument("--batch", type=float, default=0.0, help="[server] batch window in ms (ours; default 0)")
     parser.add_argument("--p99-target", type=float, default=150.0, help="p99 target in ms (default 150)")
@@ -445,10 +521,12 @@ def main(argv=None) -> int:
     kinds = ["ours", "baseline"] if args.compare else [args.server]
     if args.floor and "floor" not in kinds:
         kinds.append("floor")
-    print(f"# fanout {datetime.now().strftime('%Y-%m-%d %H:%M')}: {args.clients} clients ({args.slow} slow) x "
-          f"{args.rate:g} events/s, {args.widgets} widget(s) x {args.dashboards} dashboard(s), "
-          f"{args.event_size} B events, {args.duration:g}s x {args.runs} run(s), {args.processes} client processes, "
-          f"batch {args.batch:g} ms, {os.cpu_count()} cores")
+    print(
+        f"# fanout {datetime.now().strftime('%Y-%m-%d %H:%M')}: {args.clients} clients ({args.slow} slow) x "
+        f"{args.rate:g} events/s, {args.widgets} widget(s) x {args.dashboards} dashboard(s), "
+        f"{args.event_size} B events, {args.duration:g}s x {args.runs} run(s), {args.processes} client processes, "
+        f"batch {args.batch:g} ms, {os.cpu_count()} cores"
+    )
     print(f"# command: {' '.join(sys.argv)}")
     rows = {kind: [] for kind in kinds}
     print_header()
@@ -459,8 +537,11 @@ def main(argv=None) -> int:
                 directory.mkdir()
                 row = run_once(kind, args, directory)
                 rows[kind].append(row)
-                print_row(row, f"run {run + 1}, ramp {row['ramp_s']:.1f}s, {row['published_per_s']:.1f} published/s, "
-                               f"{row['event_bytes'] or 0:.0f} B/event")
+                print_row(
+                    row,
+                    f"run {run + 1}, ramp {row['ramp_s']:.1f}s, {row['published_per_s']:.1f} published/s, "
+                    f"{row['event_bytes'] or 0:.0f} B/event",
+                )
                 for note in notes(row, args):
                     print(f"    note: {note}")
                 if args.profile and kind == "ours" and run == 0:
@@ -469,7 +550,7 @@ def main(argv=None) -> int:
     if args.runs > 1 or len(kinds) > 1:
         print(f"# medians of {args.runs} run(s)")
         print_header()
-        for kind, row in medians.items():
+        for row in medians.values():
             print_row(row, "median")
     if len(kinds) > 1:
         print(f"# ratios: {ratios(medians)}")
@@ -492,8 +573,12 @@ def print_profile(path: str, top: int = 20) -> None:
             continue
         n = int(count)
         total += n
-        frames = [frame.split(" (")[0] + " (" + frame.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] + ")"
-                  if " (" in frame else frame for frame in stack.split(";")[2:]]
+        frames = [
+            frame.split(" (")[0] + " (" + frame.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] + ")"
+            if " (" in frame
+            else frame
+            for frame in stack.split(";")[2:]
+        ]
         if frames:
             own[frames[-1]] += n
         for frame in set(frames):

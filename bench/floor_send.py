@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import socket
 
 from clock_source import event_bytes, publish_until_stopped, stand_in_main
 
-HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n")
+HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n"
+)
 NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 MAX_REQUEST = 16384
 
@@ -74,10 +77,8 @@ class Floor:
             self.loop.add_reader(sock.fileno(), self.read_goodbye, sock)
 
     def say(self, sock: socket.socket, data: bytes) -> None:
-        try:
+        with contextlib.suppress(OSError):
             sock.send(data)
-        except OSError:
-            pass
 
     def read_goodbye(self, sock: socket.socket) -> None:
         try:

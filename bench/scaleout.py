@@ -34,9 +34,8 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
-import psutil
-
 import fanout
+import psutil
 import sse_client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,11 +45,25 @@ def bench_config(args, web_port: int, redis_port: int, widgets: list[str], direc
     limit = args.clients + 1000
     database = args.database or f"sqlite+aiosqlite:///{directory}/bench.db"
     lines = [
-        "[server]", 'host = "127.0.0.1"', f"port = {web_port}", 'log_level = "warning"',
-        f"max_streams = {limit}", f"max_streams_per_ip = {limit}", "",
-        "[storage]", f'url = "{database}"', "",
-        "[hub]", 'backend = "redis"', f'url = "redis://127.0.0.1:{redis_port}/0"', 'lease = "2s"', "",
-        "[[dashboards]]", 'id = "bench0"', "widgets = [" + ", ".join(f'"{w}"' for w in widgets) + "]", "",
+        "[server]",
+        'host = "127.0.0.1"',
+        f"port = {web_port}",
+        'log_level = "warning"',
+        f"max_streams = {limit}",
+        f"max_streams_per_ip = {limit}",
+        "",
+        "[storage]",
+        f'url = "{database}"',
+        "",
+        "[hub]",
+        'backend = "redis"',
+        f'url = "redis://127.0.0.1:{redis_port}/0"',
+        'lease = "2s"',
+        "",
+        "[[dashboards]]",
+        'id = "bench0"',
+        "widgets = [" + ", ".join(f'"{w}"' for w in widgets) + "]",
+        "",
     ]
     for index, widget in enumerate(widgets):
         # The value is the publish time (bench/clock_source.py), on an exact grid: the clients measure latency.
@@ -69,20 +82,33 @@ class Stack:
         widgets = fanout.widget_ids(0, args.widgets, args.event_size)
         config = directory / "bench.toml"
         config.write_text(bench_config(args, self.web_port, redis_port, widgets, directory))
-        self.redis = self._start("redis", [shutil.which("redis-server") or "redis-server", "--port", str(redis_port),
-                                           "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        self.redis = self._start(
+            "redis",
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+        )
         wait_port(redis_port, self.redis)
         run = [sys.executable, str(ROOT / "run.py"), "serve", "--config", str(config)]
         # Source kind `python` finds clock_source on the path.
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "bench"),
-                                                                          os.environ.get("PYTHONPATH")])))
+        env = dict(
+            os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "bench"), os.environ.get("PYTHONPATH")]))
+        )
         self.worker = self._start("worker", [*run, "--role", "worker", "--port", str(worker_port)], env)
         wait_port(worker_port, self.worker)
         self.web = self._start("web", [*run, "--role", "web", "--processes", str(webs)], env)  # it checks them too
         self.webs = webs
 
     def _start(self, name: str, command: list[str], env: dict | None = None) -> subprocess.Popen:
-        log = open(self.directory / f"{name}.log", "wb")
+        log = open(self.directory / f"{name}.log", "wb")  # noqa: SIM115 (closed in stop())
         self.logs.append(log)
         process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.procs.append(process)
@@ -115,8 +141,10 @@ class Stack:
 
 def listens(process: psutil.Process, port: int) -> bool:
     try:
-        return any(c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
-                   for c in process.net_connections(kind="tcp"))
+        return any(
+            c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
+            for c in process.net_connections(kind="tcp")
+        )
     except (psutil.Error, AttributeError):
         return False
 
@@ -156,14 +184,22 @@ def run_once(args, webs: int, directory: Path) -> dict:
         ctx = multiprocessing.get_context("spawn")
         for share in fanout.split(args.clients, args.client_processes):
             parent_end, child_end = ctx.Pipe()
-            spec = {"host": "127.0.0.1", "port": stack.web_port, "paths": ["/events/bench0"], "clients": share,
-                    "slow": 0, "connect_timeout": 30.0, "root": str(ROOT), "uvloop": True}
+            spec = {
+                "host": "127.0.0.1",
+                "port": stack.web_port,
+                "paths": ["/events/bench0"],
+                "clients": share,
+                "slow": 0,
+                "connect_timeout": 30.0,
+                "root": str(ROOT),
+                "uvloop": True,
+            }
             process = ctx.Process(target=sse_client.worker_main, args=(child_end, spec), daemon=True)
             process.start()
             workers.append((process, parent_end))
         ramp_deadline = time.monotonic() + 60 + args.clients / 100
         ramps = [fanout.receive(conn, ramp_deadline, "ramp") for _, conn in workers]
-        t0, t1 = fanout.open_window(args, workers)
+        _t0, t1 = fanout.open_window(args, workers)
         web0, other0, machine0 = cpu_seconds(web_processes), cpu_seconds(others), psutil.cpu_times()
         time.sleep(max(0.0, t1 - time.time()))
         web1, other1, machine1 = cpu_seconds(web_processes), cpu_seconds(others), psutil.cpu_times()
@@ -172,8 +208,15 @@ def run_once(args, webs: int, directory: Path) -> dict:
         fanout.stop_workers(workers)
         stack.stop()
     busy = (sum(machine1) - machine1.idle - machine1.iowait) - (sum(machine0) - machine0.idle - machine0.iowait)
-    return summarise(args, webs, ramps, results, (web1 - web0) / args.duration, (other1 - other0) / args.duration,
-                     busy / args.duration)
+    return summarise(
+        args,
+        webs,
+        ramps,
+        results,
+        (web1 - web0) / args.duration,
+        (other1 - other0) / args.duration,
+        busy / args.duration,
+    )
 
 
 def summarise(args, webs, ramps, results, web_cpu, other_cpu, machine_busy) -> dict:
@@ -188,22 +231,34 @@ def summarise(args, webs, ramps, results, web_cpu, other_cpu, machine_busy) -> d
         errors.update(r["errors"])
     delivered = sum(r["window_delivered"] for r in results)
     return {
-        "webs": webs, "connected": connected, "failed": sum(r["failed"] for r in ramps),
+        "webs": webs,
+        "connected": connected,
+        "failed": sum(r["failed"] for r in ramps),
         "published_per_s": published / args.duration,
         "delivered_per_s": sum(r["received"] for r in results) / args.duration,
         "share": delivered / (published * connected) if published and connected else None,
-        "p50": p50, "p99": p99,
-        "web_cpu": web_cpu, "other_cpu": other_cpu,
+        "p50": p50,
+        "p99": p99,
+        "web_cpu": web_cpu,
+        "other_cpu": other_cpu,
         "client_cpu": sum(r["cpu"] for r in results) / args.duration,
-        "machine_busy": machine_busy, "errors": dict(errors),
+        "machine_busy": machine_busy,
+        "errors": dict(errors),
     }
 
 
 COLUMNS = [
-    ("webs", "webs", "{}"), ("connected", "conn", "{}"), ("published_per_s", "publ/s", "{:.0f}"),
-    ("delivered_per_s", "deliv/s", "{:.0f}"), ("share", "share", "{:.2%}"), ("p50", "p50ms", "{:.0f}"),
-    ("p99", "p99ms", "{:.0f}"), ("web_cpu", "web cpu", "{:.2f}"), ("other_cpu", "wrk+redis", "{:.2f}"),
-    ("client_cpu", "clients", "{:.2f}"), ("machine_busy", "busy", "{:.2f}"),
+    ("webs", "webs", "{}"),
+    ("connected", "conn", "{}"),
+    ("published_per_s", "publ/s", "{:.0f}"),
+    ("delivered_per_s", "deliv/s", "{:.0f}"),
+    ("share", "share", "{:.2%}"),
+    ("p50", "p50ms", "{:.0f}"),
+    ("p99", "p99ms", "{:.0f}"),
+    ("web_cpu", "web cpu", "{:.2f}"),
+    ("other_cpu", "wrk+redis", "{:.2f}"),
+    ("client_cpu", "clients", "{:.2f}"),
+    ("machine_busy", "busy", "{:.2f}"),
 ]
 
 
@@ -239,9 +294,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     sse_client.raise_fd_limit()
     cores = os.cpu_count() or 1
-    print(f"# scaleout {datetime.now().strftime('%Y-%m-%d %H:%M')}: {args.clients} clients x {args.rate:g} events/s, "
-          f"{args.widgets} widget(s), {args.duration:g}s per count, {args.client_processes} client processes, "
-          f"{cores} cores")
+    print(
+        f"# scaleout {datetime.now().strftime('%Y-%m-%d %H:%M')}: {args.clients} clients x {args.rate:g} events/s, "
+        f"{args.widgets} widget(s), {args.duration:g}s per count, {args.client_processes} client processes, "
+        f"{cores} cores"
+    )
     print("  ".join(f"{title:>9}" for _, title, _ in COLUMNS))
     rows = []
     with tempfile.TemporaryDirectory(prefix="scaleout-") as tmp:
@@ -254,15 +311,21 @@ def main(argv=None) -> int:
             if row["errors"] or row["failed"]:
                 print(f"    note: {row['failed']} failed, errors {row['errors']}")
     base = rows[0]["delivered_per_s"] or 1.0
-    print("# delivered/s relative to the first: "
-          + ", ".join(f"{r['webs']} web: {r['delivered_per_s'] / base:.2f}x" for r in rows))
+    print(
+        "# delivered/s relative to the first: "
+        + ", ".join(f"{r['webs']} web: {r['delivered_per_s'] / base:.2f}x" for r in rows)
+    )
     busiest = max(rows, key=lambda r: r["machine_busy"])
-    print(f"# this machine has {cores} core(s); at most {busiest['machine_busy']:.2f} were busy "
-          f"(web {busiest['web_cpu']:.2f}, worker + redis {busiest['other_cpu']:.2f}, clients "
-          f"{busiest['client_cpu']:.2f}).")
+    print(
+        f"# this machine has {cores} core(s); at most {busiest['machine_busy']:.2f} were busy "
+        f"(web {busiest['web_cpu']:.2f}, worker + redis {busiest['other_cpu']:.2f}, clients "
+        f"{busiest['client_cpu']:.2f})."
+    )
     if busiest["machine_busy"] >= 0.85 * cores:
-        print("# the machine is saturated: past this point more web processes only share the same cores, "
-              "and the clients compete with them. Run the clients on another machine to see more.")
+        print(
+            "# the machine is saturated: past this point more web processes only share the same cores, "
+            "and the clients compete with them. Run the clients on another machine to see more."
+        )
     return 0
 
 

@@ -65,13 +65,13 @@ class Tally:
         self.published_at: dict[str, float | None] = {}  # event id -> publish time
         self.hist = [0] * (HIST_MS + 1)
         self.max_latency = 0.0
-        self.received = 0            # events received inside [t0, t1] (by receive time)
-        self.bytes_received = 0      # payload bytes received inside [t0, t1]
-        self.window_delivered = 0    # events published inside [t0, t1] and received
+        self.received = 0  # events received inside [t0, t1] (by receive time)
+        self.bytes_received = 0  # payload bytes received inside [t0, t1]
+        self.window_delivered = 0  # events published inside [t0, t1] and received
         self.window_ids: set[str] = set()  # ids published inside [t0, t1]
         self.connected = 0
         self.failed = 0
-        self.refused = 0             # answered 200 + retry + close before any widget event
+        self.refused = 0  # answered 200 + retry + close before any widget event
         self.errors: dict[str, int] = {}
 
     def error(self, reason: str) -> None:
@@ -97,25 +97,40 @@ class Tally:
 class StreamProtocol(asyncio.Protocol):
     """One SSE stream. Slow streams stop reading after their first bytes."""
 
-    __slots__ = ("tally", "request", "slow", "transport", "head", "status", "chunked", "chunk_left",
-                 "chunk_trailer", "chunk_size_line", "pending", "last_id", "decoder", "opened", "done",
-                 "events")
+    __slots__ = (
+        "chunk_left",
+        "chunk_size_line",
+        "chunk_trailer",
+        "chunked",
+        "decoder",
+        "done",
+        "events",
+        "head",
+        "last_id",
+        "opened",
+        "pending",
+        "request",
+        "slow",
+        "status",
+        "tally",
+        "transport",
+    )
 
     def __init__(self, tally: Tally, request: bytes, slow: bool, opened: asyncio.Future):
         self.tally = tally
         self.request = request
         self.slow = slow
-        self.opened = opened        # resolves True when the stream delivered its first event, else False
+        self.opened = opened  # resolves True when the stream delivered its first event, else False
         self.transport = None
         self.head = b""
         self.status = 0
         self.chunked = False
-        self.chunk_left = 0         # data bytes left in the current chunk
-        self.chunk_trailer = 0      # CRLF bytes left after the current chunk's data
+        self.chunk_left = 0  # data bytes left in the current chunk
+        self.chunk_trailer = 0  # CRLF bytes left after the current chunk's data
         self.chunk_size_line = b""
-        self.pending = b""          # the unfinished event
+        self.pending = b""  # the unfinished event
         self.last_id = ""
-        self.decoder = None         # the spec decoder, once a CR was seen
+        self.decoder = None  # the spec decoder, once a CR was seen
         self.events = 0
         self.done = asyncio.get_running_loop().create_future()
 
@@ -139,7 +154,7 @@ class StreamProtocol(asyncio.Protocol):
                     self.transport.abort()
                 return
             self._parse_head(self.head[:end])
-            data, self.head = self.head[end + 4:], b""
+            data, self.head = self.head[end + 4 :], b""
             if self.status != 200:
                 self.tally.error(f"status {self.status}")
                 self.transport.abort()
@@ -167,7 +182,7 @@ class StreamProtocol(asyncio.Protocol):
         while i < n:
             if self.chunk_left:
                 take = min(self.chunk_left, n - i)
-                out.append(data[i:i + take])
+                out.append(data[i : i + take])
                 i += take
                 self.chunk_left -= take
                 if not self.chunk_left:
@@ -243,8 +258,9 @@ class StreamProtocol(asyncio.Protocol):
 
 
 async def open_stream(loop, tally: Tally, host: str, port: int, path: str, slow: bool, timeout: float):
-    request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n"
-               "Cache-Control: no-cache\r\n\r\n").encode("ascii")
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
+    ).encode("ascii")
     opened = loop.create_future()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
@@ -253,15 +269,14 @@ async def open_stream(loop, tally: Tally, host: str, port: int, path: str, slow:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.setblocking(False)
         await asyncio.wait_for(loop.sock_connect(sock, (host, port)), timeout)
-        _, protocol = await loop.create_connection(
-            lambda: StreamProtocol(tally, request, slow, opened), sock=sock)
-    except (OSError, asyncio.TimeoutError) as exc:
+        _, protocol = await loop.create_connection(lambda: StreamProtocol(tally, request, slow, opened), sock=sock)
+    except (TimeoutError, OSError) as exc:
         sock.close()
         tally.error(type(exc).__name__)
         return None
     try:
         ok = await asyncio.wait_for(asyncio.shield(opened), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         tally.error("no first event")
         protocol.transport.abort()
         return None
@@ -278,8 +293,15 @@ async def ramp(tally: Tally, spec: dict) -> list[StreamProtocol]:
 
     async def one(index: int):
         async with gate:
-            return await open_stream(loop, tally, spec["host"], spec["port"], paths[index % len(paths)],
-                                     index < spec["slow"], spec["connect_timeout"])
+            return await open_stream(
+                loop,
+                tally,
+                spec["host"],
+                spec["port"],
+                paths[index % len(paths)],
+                index < spec["slow"],
+                spec["connect_timeout"],
+            )
 
     results = await asyncio.gather(*(one(i) for i in range(spec["clients"])))
     streams = [s for s in results if s is not None]
@@ -292,8 +314,16 @@ async def worker_main_async(conn, spec: dict) -> None:
     loop = asyncio.get_running_loop()
     tally = Tally()
     streams = await ramp(tally, spec)
-    conn.send({"ramp": {"connected": tally.connected, "failed": tally.failed, "refused": tally.refused,
-                        "errors": tally.errors}})
+    conn.send(
+        {
+            "ramp": {
+                "connected": tally.connected,
+                "failed": tally.failed,
+                "refused": tally.refused,
+                "errors": tally.errors,
+            }
+        }
+    )
     message = await loop.run_in_executor(None, conn.recv)
     tally.t0, tally.t1 = message["t0"], message["t1"]
     cpu = {}

@@ -21,7 +21,7 @@ import shutil
 import socket
 import sys
 import tempfile
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,8 +34,15 @@ from dashboard.service.server import Server  # noqa: E402
 from dashboard.storage.schema import samples  # noqa: E402
 from dashboard.storage.store import Store  # noqa: E402
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 WALL = {"width": 1600, "height": 900}
 PHONE = {"width": 390, "height": 844}
 NOTICE = "Maintenance window tonight 22:00–23:00 UTC.\nDeploys are frozen until then."
@@ -59,7 +66,7 @@ async def write_history(config) -> None:
     look like a dashboard that has been up for a while."""
     store = Store(config.storage.url)
     await store.open(migrate=True)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     rows = []
     for n, widget in enumerate(config.widgets.values()):
         # A graph with bounds, or a random walk: values whose range is known beforehand.
@@ -118,12 +125,15 @@ async def shoot(config_path: Path, port: int, out: Path, chromium: str, seconds:
             shots.append((config.dashboards[0].id, "phone", PHONE))
             for dashboard, scheme, viewport in shots:
                 context = await browser.new_context(
-                    viewport=viewport, color_scheme="dark" if scheme == "dark" else "light",
+                    viewport=viewport,
+                    color_scheme="dark" if scheme == "dark" else "light",
                     device_scale_factor=1 if viewport is WALL else 2,
                 )
                 page = await context.new_page()
                 await page.goto(f"{base}/d/{dashboard}")
-                await page.wait_for_function("() => document.documentElement.dataset.connection === 'live'", timeout=10000)
+                await page.wait_for_function(
+                    "() => document.documentElement.dataset.connection === 'live'", timeout=10000
+                )
                 await page.wait_for_function("() => document.fonts.status === 'loaded'")
                 path = out / f"{dashboard}-{scheme}.png"
                 await page.screenshot(path=str(path), full_page=viewport is PHONE)

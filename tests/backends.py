@@ -38,8 +38,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_port(port: int, timeout: float = 10.0, process: subprocess.Popen | None = None,
-                  log: Path | None = None) -> None:
+def wait_for_port(
+    port: int, timeout: float = 10.0, process: subprocess.Popen | None = None, log: Path | None = None
+) -> None:
     """Until 127.0.0.1:port accepts; fails at once if `process` exits first (with its `log`)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -49,9 +50,11 @@ def wait_for_port(port: int, timeout: float = 10.0, process: subprocess.Popen | 
         except OSError:
             if process is not None and process.poll() is not None:
                 said = f":\n{log.read_text(errors='replace')}" if log is not None and log.exists() else ""
-                raise AssertionError(f"{process.args[0]} exited with {process.returncode} before listening{said}")
+                raise AssertionError(
+                    f"{process.args[0]} exited with {process.returncode} before listening{said}"
+                ) from None
             if time.monotonic() > deadline:
-                raise AssertionError(f"nothing listens on port {port} after {timeout}s")
+                raise AssertionError(f"nothing listens on port {port} after {timeout}s") from None
             time.sleep(0.02)
 
 
@@ -73,6 +76,7 @@ def kill_process(process: subprocess.Popen) -> None:
 
 # --- redis-server -----------------------------------------------------------------
 
+
 class RedisServer:
     """A redis-server of our own on a free port: never the shared one, so a test may
     stop and restart it."""
@@ -89,9 +93,23 @@ class RedisServer:
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory), "--logfile", str(self.directory / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                REDIS_SERVER,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+                "--logfile",
+                str(self.directory / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port, process=self.process)
 
@@ -113,6 +131,7 @@ def redis_server(tmp_path):
 
 # --- mosquitto ----------------------------------------------------------------------
 
+
 class Mosquitto:
     """A mosquitto of our own on a free port, to stop and start again."""
 
@@ -128,8 +147,10 @@ class Mosquitto:
             conf = self.log.with_name("mosquitto.conf")
             # As root, mosquitto would become user "mosquitto", who cannot read a test's files.
             user = pwd.getpwuid(os.geteuid()).pw_name
-            conf.write_text(f"user {user}\nlistener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                            f"certfile {tls[0]}\nkeyfile {tls[1]}\n")
+            conf.write_text(
+                f"user {user}\nlistener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                f"certfile {tls[0]}\nkeyfile {tls[1]}\n"
+            )
             command = [MOSQUITTO, "-c", str(conf)]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -152,6 +173,7 @@ def mosquitto(tmp_path):
 
 
 # --- PostgreSQL ---------------------------------------------------------------------
+
 
 async def _admin(statement: str) -> None:
     import asyncpg
@@ -190,6 +212,7 @@ def pg_url():
 
 # --- dashboard processes ----------------------------------------------------------------
 
+
 class DashboardProcess:
     """`run.py serve` in a subprocess, on a port of its own; its log goes to a file."""
 
@@ -207,9 +230,21 @@ class DashboardProcess:
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, str(ROOT / "run.py"), "serve", "--config", str(self.config), "--role", self.role,
-                 "--port", str(self.port), *self.extra],
-                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    str(ROOT / "run.py"),
+                    "serve",
+                    "--config",
+                    str(self.config),
+                    "--role",
+                    self.role,
+                    "--port",
+                    str(self.port),
+                    *self.extra,
+                ],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
 
     def wait_ready(self, timeout: float = 20.0) -> dict:
@@ -217,14 +252,17 @@ class DashboardProcess:
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
-                raise AssertionError(f"{self.role} on :{self.port} exited with {self.process.returncode}:\n"
-                                     + self.log.read_text()[-3000:])
+                raise AssertionError(
+                    f"{self.role} on :{self.port} exited with {self.process.returncode}:\n"
+                    + self.log.read_text()[-3000:]
+                )
             health = self.health()
             if health is not None:
                 return health
             if time.monotonic() > deadline:
-                raise AssertionError(f"{self.role} on :{self.port} not up after {timeout}s:\n"
-                                     + self.log.read_text()[-3000:])
+                raise AssertionError(
+                    f"{self.role} on :{self.port} not up after {timeout}s:\n" + self.log.read_text()[-3000:]
+                )
             time.sleep(0.05)
 
     def health(self) -> dict | None:
@@ -253,8 +291,9 @@ class ProcessGroup:
         self.directory = directory
         self.processes: list[DashboardProcess] = []
 
-    def start(self, config: Path, role: str, *, port: int | None = None, extra: tuple[str, ...] = (),
-              wait: bool = True) -> DashboardProcess:
+    def start(
+        self, config: Path, role: str, *, port: int | None = None, extra: tuple[str, ...] = (), wait: bool = True
+    ) -> DashboardProcess:
         port = port or free_port()
         log = self.directory / f"{role}-{port}.log"
         process = DashboardProcess(config, role, port, log, extra)
@@ -277,6 +316,7 @@ def processes(tmp_path):
 
 
 # --- a page's stream, followed across reconnects ---------------------------------------------
+
 
 class Follower:
     """One page's event stream, read in a task: the ids of its widget events, across

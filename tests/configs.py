@@ -21,8 +21,11 @@ def toml_value(value, *, ensure_ascii: bool = True) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # inf, -inf, nan: TOML's spelling, where JSON's is Infinity and NaN
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{toml_key(k)} = {toml_value(v, ensure_ascii=ensure_ascii)}"
-                                for k, v in value.items()) + " }"
+        return (
+            "{ "
+            + ", ".join(f"{toml_key(k)} = {toml_value(v, ensure_ascii=ensure_ascii)}" for k, v in value.items())
+            + " }"
+        )
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(v, ensure_ascii=ensure_ascii) for v in value) + "]"
     return json.dumps(value, ensure_ascii=ensure_ascii)

@@ -13,9 +13,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from dashboard.config import load_config
+from dashboard.core.sse import Decoder, Event
 from dashboard.service.server import Server
 from dashboard.sources import build_source
-from dashboard.core.sse import Decoder, Event
 from dashboard.storage.store import Store
 from tests.configs import dashboard, loopback_server, push_widgets, table
 
@@ -99,7 +99,7 @@ class RunningServer:
     async def stop(self) -> None:
         await self.server.stop()
 
-    async def stream_of(self, client: "StreamClient"):
+    async def stream_of(self, client: StreamClient):
         """The server's open stream for `client` (found by the client's port), once it
         left its opening and holds the socket."""
         port = client.writer.get_extra_info("sockname")[1]
@@ -121,8 +121,14 @@ class ServerFactory:
         self.tmp_path = tmp_path
         self.running: list[RunningServer] = []
 
-    async def start(self, config_text: str = BASE_CONFIG, *, directory: Path | None = None, port: int | None = None,
-                    **server_options) -> RunningServer:
+    async def start(
+        self,
+        config_text: str = BASE_CONFIG,
+        *,
+        directory: Path | None = None,
+        port: int | None = None,
+        **server_options,
+    ) -> RunningServer:
         directory = Path(directory or self.tmp_path)
         path = write_config(directory, config_text)
         config = load_config(path)
@@ -162,14 +168,23 @@ class StreamClient:
         self.closed = False
 
     @classmethod
-    async def open(cls, url: str, *, last_event_id: str | int | None = None, headers: dict | None = None) -> "StreamClient":
+    async def open(
+        cls, url: str, *, last_event_id: str | int | None = None, headers: dict | None = None
+    ) -> StreamClient:
         parts = urlsplit(url)
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
         return await cls._request(reader, writer, url, last_event_id, headers)
 
     @classmethod
-    async def open_from(cls, url: str, *, local_host: str = "127.0.0.1", receive_buffer: int | None = None,
-                        last_event_id: str | int | None = None, headers: dict | None = None) -> "StreamClient":
+    async def open_from(
+        cls,
+        url: str,
+        *,
+        local_host: str = "127.0.0.1",
+        receive_buffer: int | None = None,
+        last_event_id: str | int | None = None,
+        headers: dict | None = None,
+    ) -> StreamClient:
         """Like open(), from another loopback address (127.0.0.2 is another client IP
         to the server) and/or with a small socket receive buffer (so that a client
         that stops reading makes the server's writes wait soon)."""
@@ -186,7 +201,7 @@ class StreamClient:
         return await cls._request(reader, writer, url, last_event_id, headers)
 
     @classmethod
-    async def _request(cls, reader, writer, url: str, last_event_id, headers) -> "StreamClient":
+    async def _request(cls, reader, writer, url: str, last_event_id, headers) -> StreamClient:
         parts = urlsplit(url)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         lines = [f"GET {target} HTTP/1.1", f"Host: {parts.netloc}", "Accept: text/event-stream"]
@@ -226,7 +241,7 @@ class StreamClient:
         while not self._pending:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise asyncio.TimeoutError(f"no event within {timeout}s")
+                raise TimeoutError(f"no event within {timeout}s")
             try:
                 piece = await asyncio.wait_for(self._read_body_piece(), left)
             except asyncio.IncompleteReadError:
@@ -253,7 +268,7 @@ class StreamClient:
         while needle not in self.raw:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise asyncio.TimeoutError(f"no {needle!r} within {timeout}s")
+                raise TimeoutError(f"no {needle!r} within {timeout}s")
             piece = await asyncio.wait_for(self._read_body_piece(), left)
             if not piece:
                 self.closed = True

@@ -66,8 +66,9 @@ class NotifySocket:
 
 
 class ServerProcess:
-    def __init__(self, directory: Path, config_text: str, *, watchdog_usec: int | None = None,
-                 env: dict[str, str] | None = None):
+    def __init__(
+        self, directory: Path, config_text: str, *, watchdog_usec: int | None = None, env: dict[str, str] | None = None
+    ):
         self.directory = Path(directory)
         self.config_path = write_config(self.directory, config_text)
         self.config_path.chmod(0o600)  # it may hold a push token: the server warns otherwise
@@ -86,13 +87,18 @@ class ServerProcess:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, str(RUN_PY), "serve", "--config", str(self.config_path)],
-                cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
 
     async def ready(self, timeout: float = 30.0) -> dict[str, str]:
         """Wait for READY=1; learns the port from its STATUS line (the config says port 0)."""
         try:
             message = await self.notify.wait_for("READY", timeout=timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise AssertionError(f"no READY=1; exit status {self.process.poll()}; log:\n{self.log()}") from None
         self.port = int(re.search(r":(\d+)/", message["STATUS"])[1])
         return message

@@ -14,9 +14,9 @@ from urllib.parse import quote
 
 import pytest
 
+from dashboard.config import ConfigError, load_config
 from dashboard.core import auth
 from dashboard.core.auth import Viewer
-from dashboard.config import ConfigError, load_config
 from dashboard.service.exposure import file_mode_warning, network_warning
 from dashboard.web.login import safe_next
 from dashboard.web.security import redact_uri
@@ -40,8 +40,13 @@ PUSH_TOKEN = "test-token-0123456789"
 AUTH_CONFIG = (
     loopback_server(grace="2s", trusted_proxies=["127.0.0.2"])
     + table("api", tokens={"test": PUSH_TOKEN})
-    + table("auth", secret=SECRET, session_lifetime="1h", tokens={"lobby": LOBBY_TOKEN, "hall": HALL_TOKEN},
-            users={"alice": ALICE_HASH, "bob": BOB_HASH})
+    + table(
+        "auth",
+        secret=SECRET,
+        session_lifetime="1h",
+        tokens={"lobby": LOBBY_TOKEN, "hall": HALL_TOKEN},
+        users={"alice": ALICE_HASH, "bob": BOB_HASH},
+    )
     + dashboard("open", ["a"])
     + dashboard("lobby", ["b"], auth="token", users=["lobby"])
     + dashboard("ops", ["c"], auth="password")
@@ -63,6 +68,7 @@ async def sign_in(client: WebClient, name: str = "alice", password: str = ALICE_
 
 # --- passwords ------------------------------------------------------------------------------
 
+
 def test_a_password_hash_verifies_its_password_only():
     encoded = auth.hash_password("hunter2 but longer", n=2**10)
     assert encoded.startswith("scrypt$1024$8$1$")
@@ -81,34 +87,53 @@ def test_an_unknown_user_is_refused_after_the_same_work():
     assert auth.verify_password("anything", None) is False
 
 
-@pytest.mark.parametrize("text", [
-    "", "scrypt", "bcrypt$16384$8$1$AAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAA", "scrypt$16384$8$1$salt",
-    "scrypt$1000$8$1$AAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAA",  # n not a power of two
-    "scrypt$1048576$64$1$AAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAA",  # 8 GiB of memory per check
-    "scrypt$16384$8$99$AAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAA",
-    "scrypt$16384$8$1$not base64!$AAAAAAAAAAAAAAAAAAAAAA",
-    "scrypt$16384$8$1$AAAA$AAAAAAAAAAAAAAAAAAAAAA",  # a salt of 3 bytes
-    "scrypt$-1$8$1$AAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAA",
-    "scrypt$１６$8$1$AAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAA",  # fullwidth digits
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "scrypt",
+        "bcrypt$16384$8$1$AAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAA",
+        "scrypt$16384$8$1$salt",
+        "scrypt$1000$8$1$AAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAA",  # n not a power of two
+        "scrypt$1048576$64$1$AAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAA",  # 8 GiB of memory per check
+        "scrypt$16384$8$99$AAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAA",
+        "scrypt$16384$8$1$not base64!$AAAAAAAAAAAAAAAAAAAAAA",
+        "scrypt$16384$8$1$AAAA$AAAAAAAAAAAAAAAAAAAAAA",  # a salt of 3 bytes
+        "scrypt$-1$8$1$AAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAA",
+        "scrypt$１６$8$1$AAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAA",  # fullwidth digits
+    ],
+)
 def test_a_hash_that_is_not_one_is_refused(text):
     with pytest.raises(ValueError):
         auth.parse_password_hash(text)
 
 
 def test_hash_password_command_reads_stdin_and_prints_a_hash(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "run.py"), "hash-password"], input="pass phrase\n",
-                            capture_output=True, text=True, timeout=60, cwd=tmp_path)  # needs no config file
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "hash-password"],
+        input="pass phrase\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )  # needs no config file
     assert result.returncode == 0, result.stderr
     encoded = result.stdout.strip()
     assert auth.verify_password("pass phrase", encoded)
     assert "pass phrase" not in result.stdout + result.stderr
-    empty = subprocess.run([sys.executable, str(ROOT / "run.py"), "hash-password"], input="\n",
-                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    empty = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "hash-password"],
+        input="\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert (empty.returncode, empty.stdout, empty.stderr) == (1, "", "error: empty password\n")
 
 
 # --- sessions -----------------------------------------------------------------------------
+
 
 def _auth_config(tmp_path, text=AUTH_CONFIG):
     return load_config(write_config(tmp_path, text)).auth
@@ -123,8 +148,18 @@ def test_a_session_round_trips_and_holds_no_credential(tmp_path):
     assert auth.decode_session(encoded) == session
 
 
-@pytest.mark.parametrize("value", [None, b"\xff", "[]", "{}", '{"n": "a", "k": "proxy", "e": 1, "f": ""}',
-                                   '{"n": "a", "k": "token", "e": true, "f": ""}', "not json"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        b"\xff",
+        "[]",
+        "{}",
+        '{"n": "a", "k": "proxy", "e": 1, "f": ""}',
+        '{"n": "a", "k": "token", "e": true, "f": ""}',
+        "not json",
+    ],
+)
 def test_a_malformed_session_is_none(value):
     assert auth.decode_session(value) is None
 
@@ -136,8 +171,9 @@ def test_a_session_ends_with_its_time_its_credential_or_the_secret(tmp_path):
     assert not auth.session_valid(config, session, 1000.0 + 3600)
     new_token = _auth_config(tmp_path, AUTH_CONFIG.replace(LOBBY_TOKEN, "kiosk-token-lobby-NEW-0123456"))
     assert not auth.session_valid(new_token, session, 1001.0)
-    removed = _auth_config(tmp_path, AUTH_CONFIG.replace(f'lobby = "{LOBBY_TOKEN}", ', "")
-                           .replace('users = ["lobby"]', 'users = ["hall"]'))
+    removed = _auth_config(
+        tmp_path, AUTH_CONFIG.replace(f'lobby = "{LOBBY_TOKEN}", ', "").replace('users = ["lobby"]', 'users = ["hall"]')
+    )
     assert not auth.session_valid(removed, session, 1001.0)
     new_secret = _auth_config(tmp_path, AUTH_CONFIG.replace(SECRET, SECRET[::-1]))
     assert not auth.session_valid(new_secret, session, 1001.0)
@@ -148,8 +184,10 @@ def test_a_session_ends_with_its_time_its_credential_or_the_secret(tmp_path):
 
 def test_a_viewer_sees_dashboards_of_its_own_kind_only(tmp_path):
     config = load_config(write_config(tmp_path, AUTH_CONFIG))
+
     def seen(*viewers):
         return [d.id for d in auth.visible_dashboards(config, {v.kind: v for v in viewers})]
+
     assert seen() == ["open"]
     assert seen(Viewer("lobby", auth.TOKEN)) == ["open", "lobby"]
     assert seen(Viewer("hall", auth.TOKEN)) == ["open"]
@@ -157,7 +195,11 @@ def test_a_viewer_sees_dashboards_of_its_own_kind_only(tmp_path):
     assert seen(Viewer("alice", auth.PASSWORD)) == ["open", "ops", "boss"]
     assert seen(Viewer("carol@example.org", auth.PROXY)) == ["open", "sso"]
     assert seen(Viewer("alice", auth.PASSWORD), Viewer("carol@example.org", auth.PROXY)) == [
-        "open", "ops", "boss", "sso"]
+        "open",
+        "ops",
+        "boss",
+        "sso",
+    ]
 
 
 # --- addresses, logs, redirects -----------------------------------------------------------
@@ -165,18 +207,21 @@ def test_a_viewer_sees_dashboards_of_its_own_kind_only(tmp_path):
 PROXIES = (auth.parse_network("10.0.0.0/8"), auth.parse_network("::1"))
 
 
-@pytest.mark.parametrize("peer, forwarded, client", [
-    ("192.0.2.7", "203.0.113.1", "192.0.2.7"),  # the peer is no proxy: its header counts for nothing
-    ("10.0.0.1", None, "10.0.0.1"),
-    ("10.0.0.1", "203.0.113.1", "203.0.113.1"),
-    ("10.0.0.1", "198.51.100.9, 203.0.113.1", "203.0.113.1"),  # the left one was written by the client
-    ("10.0.0.1", "203.0.113.1, 10.0.0.2", "203.0.113.1"),  # past every trusted hop
-    ("10.0.0.1", "10.0.0.3, 10.0.0.2", "10.0.0.3"),  # all trusted: the farthest
-    ("10.0.0.1", "junk, 203.0.113.1", "203.0.113.1"),
-    ("10.0.0.1", "203.0.113.1, junk", "10.0.0.1"),  # garbage from the proxy's side: the proxy it is
-    ("::1", "2001:db8::5", "2001:db8::5"),
-    ("::ffff:10.0.0.1", "203.0.113.1", "203.0.113.1"),  # IPv4 arriving on an IPv6 socket
-])
+@pytest.mark.parametrize(
+    "peer, forwarded, client",
+    [
+        ("192.0.2.7", "203.0.113.1", "192.0.2.7"),  # the peer is no proxy: its header counts for nothing
+        ("10.0.0.1", None, "10.0.0.1"),
+        ("10.0.0.1", "203.0.113.1", "203.0.113.1"),
+        ("10.0.0.1", "198.51.100.9, 203.0.113.1", "203.0.113.1"),  # the left one was written by the client
+        ("10.0.0.1", "203.0.113.1, 10.0.0.2", "203.0.113.1"),  # past every trusted hop
+        ("10.0.0.1", "10.0.0.3, 10.0.0.2", "10.0.0.3"),  # all trusted: the farthest
+        ("10.0.0.1", "junk, 203.0.113.1", "203.0.113.1"),
+        ("10.0.0.1", "203.0.113.1, junk", "10.0.0.1"),  # garbage from the proxy's side: the proxy it is
+        ("::1", "2001:db8::5", "2001:db8::5"),
+        ("::ffff:10.0.0.1", "203.0.113.1", "203.0.113.1"),  # IPv4 arriving on an IPv6 socket
+    ],
+)
 def test_the_client_address_behind_trusted_proxies(peer, forwarded, client):
     assert auth.client_address(peer, forwarded, PROXIES) == client
 
@@ -185,29 +230,42 @@ def test_without_trusted_proxies_the_peer_is_the_client():
     assert auth.client_address("10.0.0.1", "203.0.113.1", ()) == "10.0.0.1"
 
 
-@pytest.mark.parametrize("uri, logged", [
-    ("/d/lobby?token=abc", "/d/lobby?token=[redacted]"),
-    ("/d/lobby?kiosk=1&token=abc&x=2", "/d/lobby?kiosk=1&token=[redacted]&x=2"),
-    ("/d/lobby?%74oken=abc", "/d/lobby?%74oken=[redacted]"),  # what the handler reads as "token"
-    ("/d/lobby?TOKEN=abc#top", "/d/lobby?TOKEN=[redacted]#top"),
-    ("/a?tokens=1", "/a?tokens=1"),
-    ("/d/lobby", "/d/lobby"),
-    ("/x?token", "/x?token"),
-])
+@pytest.mark.parametrize(
+    "uri, logged",
+    [
+        ("/d/lobby?token=abc", "/d/lobby?token=[redacted]"),
+        ("/d/lobby?kiosk=1&token=abc&x=2", "/d/lobby?kiosk=1&token=[redacted]&x=2"),
+        ("/d/lobby?%74oken=abc", "/d/lobby?%74oken=[redacted]"),  # what the handler reads as "token"
+        ("/d/lobby?TOKEN=abc#top", "/d/lobby?TOKEN=[redacted]#top"),
+        ("/a?tokens=1", "/a?tokens=1"),
+        ("/d/lobby", "/d/lobby"),
+        ("/x?token", "/x?token"),
+    ],
+)
 def test_secret_query_values_are_redacted_for_logs(uri, logged):
     assert redact_uri(uri) == logged
 
 
-@pytest.mark.parametrize("target, safe", [
-    ("/d/ops", "/d/ops"), ("/d/ops?kiosk=1", "/d/ops?kiosk=1"), (None, "/"), ("", "/"),
-    ("//evil.example/", "/"), ("/\\evil.example", "/"), ("https://evil.example/", "/"),
-    ("/d/ops\r\nSet-Cookie: x=1", "/"), ("javascript:alert(1)", "/"),
-])
+@pytest.mark.parametrize(
+    "target, safe",
+    [
+        ("/d/ops", "/d/ops"),
+        ("/d/ops?kiosk=1", "/d/ops?kiosk=1"),
+        (None, "/"),
+        ("", "/"),
+        ("//evil.example/", "/"),
+        ("/\\evil.example", "/"),
+        ("https://evil.example/", "/"),
+        ("/d/ops\r\nSet-Cookie: x=1", "/"),
+        ("javascript:alert(1)", "/"),
+    ],
+)
 def test_login_returns_only_to_a_path_on_this_site(target, safe):
     assert safe_next(target) == safe
 
 
 # --- the config ---------------------------------------------------------------------------
+
 
 def test_the_bundled_config_stays_public(tmp_path):
     config = load_config(ROOT / "config.toml")
@@ -230,7 +288,7 @@ def _error(tmp_path, text: str) -> str:
         load_config(path, env={})
     message = str(info.value)
     assert message.startswith(f"{path}: "), message
-    return message[len(f"{path}: "):]
+    return message[len(f"{path}: ") :]
 
 
 MINI = '[[dashboards]]\nid = "main"\n{dashboard}\nwidgets = ["w"]\n\n[widgets.w]\nview = "number"\nsource = {{ kind = "push" }}\n'
@@ -240,67 +298,148 @@ def mini(top: str = "", dashboard: str = "") -> str:
     return top + "\n" + MINI.format(dashboard=dashboard)
 
 
-GOOD_AUTH = f'[auth]\nsecret = "{SECRET}"\ntokens = {{ lobby = "{LOBBY_TOKEN}" }}\nusers = {{ alice = "{ALICE_HASH}" }}\n'
+GOOD_AUTH = (
+    f'[auth]\nsecret = "{SECRET}"\ntokens = {{ lobby = "{LOBBY_TOKEN}" }}\nusers = {{ alice = "{ALICE_HASH}" }}\n'
+)
 
 AUTH_ERRORS = [
-    ("unknown mode", mini(dashboard='auth = "ldap"'),
-     'dashboards[0].auth: expected one of: public, token, password, proxy, got "ldap"'),
-    ("no secret for passwords", mini(f'[auth]\nusers = {{ alice = "{ALICE_HASH}" }}', 'auth = "password"'),
-     'auth.secret: missing (required by dashboards[0]: auth = "password"; a random string of at least 32 '
-     'characters, e.g. "${DASHBOARD_SECRET}")'),
-    ("no auth table at all", mini(dashboard='auth = "token"'),
-     'dashboards[0].auth: "token" needs kiosk tokens: add [auth] tokens = { lobby = "${LOBBY_TOKEN}" }'),
-    ("no users", mini(f'[auth]\nsecret = "{SECRET}"', 'auth = "password"'),
-     'dashboards[0].auth: "password" needs users: add [auth] users = { alice = "<from python run.py hash-password>" }'),
-    ("proxy without proxies", mini(dashboard='auth = "proxy"'),
-     "dashboards[0].auth: \"proxy\" needs the proxy's address in [server] trusted_proxies"),
+    (
+        "unknown mode",
+        mini(dashboard='auth = "ldap"'),
+        'dashboards[0].auth: expected one of: public, token, password, proxy, got "ldap"',
+    ),
+    (
+        "no secret for passwords",
+        mini(f'[auth]\nusers = {{ alice = "{ALICE_HASH}" }}', 'auth = "password"'),
+        'auth.secret: missing (required by dashboards[0]: auth = "password"; a random string of at least 32 '
+        'characters, e.g. "${DASHBOARD_SECRET}")',
+    ),
+    (
+        "no auth table at all",
+        mini(dashboard='auth = "token"'),
+        'dashboards[0].auth: "token" needs kiosk tokens: add [auth] tokens = { lobby = "${LOBBY_TOKEN}" }',
+    ),
+    (
+        "no users",
+        mini(f'[auth]\nsecret = "{SECRET}"', 'auth = "password"'),
+        'dashboards[0].auth: "password" needs users: add [auth] users = { alice = "<from python run.py hash-password>" }',
+    ),
+    (
+        "proxy without proxies",
+        mini(dashboard='auth = "proxy"'),
+        'dashboards[0].auth: "proxy" needs the proxy\'s address in [server] trusted_proxies',
+    ),
     ("short secret", mini('[auth]\nsecret = "short"'), "auth.secret: too short: use at least 32 characters"),
-    ("short kiosk token", mini('[auth]\ntokens = { lobby = "short-token" }'),
-     "auth.tokens.lobby: too short: use at least 16 characters"),
-    ("kiosk token that pushes", mini(f'[api]\ntokens = {{ ci = "{LOBBY_TOKEN}" }}\n' + GOOD_AUTH),
-     "auth.tokens.lobby: the same token as another one here or in [api] tokens: use a token of its own"),
-    ("two screens one token", mini(f'[auth]\ntokens = {{ a = "{LOBBY_TOKEN}", b = "{LOBBY_TOKEN}" }}'),
-     "auth.tokens.b: the same token as another one here or in [api] tokens: use a token of its own"),
-    ("bad user name", mini(f'[auth]\nusers = {{ "al ice" = "{ALICE_HASH}" }}'),
-     'auth.users."al ice": invalid name "al ice": use letters, digits, "_", ".", "@" and "-" only (1-64 characters)'),
-    ("plain password", mini('[auth]\nusers = { alice = "hunter2" }'),
-     'auth.users.alice: expected a password hash made by "python run.py hash-password" '
-     "(scrypt$n$r$p$salt$key), got a hash it cannot use"),
-    ("hash not a string", mini('[auth]\nusers = { alice = 5 }'),
-     'auth.users.alice: expected a password hash made by "python run.py hash-password" '
-     "(scrypt$n$r$p$salt$key), got 5"),
-    ("unknown user", mini(GOOD_AUTH, 'auth = "password"\nusers = ["alice", "mallory"]'),
-     'dashboards[0].users: unknown name "mallory" (expected one of [auth] users: alice)'),
-    ("token name on a password dashboard", mini(GOOD_AUTH, 'auth = "password"\nusers = ["lobby"]'),
-     'dashboards[0].users: unknown name "lobby" (expected one of [auth] users: alice)'),
-    ("users on a public dashboard", mini(GOOD_AUTH, 'users = ["alice"]'),
-     'dashboards[0].users: expected no users on a public dashboard (set auth = "token", "password" or "proxy")'),
-    ("users not a list", mini(GOOD_AUTH, 'auth = "password"\nusers = "alice"'),
-     'dashboards[0].users: expected an array of strings, got "alice"'),
-    ("lifetime", mini('[auth]\nsession_lifetime = "forever"'),
-     'auth.session_lifetime: expected a duration like "5s" or "2m", got "forever"'),
-    ("lifetime too long", mini('[auth]\nsession_lifetime = "500d"'),
-     'auth.session_lifetime: expected a duration from "1s" to "400d", got "500d"'),
-    ("proxy header", mini('[auth]\nproxy_header = "X User"'),
-     'auth.proxy_header: expected a header name like "X-Forwarded-User", got "X User"'),
-    ("unknown auth key", mini('[auth]\nsecrets = "x"'),
-     'auth: unknown key "secrets" (expected one of: secret, session_lifetime, tokens, users, proxy_header)'),
-    ("trusted proxy", mini('[server]\ntrusted_proxies = ["10.0.0.0/8", "nginx"]'),
-     'server.trusted_proxies[1]: expected an IP address or network like "10.0.0.0/8", got "nginx"'),
-    ("frame ancestors", mini("""[server]\nframe_ancestors = ["'self'", "https://a.example; script-src *"]"""),
-     "server.frame_ancestors[1]: expected \"'self'\", \"'none'\", a scheme like \"https:\" or a host like "
-     '"https://wall.example.org", got "https://a.example; script-src *"'),
-    ("frame ancestors none with others", mini("""[server]\nframe_ancestors = ["'none'", "'self'"]"""),
-     "server.frame_ancestors: expected \"'none'\" alone, got it with other sources"),
-    ("frame ancestors empty", mini("[server]\nframe_ancestors = []"),
-     "server.frame_ancestors: expected at least one source, got an empty array (use [\"'none'\"])"),
-    ("metrics token", mini('[server]\nmetrics_token = "short"'),
-     "server.metrics_token: too short: use at least 8 characters"),
-    ("rate", mini('[api]\nrate = "10 per second"'),
-     'api.rate: expected a rate like "10/s", "30/m" or "100/h", got "10 per second"'),
+    (
+        "short kiosk token",
+        mini('[auth]\ntokens = { lobby = "short-token" }'),
+        "auth.tokens.lobby: too short: use at least 16 characters",
+    ),
+    (
+        "kiosk token that pushes",
+        mini(f'[api]\ntokens = {{ ci = "{LOBBY_TOKEN}" }}\n' + GOOD_AUTH),
+        "auth.tokens.lobby: the same token as another one here or in [api] tokens: use a token of its own",
+    ),
+    (
+        "two screens one token",
+        mini(f'[auth]\ntokens = {{ a = "{LOBBY_TOKEN}", b = "{LOBBY_TOKEN}" }}'),
+        "auth.tokens.b: the same token as another one here or in [api] tokens: use a token of its own",
+    ),
+    (
+        "bad user name",
+        mini(f'[auth]\nusers = {{ "al ice" = "{ALICE_HASH}" }}'),
+        'auth.users."al ice": invalid name "al ice": use letters, digits, "_", ".", "@" and "-" only (1-64 characters)',
+    ),
+    (
+        "plain password",
+        mini('[auth]\nusers = { alice = "hunter2" }'),
+        'auth.users.alice: expected a password hash made by "python run.py hash-password" '
+        "(scrypt$n$r$p$salt$key), got a hash it cannot use",
+    ),
+    (
+        "hash not a string",
+        mini("[auth]\nusers = { alice = 5 }"),
+        'auth.users.alice: expected a password hash made by "python run.py hash-password" '
+        "(scrypt$n$r$p$salt$key), got 5",
+    ),
+    (
+        "unknown user",
+        mini(GOOD_AUTH, 'auth = "password"\nusers = ["alice", "mallory"]'),
+        'dashboards[0].users: unknown name "mallory" (expected one of [auth] users: alice)',
+    ),
+    (
+        "token name on a password dashboard",
+        mini(GOOD_AUTH, 'auth = "password"\nusers = ["lobby"]'),
+        'dashboards[0].users: unknown name "lobby" (expected one of [auth] users: alice)',
+    ),
+    (
+        "users on a public dashboard",
+        mini(GOOD_AUTH, 'users = ["alice"]'),
+        'dashboards[0].users: expected no users on a public dashboard (set auth = "token", "password" or "proxy")',
+    ),
+    (
+        "users not a list",
+        mini(GOOD_AUTH, 'auth = "password"\nusers = "alice"'),
+        'dashboards[0].users: expected an array of strings, got "alice"',
+    ),
+    (
+        "lifetime",
+        mini('[auth]\nsession_lifetime = "forever"'),
+        'auth.session_lifetime: expected a duration like "5s" or "2m", got "forever"',
+    ),
+    (
+        "lifetime too long",
+        mini('[auth]\nsession_lifetime = "500d"'),
+        'auth.session_lifetime: expected a duration from "1s" to "400d", got "500d"',
+    ),
+    (
+        "proxy header",
+        mini('[auth]\nproxy_header = "X User"'),
+        'auth.proxy_header: expected a header name like "X-Forwarded-User", got "X User"',
+    ),
+    (
+        "unknown auth key",
+        mini('[auth]\nsecrets = "x"'),
+        'auth: unknown key "secrets" (expected one of: secret, session_lifetime, tokens, users, proxy_header)',
+    ),
+    (
+        "trusted proxy",
+        mini('[server]\ntrusted_proxies = ["10.0.0.0/8", "nginx"]'),
+        'server.trusted_proxies[1]: expected an IP address or network like "10.0.0.0/8", got "nginx"',
+    ),
+    (
+        "frame ancestors",
+        mini("""[server]\nframe_ancestors = ["'self'", "https://a.example; script-src *"]"""),
+        'server.frame_ancestors[1]: expected "\'self\'", "\'none\'", a scheme like "https:" or a host like '
+        '"https://wall.example.org", got "https://a.example; script-src *"',
+    ),
+    (
+        "frame ancestors none with others",
+        mini("""[server]\nframe_ancestors = ["'none'", "'self'"]"""),
+        "server.frame_ancestors: expected \"'none'\" alone, got it with other sources",
+    ),
+    (
+        "frame ancestors empty",
+        mini("[server]\nframe_ancestors = []"),
+        "server.frame_ancestors: expected at least one source, got an empty array (use [\"'none'\"])",
+    ),
+    (
+        "metrics token",
+        mini('[server]\nmetrics_token = "short"'),
+        "server.metrics_token: too short: use at least 8 characters",
+    ),
+    (
+        "rate",
+        mini('[api]\nrate = "10 per second"'),
+        'api.rate: expected a rate like "10/s", "30/m" or "100/h", got "10 per second"',
+    ),
     ("zero rate", mini('[api]\nrate = "0/s"'), 'api.rate: expected a rate like "10/s", "30/m" or "100/h", got "0/s"'),
     ("burst", mini("[api]\nburst = 0"), "api.burst: expected an integer >= 1, got 0"),
-    ("header limit", mini('[server]\nmax_header = "512B"'), 'server.max_header: expected a size of at least 1KiB, got "512B"'),
+    (
+        "header limit",
+        mini('[server]\nmax_header = "512B"'),
+        'server.max_header: expected a size of at least 1KiB, got "512B"',
+    ),
 ]
 
 
@@ -310,16 +449,26 @@ def test_auth_config_errors(tmp_path, name, text, message):
 
 
 def test_secrets_never_appear_in_config_errors(tmp_path):
-    for text in (mini('[auth]\nsecret = "tiny-secret"'), mini('[auth]\ntokens = { a = "tiny-token" }'),
-                 mini('[server]\nmetrics_token = "tiny"'), mini('[auth]\nusers = { a = "scrypt$1$2$3$x$y" }')):
+    for text in (
+        mini('[auth]\nsecret = "tiny-secret"'),
+        mini('[auth]\ntokens = { a = "tiny-token" }'),
+        mini('[server]\nmetrics_token = "tiny"'),
+        mini('[auth]\nusers = { a = "scrypt$1$2$3$x$y" }'),
+    ):
         message = _error(tmp_path, text)
         assert "tiny" not in message and "scrypt$1" not in message, message
 
 
 def test_frame_ancestors_rates_and_limits_parse(tmp_path):
-    config = load_config(write_config(tmp_path, mini(
-        '[server]\nframe_ancestors = ["\'self\'", "https://wall.example.org", "https:"]\nmax_body = "8KiB"\n'
-        'max_header = "4KiB"\ntrusted_proxies = ["10.0.0.0/8", "::1"]\n[api]\nrate = "30/m"\nburst = 3')))
+    config = load_config(
+        write_config(
+            tmp_path,
+            mini(
+                '[server]\nframe_ancestors = ["\'self\'", "https://wall.example.org", "https:"]\nmax_body = "8KiB"\n'
+                'max_header = "4KiB"\ntrusted_proxies = ["10.0.0.0/8", "::1"]\n[api]\nrate = "30/m"\nburst = 3'
+            ),
+        )
+    )
     assert config.server.frame_ancestors == ("'self'", "https://wall.example.org", "https:")
     assert (config.server.max_body, config.server.max_header) == (8192, 4096)
     assert [str(n) for n in config.server.trusted_proxies] == ["10.0.0.0/8", "::1/128"]
@@ -327,6 +476,7 @@ def test_frame_ancestors_rates_and_limits_parse(tmp_path):
 
 
 # --- startup warnings ---------------------------------------------------------------------
+
 
 def test_no_warning_on_loopback_or_when_nothing_is_exposed(tmp_path):
     bundled = load_config(ROOT / "config.toml", env={})
@@ -346,11 +496,13 @@ def test_a_warning_names_public_dashboards_and_the_demo_token_off_loopback():
     assert network_warning(exposed) == (
         'listening on 0.0.0.0, not only loopback: dashboard main is public (set auth = "token", "password" '
         'or "proxy" on each, see SECURITY.md); the push API takes the bundled demo token "demo-token-change-me" '
-        "(set DASHBOARD_TOKEN)")
+        "(set DASHBOARD_TOKEN)"
+    )
     with_token = load_config(ROOT / "config.toml", env={"DASHBOARD_TOKEN": "a-real-token-0123456789"})
     with_token = dataclasses.replace(with_token, server=dataclasses.replace(with_token.server, host="::"))
-    assert network_warning(with_token).endswith("dashboard main is public (set auth = \"token\", \"password\" "
-                                                "or \"proxy\" on each, see SECURITY.md)")
+    assert network_warning(with_token).endswith(
+        'dashboard main is public (set auth = "token", "password" or "proxy" on each, see SECURITY.md)'
+    )
 
 
 def test_a_world_readable_config_with_written_secrets_is_warned_about(tmp_path):
@@ -382,12 +534,17 @@ async def test_serve_prints_the_warnings_at_start(tmp_path):
     assert warnings[1].startswith(f"warning: {process.config_path} holds secrets")
     assert len(warnings) == 2
     assert SECRET not in process.log() and LOBBY_TOKEN not in process.log()
-    check = subprocess.run([sys.executable, str(ROOT / "run.py"), "check", "--config", str(process.config_path)],
-                           capture_output=True, text=True, timeout=60)
+    check = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "check", "--config", str(process.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert (check.returncode, check.stderr) == (0, "")  # `check` judges the file, not where it will run
 
 
 # --- password mode against the real server ----------------------------------------------
+
 
 @pytest.mark.gen_test(timeout=60)
 async def test_password_dashboard_sends_strangers_to_the_login_page_and_back(servers):
@@ -488,8 +645,9 @@ async def test_a_forged_or_stale_cookie_opens_nothing(servers):
     # The same session signed with another secret: refused as well.
     import tornado.web
 
-    foreign = tornado.web.create_signed_value(SECRET[::-1], "dashboard_session",
-                                              auth.encode_session(Viewer("alice", "password", time.time() + 99, "x")))
+    foreign = tornado.web.create_signed_value(
+        SECRET[::-1], "dashboard_session", auth.encode_session(Viewer("alice", "password", time.time() + 99, "x"))
+    )
     assert (await WebClient(server.port, jar={"dashboard_session": foreign.decode()}).get("/d/ops")).status == 303
 
 
@@ -505,6 +663,7 @@ async def test_the_session_cookie_is_secure_behind_a_trusted_https_proxy_only(se
 
 
 # --- token mode ------------------------------------------------------------------------------
+
 
 @pytest.mark.gen_test(timeout=60)
 async def test_a_kiosk_link_is_exchanged_for_a_cookie_and_a_clean_address(servers, caplog):
@@ -555,15 +714,18 @@ async def test_a_kiosk_session_is_renewed_while_the_screen_is_on(servers):
     import tornado.web
 
     client.jar["dashboard_session"] = tornado.web.create_signed_value(
-        SECRET, "dashboard_session", auth.encode_session(old)).decode()
+        SECRET, "dashboard_session", auth.encode_session(old)
+    ).decode()
     reply = await client.get("/d/lobby")
     assert reply.status == 200
-    renewed = auth.decode_session(tornado.web.decode_signed_value(SECRET, "dashboard_session",
-                                                                  client.jar["dashboard_session"]))
+    renewed = auth.decode_session(
+        tornado.web.decode_signed_value(SECRET, "dashboard_session", client.jar["dashboard_session"])
+    )
     assert renewed.expires > old.expires + 2000
 
 
 # --- proxy mode ------------------------------------------------------------------------------
+
 
 @pytest.mark.gen_test(timeout=60)
 async def test_the_proxy_header_counts_from_a_trusted_proxy_only(servers):
@@ -577,6 +739,7 @@ async def test_the_proxy_header_counts_from_a_trusted_proxy_only(servers):
 
 
 # --- the stream -----------------------------------------------------------------------------
+
 
 def cookie_header(client: WebClient) -> dict:
     return {"Cookie": "; ".join(f"{k}={v}" for k, v in client.jar.items())}
@@ -605,8 +768,9 @@ async def test_a_signed_in_stream_gets_values(servers):
     event = await stream.next_widget_event()
     assert (event.type, json.loads(event.data)["value"]) == ("d", 42)
     stream.close()
-    proxied = await StreamClient.open_from(server.url("/events/sso"), local_host="127.0.0.2",
-                                           headers={"X-Forwarded-User": "carol@example.org"})
+    proxied = await StreamClient.open_from(
+        server.url("/events/sso"), local_host="127.0.0.2", headers={"X-Forwarded-User": "carol@example.org"}
+    )
     assert (await proxied.next_event()).type == "hello"
     proxied.close()
 
@@ -649,6 +813,7 @@ async def test_a_stream_ends_when_a_reload_removes_its_user(servers):
 
 # --- the API ---------------------------------------------------------------------------------
 
+
 @pytest.mark.gen_test(timeout=60)
 async def test_the_api_shows_each_viewer_its_widgets_only(servers):
     server = await servers.start(AUTH_CONFIG)
@@ -681,8 +846,9 @@ async def test_pushes_take_bearer_tokens_never_cookies(servers):
     body = json.dumps({"value": 1}).encode()
     reply = await client.request("POST", "/api/widgets/c", {"Content-Type": "application/json"}, body)
     assert reply.status == 401
-    kiosk = await client.request("POST", "/api/widgets/b", {"Content-Type": "application/json",
-                                                            "Authorization": f"Bearer {LOBBY_TOKEN}"}, body)
+    kiosk = await client.request(
+        "POST", "/api/widgets/b", {"Content-Type": "application/json", "Authorization": f"Bearer {LOBBY_TOKEN}"}, body
+    )
     assert kiosk.status == 401  # a kiosk token opens a page, it does not push
     assert await server.runtime.store.history("c") == []
 
@@ -694,7 +860,9 @@ METRICS_TOKEN = "metrics-token-0123456789"
 
 @pytest.mark.gen_test(timeout=60)
 async def test_metrics_and_health_details_need_the_metrics_token_when_one_is_set(servers):
-    server = await servers.start(AUTH_CONFIG.replace('grace = "2s"', f'grace = "2s"\nmetrics_token = "{METRICS_TOKEN}"'))
+    server = await servers.start(
+        AUTH_CONFIG.replace('grace = "2s"', f'grace = "2s"\nmetrics_token = "{METRICS_TOKEN}"')
+    )
     client = WebClient(server.port)
     bare = await client.get("/healthz")
     assert (bare.status, bare.json()) == (200, {"status": "ok"})
@@ -718,6 +886,7 @@ async def test_metrics_and_health_stay_open_without_a_metrics_token(servers):
 
 
 # --- the index -------------------------------------------------------------------------------
+
 
 @pytest.mark.gen_test(timeout=60)
 async def test_the_index_lists_only_what_the_viewer_may_open(servers):
@@ -747,8 +916,9 @@ async def test_the_stream_limit_per_client_counts_the_address_a_trusted_proxy_fo
     opened = []
 
     async def stream(source: str, forwarded: str):
-        client = await StreamClient.open_from(server.url("/events/open"), local_host=source,
-                                              headers={"X-Forwarded-For": forwarded})
+        client = await StreamClient.open_from(
+            server.url("/events/open"), local_host=source, headers={"X-Forwarded-For": forwarded}
+        )
         opened.append(client)
         try:
             return (await client.next_event()).type == "hello"

@@ -29,8 +29,7 @@ GOOD = (
 
 
 def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "run.py", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "run.py", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
 def test_check_accepts_the_bundled_config():
@@ -49,30 +48,54 @@ def test_check_touches_no_file(tmp_path):
 
 
 BAD_CONFIGS = [
-    ("bad duration", GOOD.replace('every = "100ms"', 'every = "fast"'),
-     'widgets.rate.every: expected a duration like "5s" or "2m", got "fast"'),
-    ("unknown key", GOOD.replace('grace = "1s"', 'grace = "1s"\ncolour = "red"'),
-     'server: unknown key "colour"'),
-    ("missing widget", GOOD.replace('widgets = ["rate", "notice"]', 'widgets = ["rate", "nope"]'),
-     'dashboards[0].widgets: unknown widget "nope"'),
-    ("reserved id", GOOD.replace("notice", "hello"),
-     'widgets.hello: "hello" is reserved for control events'),
-    ("bad source kind", GOOD.replace('kind = "random_walk", start = 1.0, volatility = 0.01', 'kind = "pigeon"'),
-     "widgets.rate.source.kind: unknown source kind 'pigeon'"),
-    ("bad source option", GOOD.replace('kind = "random_walk", start = 1.0, volatility = 0.01',
-                                       'kind = "system", metric = "nope"'),
-     'widgets.rate.source.metric: expected one of: cpu_percent'),
-    ("unknown source option", GOOD.replace("volatility = 0.01", "volatility = 0.01, wobble = 2"),
-     'widgets.rate.source: unknown key "wobble"'),
+    (
+        "bad duration",
+        GOOD.replace('every = "100ms"', 'every = "fast"'),
+        'widgets.rate.every: expected a duration like "5s" or "2m", got "fast"',
+    ),
+    ("unknown key", GOOD.replace('grace = "1s"', 'grace = "1s"\ncolour = "red"'), 'server: unknown key "colour"'),
+    (
+        "missing widget",
+        GOOD.replace('widgets = ["rate", "notice"]', 'widgets = ["rate", "nope"]'),
+        'dashboards[0].widgets: unknown widget "nope"',
+    ),
+    ("reserved id", GOOD.replace("notice", "hello"), 'widgets.hello: "hello" is reserved for control events'),
+    (
+        "bad source kind",
+        GOOD.replace('kind = "random_walk", start = 1.0, volatility = 0.01', 'kind = "pigeon"'),
+        "widgets.rate.source.kind: unknown source kind 'pigeon'",
+    ),
+    (
+        "bad source option",
+        GOOD.replace('kind = "random_walk", start = 1.0, volatility = 0.01', 'kind = "system", metric = "nope"'),
+        "widgets.rate.source.metric: expected one of: cpu_percent",
+    ),
+    (
+        "unknown source option",
+        GOOD.replace("volatility = 0.01", "volatility = 0.01, wobble = 2"),
+        'widgets.rate.source: unknown key "wobble"',
+    ),
     ("TOML syntax", GOOD.replace('id = "main"', 'id = "main'), "invalid TOML"),
-    ("bad port", GOOD.replace("port = 8888", "port = 70000"),
-     "server.port: expected an integer from 0 to 65535, got 70000"),
-    ("no dashboards", GOOD[: GOOD.index("[[dashboards]]")] + GOOD[GOOD.index("[widgets.rate]"):],
-     "dashboards: expected at least one [[dashboards]] table"),
-    ("unset variable", GOOD.replace('id = "main"', 'id = "${DASHBOARD_TEST_UNSET_VARIABLE}"'),
-     "environment variable DASHBOARD_TEST_UNSET_VARIABLE is not set"),
-    ("bad storage url", GOOD.replace("sqlite+aiosqlite:///data/cli.db", "mysql://user:secret@db/x"),
-     'storage.url: expected a URL starting with sqlite+aiosqlite:// or postgresql+asyncpg://, got "mysql://..."'),
+    (
+        "bad port",
+        GOOD.replace("port = 8888", "port = 70000"),
+        "server.port: expected an integer from 0 to 65535, got 70000",
+    ),
+    (
+        "no dashboards",
+        GOOD[: GOOD.index("[[dashboards]]")] + GOOD[GOOD.index("[widgets.rate]") :],
+        "dashboards: expected at least one [[dashboards]] table",
+    ),
+    (
+        "unset variable",
+        GOOD.replace('id = "main"', 'id = "${DASHBOARD_TEST_UNSET_VARIABLE}"'),
+        "environment variable DASHBOARD_TEST_UNSET_VARIABLE is not set",
+    ),
+    (
+        "bad storage url",
+        GOOD.replace("sqlite+aiosqlite:///data/cli.db", "mysql://user:secret@db/x"),
+        'storage.url: expected a URL starting with sqlite+aiosqlite:// or postgresql+asyncpg://, got "mysql://..."',
+    ),
 ]
 
 
@@ -150,7 +173,10 @@ def test_serve_answers_and_stops_cleanly_on_a_signal(tmp_path, sig):
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "run.py", "serve", "--config", str(path), "--port", str(port)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         health = wait_for_health(f"http://127.0.0.1:{port}/healthz", process)

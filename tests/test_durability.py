@@ -27,8 +27,14 @@ CONFIG = (
     + dashboard("main", ["pushed", "walk", "batch_a", "batch_b"])
     + push_widgets(pushed="number", batch_a="number", batch_b="text")
     # As fast as the scheduler goes: a write per run, changed or not.
-    + widget("walk", "number", every="1ms", timeout="1s", on_change=False,
-             source={"kind": "random_walk", "start": 100.0, "volatility": 0.01})
+    + widget(
+        "walk",
+        "number",
+        every="1ms",
+        timeout="1s",
+        on_change=False,
+        source={"kind": "random_walk", "start": 100.0, "volatility": 0.01},
+    )
 )
 
 ROUNDS = 3
@@ -48,8 +54,9 @@ async def push_forever(server: ServerProcess, acknowledged: set[int], pusher: in
         else:
             request = (server.url("/api/widgets"), {"values": {"batch_a": n, "batch_b": f"{pusher}.{n}"}})
         try:
-            response = await client.fetch(request[0], method="POST", body=json.dumps(request[1]), headers=HEADERS,
-                                          request_timeout=10)
+            response = await client.fetch(
+                request[0], method="POST", body=json.dumps(request[1]), headers=HEADERS, request_timeout=10
+            )
         except Exception:  # refused, reset, 599: the server was killed mid-request
             return
         body = json.loads(response.body)
@@ -74,7 +81,7 @@ def missing_ids(database, ids: set[int]) -> set[int]:
     found = set()
     with sqlite3.connect(database) as conn:
         for start in range(0, len(ordered), 500):
-            chunk = ordered[start:start + 500]
+            chunk = ordered[start : start + 500]
             marks = ",".join("?" * len(chunk))
             found.update(row[0] for row in conn.execute(f"SELECT id FROM samples WHERE id IN ({marks})", chunk))
     return set(ids) - found
@@ -115,8 +122,13 @@ async def test_kill_9_during_heavy_writes_loses_no_acknowledged_sample(tmp_path)
         assert missing_ids(database, acknowledged) == set(), f"round {round_number}"
         assert missing_ids(database, all_acknowledged) == set(), f"round {round_number}: an earlier round's"
         all_acknowledged |= acknowledged
-        migrate = subprocess.run([sys.executable, str(ROOT / "run.py"), "migrate", "--config", str(server.config_path)],
-                                 cwd=ROOT, capture_output=True, text=True, timeout=60)
+        migrate = subprocess.run(
+            [sys.executable, str(ROOT / "run.py"), "migrate", "--config", str(server.config_path)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert migrate.returncode == 0, migrate.stderr
         assert "up to date" in migrate.stdout
     assert len(all_acknowledged) >= ROUNDS * ACKNOWLEDGED_BEFORE_KILL

@@ -18,8 +18,10 @@ from tests.webclient import WebClient
 
 ROOT = Path(__file__).resolve().parent.parent
 
-PAGE_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-               "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'")
+PAGE_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'"
+)
 
 
 def assert_common(headers, where: str) -> None:
@@ -34,8 +36,16 @@ async def test_every_kind_of_answer_carries_the_headers(servers):
     server = await servers.start(AUTH_CONFIG)
     client = WebClient(server.port)
     pages = {
-        "/": 200, "/d/open": 200, "/d/open?kiosk=1": 200, "/nowhere": 404, "/d/nope": 404, "/login": 200,
-        "/d/lobby": 401, "/d/ops": 303, f"/d/lobby?token={LOBBY_TOKEN}": 303, "/d/lobby?token=wrong-one": 401,
+        "/": 200,
+        "/d/open": 200,
+        "/d/open?kiosk=1": 200,
+        "/nowhere": 404,
+        "/d/nope": 404,
+        "/login": 200,
+        "/d/lobby": 401,
+        "/d/ops": 303,
+        f"/d/lobby?token={LOBBY_TOKEN}": 303,
+        "/d/lobby?token=wrong-one": 401,
     }
     for path, status in pages.items():
         reply = await client.get(path)
@@ -46,9 +56,15 @@ async def test_every_kind_of_answer_carries_the_headers(servers):
     forged = await WebClient(server.port).post_form("/logout", {}, xsrf=False)
     assert forged.status == 403
     assert_common(forged.headers, "xsrf refusal")
-    for path, status in {"/api/widgets": 200, "/api/widgets/a": 200, "/api/widgets/nope": 404,
-                         "/api/widgets/c": 401, "/api/widgets/a/history?limit=x": 400,
-                         "/healthz": 200, "/metrics": 200}.items():
+    for path, status in {
+        "/api/widgets": 200,
+        "/api/widgets/a": 200,
+        "/api/widgets/nope": 404,
+        "/api/widgets/c": 401,
+        "/api/widgets/a/history?limit=x": 400,
+        "/healthz": 200,
+        "/metrics": 200,
+    }.items():
         reply = await WebClient(server.port).get(path)
         assert reply.status == status, (path, reply.text)
         assert_common(reply.headers, path)
@@ -61,7 +77,9 @@ async def test_every_kind_of_answer_carries_the_headers(servers):
         assert_common(reply.headers, path)
         assert reply.headers["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
     assert (await client.get("/static/page.js")).headers["Content-Type"] in (
-        "application/javascript", "text/javascript")  # nosniff needs the right type for modules
+        "application/javascript",
+        "text/javascript",
+    )  # nosniff needs the right type for modules
     stream = await StreamClient.open(server.url("/events/open"))
     assert stream.status == 200
     assert stream.headers["x-content-type-options"] == "nosniff"
@@ -69,11 +87,14 @@ async def test_every_kind_of_answer_carries_the_headers(servers):
     stream.close()
 
 
-@pytest.mark.parametrize("sources, policy, frame_options", [
-    ("""["'none'"]""", "frame-ancestors 'none'", "DENY"),
-    ("""["'self'", "https://wall.example.org"]""", "frame-ancestors 'self' https://wall.example.org", None),
-    ("""["https:"]""", "frame-ancestors https:", None),
-])
+@pytest.mark.parametrize(
+    "sources, policy, frame_options",
+    [
+        ("""["'none'"]""", "frame-ancestors 'none'", "DENY"),
+        ("""["'self'", "https://wall.example.org"]""", "frame-ancestors 'self' https://wall.example.org", None),
+        ("""["https:"]""", "frame-ancestors https:", None),
+    ],
+)
 @pytest.mark.gen_test(timeout=60)
 async def test_frame_ancestors_is_configurable(servers, sources, policy, frame_options):
     server = await servers.start(BASE_CONFIG.replace('grace = "2s"', f'grace = "2s"\nframe_ancestors = {sources}'))
@@ -95,7 +116,9 @@ class InlineFinder(HTMLParser):
         for name, value in attrs:
             if name == "style" or name.startswith("on"):
                 self.problems.append(f"<{tag} {name}=...>")
-            if name in ("href", "src", "action", "formaction") and (value or "").strip().lower().startswith("javascript:"):
+            if name in ("href", "src", "action", "formaction") and (value or "").strip().lower().startswith(
+                "javascript:"
+            ):
                 self.problems.append(f"<{tag} {name}={value}>")
         if tag == "style":
             self.problems.append("<style> element")
@@ -122,8 +145,17 @@ async def test_no_page_has_inline_script_or_style(servers):
     await server.record("m", 50)
     client = WebClient(server.port)
     await client.get(f"/d/lobby?token={LOBBY_TOKEN}")
-    paths = ["/", "/d/open", "/d/views", "/d/views?kiosk=1", "/d/lobby", "/login", "/nowhere", "/d/sso",
-             "/login?next=%22%3E%3Cscript%3Ealert(1)%3C/script%3E"]
+    paths = [
+        "/",
+        "/d/open",
+        "/d/views",
+        "/d/views?kiosk=1",
+        "/d/lobby",
+        "/login",
+        "/nowhere",
+        "/d/sso",
+        "/login?next=%22%3E%3Cscript%3Ealert(1)%3C/script%3E",
+    ]
     for path in paths:
         reply = await client.get(path)
         finder = InlineFinder()
@@ -131,7 +163,7 @@ async def test_no_page_has_inline_script_or_style(servers):
         assert finder.problems == [], (path, finder.problems)
     signed = await client.post_form("/login", {"name": "alice", "password": "wrong", "next": "/"})
     bounced = await WebClient(server.port).get("/d/ops", {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"})
-    assert "http-equiv=\"refresh\"" in bounced.text
+    assert 'http-equiv="refresh"' in bounced.text
     for reply in (signed, bounced):
         finder = InlineFinder()
         finder.feed(reply.text)
@@ -141,12 +173,21 @@ async def test_no_page_has_inline_script_or_style(servers):
 def test_the_page_scripts_never_parse_values_as_markup():
     for script in sorted((ROOT / "static").glob("*.js")):
         code = script.read_text()
-        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function",
-                     "setAttribute(\"on", "createContextualFragment"):
+        for sink in (
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+            "new Function",
+            'setAttribute("on',
+            "createContextualFragment",
+        ):
             assert sink not in code, f"{script.name} uses {sink}"
 
 
 # --- size limits -----------------------------------------------------------------------------
+
 
 async def raw_exchange(port: int, data: bytes) -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -176,15 +217,20 @@ async def test_headers_past_the_limit_are_refused(servers):
 @pytest.mark.gen_test(timeout=60)
 async def test_bodies_past_the_limit_are_refused_unread(servers):
     server = await servers.start(AUTH_CONFIG.replace('grace = "2s"', 'grace = "2s"\nmax_body = "4KiB"'))
-    head = (b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-            b"Content-Length: 1000000\r\n\r\n")
+    head = (
+        b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: 1000000\r\n\r\n"
+    )
     answer = await raw_exchange(server.port, head + b"a" * 8192)
     assert answer.startswith(b"HTTP/1.1 400") or answer == b"", answer[:100]
     # Pushes keep their own limit ([api] max_body, 64KiB here), larger than the server's.
     body = b'{"value": "' + b"x" * 16384 + b'"}'
     reply = await WebClient(server.port).request(
-        "POST", "/api/widgets/b", {"Authorization": "Bearer test-token-0123456789", "Content-Type": "application/json"},
-        body)
+        "POST",
+        "/api/widgets/b",
+        {"Authorization": "Bearer test-token-0123456789", "Content-Type": "application/json"},
+        body,
+    )
     assert reply.status == 400 and "number" in reply.json()["error"]  # read whole, then refused for its value
     assert (await WebClient(server.port).get("/healthz")).status == 200
 

@@ -1,15 +1,15 @@
 """The hub on its own: ring buffers, cursors, snapshots, subscribers and fan-out passes."""
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
-from dashboard.hub.memory import Hub, Topic, encode_sample
 from dashboard.core.samples import Sample
 from dashboard.core.sse import decode
+from dashboard.hub.memory import Hub, Topic, encode_sample
 
-TS = datetime(2026, 11, 21, 10, 15, 2, 120000, tzinfo=timezone.utc)
+TS = datetime(2026, 11, 21, 10, 15, 2, 120000, tzinfo=UTC)
 
 
 def sample(event_id: int, widget: str = "a", value=None) -> Sample:
@@ -311,8 +311,12 @@ async def test_direct_readers_get_the_payload_framed_once_by_the_topic():
 async def test_a_direct_reader_whose_socket_is_full_or_gone_is_told_and_the_rest_carry_on():
     hub = hub_with({"main": ["a"]})
     topic = hub.topic("main")
-    full, partly, gone, fine = (DirectReader(error=BlockingIOError()), DirectReader(room=10),
-                                DirectReader(error=ConnectionResetError()), DirectReader())
+    full, partly, gone, fine = (
+        DirectReader(error=BlockingIOError()),
+        DirectReader(room=10),
+        DirectReader(error=ConnectionResetError()),
+        DirectReader(),
+    )
     for reader in (full, partly, gone, fine):
         topic.subscribe(reader)
     hub.publish(sample(1), ["main"])

@@ -152,8 +152,10 @@ async def test_streams_opened_together_end_spread_out(servers):
 # --- the sockets of streams ---------------------------------------------------------------
 
 
-@pytest.mark.skipif(not all(hasattr(socket, o) for o in ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT")),
-                    reason="TCP keepalive timing options are Linux-only")
+@pytest.mark.skipif(
+    not all(hasattr(socket, o) for o in ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT")),
+    reason="TCP keepalive timing options are Linux-only",
+)
 @pytest.mark.gen_test(timeout=30)
 async def test_stream_sockets_have_tcp_keepalive_no_nagle_and_a_bounded_send_buffer(servers):
     server = await servers.start()
@@ -165,8 +167,11 @@ async def test_stream_sockets_have_tcp_keepalive_no_nagle_and_a_bounded_send_buf
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == stream_module.TCP_KEEPALIVE_COUNT
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
     # Linux reports twice the value set (its bookkeeping); never the 4 MB it would grow to.
-    assert stream_module.STREAM_SEND_BUFFER <= sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) \
+    assert (
+        stream_module.STREAM_SEND_BUFFER
+        <= sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
         <= 2 * stream_module.STREAM_SEND_BUFFER
+    )
     client.close()
 
 
@@ -192,8 +197,11 @@ async def test_hundreds_of_streams_get_every_event_once_in_order(servers):
     published = []
     for burst in range(10):
         published += await server.runtime.recorder.record_many(
-            [("abc"[(burst + n) % 3], f"{burst}.{n}" if (burst + n) % 3 == 1 else burst * 10 + n, "ok", None)
-             for n in range(6)])
+            [
+                ("abc"[(burst + n) % 3], f"{burst}.{n}" if (burst + n) % 3 == 1 else burst * 10 + n, "ok", None)
+                for n in range(6)
+            ]
+        )
     expected = {
         "main": [s.id for s in published if s.widget in ("a", "b")],
         "other": [s.id for s in published if s.widget in ("b", "c")],
@@ -218,8 +226,14 @@ async def test_clients_that_vanish_do_not_disturb_the_others(servers):
     for client in staying:
         got = [int((await client.next_widget_event()).last_event_id) for _ in range(2)]
         assert got == [first.id, second.id]
-    await wait_until(lambda: len(server.runtime.streams) == 10 and server.runtime.hub.readers == 10
-                     and counts(server) == {"127.0.0.1": 10}, message="the vanished streams gone")
+    await wait_until(
+        lambda: (
+            len(server.runtime.streams) == 10
+            and server.runtime.hub.readers == 10
+            and counts(server) == {"127.0.0.1": 10}
+        ),
+        message="the vanished streams gone",
+    )
     for client in staying:
         client.close()
 
@@ -247,16 +261,17 @@ async def test_a_stream_that_ends_ends_its_chunked_answer_properly_and_closes(se
     hands at its opening, so it is not kept alive for another request."""
     server = await servers.start(config_with(max_stream_lifetime='"300ms"'))
     reader, writer, head = await raw_request(
-        server, b"GET /events/main HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        server, b"GET /events/main HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+    )
     assert b"transfer-encoding: chunked" in head.lower()
     body = await asyncio.wait_for(reader.read(), 10)  # until the server closes
     assert body.endswith(b"\r\n0\r\n\r\n")
     chunks, rest = [], body
     while rest:
         size, _, rest = rest.partition(b"\r\n")
-        chunks.append(rest[:int(size, 16)])
-        assert rest[int(size, 16):int(size, 16) + 2] == b"\r\n"
-        rest = rest[int(size, 16) + 2:]
+        chunks.append(rest[: int(size, 16)])
+        assert rest[int(size, 16) : int(size, 16) + 2] == b"\r\n"
+        rest = rest[int(size, 16) + 2 :]
     assert chunks[-1] == b"" and decode(b"".join(chunks))[0].type == "hello"
     await wait_until(lambda: not server.runtime.streams, message="the stream to be gone")
     writer.close()

@@ -18,12 +18,17 @@ TICKERS = (
     + dashboard("main", ["rate", "broken", "note"])
     + widget("rate", "number", every="50ms", on_change=False, source={"kind": "random_walk", "start": 1.0})
     # Port 1 on loopback: nothing listens, the connection is refused at once.
-    + widget("broken", "number", every="50ms", timeout="2s",
-             source={"kind": "http_json", "url": "http://127.0.0.1:1/", "path": "x"})
+    + widget(
+        "broken",
+        "number",
+        every="50ms",
+        timeout="2s",
+        source={"kind": "http_json", "url": "http://127.0.0.1:1/", "path": "x"},
+    )
     + push_widgets(note="text")
 )
 
-SMALL_BUFFER = BASE_CONFIG.replace('[storage]', '[hub]\nbuffer = 16\n\n[storage]')
+SMALL_BUFFER = BASE_CONFIG.replace("[storage]", "[hub]\nbuffer = 16\n\n[storage]")
 
 
 async def scrape(server) -> dict[tuple[str, tuple], float]:
@@ -49,8 +54,10 @@ async def test_metrics_count_streams_events_sources_and_writes(servers):
 
     async def both_sources_ran():
         metrics = await scrape(server)
-        return (metrics.get(("dashboard_source_runs_total", (("outcome", "ok"), ("widget", "rate")))), 0) and \
-            metrics.get(("dashboard_source_errors_total", (("widget", "broken"),)), 0)
+        return (
+            metrics.get(("dashboard_source_runs_total", (("outcome", "ok"), ("widget", "rate")))),
+            0,
+        ) and metrics.get(("dashboard_source_errors_total", (("widget", "broken"),)), 0)
 
     await wait_until(both_sources_ran, timeout=10, message="a run of each source")
     metrics = await scrape(server)
@@ -66,8 +73,12 @@ async def test_metrics_count_streams_events_sources_and_writes(servers):
 
     for token in ("wrong-token-0123456789", TOKEN):
         await AsyncHTTPClient().fetch(
-            server.url("/api/widgets/note"), method="POST", raise_error=False, body=json.dumps({"value": "three"}),
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+            server.url("/api/widgets/note"),
+            method="POST",
+            raise_error=False,
+            body=json.dumps({"value": "three"}),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
     metrics = await scrape(server)
     assert metrics[("dashboard_push_requests_total", (("status", "401"),))] == 1
     assert metrics[("dashboard_push_requests_total", (("status", "200"),))] == 1
@@ -98,8 +109,9 @@ async def test_a_client_that_fell_behind_counts_as_a_snapshot(servers):
     stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
     big = "x" * 4000
     for batch in range(100):
-        last = (await server.runtime.recorder.record_many([("b", f"{big} {batch}.{n}", "ok", None)
-                                                           for n in range(8)]))[-1]
+        last = (await server.runtime.recorder.record_many([("b", f"{big} {batch}.{n}", "ok", None) for n in range(8)]))[
+            -1
+        ]
     while not slow.events or slow.events[-1].last_event_id != str(last.id):
         await slow.next_event(timeout=10)
     assert (await scrape(server))[("dashboard_snapshots_sent_total", ())] >= 1
@@ -118,8 +130,13 @@ async def test_healthz_reports_database_scheduler_sources_and_clients(servers):
     await wait_until(both_reported, timeout=10, message="a run of each source")
     code, body = await health(server)
     assert code == 200
-    assert (body["status"], body["ready"], body["database"], body["scheduler"], body["clients"]) == \
-        ("ok", True, True, "running", 1)
+    assert (body["status"], body["ready"], body["database"], body["scheduler"], body["clients"]) == (
+        "ok",
+        True,
+        True,
+        "running",
+        1,
+    )
     rate, broken = body["sources"]["rate"], body["sources"]["broken"]
     assert rate["status"] == "ok" and rate["last_error"] is None and rate["runs"] >= 1
     assert broken["status"] == "error" and broken["failures"] >= 1 and broken["last_success"] is None
@@ -145,7 +162,8 @@ async def test_healthz_is_503_when_the_database_is_gone(servers):
 @pytest.mark.gen_test(timeout=30)
 async def test_openmetrics_when_the_scraper_asks_for_it(servers):
     server = await servers.start()
-    response = await AsyncHTTPClient().fetch(server.url("/metrics"),
-                                             headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    response = await AsyncHTTPClient().fetch(
+        server.url("/metrics"), headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+    )
     assert response.headers["Content-Type"].startswith("application/openmetrics-text")
     assert response.body.endswith(b"# EOF\n")

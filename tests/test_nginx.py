@@ -32,18 +32,23 @@ def site_for(upstreams: list[int], listen: int) -> str:
 
 
 def main_config(directory: Path) -> str:
-    temp = "".join(f"    {kind}_temp_path {directory / kind};\n"
-                   for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    temp = "".join(
+        f"    {kind}_temp_path {directory / kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     return (
-        "user root;\n"  # only as root, where the default user could not enter the test's 0700 temp dir
-        if subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() == "0" else ""
-    ) + f"""worker_processes 1;
+        (
+            "user root;\n"  # only as root, where the default user could not enter the test's 0700 temp dir
+            if subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() == "0"
+            else ""
+        )
+        + f"""worker_processes 1;
 events {{ worker_connections 512; }}
 http {{
-    access_log {directory / 'access.log'};
-{temp}    include {directory / 'site.conf'};
+    access_log {directory / "access.log"};
+{temp}    include {directory / "site.conf"};
 }}
 """
+    )
 
 
 class Nginx:
@@ -53,11 +58,20 @@ class Nginx:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "site.conf").write_text(site_for(upstreams, self.port))
         (directory / "nginx.conf").write_text(main_config(directory))
-        self.log = open(directory / "nginx.log", "wb")
+        self.log = open(directory / "nginx.log", "wb")  # noqa: SIM115 (closed in stop())
         self.process = subprocess.Popen(
-            [NGINX, "-p", str(directory), "-c", str(directory / "nginx.conf"),
-             "-g", f"daemon off; pid {directory / 'nginx.pid'}; error_log stderr;"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                NGINX,
+                "-p",
+                str(directory),
+                "-c",
+                str(directory / "nginx.conf"),
+                "-g",
+                f"daemon off; pid {directory / 'nginx.pid'}; error_log stderr;",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         wait_for_port(self.port, process=self.process)
 
     def url(self, path: str) -> str:
@@ -100,15 +114,28 @@ def test_the_site_proxies_streams_unbuffered_with_a_timeout_above_the_keepalive(
 @pytest.mark.gen_test(timeout=60)
 async def test_nginx_accepts_the_shipped_site(tmp_path, nginx_for):
     server = nginx_for([free_port(), free_port()])
-    result = subprocess.run([NGINX, "-t", "-p", str(server.directory), "-c", str(server.directory / "nginx.conf"),
-                             "-g", f"pid {server.directory / 'nginx-t.pid'}; error_log stderr;"],
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [
+            NGINX,
+            "-t",
+            "-p",
+            str(server.directory),
+            "-c",
+            str(server.directory / "nginx.conf"),
+            "-g",
+            f"pid {server.directory / 'nginx-t.pid'}; error_log stderr;",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.gen_test(timeout=180)
 async def test_a_page_behind_nginx_gets_every_event_and_resumes_after_a_web_process_dies(
-        tmp_path, redis_server, pg_url, processes, nginx_for):
+    tmp_path, redis_server, pg_url, processes, nginx_for
+):
     config = tmp_path / "config.toml"
     config.write_text(config_text(hub=redis_hub(redis_server.url), storage=pg_url, every="50ms"))
     webs = [processes.start(config, "web", wait=False), processes.start(config, "web", wait=False)]
@@ -132,8 +159,11 @@ async def test_a_page_behind_nginx_gets_every_event_and_resumes_after_a_web_proc
             await follower.connect(nginx.url("/events/main"), last_event_id=0)
         await wait_until(lambda: all(len(f.ids) >= 20 for f in followers), timeout=30, message="ticks via nginx")
         pushed = await AsyncHTTPClient().fetch(
-            nginx.url("/api/widgets/note"), method="POST", body=json.dumps({"value": "through nginx"}),
-            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+            nginx.url("/api/widgets/note"),
+            method="POST",
+            body=json.dumps({"value": "through nginx"}),
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        )
         pushed_id = json.loads(pushed.body)["id"]
 
         # Kill the web process behind the first page; its pages reconnect through nginx.
@@ -146,13 +176,17 @@ async def test_a_page_behind_nginx_gets_every_event_and_resumes_after_a_web_proc
             await follower.connect(nginx.url("/events/main"))
             assert instances[follower.hello_server] is survivor
         mark = max(len(f.ids) for f in followers)
-        await wait_until(lambda: all(len(f.ids) >= mark + 10 for f in followers), timeout=30,
-                         message="ticks after resuming")
+        await wait_until(
+            lambda: all(len(f.ids) >= mark + 10 for f in followers), timeout=30, message="ticks after resuming"
+        )
 
         processes.processes[-1].stop()  # the worker: a finite history to compare with
         expected = await pg_ids(pg_url, widgets)
-        await wait_until(lambda: all(f.ids[-1:] == expected[-1:] for f in followers), timeout=30,
-                         message="the pages reaching the last event")
+        await wait_until(
+            lambda: all(f.ids[-1:] == expected[-1:] for f in followers),
+            timeout=30,
+            message="the pages reaching the last event",
+        )
         for follower in followers:
             assert follower.ids == expected  # every event, in order, none twice, across the kill
         assert pushed_id in expected

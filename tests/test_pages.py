@@ -11,7 +11,9 @@ from tests.configs import dashboard, loopback_server, push_widget
 from tests.helpers import page_data
 
 ONE_DASHBOARD = (
-    loopback_server() + dashboard("solo", ["rate"], title="Only One") + push_widget("rate", "number", title="Rate", decimals=2)
+    loopback_server()
+    + dashboard("solo", ["rate"], title="Only One")
+    + push_widget("rate", "number", title="Rate", decimals=2)
 )
 
 HOSTILE = "<script>alert(1)</script>"
@@ -131,8 +133,12 @@ async def test_api_widgets_lists_every_widget_with_its_latest_sample(servers):
     assert widgets["a"]["view"] == "number" and widgets["a"]["dashboards"] == ["main"]
     assert widgets["b"]["dashboards"] == ["main", "other"]
     assert widgets["b"]["sample"] == {
-        "id": b.id, "widget": "b", "value": "down", "ts": widgets["b"]["sample"]["ts"],
-        "status": "error", "message": "no route",
+        "id": b.id,
+        "widget": "b",
+        "value": "down",
+        "ts": widgets["b"]["sample"]["ts"],
+        "status": "error",
+        "message": "no route",
     }
     assert widgets["c"]["sample"] is None
 

@@ -3,7 +3,7 @@ migrations and the same queries as on SQLite, and ids that become visible in ord
 when several processes write at once."""
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import inspect, text
@@ -26,7 +26,9 @@ async def test_migrations_build_the_schema_on_postgresql(pg_store):
         version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
         tables = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
         indexes = await conn.run_sync(lambda sync: {i["name"] for i in inspect(sync).get_indexes("samples")})
-        id_type = await conn.run_sync(lambda sync: {c["name"]: str(c["type"]) for c in inspect(sync).get_columns("samples")}["id"])
+        id_type = await conn.run_sync(
+            lambda sync: {c["name"]: str(c["type"]) for c in inspect(sync).get_columns("samples")}["id"]
+        )
     assert version == "0001"
     assert {"samples", "alembic_version"} <= set(tables)
     assert {"ix_samples_widget_id", "ix_samples_ts"} <= indexes
@@ -38,11 +40,13 @@ async def test_migrations_build_the_schema_on_postgresql(pg_store):
 @pytest.mark.gen_test(timeout=20)
 async def test_store_operations_on_postgresql(pg_store):
     first = await pg_store.append("a", 1.5)
-    batch = await pg_store.append_many([
-        ("b", {"nested": [1, "two", None]}, "ok", None),
-        ("a", "line\nbreak <script> \u00e9 \U0001f600", "ok", None),
-        ("a", None, "error", "source down"),
-    ])
+    batch = await pg_store.append_many(
+        [
+            ("b", {"nested": [1, "two", None]}, "ok", None),
+            ("a", "line\nbreak <script> \u00e9 \U0001f600", "ok", None),
+            ("a", None, "error", "source down"),
+        ]
+    )
     ids = [first.id, *(s.id for s in batch)]
     assert ids == sorted(ids) and len(set(ids)) == 4
     assert await pg_store.last_id() == ids[-1]
@@ -54,8 +58,11 @@ async def test_store_operations_on_postgresql(pg_store):
     assert latest["b"].ts.tzinfo is not None
 
     history = await pg_store.history("a")
-    assert [(s.id, s.value) for s in history] == [(ids[0], 1.5), (ids[2], "line\nbreak <script> \u00e9 \U0001f600"),
-                                                  (ids[3], None)]
+    assert [(s.id, s.value) for s in history] == [
+        (ids[0], 1.5),
+        (ids[2], "line\nbreak <script> \u00e9 \U0001f600"),
+        (ids[3], None),
+    ]
     assert [s.id for s in await pg_store.history("a", limit=2)] == [ids[2], ids[3]]
     assert [s.id for s in await pg_store.history("a", since=ids[0], upto=ids[2])] == [ids[2]]
 
@@ -72,7 +79,7 @@ async def test_prune_keeps_the_newest_of_each_widget_on_postgresql(pg_store):
     for value in range(5):
         await pg_store.append("a", value)
     await pg_store.append("b", "only")
-    future = datetime.now(timezone.utc) + timedelta(minutes=1)
+    future = datetime.now(UTC) + timedelta(minutes=1)
     assert await pg_store.prune(future, batch=2) == 4
     assert [s.value for s in await pg_store.history("a")] == [4]
     assert [s.value for s in await pg_store.history("b")] == ["only"]

@@ -21,7 +21,6 @@ import tornado.httpserver
 import tornado.netutil
 
 from dashboard.web.app import make_app
-
 from dashboard.web.push import HOW_TO_ENABLE, bearer_token, is_json_content_type, token_name
 from tests.configs import dashboard, push_widgets, widget
 from tests.helpers import BASE_CONFIG, TOKEN, StreamClient, data
@@ -36,7 +35,7 @@ AUTH_JSON = {**AUTH, **JSON}
 # and the widgets a push must not reach or must refuse a value for.
 MAX_BODY = 8192
 TABLE_CONFIG = (
-    BASE_CONFIG.replace('[api]\n', f'[api]\nmax_body = "{MAX_BODY // 1024}KiB"\n')
+    BASE_CONFIG.replace("[api]\n", f'[api]\nmax_body = "{MAX_BODY // 1024}KiB"\n')
     + dashboard("extra", ["gauge", "cpu", "clock"])
     + push_widgets(gauge="meter")
     + widget("cpu", "meter", source={"kind": "random_walk", "start": 50})
@@ -59,12 +58,14 @@ class Reply:
 @dataclass(frozen=True)
 class Declared:
     """A body that is announced in Content-Length but never sent."""
+
     length: int | str
 
 
 @dataclass(frozen=True)
 class Chunked:
     """A body sent with Transfer-Encoding: chunked, so no length is announced."""
+
     data: bytes
 
 
@@ -112,16 +113,20 @@ async def stored_count(server, widgets=("a", "b", "c")) -> int:
 
 # -- the pure parts ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("header, token", [
-    ("Bearer abc", "abc"),
-    ("bearer abc", "abc"),
-    ("BEARER   abc  ", "abc"),
-    ("Bearer", None),
-    ("Bearer ", None),
-    ("Basic abc", None),
-    ("abc", None),
-    ("", None),
-])
+
+@pytest.mark.parametrize(
+    "header, token",
+    [
+        ("Bearer abc", "abc"),
+        ("bearer abc", "abc"),
+        ("BEARER   abc  ", "abc"),
+        ("Bearer", None),
+        ("Bearer ", None),
+        ("Basic abc", None),
+        ("abc", None),
+        ("", None),
+    ],
+)
 def test_bearer_token(header, token):
     assert bearer_token(header) == token
 
@@ -135,17 +140,20 @@ def test_token_name_finds_the_matching_token_by_its_bytes():
     assert token_name({}, b"anything") is None
 
 
-@pytest.mark.parametrize("header, ok", [
-    ("application/json", True),
-    ("Application/JSON", True),
-    ("application/json; charset=utf-8", True),
-    ('application/json;charset="UTF-8"', True),
-    ("application/json; charset=latin-1", False),
-    ("application/jsonx", False),
-    ("text/plain", False),
-    ("application/x-www-form-urlencoded", False),
-    ("", False),
-])
+@pytest.mark.parametrize(
+    "header, ok",
+    [
+        ("application/json", True),
+        ("Application/JSON", True),
+        ("application/json; charset=utf-8", True),
+        ('application/json;charset="UTF-8"', True),
+        ("application/json; charset=latin-1", False),
+        ("application/jsonx", False),
+        ("text/plain", False),
+        ("application/x-www-form-urlencoded", False),
+        ("", False),
+    ],
+)
 def test_is_json_content_type(header, ok):
     assert is_json_content_type(header) is ok
 
@@ -159,9 +167,24 @@ CASES = [
     # (id, method, path, headers, body, status, error substring; None for a success)
     ("push", "POST", "/api/widgets/a", AUTH_JSON, {"value": 1.5}, 200, None),
     ("push text", "POST", "/api/widgets/b", AUTH_JSON, {"value": "deployed"}, 200, None),
-    ("charset", "POST", "/api/widgets/a", {**AUTH, "Content-Type": "application/json; charset=utf-8"},
-     {"value": 2}, 200, None),
-    ("lower-case scheme", "POST", "/api/widgets/a", {"Authorization": f"bearer {TOKEN}", **JSON}, {"value": 3}, 200, None),
+    (
+        "charset",
+        "POST",
+        "/api/widgets/a",
+        {**AUTH, "Content-Type": "application/json; charset=utf-8"},
+        {"value": 2},
+        200,
+        None,
+    ),
+    (
+        "lower-case scheme",
+        "POST",
+        "/api/widgets/a",
+        {"Authorization": f"bearer {TOKEN}", **JSON},
+        {"value": 3},
+        200,
+        None,
+    ),
     ("error status", "POST", "/api/widgets/a", AUTH_JSON, {"status": "error", "message": "down"}, 200, None),
     ("batch", "POST", "/api/widgets", AUTH_JSON, {"values": {"a": 1, "b": "x"}}, 200, None),
     ("get one still works", "GET", "/api/widgets/a", {}, None, 200, None),
@@ -171,8 +194,15 @@ CASES = [
     ("no token", "POST", "/api/widgets/a", JSON, {"value": 1}, 401, "missing token"),
     ("token in URL", "POST", f"/api/widgets/a?access_token={TOKEN}", JSON, {"value": 1}, 401, "not in the URL"),
     ("wrong token", "POST", "/api/widgets/a", WRONG, {"value": 1}, 401, "invalid token"),
-    ("basic auth", "POST", "/api/widgets/a", {"Authorization": "Basic dGVzdDp0ZXN0", **JSON}, {"value": 1},
-     401, "invalid token"),
+    (
+        "basic auth",
+        "POST",
+        "/api/widgets/a",
+        {"Authorization": "Basic dGVzdDp0ZXN0", **JSON},
+        {"value": 1},
+        401,
+        "invalid token",
+    ),
     ("scheme only", "POST", "/api/widgets/a", {"Authorization": "Bearer", **JSON}, {"value": 1}, 401, "invalid token"),
     ("wrong token, unknown widget", "POST", "/api/widgets/nope", WRONG, {"value": 1}, 401, "invalid token"),
     ("wrong token, bad body", "POST", "/api/widgets/a", WRONG, b"{", 401, "invalid token"),
@@ -180,16 +210,44 @@ CASES = [
     ("batch, no token", "POST", "/api/widgets", JSON, {"values": {"a": 1}}, 401, "missing token"),
     # 415
     ("no content type", "POST", "/api/widgets/a", AUTH, {"value": 1}, 415, "got none"),
-    ("form content type", "POST", "/api/widgets/a", {**AUTH, "Content-Type": "application/x-www-form-urlencoded"},
-     {"value": 1}, 415, 'expected Content-Type: application/json, got "application/x-www-form-urlencoded"'),
-    ("latin-1 JSON", "POST", "/api/widgets/a", {**AUTH, "Content-Type": "application/json; charset=latin-1"},
-     {"value": 1}, 415, "expected Content-Type: application/json"),
+    (
+        "form content type",
+        "POST",
+        "/api/widgets/a",
+        {**AUTH, "Content-Type": "application/x-www-form-urlencoded"},
+        {"value": 1},
+        415,
+        'expected Content-Type: application/json, got "application/x-www-form-urlencoded"',
+    ),
+    (
+        "latin-1 JSON",
+        "POST",
+        "/api/widgets/a",
+        {**AUTH, "Content-Type": "application/json; charset=latin-1"},
+        {"value": 1},
+        415,
+        "expected Content-Type: application/json",
+    ),
     ("415 before 404", "POST", "/api/widgets/nope", {**AUTH, "Content-Type": "text/plain"}, {"value": 1}, 415, ""),
     # 413: by the announced length (the body is never sent), and by the bytes received
-    ("declared too large", "POST", "/api/widgets/a", AUTH_JSON, Declared(MAX_BODY + 1), 413,
-     f"body too large: at most {MAX_BODY} bytes"),
-    ("chunked too large", "POST", "/api/widgets/a", AUTH_JSON,
-     Chunked(b'{"value": "' + b"x" * MAX_BODY + b'"}'), 413, "body too large"),
+    (
+        "declared too large",
+        "POST",
+        "/api/widgets/a",
+        AUTH_JSON,
+        Declared(MAX_BODY + 1),
+        413,
+        f"body too large: at most {MAX_BODY} bytes",
+    ),
+    (
+        "chunked too large",
+        "POST",
+        "/api/widgets/a",
+        AUTH_JSON,
+        Chunked(b'{"value": "' + b"x" * MAX_BODY + b'"}'),
+        413,
+        "body too large",
+    ),
     ("absurd length", "POST", "/api/widgets/a", AUTH_JSON, Declared("9" * 30), 413, "body too large"),
     ("413 before 404", "POST", "/api/widgets/nope", AUTH_JSON, Declared(MAX_BODY + 1), 413, "body too large"),
     ("chunked within the limit", "POST", "/api/widgets/a", AUTH_JSON, Chunked(b'{"value": 7}'), 200, None),
@@ -198,49 +256,145 @@ CASES = [
     ("empty body", "POST", "/api/widgets/a", AUTH_JSON, b"", 400, "invalid JSON"),
     ("not UTF-8", "POST", "/api/widgets/a", AUTH_JSON, b'{"value": "\xff"}', 400, "invalid JSON: not UTF-8"),
     ("NaN", "POST", "/api/widgets/a", AUTH_JSON, b'{"value": NaN}', 400, "NaN is not JSON"),
-    ("nested too deeply", "POST", "/api/widgets/b", AUTH_JSON, b'{"value": ' + b"[" * 4000 + b"]" * 4000 + b"}",
-     400, "nested too deeply"),
-    ("array body", "POST", "/api/widgets/a", AUTH_JSON, [1], 400, 'expected a JSON object like {"value": ...}, got an array'),
+    (
+        "nested too deeply",
+        "POST",
+        "/api/widgets/b",
+        AUTH_JSON,
+        b'{"value": ' + b"[" * 4000 + b"]" * 4000 + b"}",
+        400,
+        "nested too deeply",
+    ),
+    (
+        "array body",
+        "POST",
+        "/api/widgets/a",
+        AUTH_JSON,
+        [1],
+        400,
+        'expected a JSON object like {"value": ...}, got an array',
+    ),
     ("bare value", "POST", "/api/widgets/a", AUTH_JSON, b"1.5", 400, "expected a JSON object"),
     ("missing value", "POST", "/api/widgets/a", AUTH_JSON, {}, 400, 'missing "value"'),
-    ("unknown key", "POST", "/api/widgets/a", AUTH_JSON, {"value": 1, "colour": "red"}, 400,
-     'unknown key "colour" (expected "value", "status", "message")'),
-    ("unknown status", "POST", "/api/widgets/a", AUTH_JSON, {"value": 1, "status": "warn"}, 400,
-     'status: expected "ok" or "error", got "warn"'),
-    ("message without error", "POST", "/api/widgets/a", AUTH_JSON, {"value": 1, "message": "hi"}, 400,
-     'message: expected a string, with "status": "error"'),
+    (
+        "unknown key",
+        "POST",
+        "/api/widgets/a",
+        AUTH_JSON,
+        {"value": 1, "colour": "red"},
+        400,
+        'unknown key "colour" (expected "value", "status", "message")',
+    ),
+    (
+        "unknown status",
+        "POST",
+        "/api/widgets/a",
+        AUTH_JSON,
+        {"value": 1, "status": "warn"},
+        400,
+        'status: expected "ok" or "error", got "warn"',
+    ),
+    (
+        "message without error",
+        "POST",
+        "/api/widgets/a",
+        AUTH_JSON,
+        {"value": 1, "message": "hi"},
+        400,
+        'message: expected a string, with "status": "error"',
+    ),
     ("400 before 404", "POST", "/api/widgets/nope", AUTH_JSON, b"{", 400, "invalid JSON"),
     # 404, 409
     ("unknown widget", "POST", "/api/widgets/nope", AUTH_JSON, {"value": 1}, 404, NOT_FOUND),
-    ("a ticker's widget", "POST", "/api/widgets/cpu", AUTH_JSON, {"value": 1}, 409,
-     'widget "cpu" is fed by its "random_walk" source, not by pushes'),
-    ("a clock", "POST", "/api/widgets/clock", AUTH_JSON, {"value": 1}, 409, 'widget "clock" is a clock and takes no values'),
+    (
+        "a ticker's widget",
+        "POST",
+        "/api/widgets/cpu",
+        AUTH_JSON,
+        {"value": 1},
+        409,
+        'widget "cpu" is fed by its "random_walk" source, not by pushes',
+    ),
+    (
+        "a clock",
+        "POST",
+        "/api/widgets/clock",
+        AUTH_JSON,
+        {"value": 1},
+        409,
+        'widget "clock" is a clock and takes no values',
+    ),
     ("409 before a bad value", "POST", "/api/widgets/cpu", AUTH_JSON, {"value": "hello"}, 409, "not by pushes"),
     # 400: the value
-    ("text to a meter", "POST", "/api/widgets/gauge", AUTH_JSON, {"value": "hello"}, 400,
-     "widget \"gauge\" (meter): expected a number, got text 'hello'"),
-    ("object to text", "POST", "/api/widgets/b", AUTH_JSON, {"value": {"x": 1}}, 400, 'widget "b" (text): expected text'),
+    (
+        "text to a meter",
+        "POST",
+        "/api/widgets/gauge",
+        AUTH_JSON,
+        {"value": "hello"},
+        400,
+        "widget \"gauge\" (meter): expected a number, got text 'hello'",
+    ),
+    (
+        "object to text",
+        "POST",
+        "/api/widgets/b",
+        AUTH_JSON,
+        {"value": {"x": 1}},
+        400,
+        'widget "b" (text): expected text',
+    ),
     ("null to a number", "POST", "/api/widgets/a", AUTH_JSON, {"value": None}, 400, "expected a number, got null"),
     # the batch
     ("batch, unknown widget", "POST", "/api/widgets", AUTH_JSON, {"values": {"a": 1, "nope": 2}}, 404, NOT_FOUND),
-    ("batch, a ticker's widget", "POST", "/api/widgets", AUTH_JSON, {"values": {"a": 1, "cpu": 2}}, 409,
-     'widget "cpu" is fed by its "random_walk" source'),
-    ("batch, a bad value", "POST", "/api/widgets", AUTH_JSON, {"values": {"a": 1, "gauge": "high"}}, 400,
-     'widget "gauge" (meter): expected a number'),
-    ("batch, 404 before a bad value", "POST", "/api/widgets", AUTH_JSON, {"values": {"gauge": "high", "nope": 1}},
-     404, NOT_FOUND),
+    (
+        "batch, a ticker's widget",
+        "POST",
+        "/api/widgets",
+        AUTH_JSON,
+        {"values": {"a": 1, "cpu": 2}},
+        409,
+        'widget "cpu" is fed by its "random_walk" source',
+    ),
+    (
+        "batch, a bad value",
+        "POST",
+        "/api/widgets",
+        AUTH_JSON,
+        {"values": {"a": 1, "gauge": "high"}},
+        400,
+        'widget "gauge" (meter): expected a number',
+    ),
+    (
+        "batch, 404 before a bad value",
+        "POST",
+        "/api/widgets",
+        AUTH_JSON,
+        {"values": {"gauge": "high", "nope": 1}},
+        404,
+        NOT_FOUND,
+    ),
     ("batch, empty", "POST", "/api/widgets", AUTH_JSON, {"values": {}}, 400, "values: expected an object"),
     ("batch, an array", "POST", "/api/widgets", AUTH_JSON, {"values": [1]}, 400, "got an array"),
     ("batch, missing values", "POST", "/api/widgets", AUTH_JSON, {}, 400, "got nothing"),
-    ("batch, single form", "POST", "/api/widgets", AUTH_JSON, {"value": 1}, 400, 'unknown key "value" (expected "values")'),
+    (
+        "batch, single form",
+        "POST",
+        "/api/widgets",
+        AUTH_JSON,
+        {"value": 1},
+        400,
+        'unknown key "value" (expected "values")',
+    ),
     # 405, as JSON
     ("PUT", "PUT", "/api/widgets/a", AUTH_JSON, {"value": 1}, 405, "Method Not Allowed"),
     ("DELETE", "DELETE", "/api/widgets", AUTH, None, 405, "Method Not Allowed"),
 ]
 
 
-@pytest.mark.parametrize("method, path, headers, body, status, error",
-                         [case[1:] for case in CASES], ids=[case[0] for case in CASES])
+@pytest.mark.parametrize(
+    "method, path, headers, body, status, error", [case[1:] for case in CASES], ids=[case[0] for case in CASES]
+)
 @pytest.mark.gen_test(timeout=30)
 async def test_push_answers(servers, method, path, headers, body, status, error):
     server = await servers.start(TABLE_CONFIG, run_sources=False)
@@ -264,6 +418,7 @@ async def test_push_answers(servers, method, path, headers, body, status, error)
 
 # -- what a push does --------------------------------------------------------------------------
 
+
 @pytest.mark.gen_test(timeout=30)
 async def test_a_pushed_value_reaches_an_open_stream_with_its_id(servers):
     server = await servers.start()
@@ -275,8 +430,12 @@ async def test_a_pushed_value_reaches_an_open_stream_with_its_id(servers):
     event = await client.next_widget_event()
     assert event.type == "b"
     assert event.last_event_id == str(reply.json["id"])
-    assert data(event) == {"widget": "b", "value": "line 1\nline 2 <script>alert(1)</script> \u2028 ok",
-                           "ts": reply.json["ts"], "status": "ok"}
+    assert data(event) == {
+        "widget": "b",
+        "value": "line 1\nline 2 <script>alert(1)</script> \u2028 ok",
+        "ts": reply.json["ts"],
+        "status": "ok",
+    }
 
     reply = await request(server, "GET", "/api/widgets/b")
     assert reply.json["sample"]["id"] == event_id(event)
@@ -295,8 +454,13 @@ async def test_an_error_push_keeps_the_last_value_and_says_why(servers):
     assert reply.status == 200
     event = await client.next_widget_event()
     assert event.last_event_id == str(reply.json["id"])
-    assert data(event) == {"widget": "a", "value": 42, "ts": reply.json["ts"], "status": "error",
-                           "message": "backup failed"}
+    assert data(event) == {
+        "widget": "a",
+        "value": 42,
+        "ts": reply.json["ts"],
+        "status": "error",
+        "message": "backup failed",
+    }
     client.close()
 
 
@@ -385,7 +549,9 @@ async def test_pushes_need_no_xsrf_cookie_should_the_app_require_one(servers):
         server_port = sockets[0].getsockname()[1]
         reply = await request(SimpleNamespace(port=server_port), "POST", "/api/widgets/a", AUTH_JSON, {"value": 1})
         assert reply.status == 200, reply.body
-        reply = await request(SimpleNamespace(port=server_port), "POST", "/api/widgets", AUTH_JSON, {"values": {"a": 2}})
+        reply = await request(
+            SimpleNamespace(port=server_port), "POST", "/api/widgets", AUTH_JSON, {"values": {"a": 2}}
+        )
         assert reply.status == 200, reply.body
     finally:
         strict.stop()
@@ -398,22 +564,70 @@ async def test_pushes_need_no_xsrf_cookie_should_the_app_require_one(servers):
 README_BASE = "http://127.0.0.1:8888"
 README_COMMANDS = [
     # (the command as the README shows it, its exit status, what its output holds)
-    (["curl", "-sS", "--fail-with-body", "http://127.0.0.1:8888/api/widgets/notice",
-      "-H", "Authorization: Bearer demo-token-change-me",
-      "-H", "Content-Type: application/json",
-      "-d", '{"value": "Deploy of v1.4 finished"}'], 0, '"widget":"notice"'),
-    (["curl", "-sS", "--fail-with-body", "http://127.0.0.1:8888/api/widgets/notice",
-      "-H", "Authorization: Bearer demo-token-change-me",
-      "-H", "Content-Type: application/json",
-      "-d", '{"status": "error", "message": "Nightly backup failed"}'], 0, '"widget":"notice"'),
-    (["curl", "-sS", "--fail-with-body", "http://127.0.0.1:8888/api/widgets",
-      "-H", "Authorization: Bearer demo-token-change-me",
-      "-H", "Content-Type: application/json",
-      "-d", '{"values": {"notice": "All clear"}}'], 0, '"ids":{"notice":'),
-    (["curl", "-sS", "--fail-with-body", "http://127.0.0.1:8888/api/widgets/cpu",
-      "-H", "Authorization: Bearer demo-token-change-me",
-      "-H", "Content-Type: application/json",
-      "-d", '{"value": 50}'], 22, '{"error":"widget \\"cpu\\" is fed by its \\"system\\" source, not by pushes"}'),
+    (
+        [
+            "curl",
+            "-sS",
+            "--fail-with-body",
+            "http://127.0.0.1:8888/api/widgets/notice",
+            "-H",
+            "Authorization: Bearer demo-token-change-me",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            '{"value": "Deploy of v1.4 finished"}',
+        ],
+        0,
+        '"widget":"notice"',
+    ),
+    (
+        [
+            "curl",
+            "-sS",
+            "--fail-with-body",
+            "http://127.0.0.1:8888/api/widgets/notice",
+            "-H",
+            "Authorization: Bearer demo-token-change-me",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            '{"status": "error", "message": "Nightly backup failed"}',
+        ],
+        0,
+        '"widget":"notice"',
+    ),
+    (
+        [
+            "curl",
+            "-sS",
+            "--fail-with-body",
+            "http://127.0.0.1:8888/api/widgets",
+            "-H",
+            "Authorization: Bearer demo-token-change-me",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            '{"values": {"notice": "All clear"}}',
+        ],
+        0,
+        '"ids":{"notice":',
+    ),
+    (
+        [
+            "curl",
+            "-sS",
+            "--fail-with-body",
+            "http://127.0.0.1:8888/api/widgets/cpu",
+            "-H",
+            "Authorization: Bearer demo-token-change-me",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            '{"value": 50}',
+        ],
+        22,
+        '{"error":"widget \\"cpu\\" is fed by its \\"system\\" source, not by pushes"}',
+    ),
 ]
 
 
@@ -428,8 +642,9 @@ async def test_the_readme_curl_commands_work_against_the_bundled_config(servers,
     assert (await client.next_event()).type == "hello"
     for command, exit_status, output in README_COMMANDS:
         argv = [arg.replace(README_BASE, server.url("").rstrip("/")) for arg in command]
-        process = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                       stderr=asyncio.subprocess.PIPE)
+        process = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
         stdout, stderr = await asyncio.wait_for(process.communicate(), 20)
         assert process.returncode == exit_status, (command, stdout, stderr)
         assert output in stdout.decode(), stdout

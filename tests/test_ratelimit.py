@@ -87,9 +87,10 @@ def test_retry_after_is_whole_seconds_rounded_up(seconds, header):
 
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 OTHER_TOKEN = "other-token-0123456789"
-LIMITED = BASE_CONFIG.replace('tokens = { test = "test-token-0123456789" }',
-                              f'tokens = {{ test = "test-token-0123456789", other = "{OTHER_TOKEN}" }}\n'
-                              'rate = "1/h"\nburst = 3')
+LIMITED = BASE_CONFIG.replace(
+    'tokens = { test = "test-token-0123456789" }',
+    f'tokens = {{ test = "test-token-0123456789", other = "{OTHER_TOKEN}" }}\nrate = "1/h"\nburst = 3',
+)
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -100,8 +101,10 @@ async def test_pushes_past_the_rate_get_429_with_retry_after_and_store_nothing(s
     replies = [await client.request("POST", "/api/widgets/a", AUTH, body) for _ in range(5)]
     assert [r.status for r in replies] == [200, 200, 200, 429, 429]
     refused = replies[3]
-    assert refused.json() == {"error": 'too many pushes with token "test": retry in '
-                                       f'{refused.headers["Retry-After"]} s ([api] rate and burst)'}
+    assert refused.json() == {
+        "error": 'too many pushes with token "test": retry in '
+        f"{refused.headers['Retry-After']} s ([api] rate and burst)"
+    }
     assert 3000 < int(refused.headers["Retry-After"]) <= 3600
     assert TOKEN not in refused.text
     batch = await client.request("POST", "/api/widgets", AUTH, json.dumps({"values": {"a": 2}}).encode())

@@ -5,14 +5,14 @@ the database)."""
 
 import asyncio
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio
 
 from dashboard.core.samples import Sample
-from dashboard.storage.recorder import Recorder
 from dashboard.hub.redis_hub import RedisHub, message_sample, redis_address, sample_message
+from dashboard.storage.recorder import Recorder
 from dashboard.storage.store import Store
 from tests.helpers import BASE_CONFIG, StreamClient, data, health, opened_store, wait_until
 
@@ -32,6 +32,7 @@ def store(tmp_path, io_loop):
 @pytest.fixture
 def hubs(io_loop):
     """Start RedisHubs with `await hubs.start(url, store, ...)`; all stopped at teardown."""
+
     class Hubs(list):
         async def start(self, url, store, *, subscribe=True, origin="", channel="dashboard:events"):
             hub = RedisHub(url, buffer=64, channel=channel, origin=origin, subscribe=subscribe)
@@ -58,13 +59,33 @@ async def db_ids(store: Store, widgets=("a", "b")) -> list[int]:
 
 # --- the message on the wire -------------------------------------------------------
 
-@pytest.mark.parametrize("value", [
-    1.5, 0, -7, None, True, "plain", "line\nbreak\r\n<script>alert(1)</script>", "\u00e9\u4e2d\U0001f600",
-    "\ud800 lone surrogate", {"nested": [1, {"k": "v"}], "empty": {}}, [], "x" * 100_000,
-])
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        1.5,
+        0,
+        -7,
+        None,
+        True,
+        "plain",
+        "line\nbreak\r\n<script>alert(1)</script>",
+        "\u00e9\u4e2d\U0001f600",
+        "\ud800 lone surrogate",
+        {"nested": [1, {"k": "v"}], "empty": {}},
+        [],
+        "x" * 100_000,
+    ],
+)
 def test_a_sample_survives_the_message_round_trip(value):
-    sample = Sample(4711, "usd_eur", datetime(2026, 11, 21, 10, 15, 2, 120456, tzinfo=timezone.utc), value,
-                    "error", "upstream said \"no\"")
+    sample = Sample(
+        4711,
+        "usd_eur",
+        datetime(2026, 11, 21, 10, 15, 2, 120456, tzinfo=UTC),
+        value,
+        "error",
+        'upstream said "no"',
+    )
     raw = sample_message(sample, "web-1")
     raw.decode("ascii")  # JSON escapes keep the message ASCII, lone surrogates included
     back, origin = message_sample(raw)
@@ -72,25 +93,37 @@ def test_a_sample_survives_the_message_round_trip(value):
     assert back.to_json() == sample.to_json()  # every process encodes the same event bytes
 
 
-@pytest.mark.parametrize("raw", [b"", b"not json", b"[]", b'{"id": 1}', b'{"id": "x", "widget": "a"}',
-                                 json.dumps({"id": 1, "widget": "a", "ts": "yesterday", "value": 1,
-                                             "status": "ok", "message": None}).encode()])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"id": 1}',
+        b'{"id": "x", "widget": "a"}',
+        json.dumps({"id": 1, "widget": "a", "ts": "yesterday", "value": 1, "status": "ok", "message": None}).encode(),
+    ],
+)
 def test_a_message_that_is_not_a_sample_raises_a_known_error(raw):
     with pytest.raises((ValueError, KeyError, TypeError)):
         message_sample(raw)
 
 
-@pytest.mark.parametrize("url, shown", [
-    ("redis://127.0.0.1:6379/0", "127.0.0.1:6379"),
-    ("redis://:s3cret@cache.internal:6380/2", "cache.internal:6380"),
-    ("rediss://user:s3cret@cache.internal/0", "cache.internal:6379"),
-    ("unix:///run/redis/redis.sock?db=1", "/run/redis/redis.sock"),
-])
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("redis://127.0.0.1:6379/0", "127.0.0.1:6379"),
+        ("redis://:s3cret@cache.internal:6380/2", "cache.internal:6380"),
+        ("rediss://user:s3cret@cache.internal/0", "cache.internal:6379"),
+        ("unix:///run/redis/redis.sock?db=1", "/run/redis/redis.sock"),
+    ],
+)
 def test_log_lines_name_the_redis_server_without_its_password(url, shown):
     assert redis_address(url) == shown
 
 
 # --- fan-out through Redis ----------------------------------------------------------
+
 
 @pytest.mark.gen_test(timeout=30)
 async def test_a_worker_publishes_and_web_hubs_deliver_once_in_order(redis_server, store, hubs):
@@ -99,10 +132,10 @@ async def test_a_worker_publishes_and_web_hubs_deliver_once_in_order(redis_serve
     web2 = await hubs.start(redis_server.url, store, origin="web2")
     recorder = Recorder(store, worker, topics_of)
     written = [(await recorder.record(widget, n)).id for n, widget in enumerate("abcabcab")]
-    main_ids = [i for i, w in zip(written, "abcabcab") if w in "ab"]
-    other_ids = [i for i, w in zip(written, "abcabcab") if w in "bc"]
+    main_ids = [i for i, w in zip(written, "abcabcab", strict=True) if w in "ab"]
+    other_ids = [i for i, w in zip(written, "abcabcab", strict=True) if w in "bc"]
     for web in (web1, web2):
-        await wait_until(lambda: web.last_id == written[-1], timeout=10, message="every event delivered")
+        await wait_until(lambda web=web: web.last_id == written[-1], timeout=10, message="every event delivered")
         assert ids_in(web, "main") == main_ids
         assert ids_in(web, "other") == other_ids
         assert web.filled == 0  # nothing was missing: the live path carried it all
@@ -121,11 +154,11 @@ async def test_a_push_on_a_web_process_reaches_every_web_process_once(redis_serv
     # Nothing local yet: the echo from Redis is the one delivery.
     assert sample.id not in ids_in(web1)
     for web in (web1, web2):
-        await wait_until(lambda: web.last_id == sample.id, timeout=10, message="the push delivered")
+        await wait_until(lambda web=web: web.last_id == sample.id, timeout=10, message="the push delivered")
     # A second event proves nothing else (a late second copy) was on its way.
     later = await Recorder(store, web2, topics_of).record("a", 43)
     for web in (web1, web2):
-        await wait_until(lambda: web.last_id == later.id, timeout=10, message="the second push delivered")
+        await wait_until(lambda web=web: web.last_id == later.id, timeout=10, message="the second push delivered")
         assert ids_in(web) == [sample.id, later.id]
 
 
@@ -144,6 +177,7 @@ async def test_each_process_holds_one_subscription_whatever_its_readers(redis_se
 
 
 # --- holes: filled from the database -------------------------------------------------
+
 
 @pytest.mark.gen_test(timeout=30)
 async def test_an_id_jump_is_filled_from_the_database(redis_server, store, hubs):
@@ -227,9 +261,11 @@ async def test_a_hub_started_while_redis_is_down_catches_up_when_it_comes(redis_
 
 # --- through the real server: clients on two processes -----------------------------
 
+
 def redis_config(url: str, directory) -> str:
     return BASE_CONFIG.replace("[storage]", f'[hub]\nbackend = "redis"\nurl = "{url}"\n\n[storage]').replace(
-        "sqlite+aiosqlite:///data/test.db", f"sqlite+aiosqlite:///{directory}/shared.db")
+        "sqlite+aiosqlite:///data/test.db", f"sqlite+aiosqlite:///{directory}/shared.db"
+    )
 
 
 @pytest.mark.gen_test(timeout=90)
@@ -253,8 +289,11 @@ async def test_clients_of_two_servers_get_every_event_across_a_redis_restart(red
     await push(one, 10)
     await push(two, 10)
     redis_server.kill()
-    await wait_until(lambda: not one.runtime.hub.linked and not two.runtime.hub.linked, timeout=10,
-                     message="both hubs noticing Redis is gone")
+    await wait_until(
+        lambda: not one.runtime.hub.linked and not two.runtime.hub.linked,
+        timeout=10,
+        message="both hubs noticing Redis is gone",
+    )
     await push(one, 10)
     redis_server.start()
     await push(two, 10)
@@ -266,15 +305,21 @@ async def test_clients_of_two_servers_get_every_event_across_a_redis_restart(red
         client.close()
 
 
-
 @pytest.mark.gen_test(timeout=90)
 async def test_healthz_says_how_the_link_to_redis_is_doing_and_stays_200_without_it(redis_server, servers, tmp_path):
     server = await servers.start(redis_config(redis_server.url, tmp_path), directory=tmp_path, role="web")
     code, body = await health(server)
     assert code == 200
-    assert body["hub"] == {"backend": "redis", "redis": redis_address(redis_server.url),
-                           "channel": "dashboard:events", "subscribed": True, "publishing": True,
-                           "queued": 0, "dropped": 0, "filled": 0}
+    assert body["hub"] == {
+        "backend": "redis",
+        "redis": redis_address(redis_server.url),
+        "channel": "dashboard:events",
+        "subscribed": True,
+        "publishing": True,
+        "queued": 0,
+        "dropped": 0,
+        "filled": 0,
+    }
     redis_server.kill()
     await server.record("a", 1)  # stored; its publish waits for Redis
 
@@ -292,7 +337,8 @@ async def test_healthz_says_how_the_link_to_redis_is_doing_and_stays_200_without
 
 @pytest.mark.gen_test(timeout=90)
 async def test_a_page_resuming_from_an_id_this_process_has_not_heard_of_yet_goes_on_from_it(
-        redis_server, servers, tmp_path):
+    redis_server, servers, tmp_path
+):
     server = await servers.start(redis_config(redis_server.url, tmp_path), directory=tmp_path, role="web")
     hub = server.runtime.hub
     before = await server.record("a", "before")

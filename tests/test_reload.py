@@ -16,8 +16,12 @@ from tests.helpers import TOKEN, StreamClient, data, wait_until, write_config
 from tests.process import ServerProcess
 
 STEADY = dashboard("steady", ["tick"]) + widget(
-    "tick", "number", every="50ms", on_change=False,
-    source={"kind": "random_walk", "start": 1.0, "volatility": 0.01, "decimals": 6})
+    "tick",
+    "number",
+    every="50ms",
+    on_change=False,
+    source={"kind": "random_walk", "start": 1.0, "volatility": 0.01, "decimals": 6},
+)
 
 BEFORE = (
     dashboard("changing", ["gone", "slow"])
@@ -80,8 +84,12 @@ async def test_sighup_applies_a_good_config_and_keeps_the_old_one_on_a_bad_one(t
         assert all(e.type in ("hello", "tick") for e in steady.events) and not steady.closed
         assert int(more[-1].last_event_id) > int(steady.events[seen - 1].last_event_id)
         # The new widget takes pushes, and a new page of its dashboard gets them.
-        code, body = await get_json(server.url("/api/widgets/fresh"), method="POST", body=json.dumps({"value": "hi"}),
-                                    headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+        code, body = await get_json(
+            server.url("/api/widgets/fresh"),
+            method="POST",
+            body=json.dumps({"value": "hi"}),
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        )
         assert code == 200, body
         reopened = await StreamClient.open(server.url("/events/changing"))
         while (event := await reopened.next_event(timeout=10)).type != "fresh":
@@ -111,6 +119,7 @@ async def test_sighup_applies_a_good_config_and_keeps_the_old_one_on_a_bad_one(t
 
 # --- in process: the rules ----------------------------------------------------------------
 
+
 def load(tmp_path, text: str):
     return load_config(write_config(tmp_path, text))
 
@@ -119,7 +128,11 @@ def test_compare_names_what_changed(tmp_path):
     old = load(tmp_path, config_text(STEADY, BEFORE))
     new = load(tmp_path, config_text(STEADY, AFTER))
     changes = compare(old, new)
-    assert (changes.widgets_added, changes.widgets_removed, changes.widgets_changed) == (("fresh",), ("gone",), ("slow",))
+    assert (changes.widgets_added, changes.widgets_removed, changes.widgets_changed) == (
+        ("fresh",),
+        ("gone",),
+        ("slow",),
+    )
     assert (changes.dashboards_added, changes.dashboards_removed, changes.dashboards_changed) == ((), (), ("changing",))
     assert changes.describe() == ("widgets added fresh; removed gone; changed slow; dashboards changed changing")
     assert compare(old, old).describe() == "no widget or dashboard changed"

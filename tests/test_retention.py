@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
 
 from dashboard.config import load_config
-from dashboard.storage.schema import samples
 from dashboard.storage.retention import Pruner
+from dashboard.storage.schema import samples
 from dashboard.storage.store import Store
 from tests.helpers import BASE_CONFIG, opened_store, wait_until, write_config
 
-FAST_PRUNING = BASE_CONFIG.replace('url = "sqlite+aiosqlite:///data/test.db"',
-                                   'url = "sqlite+aiosqlite:///data/test.db"\nretention = "1ms"\nprune_every = "20ms"')
+FAST_PRUNING = BASE_CONFIG.replace(
+    'url = "sqlite+aiosqlite:///data/test.db"',
+    'url = "sqlite+aiosqlite:///data/test.db"\nretention = "1ms"\nprune_every = "20ms"',
+)
 
 
 @pytest.fixture
@@ -33,22 +35,23 @@ async def count(store: Store, widget: str | None = None) -> int:
 
 
 async def insert_old(store: Store, rows: int, widgets: int, age: timedelta) -> None:
-    ts = datetime.now(timezone.utc) - age
+    ts = datetime.now(UTC) - age
     async with store.engine.begin() as conn:
-        await conn.execute(samples.insert(), [dict(widget=f"w{i % widgets}", ts=ts, value=i, status="ok")
-                                              for i in range(rows)])
+        await conn.execute(
+            samples.insert(), [dict(widget=f"w{i % widgets}", ts=ts, value=i, status="ok") for i in range(rows)]
+        )
 
 
 @pytest.mark.gen_test(timeout=30)
 async def test_a_round_deletes_what_is_older_than_retention_but_each_widgets_newest(store, tmp_path):
-    config = load_config(write_config(tmp_path, BASE_CONFIG.replace('[storage]', '[storage]\nretention = "1h"')))
+    config = load_config(write_config(tmp_path, BASE_CONFIG.replace("[storage]", '[storage]\nretention = "1h"')))
     for value in range(5):
         await store.append("a", value)
         await store.append("b", f"text {value}")
     newest = await store.latest(["a", "b"])
     pruner = Pruner(store, lambda: config)
     assert await pruner.prune_once() == 0  # nothing is an hour old yet
-    later = Pruner(store, lambda: config, now=lambda: datetime.now(timezone.utc) + timedelta(hours=2))
+    later = Pruner(store, lambda: config, now=lambda: datetime.now(UTC) + timedelta(hours=2))
     assert await later.prune_once() == 8
     assert await store.latest(["a", "b"]) == newest
     assert await count(store) == 2

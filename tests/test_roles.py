@@ -3,6 +3,7 @@ serves, exactly one ticker process among several (the lock in Redis, with real
 worker processes killed mid-run), and --processes N on one port."""
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -14,21 +15,24 @@ import pytest
 import redis.asyncio
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from dashboard.service.lease import TickerLease
 from dashboard.hub.redis_hub import message_sample
+from dashboard.service.lease import TickerLease
 from tests.backends import ROOT, Follower, free_port, kill_process, pg_ids
-from tests.process import NotifySocket
 from tests.configs import TEST_DB, dashboard, loopback_server, push_widgets, table, widget
 from tests.helpers import TOKEN, wait_until
+from tests.process import NotifySocket
+
 
 def config_text(*, hub: str = "", storage: str = TEST_DB, every: str = "50ms", port: int = 0) -> str:
     """`hub` is the text of the [hub] table."""
-    return (loopback_server(port=port, storage=storage, grace="1s")
-            + f"\n[hub]\n{hub}\n"
-            + table("api", tokens={"test": TOKEN})
-            + dashboard("main", ["walk", "note"])
-            + widget("walk", "number", every=every, source={"kind": "random_walk", "start": 1.0, "volatility": 0.1})
-            + push_widgets(note="text"))
+    return (
+        loopback_server(port=port, storage=storage, grace="1s")
+        + f"\n[hub]\n{hub}\n"
+        + table("api", tokens={"test": TOKEN})
+        + dashboard("main", ["walk", "note"])
+        + widget("walk", "number", every=every, source={"kind": "random_walk", "start": 1.0, "volatility": 0.1})
+        + push_widgets(note="text")
+    )
 
 
 def redis_hub(url: str, lease: str = "1s") -> str:
@@ -38,39 +42,69 @@ def redis_hub(url: str, lease: str = "1s") -> str:
 def run_check(tmp_path, text: str, *args: str) -> subprocess.CompletedProcess:
     path = tmp_path / "config.toml"
     path.write_text(text)
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), "check", "--config", str(path), *args],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "check", "--config", str(path), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
 
 
 # --- run.py check: a role that cannot work is one clear line and exit 2 ----------------
 
 REDIS = redis_hub("redis://127.0.0.1:6379/0")
 POSTGRES = "postgresql+asyncpg://dash@db.internal/dash"
-SQLITE_WARNING = ("storage.url: SQLite shared by several processes works on one machine only and its writers "
-                  "wait on each other; use postgresql+asyncpg:// to scale out")
+SQLITE_WARNING = (
+    "storage.url: SQLite shared by several processes works on one machine only and its writers "
+    "wait on each other; use postgresql+asyncpg:// to scale out"
+)
 
 
-@pytest.mark.parametrize("hub, storage, args, code, message", [
-    ("", None, ("--role", "web"), 2,
-     'error: {file}: hub.backend: --role web needs backend = "redis": with the memory hub web processes and '
-     "a separate worker would never see each other's events"),
-    ("", None, ("--role", "worker"), 2,
-     'error: {file}: hub.backend: --role worker needs backend = "redis": with the memory hub web processes '
-     "and a separate worker would never see each other's events"),
-    ("", None, ("--processes", "3", "--port", "8000"), 2,
-     'error: {file}: hub.backend: --processes 3 needs backend = "redis": with the memory hub each process '
-     "would see only the events it made itself"),
-    (REDIS, None, ("--processes", "2"), 2,
-     "error: --processes: needs a fixed port ([server] port or --port), not 0: each process would listen on "
-     "a port of its own"),
-    (REDIS, None, ("--processes", "0"), 2, "error: --processes: expected a number from 1 to 64, got 0"),
-    (REDIS, None, ("--role", "web"), 0, "warning: {file}: " + SQLITE_WARNING),
-    (REDIS, None, ("--role", "worker"), 0, "warning: {file}: " + SQLITE_WARNING),
-    (REDIS, POSTGRES, ("--role", "web"), 0, ""),
-    (REDIS, POSTGRES, ("--processes", "4", "--port", "8000"), 0, ""),
-    ("", None, ("--role", "all"), 0, ""),
-    ("", None, (), 0, ""),
-])
+@pytest.mark.parametrize(
+    "hub, storage, args, code, message",
+    [
+        (
+            "",
+            None,
+            ("--role", "web"),
+            2,
+            'error: {file}: hub.backend: --role web needs backend = "redis": with the memory hub web processes and '
+            "a separate worker would never see each other's events",
+        ),
+        (
+            "",
+            None,
+            ("--role", "worker"),
+            2,
+            'error: {file}: hub.backend: --role worker needs backend = "redis": with the memory hub web processes '
+            "and a separate worker would never see each other's events",
+        ),
+        (
+            "",
+            None,
+            ("--processes", "3", "--port", "8000"),
+            2,
+            'error: {file}: hub.backend: --processes 3 needs backend = "redis": with the memory hub each process '
+            "would see only the events it made itself",
+        ),
+        (
+            REDIS,
+            None,
+            ("--processes", "2"),
+            2,
+            "error: --processes: needs a fixed port ([server] port or --port), not 0: each process would listen on "
+            "a port of its own",
+        ),
+        (REDIS, None, ("--processes", "0"), 2, "error: --processes: expected a number from 1 to 64, got 0"),
+        (REDIS, None, ("--role", "web"), 0, "warning: {file}: " + SQLITE_WARNING),
+        (REDIS, None, ("--role", "worker"), 0, "warning: {file}: " + SQLITE_WARNING),
+        (REDIS, POSTGRES, ("--role", "web"), 0, ""),
+        (REDIS, POSTGRES, ("--processes", "4", "--port", "8000"), 0, ""),
+        ("", None, ("--role", "all"), 0, ""),
+        ("", None, (), 0, ""),
+    ],
+)
 def test_check_tells_when_a_role_needs_a_backend(tmp_path, hub, storage, args, code, message):
     text = config_text(hub=hub, **({"storage": storage} if storage else {}))
     result = run_check(tmp_path, text, *args)
@@ -81,6 +115,7 @@ def test_check_tells_when_a_role_needs_a_backend(tmp_path, hub, storage, args, c
 
 
 # --- what each role runs -----------------------------------------------------------------
+
 
 @pytest.mark.gen_test(timeout=30)
 async def test_a_worker_serves_health_and_nothing_else(servers, redis_server):
@@ -109,6 +144,7 @@ async def test_a_web_process_runs_no_tickers(servers, redis_server):
 
 # --- the ticker lock -------------------------------------------------------------------------
 
+
 class Tickers:
     def __init__(self):
         self.running = False
@@ -128,7 +164,9 @@ def leases(io_loop):
 
     def make(url: str, ttl: float = 1.0) -> tuple[TickerLease, Tickers]:
         tickers = Tickers()
-        lease = TickerLease(url, "dashboard:events:tickers", ttl, start_tickers=tickers.start, stop_tickers=tickers.stop)
+        lease = TickerLease(
+            url, "dashboard:events:tickers", ttl, start_tickers=tickers.start, stop_tickers=tickers.stop
+        )
         started.append(lease)
         return lease, tickers
 
@@ -185,8 +223,7 @@ async def channel_messages(url: str, seen: list, ready: asyncio.Event) -> None:
 
 
 @pytest.mark.gen_test(timeout=120)
-async def test_two_workers_one_publishes_and_the_other_takes_over_when_it_dies(
-        tmp_path, redis_server, processes):
+async def test_two_workers_one_publishes_and_the_other_takes_over_when_it_dies(tmp_path, redis_server, processes):
     config = tmp_path / "config.toml"
     config.write_text(config_text(hub=redis_hub(redis_server.url, lease="1s"), every="50ms"))
     seen: list[tuple[str, int]] = []
@@ -206,8 +243,11 @@ async def test_two_workers_one_publishes_and_the_other_takes_over_when_it_dies(
 
         kill_process(first.process)
         second_origin = second.health()["instance"]
-        await wait_until(lambda: sum(origin == second_origin for origin, _ in seen) >= 10, timeout=30,
-                         message="the second worker taking over")
+        await wait_until(
+            lambda: sum(origin == second_origin for origin, _ in seen) >= 10,
+            timeout=30,
+            message="the second worker taking over",
+        )
     finally:
         listener.cancel()
         await asyncio.gather(listener, return_exceptions=True)
@@ -223,18 +263,23 @@ async def test_two_workers_one_publishes_and_the_other_takes_over_when_it_dies(
 
 # --- --processes N on one port ------------------------------------------------------------
 
+
 @pytest.mark.gen_test(timeout=120)
 async def test_processes_share_one_port_and_are_restarted_and_stopped(tmp_path, redis_server):
     port = free_port()
     config = tmp_path / "config.toml"
     config.write_text(config_text(hub=redis_hub(redis_server.url), port=port))
-    log = open(tmp_path / "supervisor.log", "wb")
+    log = open(tmp_path / "supervisor.log", "wb")  # noqa: SIM115 (closed at the end)
     # As under a Type=notify unit: the parent alone may talk to systemd.
     notify = NotifySocket()
     env = {**os.environ, "NOTIFY_SOCKET": notify.name, "WATCHDOG_USEC": "200000"}
-    parent = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "serve", "--config", str(config),
-                               "--role", "web", "--processes", "2"], cwd=ROOT, env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
+    parent = subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), "serve", "--config", str(config), "--role", "web", "--processes", "2"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     everyone = []
     try:
         ready = await notify.wait_for("READY", timeout=60)
@@ -265,32 +310,35 @@ async def test_processes_share_one_port_and_are_restarted_and_stopped(tmp_path, 
         parent.send_signal(signal.SIGTERM)
         await notify.wait_for("STOPPING")
         assert parent.wait(20) == 0
-        gone, alive = psutil.wait_procs(everyone, timeout=10)
+        _gone, alive = psutil.wait_procs(everyone, timeout=10)
         assert alive == []
         assert {m.get("MAINPID") for m in notify.received + notify.pending() if "MAINPID" in m} == {str(parent.pid)}
     finally:
         notify.close()
         kill_process(parent)
         for child in everyone:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
-            except psutil.NoSuchProcess:
-                pass
         log.close()
 
 
 # --- two web processes and a worker on Redis and PostgreSQL --------------------------------
 
+
 async def push(web, value: str) -> int:
     response = await AsyncHTTPClient().fetch(
-        web.url("/api/widgets/note"), method="POST", body=json.dumps({"value": value}),
-        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+        web.url("/api/widgets/note"),
+        method="POST",
+        body=json.dumps({"value": value}),
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
     return json.loads(response.body)["id"]
 
 
 @pytest.mark.gen_test(timeout=180)
 async def test_two_web_processes_and_a_worker_deliver_every_event_and_survive_a_web_death(
-        tmp_path, redis_server, pg_url, processes):
+    tmp_path, redis_server, pg_url, processes
+):
     config = tmp_path / "config.toml"
     config.write_text(config_text(hub=redis_hub(redis_server.url), storage=pg_url, every="50ms"))
     webs = [processes.start(config, "web", wait=False), processes.start(config, "web", wait=False)]
@@ -307,18 +355,23 @@ async def test_two_web_processes_and_a_worker_deliver_every_event_and_survive_a_
         pushed = [await push(webs[0], "from web 0"), await push(webs[1], "from web 1")]
 
         kill_process(webs[0].process)
-        await wait_until(lambda: all(f.ended for f in followers[:2]), timeout=10,
-                         message="web 0's streams ending")
+        await wait_until(lambda: all(f.ended for f in followers[:2]), timeout=10, message="web 0's streams ending")
         for follower in followers[:2]:  # the browser reconnects; nginx or DNS sends it to web 1
             await follower.connect(webs[1].url("/events/main"))
         pushed.append(await push(webs[1], "after the death of web 0"))
         mark = max(len(f.ids) for f in followers)
-        await wait_until(lambda: all(len(f.ids) >= mark + 10 for f in followers), timeout=30,
-                         message="more ticks after the reconnect")
+        await wait_until(
+            lambda: all(len(f.ids) >= mark + 10 for f in followers),
+            timeout=30,
+            message="more ticks after the reconnect",
+        )
         worker.stop()  # a finite history to compare with
         expected = await pg_ids(pg_url, widgets)
-        await wait_until(lambda: all(f.ids[-1:] == expected[-1:] for f in followers), timeout=30,
-                         message="every page reaching the last event")
+        await wait_until(
+            lambda: all(f.ids[-1:] == expected[-1:] for f in followers),
+            timeout=30,
+            message="every page reaching the last event",
+        )
         for follower in followers:
             assert follower.ids == expected  # every event, in order, the same ids, none twice
         assert set(pushed) <= set(expected)
@@ -342,20 +395,27 @@ def test_the_scale_out_units_pass_systemd_analyze_verify(tmp_path):
     paths = []
     for name, instance in UNITS.items():
         # verify checks that the binaries exist: the copies point at this checkout.
-        text = ((ROOT / "deploy" / name).read_text()
-                .replace("/opt/dashboard/.venv/bin/python", sys.executable)
-                .replace("/opt/dashboard/run.py", str(ROOT / "run.py"))
-                .replace("WorkingDirectory=/opt/dashboard", f"WorkingDirectory={ROOT}"))
+        text = (
+            (ROOT / "deploy" / name)
+            .read_text()
+            .replace("/opt/dashboard/.venv/bin/python", sys.executable)
+            .replace("/opt/dashboard/run.py", str(ROOT / "run.py"))
+            .replace("WorkingDirectory=/opt/dashboard", f"WorkingDirectory={ROOT}")
+        )
         paths.append(tmp_path / instance)
         paths[-1].write_text(text)
-    result = subprocess.run([analyze, "verify", "--man=no", *map(str, paths)], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [analyze, "verify", "--man=no", *map(str, paths)], capture_output=True, text=True, timeout=60
+    )
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
 
 
 def unit_lines(name: str) -> dict[str, str]:
-    return {line.split("=", 1)[0]: line.split("=", 1)[1] for line in (ROOT / "deploy" / name).read_text().splitlines()
-            if "=" in line and not line.startswith("#")}
+    return {
+        line.split("=", 1)[0]: line.split("=", 1)[1]
+        for line in (ROOT / "deploy" / name).read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    }
 
 
 def test_the_web_unit_takes_its_port_from_the_instance_name_and_the_worker_runs_the_tickers():

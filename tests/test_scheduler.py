@@ -8,11 +8,11 @@ from collections import defaultdict
 import pytest
 
 from dashboard.config import load_config
-from dashboard.hub.memory import Hub
 from dashboard.core.samples import Sample
-from dashboard.storage.recorder import Recorder
-from dashboard.sources.scheduler import MAX_BACKOFF, Scheduler, backoff
+from dashboard.hub.memory import Hub
 from dashboard.sources import SourceError
+from dashboard.sources.scheduler import MAX_BACKOFF, Scheduler, backoff
+from dashboard.storage.recorder import Recorder
 from dashboard.storage.store import Store
 from tests.helpers import wait_until, write_config
 
@@ -36,8 +36,10 @@ class DrivenTime:
 
     async def asleep(self, widget: str, count: int = 1) -> None:
         """Wait until the widget has gone to sleep `count` times (and sleeps now)."""
-        await wait_until(lambda: len(self.delays[widget]) >= count and not self._gates[widget].done(),
-                         message=f"{widget} asleep {count} time(s)")
+        await wait_until(
+            lambda: len(self.delays[widget]) >= count and not self._gates[widget].done(),
+            message=f"{widget} asleep {count} time(s)",
+        )
 
     async def step(self, widget: str, times: int = 1) -> None:
         """Let the widget run `times` more times."""
@@ -128,7 +130,7 @@ async def test_a_value_is_stored_only_when_it_changed(pipeline):
 
 @pytest.mark.gen_test(timeout=10)
 async def test_on_change_false_stores_every_run(pipeline):
-    scheduler, store, hub, time = await pipeline({"a": Script(1, 1, 2, 2)}, a=NUMBER + "\non_change = false")
+    scheduler, store, _hub, time = await pipeline({"a": Script(1, 1, 2, 2)}, a=NUMBER + "\non_change = false")
     scheduler.start()
     await time.asleep("a")
     await time.step("a", 3)
@@ -138,7 +140,7 @@ async def test_on_change_false_stores_every_run(pipeline):
 @pytest.mark.gen_test(timeout=10)
 async def test_the_value_from_before_a_restart_is_not_stored_again(pipeline):
     before = Sample(7, "a", None, 1)
-    scheduler, store, hub, time = await pipeline({"a": Script(1, 2)}, latest={"a": before}, a=NUMBER)
+    scheduler, store, _hub, time = await pipeline({"a": Script(1, 2)}, latest={"a": before}, a=NUMBER)
     scheduler.start()
     await time.asleep("a")
     assert await stored(store, "a") == []
@@ -148,7 +150,7 @@ async def test_the_value_from_before_a_restart_is_not_stored_again(pipeline):
 
 @pytest.mark.gen_test(timeout=10)
 async def test_a_source_that_never_returns_times_out(pipeline):
-    scheduler, store, hub, time = await pipeline({"a": Script(HANG)}, a=NUMBER + '\ntimeout = "50ms"')
+    scheduler, store, _hub, time = await pipeline({"a": Script(HANG)}, a=NUMBER + '\ntimeout = "50ms"')
     scheduler.start()
     await time.asleep("a")
     state = scheduler.states["a"]
@@ -163,9 +165,18 @@ async def test_a_source_that_never_returns_times_out(pipeline):
 @pytest.mark.parametrize(
     "every, failures, expected",
     [
-        (10, 0, 10), (10, 1, 10), (10, 2, 20), (10, 3, 40), (10, 5, 160), (10, 6, 300), (10, 60, 300),
-        (0.5, 1, 0.5), (0.5, 10, 256), (0.5, 11, 300),
-        (600, 1, 600), (600, 4, 600),  # an interval above the cap is never shortened
+        (10, 0, 10),
+        (10, 1, 10),
+        (10, 2, 20),
+        (10, 3, 40),
+        (10, 5, 160),
+        (10, 6, 300),
+        (10, 60, 300),
+        (0.5, 1, 0.5),
+        (0.5, 10, 256),
+        (0.5, 11, 300),
+        (600, 1, 600),
+        (600, 4, 600),  # an interval above the cap is never shortened
     ],
 )
 def test_backoff_doubles_up_to_a_cap(every, failures, expected):
@@ -177,7 +188,7 @@ def test_backoff_doubles_up_to_a_cap(every, failures, expected):
 async def test_failures_back_off_exponentially_and_recovery_resets(pipeline):
     boom = SourceError("boom")
     source = Script(*[boom] * 8, 1, 2, boom, 3)
-    scheduler, store, hub, time = await pipeline({"a": source}, a=NUMBER)
+    scheduler, _store, _hub, time = await pipeline({"a": source}, a=NUMBER)
     scheduler.start()
     await time.asleep("a")
     await time.step("a", 11)
@@ -204,7 +215,7 @@ async def test_an_error_keeps_the_last_good_value_and_is_stored_once_per_message
 
 @pytest.mark.gen_test(timeout=10)
 async def test_a_rejected_value_is_an_error_with_the_reason(pipeline):
-    scheduler, store, hub, time = await pipeline({"a": Script("fast", float("nan"), 3)}, a=NUMBER)
+    scheduler, store, _hub, time = await pipeline({"a": Script("fast", float("nan"), 3)}, a=NUMBER)
     scheduler.start()
     await time.asleep("a")
     await time.step("a", 2)
@@ -223,7 +234,7 @@ async def test_a_failing_or_hanging_source_does_not_stop_the_others(pipeline):
         "breaks": Script(KeyError("x")),  # a bug in a source, not a SourceError
         "works": Script(1, 2, 3, 4),
     }
-    scheduler, store, hub, time = await pipeline(
+    scheduler, store, _hub, time = await pipeline(
         sources, hangs=NUMBER + '\ntimeout = "1h"', fails=NUMBER, breaks=NUMBER, works=NUMBER
     )
     scheduler.start()
@@ -246,7 +257,7 @@ async def test_logs_only_when_a_source_starts_failing_and_when_it_recovers(pipel
     down = SourceError("down")
     bugs = [RuntimeError("bug") for _ in range(4)]
     source = Script(1, *[down] * 5, 2, 3, *bugs, 4)
-    scheduler, store, hub, time = await pipeline({"a": source}, a=NUMBER)
+    scheduler, _store, _hub, time = await pipeline({"a": source}, a=NUMBER)
     scheduler.start()
     await time.asleep("a")
 
@@ -268,7 +279,7 @@ async def test_logs_only_when_a_source_starts_failing_and_when_it_recovers(pipel
 @pytest.mark.gen_test(timeout=10)
 async def test_stop_cancels_every_loop_and_closes_the_sources(pipeline):
     sources = {"hangs": Script(HANG), "sleeps": Script(1)}
-    scheduler, store, hub, time = await pipeline(sources, hangs=NUMBER + '\ntimeout = "1h"', sleeps=NUMBER)
+    scheduler, store, _hub, time = await pipeline(sources, hangs=NUMBER + '\ntimeout = "1h"', sleeps=NUMBER)
     scheduler.start()
     await time.asleep("sleeps")
     assert scheduler.running
@@ -308,7 +319,7 @@ async def test_a_streaming_source_is_restarted_with_backoff(pipeline):
         [],  # the upstream closed cleanly: still a failure
         ["x", 3, HANG],
     )
-    scheduler, store, hub, time = await pipeline({"a": source}, a=NUMBER)
+    scheduler, store, _hub, time = await pipeline({"a": source}, a=NUMBER)
     scheduler.start()
     await time.asleep("a")
     assert time.delays["a"] == [10]
@@ -337,7 +348,7 @@ class BadGoodbye(Script):
 @pytest.mark.gen_test(timeout=10)
 async def test_stop_closes_every_source_even_when_one_close_fails(pipeline, caplog):
     sources = {"bad": BadGoodbye(1), "good": Script(2)}
-    scheduler, store, hub, time = await pipeline(sources, bad=NUMBER, good=NUMBER)
+    scheduler, _store, _hub, time = await pipeline(sources, bad=NUMBER, good=NUMBER)
     scheduler.start()
     await time.asleep("bad")
     await scheduler.stop()

@@ -36,45 +36,57 @@ async def read_pids(path: Path, count: int) -> list[int]:
     def complete():
         lines = path.read_text().split() if path.exists() else []
         return len(lines) >= count and all(line.isdigit() for line in lines[:count])
+
     await wait_until(complete, timeout=10, message=f"{count} pids in {path.name}")
     return [int(line) for line in path.read_text().split()[:count]]
 
 
 # --- parsing ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("parse, output, expected", [
-    ("auto", "42\n", 42),
-    ("auto", " -3.5 \n", -3.5),
-    ("auto", "1e3", 1000.0),
-    ("auto", '{"state": "ok"}\n', {"state": "ok"}),
-    ("auto", '["a", "b"]', ["a", "b"]),
-    ("auto", "true", True),
-    ("auto", "NaN", "NaN"),  # not JSON, not a finite number: text
-    ("auto", "inf", "inf"),
-    ("auto", "1_000", "1_000"),
-    ("auto", "  all good \n", "all good"),
-    ("auto", "", ""),
-    ("number", "0.9231\n", 0.9231),
-    ("number", "+7", 7),
-    ("json", ' "quoted" ', "quoted"),
-    ("json", "12", 12),
-    ("text", "  42  \n", "42"),
-    ("text", "line 1\nline 2\n", "line 1\nline 2"),
-    ("lines", "a\n\n  b  \r\nc", ["a", "b", "c"]),
-    ("lines", "\n\n", []),
-])
+
+@pytest.mark.parametrize(
+    "parse, output, expected",
+    [
+        ("auto", "42\n", 42),
+        ("auto", " -3.5 \n", -3.5),
+        ("auto", "1e3", 1000.0),
+        ("auto", '{"state": "ok"}\n', {"state": "ok"}),
+        ("auto", '["a", "b"]', ["a", "b"]),
+        ("auto", "true", True),
+        ("auto", "NaN", "NaN"),  # not JSON, not a finite number: text
+        ("auto", "inf", "inf"),
+        ("auto", "1_000", "1_000"),
+        ("auto", "  all good \n", "all good"),
+        ("auto", "", ""),
+        ("number", "0.9231\n", 0.9231),
+        ("number", "+7", 7),
+        ("json", ' "quoted" ', "quoted"),
+        ("json", "12", 12),
+        ("text", "  42  \n", "42"),
+        ("text", "line 1\nline 2\n", "line 1\nline 2"),
+        ("lines", "a\n\n  b  \r\nc", ["a", "b", "c"]),
+        ("lines", "\n\n", []),
+    ],
+)
 def test_parse_output(parse, output, expected):
     assert parse_output(parse, output) == expected
 
 
-@pytest.mark.parametrize("parse, output, message", [
-    ("number", "fast\n", "expected a number on standard output, got 'fast'"),
-    ("number", "", "expected a number on standard output, got ''"),
-    ("number", "nan", "expected a number on standard output, got 'nan'"),
-    ("json", "{oops", "invalid JSON on standard output: Expecting property name enclosed in double quotes: "
-                      "line 1 column 2 (char 1)"),
-    ("json", "NaN", "invalid JSON on standard output: NaN is not JSON"),
-])
+@pytest.mark.parametrize(
+    "parse, output, message",
+    [
+        ("number", "fast\n", "expected a number on standard output, got 'fast'"),
+        ("number", "", "expected a number on standard output, got ''"),
+        ("number", "nan", "expected a number on standard output, got 'nan'"),
+        (
+            "json",
+            "{oops",
+            "invalid JSON on standard output: Expecting property name enclosed in double quotes: "
+            "line 1 column 2 (char 1)",
+        ),
+        ("json", "NaN", "invalid JSON on standard output: NaN is not JSON"),
+    ],
+)
 def test_parse_failures(parse, output, message):
     with pytest.raises(SourceError) as info:
         parse_output(parse, output)
@@ -82,6 +94,7 @@ def test_parse_failures(parse, output, message):
 
 
 # --- running programs -----------------------------------------------------------------
+
 
 @pytest.mark.gen_test(timeout=30)
 async def test_programs_and_their_output(tmp_path):
@@ -95,23 +108,29 @@ async def test_programs_and_their_output(tmp_path):
     assert await run(tmp_path, {"argv": ["printf", "b\\n\\na\\n"], "parse": "lines"}) == ["b", "a"]
     assert await run(tmp_path, {"argv": ["ls"], "cwd": "sub", "parse": "lines"}) == ["a.txt", "answer.sh", "b.txt"]
     assert await run(tmp_path, {"argv": ["./answer.sh"], "cwd": "sub"}) == 42
-    assert await run(tmp_path, {"argv": ["sh", "-c", 'echo "$GREETING, $HOME"'], "env": {"GREETING": "hi"}}) == \
-        f"hi, {os.environ['HOME']}"
+    assert (
+        await run(tmp_path, {"argv": ["sh", "-c", 'echo "$GREETING, $HOME"'], "env": {"GREETING": "hi"}})
+        == f"hi, {os.environ['HOME']}"
+    )
     assert await run(tmp_path, {"argv": "echo 3 | tr 3 4", "shell": True}) == 4
     assert await run(tmp_path, {"argv": ["echo", '{"state": "warn"}'], "parse": "text"}) == '{"state": "warn"}'
 
 
 # (options, expected message)
 FAILURES = [
-    ({"argv": ["sh", "-c", "echo first >&2; echo '  disk not found ' >&2; echo >&2; exit 3"]},
-     "sh failed: exit code 3: disk not found"),
+    (
+        {"argv": ["sh", "-c", "echo first >&2; echo '  disk not found ' >&2; echo >&2; exit 3"]},
+        "sh failed: exit code 3: disk not found",
+    ),
     ({"argv": ["sh", "-c", "exit 1"]}, "sh failed: exit code 1"),
     ({"argv": ["false"]}, "false failed: exit code 1"),
     ({"argv": "echo oops >&2; exit 2", "shell": True}, "the shell command failed: exit code 2: oops"),
     ({"argv": ["sh", "-c", "kill -TERM $$"]}, "sh failed: killed by SIGTERM"),
     ({"argv": ["echo", "fast"], "parse": "number"}, "expected a number on standard output, got 'fast'"),
-    ({"argv": ["echo", "{"], "parse": "json"},
-     "invalid JSON on standard output: Expecting property name enclosed in double quotes: line 2 column 1 (char 2)"),
+    (
+        {"argv": ["echo", "{"], "parse": "json"},
+        "invalid JSON on standard output: Expecting property name enclosed in double quotes: line 2 column 1 (char 2)",
+    ),
     ({"argv": ["yes", "a chatty program"]}, f"yes wrote more than {MAX_STDOUT // 1024} KiB to standard output"),
 ]
 
@@ -186,25 +205,37 @@ async def test_a_daemon_left_behind_is_killed_when_the_program_exits(tmp_path):
 
 CONFIG_ERRORS = [
     ({}, "widgets.w.source.argv: missing"),
-    ({"argv": "uptime"}, 'widgets.w.source.argv: expected an array like ["df", "-h"]; '
-                         "a string is run only with shell = true"),
+    (
+        {"argv": "uptime"},
+        'widgets.w.source.argv: expected an array like ["df", "-h"]; a string is run only with shell = true',
+    ),
     ({"argv": []}, "widgets.w.source.argv: expected the program and its arguments, got an empty array"),
     ({"argv": ["echo", 1]}, "widgets.w.source.argv[1]: expected a string, got 1"),
-    ({"argv": ["echo"], "shell": True},
-     "widgets.w.source.argv: expected a shell command line (a string) with shell = true"),
-    ({"argv": "  ", "shell": True},
-     "widgets.w.source.argv: expected a shell command line (a string) with shell = true"),
-    ({"argv": ["no-such-program-here"]}, "widgets.w.source.argv: no executable program "
-                                         "'no-such-program-here' (on PATH)"),
+    (
+        {"argv": ["echo"], "shell": True},
+        "widgets.w.source.argv: expected a shell command line (a string) with shell = true",
+    ),
+    (
+        {"argv": "  ", "shell": True},
+        "widgets.w.source.argv: expected a shell command line (a string) with shell = true",
+    ),
+    (
+        {"argv": ["no-such-program-here"]},
+        "widgets.w.source.argv: no executable program 'no-such-program-here' (on PATH)",
+    ),
     ({"argv": ["./missing.sh"]}, "widgets.w.source.argv: no executable program './missing.sh' (relative to cwd)"),
     ({"argv": ["ls"], "env": {"PATH": "/nowhere"}}, "widgets.w.source.argv: no executable program 'ls' (on PATH)"),
     ({"argv": ["ls"], "cwd": "nowhere"}, "widgets.w.source.cwd: not a directory: '{dir}/nowhere'"),
     ({"argv": ["ls"], "env": {"N": 1}}, "widgets.w.source.env.N: expected a string, got 1"),
     ({"argv": ["ls"], "shell": "yes"}, 'widgets.w.source.shell: expected true or false, got "yes"'),
-    ({"argv": ["ls"], "parse": "yaml"},
-     'widgets.w.source.parse: expected one of: auto, number, json, text, lines, got "yaml"'),
-    ({"argv": ["ls"], "timeout": "1s"}, 'widgets.w.source: unknown key "timeout" '
-                                        "(expected one of: shell, argv, cwd, env, parse)"),
+    (
+        {"argv": ["ls"], "parse": "yaml"},
+        'widgets.w.source.parse: expected one of: auto, number, json, text, lines, got "yaml"',
+    ),
+    (
+        {"argv": ["ls"], "timeout": "1s"},
+        'widgets.w.source: unknown key "timeout" (expected one of: shell, argv, cwd, env, parse)',
+    ),
 ]
 
 
@@ -216,6 +247,7 @@ def test_config_errors_name_the_key(tmp_path, options, message):
 
 
 # --- through the real server --------------------------------------------------------
+
 
 def server_config(view: str, options: dict, *, every: str, timeout: str) -> str:
     return loopback_server() + one_widget("w", view, {"kind": "command", **options}, every=every, timeout=timeout)

@@ -48,10 +48,17 @@ class SwitchHandler(tornado.web.RequestHandler):
 
 @pytest.fixture
 def peer(io_loop):
-    with serving(io_loop, [
-        (r"/status/(\d+)", StatusHandler), (r"/slow", SlowHandler), (r"/hang", HangHandler),
-        (r"/switch", SwitchHandler),
-    ], switch={"up": True}, methods=[]) as peer:
+    with serving(
+        io_loop,
+        [
+            (r"/status/(\d+)", StatusHandler),
+            (r"/slow", SlowHandler),
+            (r"/hang", HangHandler),
+            (r"/switch", SwitchHandler),
+        ],
+        switch={"up": True},
+        methods=[],
+    ) as peer:
         yield peer
 
 
@@ -76,15 +83,17 @@ CASES = [
     ("/status/302", {}, "2s", {"state": "ok", "code": 302}),  # not followed
     ("/status/503", {}, "2s", {"state": "down", "code": 503, "detail": "HTTP 503 (expected 2xx or 3xx)"}),
     ("/status/404", {}, "2s", {"state": "down", "code": 404, "detail": "HTTP 404 (expected 2xx or 3xx)"}),
-    ("/status/200", {"expect_status": 204}, "2s",
-     {"state": "down", "code": 200, "detail": "HTTP 200 (expected 204)"}),
+    ("/status/200", {"expect_status": 204}, "2s", {"state": "down", "code": 200, "detail": "HTTP 200 (expected 204)"}),
     ("/status/204", {"expect_status": [200, 204]}, "2s", {"state": "ok", "code": 204}),
     ("/status/503", {"expect_status": [503]}, "2s", {"state": "ok", "code": 503}),
-    ("/status/302", {"expect_status": 200}, "2s",
-     {"state": "down", "code": 302, "detail": "HTTP 302 (expected 200)"}),
+    ("/status/302", {"expect_status": 200}, "2s", {"state": "down", "code": 302, "detail": "HTTP 302 (expected 200)"}),
     ("/status/200", {"expect_body": "healthy"}, "2s", {"state": "ok", "code": 200}),
-    ("/status/200", {"expect_body": "on fire"}, "2s",
-     {"state": "down", "code": 200, "detail": "the response does not contain 'on fire'"}),
+    (
+        "/status/200",
+        {"expect_body": "on fire"},
+        "2s",
+        {"state": "down", "code": 200, "detail": "the response does not contain 'on fire'"},
+    ),
     ("/status/200", {"method": "HEAD"}, "2s", {"state": "ok", "code": 200}),
     ("/status/200", {"warn_latency": "10s"}, "2s", {"state": "ok", "code": 200}),
     ("/hang", {}, "200ms", {"state": "down", "detail": "timed out after 0.18s waiting for {url}"}),
@@ -92,8 +101,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("endpoint, options, timeout, expected", CASES,
-                         ids=[f"{i}:{c[0]}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize(
+    "endpoint, options, timeout, expected", CASES, ids=[f"{i}:{c[0]}" for i, c in enumerate(CASES)]
+)
 @pytest.mark.gen_test(timeout=20)
 async def test_check_states(peer, tmp_path, endpoint, options, timeout, expected):
     url = refused_url("/health") if endpoint == "refused" else peer.url(endpoint)
@@ -131,30 +141,63 @@ async def test_a_failed_check_that_is_also_slow_is_down(peer, tmp_path):
 
 
 CONFIG_ERRORS = [
-    ({"url": "http://example.org/"}, "number",
-     'widgets.w.source.kind: http_check gives a status: use view = "status", not "number"'),
+    (
+        {"url": "http://example.org/"},
+        "number",
+        'widgets.w.source.kind: http_check gives a status: use view = "status", not "number"',
+    ),
     ({}, "status", "widgets.w.source.url: missing"),
-    ({"url": "file:///etc/passwd"}, "status",
-     'widgets.w.source.url: expected an http:// or https:// URL with a host, got "file://..."'),
-    ({"url": "http://example.org/", "method": "POST"}, "status",
-     'widgets.w.source.method: expected one of: GET, HEAD, got "POST"'),
-    ({"url": "http://example.org/", "method": "HEAD", "expect_body": "ok"}, "status",
-     'widgets.w.source.expect_body: a HEAD response has no body: use method = "GET"'),
-    ({"url": "http://example.org/", "expect_status": "200"}, "status",
-     "widgets.w.source.expect_status: expected a status code from 100 to 599, or an array of them"),
-    ({"url": "http://example.org/", "expect_status": 99}, "status",
-     "widgets.w.source.expect_status: expected a status code from 100 to 599, or an array of them"),
-    ({"url": "http://example.org/", "expect_status": []}, "status",
-     "widgets.w.source.expect_status: expected a status code from 100 to 599, or an array of them"),
-    ({"url": "http://example.org/", "expect_status": [200, True]}, "status",
-     "widgets.w.source.expect_status: expected a status code from 100 to 599, or an array of them"),
-    ({"url": "http://example.org/", "warn_latency": 500}, "status",
-     'widgets.w.source.warn_latency: expected a duration like "5s" or "2m", got 500'),
-    ({"url": "http://example.org/", "warn_latency": "0s"}, "status",
-     'widgets.w.source.warn_latency: expected a duration greater than 0, got "0s"'),
-    ({"url": "http://example.org/", "expect": 200}, "status",
-     'widgets.w.source: unknown key "expect" '
-     "(expected one of: url, method, headers, expect_status, expect_body, warn_latency)"),
+    (
+        {"url": "file:///etc/passwd"},
+        "status",
+        'widgets.w.source.url: expected an http:// or https:// URL with a host, got "file://..."',
+    ),
+    (
+        {"url": "http://example.org/", "method": "POST"},
+        "status",
+        'widgets.w.source.method: expected one of: GET, HEAD, got "POST"',
+    ),
+    (
+        {"url": "http://example.org/", "method": "HEAD", "expect_body": "ok"},
+        "status",
+        'widgets.w.source.expect_body: a HEAD response has no body: use method = "GET"',
+    ),
+    (
+        {"url": "http://example.org/", "expect_status": "200"},
+        "status",
+        "widgets.w.source.expect_status: expected a status code from 100 to 599, or an array of them",
+    ),
+    (
+        {"url": "http://example.org/", "expect_status": 99},
+        "status",
+        "widgets.w.source.expect_status: expected a status code from 100 to 599, or an array of them",
+    ),
+    (
+        {"url": "http://example.org/", "expect_status": []},
+        "status",
+        "widgets.w.source.expect_status: expected a status code from 100 to 599, or an array of them",
+    ),
+    (
+        {"url": "http://example.org/", "expect_status": [200, True]},
+        "status",
+        "widgets.w.source.expect_status: expected a status code from 100 to 599, or an array of them",
+    ),
+    (
+        {"url": "http://example.org/", "warn_latency": 500},
+        "status",
+        'widgets.w.source.warn_latency: expected a duration like "5s" or "2m", got 500',
+    ),
+    (
+        {"url": "http://example.org/", "warn_latency": "0s"},
+        "status",
+        'widgets.w.source.warn_latency: expected a duration greater than 0, got "0s"',
+    ),
+    (
+        {"url": "http://example.org/", "expect": 200},
+        "status",
+        'widgets.w.source: unknown key "expect" '
+        "(expected one of: url, method, headers, expect_status, expect_body, warn_latency)",
+    ),
 ]
 
 
@@ -167,8 +210,12 @@ def test_config_errors_name_the_key(tmp_path, options, view, message):
 
 @pytest.mark.gen_test(timeout=30)
 async def test_up_then_down_reach_the_stream(peer, servers):
-    server = await servers.start(loopback_server() + one_widget(
-        "site", "status", {"kind": "http_check", "url": peer.url("/switch")}, every="100ms", on_change=False))
+    server = await servers.start(
+        loopback_server()
+        + one_widget(
+            "site", "status", {"kind": "http_check", "url": peer.url("/switch")}, every="100ms", on_change=False
+        )
+    )
     client = await StreamClient.open(server.url("/events/main"))
     try:
         up = data(await client.next_widget_event(timeout=10))
@@ -178,7 +225,11 @@ async def test_up_then_down_reach_the_stream(peer, servers):
             pass
         # down is a value the widget shows, not a failing source
         assert event["status"] == "ok"
-        assert event["value"] == {"state": "down", "code": 503, "latency_ms": event["value"]["latency_ms"],
-                                  "detail": "HTTP 503 (expected 2xx or 3xx)"}
+        assert event["value"] == {
+            "state": "down",
+            "code": 503,
+            "latency_ms": event["value"]["latency_ms"],
+            "detail": "HTTP 503 (expected 2xx or 3xx)",
+        }
     finally:
         client.close()

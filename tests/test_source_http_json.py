@@ -47,9 +47,15 @@ class TextHandler(tornado.web.RequestHandler):
 
 class EchoHandler(tornado.web.RequestHandler):
     def post(self):
-        self.write({"method": self.request.method, "body": json.loads(self.request.body),
-                    "content_type": self.request.headers.get("Content-Type"),
-                    "key": self.request.headers.get("X-Key"), "accept": self.request.headers.get("Accept")})
+        self.write(
+            {
+                "method": self.request.method,
+                "body": json.loads(self.request.body),
+                "content_type": self.request.headers.get("Content-Type"),
+                "key": self.request.headers.get("X-Key"),
+                "accept": self.request.headers.get("Accept"),
+            }
+        )
 
 
 class HangHandler(tornado.web.RequestHandler):
@@ -78,10 +84,21 @@ class SwitchHandler(tornado.web.RequestHandler):
 
 @pytest.fixture
 def peer(io_loop):
-    with serving(io_loop, [
-        (r"/doc", DocumentHandler), (r"/doc/(\w+)", DocumentHandler), (r"/status/(\d+)", StatusHandler), (r"/text/(.*)", TextHandler),
-        (r"/echo", EchoHandler), (r"/hang", HangHandler), (r"/big", BigHandler), (r"/switch", SwitchHandler),
-    ], switch={"up": False}, requests=[]) as peer:
+    with serving(
+        io_loop,
+        [
+            (r"/doc", DocumentHandler),
+            (r"/doc/(\w+)", DocumentHandler),
+            (r"/status/(\d+)", StatusHandler),
+            (r"/text/(.*)", TextHandler),
+            (r"/echo", EchoHandler),
+            (r"/hang", HangHandler),
+            (r"/big", BigHandler),
+            (r"/switch", SwitchHandler),
+        ],
+        switch={"up": False},
+        requests=[],
+    ) as peer:
         yield peer
 
 
@@ -99,34 +116,41 @@ async def fetch_once(tmp_path, options: dict, **widget):
 
 # --- picking values ---------------------------------------------------------------
 
-@pytest.mark.parametrize("path, expected", [
-    ("", DOCUMENT),
-    ("base", "USD"),
-    ("rates.EUR", 0.92),
-    ("items.0.price", 3.5),
-    ("items.1", {"price": 4}),
-    ("flag", True),
-    ("/rates/EUR", 0.92),
-    ("/items/1/price", 4),
-    ("/rates/a~1b", 1),
-    ("/rates/m~0n", 2),
-    ("/rates/", 3),  # the empty key, as RFC 6901 allows
-])
+
+@pytest.mark.parametrize(
+    "path, expected",
+    [
+        ("", DOCUMENT),
+        ("base", "USD"),
+        ("rates.EUR", 0.92),
+        ("items.0.price", 3.5),
+        ("items.1", {"price": 4}),
+        ("flag", True),
+        ("/rates/EUR", 0.92),
+        ("/items/1/price", 4),
+        ("/rates/a~1b", 1),
+        ("/rates/m~0n", 2),
+        ("/rates/", 3),  # the empty key, as RFC 6901 allows
+    ],
+)
 def test_path_picks_a_value(path, expected):
     assert JsonPath(path).pick(DOCUMENT) == expected
 
 
-@pytest.mark.parametrize("path, message", [
-    ("rates.CHF", 'no key "CHF" at rates.CHF'),
-    ("/rates/CHF", 'no key "CHF" at /rates/CHF'),
-    ("/rates/a~1c", 'no key "a/c" at /rates/a~1c'),
-    ("items.2.price", "list index 2 out of range at items.2 (length 2)"),
-    ("/items/-", 'expected a list index at /items/-, got "-"'),
-    ("items.01", 'expected a list index at items.01, got "01"'),
-    ("items.price", 'expected a list index at items.price, got "price"'),
-    ("rates.EUR.x", 'cannot read "x" at rates.EUR.x: rates.EUR is a number, not an object or a list'),
-    ("base.x", 'cannot read "x" at base.x: base is a string, not an object or a list'),
-])
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        ("rates.CHF", 'no key "CHF" at rates.CHF'),
+        ("/rates/CHF", 'no key "CHF" at /rates/CHF'),
+        ("/rates/a~1c", 'no key "a/c" at /rates/a~1c'),
+        ("items.2.price", "list index 2 out of range at items.2 (length 2)"),
+        ("/items/-", 'expected a list index at /items/-, got "-"'),
+        ("items.01", 'expected a list index at items.01, got "01"'),
+        ("items.price", 'expected a list index at items.price, got "price"'),
+        ("rates.EUR.x", 'cannot read "x" at rates.EUR.x: rates.EUR is a number, not an object or a list'),
+        ("base.x", 'cannot read "x" at base.x: base is a string, not an object or a list'),
+    ],
+)
 def test_path_failures_say_where(path, message):
     with pytest.raises(SourceError) as info:
         JsonPath(path).pick(DOCUMENT)
@@ -140,12 +164,12 @@ def test_a_document_that_is_not_a_table_says_so_at_the_top():
 
 # --- fetching from the peer -------------------------------------------------------
 
+
 @pytest.mark.gen_test(timeout=20)
 async def test_fetch_picks_the_rate(peer, tmp_path):
     assert await fetch_once(tmp_path, {"url": peer.url("/doc"), "path": "rates.EUR"}) == 0.92
     assert await fetch_once(tmp_path, {"url": peer.url("/doc"), "path": "/rates/a~1b"}) == 1
-    assert await fetch_once(tmp_path, {"url": peer.url("/doc"), "path": "items"}, view="list") == \
-        DOCUMENT["items"]
+    assert await fetch_once(tmp_path, {"url": peer.url("/doc"), "path": "items"}, view="list") == DOCUMENT["items"]
 
 
 @pytest.mark.gen_test(timeout=20)
@@ -158,16 +182,25 @@ async def test_scale_and_offset_apply_to_numbers(peer, tmp_path):
 
 @pytest.mark.gen_test(timeout=20)
 async def test_post_sends_the_json_body_and_headers(peer, tmp_path):
-    source = make_source(tmp_path, {
-        "url": peer.url("/echo"), "body": {"query": "rate", "pairs": ["USD", "EUR"], "n": 2},
-        "headers": {"X-Key": "k-123"},
-    })
+    source = make_source(
+        tmp_path,
+        {
+            "url": peer.url("/echo"),
+            "body": {"query": "rate", "pairs": ["USD", "EUR"], "n": 2},
+            "headers": {"X-Key": "k-123"},
+        },
+    )
     try:
         document = await source.fetch()  # no path: the whole document
     finally:
         await source.close()
-    assert document == {"method": "POST", "body": {"query": "rate", "pairs": ["USD", "EUR"], "n": 2},
-                        "content_type": "application/json", "key": "k-123", "accept": "application/json"}
+    assert document == {
+        "method": "POST",
+        "body": {"query": "rate", "pairs": ["USD", "EUR"], "n": 2},
+        "content_type": "application/json",
+        "key": "k-123",
+        "accept": "application/json",
+    }
 
 
 SECRET = "s3cr3t-value"
@@ -181,12 +214,15 @@ FAILURES = [
     ("refused", {}, "2s", "connection refused by {url}"),
     ("/text/not json", {}, "2s", "invalid JSON from {url}: Expecting value: line 1 column 1 (char 0)"),
     ("/text/", {}, "2s", "invalid JSON from {url}: Expecting value: line 1 column 1 (char 0)"),
-    ("/text/{\"a\": 1", {}, "2s",
-     "invalid JSON from {url}: Expecting ',' delimiter: line 1 column 8 (char 7)"),
+    ('/text/{"a": 1', {}, "2s", "invalid JSON from {url}: Expecting ',' delimiter: line 1 column 8 (char 7)"),
     ("/doc", {"path": "rates.CHF"}, "2s", 'no key "CHF" at rates.CHF'),
     ("/doc", {"path": "items.9"}, "2s", "list index 9 out of range at items.9 (length 2)"),
-    ("/doc", {"path": "rates.EUR.x"}, "2s",
-     'cannot read "x" at rates.EUR.x: rates.EUR is a number, not an object or a list'),
+    (
+        "/doc",
+        {"path": "rates.EUR.x"},
+        "2s",
+        'cannot read "x" at rates.EUR.x: rates.EUR is a number, not an object or a list',
+    ),
     ("/doc", {"path": "base", "scale": 2}, "2s", "expected a number at base to scale, got a string"),
     ("/doc", {"path": "flag", "offset": 1}, "2s", "expected a number at flag to scale, got a boolean"),
     ("/doc", {"scale": 2}, "2s", "expected a number at the top to scale, got an object"),
@@ -194,8 +230,9 @@ FAILURES = [
 ]
 
 
-@pytest.mark.parametrize("endpoint, options, timeout, message", FAILURES,
-                         ids=[f"{i}:{f[0]}" for i, f in enumerate(FAILURES)])
+@pytest.mark.parametrize(
+    "endpoint, options, timeout, message", FAILURES, ids=[f"{i}:{f[0]}" for i, f in enumerate(FAILURES)]
+)
 @pytest.mark.gen_test(timeout=30)
 async def test_failures_have_clear_reasons_and_no_secrets(peer, tmp_path, endpoint, options, timeout, message):
     url = refused_url("/rates") if endpoint == "refused" else peer.url(endpoint.replace(" ", "%20"))
@@ -218,33 +255,54 @@ async def test_user_info_in_the_url_is_not_shown(peer, tmp_path):
 
 CONFIG_ERRORS = [
     ({}, "widgets.w.source.url: missing"),
-    ({"url": "ftp://example.org/x?key=1"}, 'widgets.w.source.url: expected an http:// or https:// URL with a host, '
-                                          'got "ftp://..."'),
-    ({"url": "example.org/rates"}, "widgets.w.source.url: expected an http:// or https:// URL with a host, "
-                                   "got no scheme"),
-    ({"url": "http://example.org:port/"}, "widgets.w.source.url: expected an http:// or https:// URL, "
-                                          "got one that does not parse"),
-    ({"url": "https://example.org/", "path": "rates..EUR"},
-     'widgets.w.source.path: a dotted path has no empty parts ("rates.EUR", "items.0.price"), got "rates..EUR"'),
-    ({"url": "https://example.org/", "path": "/a~2b"},
-     'widgets.w.source.path: in a JSON pointer "~" is written "~0" and "/" is written "~1", got "/a~2b"'),
-    ({"url": "https://example.org/", "headers": {"X-Key": 5}},
-     "widgets.w.source.headers.X-Key: expected a string, got 5"),
-    ({"url": "https://example.org/", "headers": {"X Key": "v"}},
-     'widgets.w.source.headers."X Key": expected a header name (letters, digits and -)'),
-    ({"url": "https://example.org/", "headers": {"X-Key": f"{SECRET}\nEvil: 1"}},
-     "widgets.w.source.headers.X-Key: a header value cannot contain line breaks or NUL"),
-    ({"url": "https://example.org/", "headers": "X-Key: v"},
-     'widgets.w.source.headers: expected a table, got "X-Key: v"'),
+    (
+        {"url": "ftp://example.org/x?key=1"},
+        'widgets.w.source.url: expected an http:// or https:// URL with a host, got "ftp://..."',
+    ),
+    (
+        {"url": "example.org/rates"},
+        "widgets.w.source.url: expected an http:// or https:// URL with a host, got no scheme",
+    ),
+    (
+        {"url": "http://example.org:port/"},
+        "widgets.w.source.url: expected an http:// or https:// URL, got one that does not parse",
+    ),
+    (
+        {"url": "https://example.org/", "path": "rates..EUR"},
+        'widgets.w.source.path: a dotted path has no empty parts ("rates.EUR", "items.0.price"), got "rates..EUR"',
+    ),
+    (
+        {"url": "https://example.org/", "path": "/a~2b"},
+        'widgets.w.source.path: in a JSON pointer "~" is written "~0" and "/" is written "~1", got "/a~2b"',
+    ),
+    (
+        {"url": "https://example.org/", "headers": {"X-Key": 5}},
+        "widgets.w.source.headers.X-Key: expected a string, got 5",
+    ),
+    (
+        {"url": "https://example.org/", "headers": {"X Key": "v"}},
+        'widgets.w.source.headers."X Key": expected a header name (letters, digits and -)',
+    ),
+    (
+        {"url": "https://example.org/", "headers": {"X-Key": f"{SECRET}\nEvil: 1"}},
+        "widgets.w.source.headers.X-Key: a header value cannot contain line breaks or NUL",
+    ),
+    (
+        {"url": "https://example.org/", "headers": "X-Key: v"},
+        'widgets.w.source.headers: expected a table, got "X-Key: v"',
+    ),
     ({"url": "https://example.org/", "scale": "2"}, 'widgets.w.source.scale: expected a number, got "2"'),
     ({"url": "https://example.org/", "offset": True}, "widgets.w.source.offset: expected a number, got true"),
-    ({"url": "https://example.org/", "method": "POST"},
-     'widgets.w.source: unknown key "method" (expected one of: url, headers, body, path, scale, offset)'),
+    (
+        {"url": "https://example.org/", "method": "POST"},
+        'widgets.w.source: unknown key "method" (expected one of: url, headers, body, path, scale, offset)',
+    ),
 ]
 
 
-@pytest.mark.parametrize("options, message", CONFIG_ERRORS, ids=[m.split(":")[0] + str(i) for i, (o, m) in
-                                                                 enumerate(CONFIG_ERRORS)])
+@pytest.mark.parametrize(
+    "options, message", CONFIG_ERRORS, ids=[m.split(":")[0] + str(i) for i, (o, m) in enumerate(CONFIG_ERRORS)]
+)
 def test_config_errors_name_the_key(tmp_path, options, message):
     with pytest.raises(ConfigError) as info:
         make_source(tmp_path, options)
@@ -253,18 +311,28 @@ def test_config_errors_name_the_key(tmp_path, options, message):
 
 
 def test_a_body_json_cannot_carry_is_a_config_error(tmp_path):
-    text = one_widget("w", "number", '{ kind = "http_json", url = "https://example.org/", body = { day = 2026-01-02 } }')
+    text = one_widget(
+        "w", "number", '{ kind = "http_json", url = "https://example.org/", body = { day = 2026-01-02 } }'
+    )
     with pytest.raises(ConfigError, match=r"widgets\.w\.source\.body: expected a value JSON can carry"):
         build_widget_source(tmp_path, text, "w")
 
 
 # --- through the real server --------------------------------------------------------
 
+
 @pytest.mark.gen_test(timeout=30)
 async def test_failure_then_recovery_reach_the_stream(peer, servers):
-    server = await servers.start(loopback_server() + one_widget(
-        "usd_eur", "number", {"kind": "http_json", "url": f"{peer.url('/switch')}?key={SECRET}", "path": "rates.EUR"},
-        every="100ms", timeout="5s"))  # a loaded machine must not turn the 503 into a timeout
+    server = await servers.start(
+        loopback_server()
+        + one_widget(
+            "usd_eur",
+            "number",
+            {"kind": "http_json", "url": f"{peer.url('/switch')}?key={SECRET}", "path": "rates.EUR"},
+            every="100ms",
+            timeout="5s",
+        )
+    )  # a loaded machine must not turn the 503 into a timeout
     client = await StreamClient.open(server.url("/events/main"))
     try:
         failing = data(await client.next_widget_event(timeout=10))
@@ -283,13 +351,28 @@ async def test_a_disabled_widget_neither_runs_nor_shows(peer, servers):
     server = await servers.start(
         loopback_server()
         + dashboard("main", ["shown_rate", "hidden_rate"])
-        + widget("shown_rate", "number", every="50ms", on_change=False,
-                 source={"kind": "http_json", "url": peer.url("/doc/shown"), "path": "rates.EUR"})
-        + widget("hidden_rate", "number", title="Hidden rate", every="50ms", enabled=False,
-                 source={"kind": "http_json", "url": peer.url("/doc/hidden"), "path": "rates.EUR"}))
+        + widget(
+            "shown_rate",
+            "number",
+            every="50ms",
+            on_change=False,
+            source={"kind": "http_json", "url": peer.url("/doc/shown"), "path": "rates.EUR"},
+        )
+        + widget(
+            "hidden_rate",
+            "number",
+            title="Hidden rate",
+            every="50ms",
+            enabled=False,
+            source={"kind": "http_json", "url": peer.url("/doc/hidden"), "path": "rates.EUR"},
+        )
+    )
     # both would have started together: three runs of one mean the other had its chance
-    await wait_until(lambda: peer.settings["requests"].count("/doc/shown") >= 3, timeout=10,
-                     message="three fetches of the enabled widget")
+    await wait_until(
+        lambda: peer.settings["requests"].count("/doc/shown") >= 3,
+        timeout=10,
+        message="three fetches of the enabled widget",
+    )
     assert "/doc/hidden" not in peer.settings["requests"]
     http = AsyncHTTPClient()
     listing = json.loads((await http.fetch(server.url("/api/widgets"))).body)
@@ -302,6 +385,7 @@ async def test_a_disabled_widget_neither_runs_nor_shows(peer, servers):
 
 # --- the bundled config ----------------------------------------------------------
 
+
 def test_the_bundled_live_rate_is_off_until_enabled(tmp_path):
     bundled = (ROOT / "config.toml").read_text()
     config = load_config(ROOT / "config.toml")
@@ -309,7 +393,7 @@ def test_the_bundled_live_rate_is_off_until_enabled(tmp_path):
     assert (live.source.kind, live.source.options["path"]) == ("http_json", "rates.EUR")
     assert "usd_eur_live" not in config.dashboard("main").widgets
     # the README's instructions: flip the one key, and it is on the dashboard it is listed on
-    section = bundled[bundled.index("[widgets.usd_eur_live]"):]
+    section = bundled[bundled.index("[widgets.usd_eur_live]") :]
     section = section[: section.index("\n\n")]
     enabled = bundled.replace(section, section.replace("enabled = false", "enabled = true"))
     assert enabled != bundled
@@ -320,7 +404,6 @@ def test_the_bundled_live_rate_is_off_until_enabled(tmp_path):
 
 
 def test_the_bundled_config_checks_clean():
-    result = subprocess.run([sys.executable, "run.py", "check"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run([sys.executable, "run.py", "check"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("config.toml: ok")

@@ -26,17 +26,28 @@ def config_text(widgets: dict[str, tuple[str, str]]) -> str:
     """widgets: id -> (view, source table)."""
     # A short interval: a stream's backoff starts from it. A timeout that a loaded
     # machine meets: it bounds connecting to the broker.
-    return (loopback_server(storage="sqlite+aiosqlite:///dashboard.db") + dashboard("main", list(widgets))
-            + "".join(widget(widget_id, view, every="100ms", timeout="5s", source=source)
-                      for widget_id, (view, source) in widgets.items()))
+    return (
+        loopback_server(storage="sqlite+aiosqlite:///dashboard.db")
+        + dashboard("main", list(widgets))
+        + "".join(
+            widget(widget_id, view, every="100ms", timeout="5s", source=source)
+            for widget_id, (view, source) in widgets.items()
+        )
+    )
 
 
 def build(tmp_path, source: str, view: str = "text"):
     return build_widget_source(tmp_path, config_text({"m": (view, source)}), "m")
 
 
-async def publish(topic: str, payload: bytes | str, *, port: int = 1883, retain: bool = False,
-                  tls_context: ssl.SSLContext | None = None) -> None:
+async def publish(
+    topic: str,
+    payload: bytes | str,
+    *,
+    port: int = 1883,
+    retain: bool = False,
+    tls_context: ssl.SSLContext | None = None,
+) -> None:
     async with aiomqtt.Client("127.0.0.1", port, tls_context=tls_context) as client:
         await client.publish(topic, payload, qos=1, retain=retain)
 
@@ -126,22 +137,29 @@ async def test_a_wildcard_topic_and_text_format(tmp_path):
 @pytest.mark.gen_test(timeout=30)
 async def test_a_bad_payload_marks_the_widget_failing_and_the_next_good_one_recovers(servers):
     topic = unique_topic()
-    server = await servers.start(config_text({
-        "strict": ("number", f'{{ kind = "mqtt", topic = "{topic}", format = "number" }}'),
-        "auto": ("number", f'{{ kind = "mqtt", topic = "{topic}" }}'),
-    }))
+    server = await servers.start(
+        config_text(
+            {
+                "strict": ("number", f'{{ kind = "mqtt", topic = "{topic}", format = "number" }}'),
+                "auto": ("number", f'{{ kind = "mqtt", topic = "{topic}" }}'),
+            }
+        )
+    )
     last = server.runtime.scheduler.last
     try:
         await publish(topic, "21", retain=True)
-        await wait_until(lambda: all(w in last and last[w].value == 21 for w in ("strict", "auto")),
-                         message="21 on both widgets")
+        await wait_until(
+            lambda: all(w in last and last[w].value == 21 for w in ("strict", "auto")), message="21 on both widgets"
+        )
         await publish(topic, "abc")
         await wait_until(lambda: last["strict"].status == last["auto"].status == "error", message="both failing")
         assert (last["strict"].value, last["strict"].message) == (21, "expected a number in the message, got 'abc'")
         assert (last["auto"].value, last["auto"].message) == (21, "expected a number, got text 'abc'")
         await publish(topic, "22")
-        await wait_until(lambda: all(last[w].status == "ok" and last[w].value == 22 for w in ("strict", "auto")),
-                         message="both recovered")
+        await wait_until(
+            lambda: all(last[w].status == "ok" and last[w].value == 22 for w in ("strict", "auto")),
+            message="both recovered",
+        )
     finally:
         await publish(topic, b"", retain=True)
 
@@ -172,8 +190,13 @@ async def test_a_tls_broker_is_checked_against_the_system_s_trusted_certificates
     received = Received()
     task = asyncio.create_task(source.stream(received))
     try:
-        await publish(topic, "42", port=mosquitto.port, retain=True,
-                      tls_context=ssl.create_default_context(cafile=str(certificate)))
+        await publish(
+            topic,
+            "42",
+            port=mosquitto.port,
+            retain=True,
+            tls_context=ssl.create_default_context(cafile=str(certificate)),
+        )
         assert await received.count(1) == [42]
     finally:
         task.cancel()
@@ -185,8 +208,9 @@ async def test_values_flow_again_after_the_broker_comes_back(mosquitto, servers)
     # mosquitto first: fixtures stop in reverse, so the dashboard stops before its broker.
     mosquitto.start()
     topic = unique_topic()
-    server = await servers.start(config_text({
-        "m": ("number", f'{{ kind = "mqtt", port = {mosquitto.port}, topic = "{topic}" }}')}))
+    server = await servers.start(
+        config_text({"m": ("number", f'{{ kind = "mqtt", port = {mosquitto.port}, topic = "{topic}" }}')})
+    )
     last = server.runtime.scheduler.last
     await publish(topic, "1", port=mosquitto.port, retain=True)
     await wait_until(lambda: "m" in last and last["m"].value == 1, message="the first value")
@@ -197,26 +221,41 @@ async def test_values_flow_again_after_the_broker_comes_back(mosquitto, servers)
 
     mosquitto.start()  # the same port; a new broker, with nothing retained
     await publish(topic, "2", port=mosquitto.port, retain=True)
-    await wait_until(lambda: last["m"].status == "ok" and last["m"].value == 2, timeout=15,
-                     message="values after the broker came back")
+    await wait_until(
+        lambda: last["m"].status == "ok" and last["m"].value == 2,
+        timeout=15,
+        message="values after the broker came back",
+    )
 
 
-@pytest.mark.parametrize("source, message", [
-    ('{ kind = "mqtt" }', "widgets.m.source.topic: missing"),
-    ('{ kind = "mqtt", topic = "a/#/b" }', 'widgets.m.source.topic: expected a topic filter like '
-                                           '"sensors/+/temperature", got "a/#/b"'),
-    ('{ kind = "mqtt", topic = "" }', "widgets.m.source.topic: expected a topic filter"),
-    ('{ kind = "mqtt", topic = "t", port = 0 }', "widgets.m.source.port: expected an integer from 1 to 65535"),
-    ('{ kind = "mqtt", topic = "t", tls = "yes" }', "widgets.m.source.tls: expected true or false"),
-    ('{ kind = "mqtt", topic = "t", password = "pw-only" }', "widgets.m.source.password: a password needs a username"),
-    ('{ kind = "mqtt", topic = "t", qos = 3 }', "widgets.m.source.qos: expected an integer from 0 to 2"),
-    ('{ kind = "mqtt", topic = "t", format = "xml" }',
-     "widgets.m.source.format: expected one of: auto, number, json, text"),
-    ('{ kind = "mqtt", topic = "t", format = "number", path = "a.b" }',
-     'widgets.m.source.path: a path reads into JSON: use format = "json" or "auto", not "number"'),
-    ('{ kind = "mqtt", topic = "t", path = "a..b" }', "widgets.m.source.path: a dotted path has no empty parts"),
-    ('{ kind = "mqtt", topic = "t", broker = "x" }', 'widgets.m.source: unknown key "broker"'),
-])
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ('{ kind = "mqtt" }', "widgets.m.source.topic: missing"),
+        (
+            '{ kind = "mqtt", topic = "a/#/b" }',
+            'widgets.m.source.topic: expected a topic filter like "sensors/+/temperature", got "a/#/b"',
+        ),
+        ('{ kind = "mqtt", topic = "" }', "widgets.m.source.topic: expected a topic filter"),
+        ('{ kind = "mqtt", topic = "t", port = 0 }', "widgets.m.source.port: expected an integer from 1 to 65535"),
+        ('{ kind = "mqtt", topic = "t", tls = "yes" }', "widgets.m.source.tls: expected true or false"),
+        (
+            '{ kind = "mqtt", topic = "t", password = "pw-only" }',
+            "widgets.m.source.password: a password needs a username",
+        ),
+        ('{ kind = "mqtt", topic = "t", qos = 3 }', "widgets.m.source.qos: expected an integer from 0 to 2"),
+        (
+            '{ kind = "mqtt", topic = "t", format = "xml" }',
+            "widgets.m.source.format: expected one of: auto, number, json, text",
+        ),
+        (
+            '{ kind = "mqtt", topic = "t", format = "number", path = "a.b" }',
+            'widgets.m.source.path: a path reads into JSON: use format = "json" or "auto", not "number"',
+        ),
+        ('{ kind = "mqtt", topic = "t", path = "a..b" }', "widgets.m.source.path: a dotted path has no empty parts"),
+        ('{ kind = "mqtt", topic = "t", broker = "x" }', 'widgets.m.source: unknown key "broker"'),
+    ],
+)
 def test_config_errors(tmp_path, source, message):
     with pytest.raises(ConfigError) as caught:
         build(tmp_path, source)
@@ -225,10 +264,15 @@ def test_config_errors(tmp_path, source, message):
 
 def test_defaults_and_tls(tmp_path):
     plain = build(tmp_path, '{ kind = "mqtt", topic = "t" }')
-    assert (plain.broker, plain.qos, plain.format, plain.client_options["tls_context"]) == ("127.0.0.1:1883", 0,
-                                                                                           "auto", None)
-    secure = build(tmp_path, '{ kind = "mqtt", topic = "t", host = "broker.example", tls = true, username = "u", '
-                             'password = "p" }')
+    assert (plain.broker, plain.qos, plain.format, plain.client_options["tls_context"]) == (
+        "127.0.0.1:1883",
+        0,
+        "auto",
+        None,
+    )
+    secure = build(
+        tmp_path, '{ kind = "mqtt", topic = "t", host = "broker.example", tls = true, username = "u", password = "p" }'
+    )
     assert secure.broker == "broker.example:8883"
     assert secure.client_options["tls_context"] is not None
     assert (secure.client_options["username"], secure.client_options["password"]) == ("u", "p")
@@ -238,5 +282,6 @@ def test_without_aiomqtt_the_config_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "aiomqtt", None)  # what an uninstalled package looks like
     with pytest.raises(ConfigError) as caught:
         build(tmp_path, '{ kind = "mqtt", topic = "t" }')
-    assert str(caught.value).endswith('widgets.m.source.kind: the mqtt source needs aiomqtt: '
-                                      'pip install "dashboard[mqtt]"')
+    assert str(caught.value).endswith(
+        'widgets.m.source.kind: the mqtt source needs aiomqtt: pip install "dashboard[mqtt]"'
+    )

@@ -91,7 +91,9 @@ def make_source(tmp_path, source: str):
 
 
 async def call(tmp_path, module: str, function: str, args: str = "{}"):
-    return await make_source(tmp_path, f'{{ kind = "python", function = "{module}:{function}", args = {args} }}').fetch()
+    return await make_source(
+        tmp_path, f'{{ kind = "python", function = "{module}:{function}", args = {args} }}'
+    ).fetch()
 
 
 @pytest.mark.gen_test(timeout=20)
@@ -111,17 +113,21 @@ async def test_async_runs_on_the_loop_and_plain_in_a_thread(tmp_path, jobs):
 
 @pytest.mark.gen_test(timeout=20)
 async def test_each_call_gets_fresh_arguments(tmp_path, jobs):
-    source = make_source(tmp_path, f'{{ kind = "python", function = "{jobs}:count_after_append", '
-                                   'args = { items = ["a"] } }')
+    source = make_source(
+        tmp_path, f'{{ kind = "python", function = "{jobs}:count_after_append", args = {{ items = ["a"] }} }}'
+    )
     assert [await source.fetch(), await source.fetch()] == [2, 2]
 
 
-@pytest.mark.parametrize("function, args, message", [
-    ("fails", "{}", "ValueError: bad value"),
-    ("fails", '{ message = "rate limit" }', "ValueError: rate limit"),
-    ("fails_async", "{}", "KeyError: 'EUR'"),
-    ("gives_up", "{}", "the queue server said no"),
-])
+@pytest.mark.parametrize(
+    "function, args, message",
+    [
+        ("fails", "{}", "ValueError: bad value"),
+        ("fails", '{ message = "rate limit" }', "ValueError: rate limit"),
+        ("fails_async", "{}", "KeyError: 'EUR'"),
+        ("gives_up", "{}", "the queue server said no"),
+    ],
+)
 @pytest.mark.gen_test(timeout=20)
 async def test_exceptions_become_source_errors(tmp_path, jobs, function, args, message):
     with pytest.raises(SourceError) as info:
@@ -130,25 +136,37 @@ async def test_exceptions_become_source_errors(tmp_path, jobs, function, args, m
 
 
 CONFIG_ERRORS = [
-    ('function = "{jobs}"', 'widgets.w.source.function: expected "module:function" like "jobs:queue_depth", '
-                            'got "{jobs}"'),
-    ('function = "{jobs}:rate()"', 'widgets.w.source.function: expected "module:function" like '
-                                   '"jobs:queue_depth", got "{jobs}:rate()"'),
-    ('function = "nosuch_module_zz:f"', 'widgets.w.source.function: cannot import module "nosuch_module_zz": '
-                                        "No module named 'nosuch_module_zz'"),
+    (
+        'function = "{jobs}"',
+        'widgets.w.source.function: expected "module:function" like "jobs:queue_depth", got "{jobs}"',
+    ),
+    (
+        'function = "{jobs}:rate()"',
+        'widgets.w.source.function: expected "module:function" like "jobs:queue_depth", got "{jobs}:rate()"',
+    ),
+    (
+        'function = "nosuch_module_zz:f"',
+        "widgets.w.source.function: cannot import module \"nosuch_module_zz\": No module named 'nosuch_module_zz'",
+    ),
     ('function = "{jobs}:nope"', 'widgets.w.source.function: module "{jobs}" has no attribute "nope"'),
     ('function = "{jobs}:Queue.nope"', 'widgets.w.source.function: module "{jobs}" has no attribute "Queue.nope"'),
     ('function = "{jobs}:VALUE"', 'widgets.w.source.function: "{jobs}:VALUE" is not callable'),
-    ('function = "{jobs}:rate", args = {{ bass = 1 }}',
-     "widgets.w.source.args: \"{jobs}:rate\" does not take these arguments: "
-     "got an unexpected keyword argument 'bass'"),
-    ('function = "{jobs}:count_after_append"',
-     "widgets.w.source.args: \"{jobs}:count_after_append\" does not take these arguments: "
-     "missing a required argument: 'items'"),
+    (
+        'function = "{jobs}:rate", args = {{ bass = 1 }}',
+        'widgets.w.source.args: "{jobs}:rate" does not take these arguments: '
+        "got an unexpected keyword argument 'bass'",
+    ),
+    (
+        'function = "{jobs}:count_after_append"',
+        'widgets.w.source.args: "{jobs}:count_after_append" does not take these arguments: '
+        "missing a required argument: 'items'",
+    ),
     ('function = "{jobs}:rate", args = 1', "widgets.w.source.args: expected a table, got 1"),
     ("function = 1", "widgets.w.source.function: expected a string, got 1"),
-    ('function = "{jobs}:rate", every = "5s"',
-     'widgets.w.source: unknown key "every" (expected one of: function, args)'),
+    (
+        'function = "{jobs}:rate", every = "5s"',
+        'widgets.w.source: unknown key "every" (expected one of: function, args)',
+    ),
 ]
 
 
@@ -159,11 +177,14 @@ def test_config_errors_name_the_key(tmp_path, jobs, options, message):
     assert str(info.value) == f"{tmp_path / 'config.toml'}: " + message.format(jobs=jobs)
 
 
-@pytest.mark.parametrize("module_text, message", [
-    ("1 / 0\n", "ZeroDivisionError: division by zero"),
-    ("import nosuch_dependency_zz\n", "No module named 'nosuch_dependency_zz'"),
-    ("def f(:\n", "SyntaxError: "),
-])
+@pytest.mark.parametrize(
+    "module_text, message",
+    [
+        ("1 / 0\n", "ZeroDivisionError: division by zero"),
+        ("import nosuch_dependency_zz\n", "No module named 'nosuch_dependency_zz'"),
+        ("def f(:\n", "SyntaxError: "),
+    ],
+)
 def test_a_module_that_fails_to_import_is_a_config_error(tmp_path, monkeypatch, module_text, message):
     monkeypatch.setattr(sys, "path", list(sys.path))
     name = f"broken_{tmp_path.name}".replace("-", "_")
@@ -175,16 +196,22 @@ def test_a_module_that_fails_to_import_is_a_config_error(tmp_path, monkeypatch, 
 
 
 def run_check(config: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), "check", "--config", str(config)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "check", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_run_py_check_reports_a_missing_module(tmp_path):
     config = write_config(tmp_path, one_widget("w", "number", '{ kind = "python", function = "foo:bar" }'))
     result = run_check(config)
     assert result.returncode == 2
-    assert result.stderr.strip() == (f'error: {config}: widgets.w.source.function: cannot import module "foo": '
-                                     "No module named 'foo'")
+    assert result.stderr.strip() == (
+        f"error: {config}: widgets.w.source.function: cannot import module \"foo\": No module named 'foo'"
+    )
 
 
 def test_run_py_check_passes_the_examples():
@@ -215,4 +242,3 @@ async def test_the_examples_reach_the_stream(servers, tmp_path, monkeypatch):
     finally:
         client.close()
         sys.modules.pop("jobs", None)
-

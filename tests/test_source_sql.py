@@ -35,8 +35,7 @@ def sqlite_file(tmp_path):
 
 
 def sqlite_source(tmp_path, query: str, view: str = "number", extra: str = ""):
-    return build(tmp_path, f'{{ kind = "sql", url = "sqlite+aiosqlite:///counts.db", query = "{query}"{extra} }}',
-                 view)
+    return build(tmp_path, f'{{ kind = "sql", url = "sqlite+aiosqlite:///counts.db", query = "{query}"{extra} }}', view)
 
 
 # --- SQLite ---------------------------------------------------------------------------------
@@ -82,11 +81,14 @@ async def test_more_rows_than_a_list_shows_is_an_error(tmp_path, sqlite_file):
         await source.close()
 
 
-@pytest.mark.parametrize("query, message", [
-    ("SELECT n FROM counts WHERE name = 'nobody'", "the query returned no rows"),
-    ("SELECT n FROM no_such_table", "no such table: no_such_table"),
-    ("SELECT nonsense(", "incomplete input"),
-])
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("SELECT n FROM counts WHERE name = 'nobody'", "the query returned no rows"),
+        ("SELECT n FROM no_such_table", "no such table: no_such_table"),
+        ("SELECT nonsense(", "incomplete input"),
+    ],
+)
 @pytest.mark.gen_test(timeout=10)
 async def test_run_time_failures_are_source_errors(tmp_path, sqlite_file, query, message):
     source = sqlite_source(tmp_path, query)
@@ -108,17 +110,20 @@ async def test_a_missing_sqlite_file_is_an_error_and_is_not_created(tmp_path):
         await source.close()
 
 
-@pytest.mark.parametrize("query", [
-    "WITH gone AS (SELECT 1) DELETE FROM counts",
-    "SELECT 1; DELETE FROM counts",
-    "DELETE FROM counts",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "WITH gone AS (SELECT 1) DELETE FROM counts",
+        "SELECT 1; DELETE FROM counts",
+        "DELETE FROM counts",
+    ],
+)
 @pytest.mark.gen_test(timeout=10)
 async def test_sqlite_refuses_writes_that_got_past_the_build_check(tmp_path, sqlite_file, query):
     source = sqlite_source(tmp_path, "SELECT 1")
     source.query = query  # as if the build-time check had missed it
     try:
-        with pytest.raises(SourceError, match="readonly database|one statement at a time"):
+        with pytest.raises(SourceError, match=r"readonly database|one statement at a time"):
             await source.fetch()
     finally:
         await source.close()
@@ -128,10 +133,14 @@ async def test_sqlite_refuses_writes_that_got_past_the_build_check(tmp_path, sql
 
 @pytest.mark.gen_test(timeout=20)
 async def test_a_sql_widget_on_a_running_server(servers, tmp_path, sqlite_file):
-    server = await servers.start(config_text(
-        '{ kind = "sql", url = "sqlite+aiosqlite:///counts.db", '
-        'query = "SELECT n FROM counts WHERE name = \'deploys\'" }',
-        every="50ms"), port=0)
+    server = await servers.start(
+        config_text(
+            '{ kind = "sql", url = "sqlite+aiosqlite:///counts.db", '
+            "query = \"SELECT n FROM counts WHERE name = 'deploys'\" }",
+            every="50ms",
+        ),
+        port=0,
+    )
     scheduler = server.runtime.scheduler
     await wait_until(lambda: "q" in scheduler.last and scheduler.last["q"].value == 3, message="the first value")
     with sqlite3.connect(sqlite_file) as db:
@@ -146,57 +155,89 @@ async def test_a_sql_widget_on_a_running_server(servers, tmp_path, sqlite_file):
 # --- the build-time check and config errors --------------------------------------------------
 
 
-@pytest.mark.parametrize("query", [
-    "SELECT 1",
-    "select count(*) from counts;",  # one trailing semicolon is still one statement
-    "  (SELECT 1)",
-    "WITH t AS (SELECT 1 AS x) SELECT x FROM t",
-    "SELECT ';' || 'DELETE FROM counts; DROP TABLE x'",
-    "SELECT 'it''s; fine'",
-    'SELECT "update", "delete" FROM "drop"',
-    "-- a note; DROP TABLE counts\nSELECT updated_at, created_by FROM deletions",
-    "/* ; INSERT */ SELECT 1",
-    "SELECT $q$; DELETE FROM x$q$",
-    "SELECT 1;; ;\n-- end",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT 1",
+        "select count(*) from counts;",  # one trailing semicolon is still one statement
+        "  (SELECT 1)",
+        "WITH t AS (SELECT 1 AS x) SELECT x FROM t",
+        "SELECT ';' || 'DELETE FROM counts; DROP TABLE x'",
+        "SELECT 'it''s; fine'",
+        'SELECT "update", "delete" FROM "drop"',
+        "-- a note; DROP TABLE counts\nSELECT updated_at, created_by FROM deletions",
+        "/* ; INSERT */ SELECT 1",
+        "SELECT $q$; DELETE FROM x$q$",
+        "SELECT 1;; ;\n-- end",
+    ],
+)
 def test_reading_queries_pass_the_build_check(query):
     assert read_only_problem(query) is None
 
 
-@pytest.mark.parametrize("query, problem", [
-    ("DELETE FROM counts", "expected a SELECT or WITH query, got 'DELETE' first"),
-    ("", "expected a SELECT or WITH query, got 'nothing' first"),
-    ("PRAGMA query_only = OFF", "got 'PRAGMA' first"),
-    ("SELECT 1; DELETE FROM counts", 'expected one statement, got more than one'),
-    ("WITH gone AS (DELETE FROM counts RETURNING *) SELECT count(*) FROM gone",
-     "expected a read-only query, got DELETE in it"),
-    ("WITH t AS (SELECT 1) INSERT INTO counts SELECT * FROM t", "got INSERT in it"),
-    ("WITH t AS (SELECT 1) REPLACE  INTO counts SELECT * FROM t", "got REPLACE INTO in it"),
-    ("SELECT * FROM counts FOR UPDATE", "got UPDATE in it"),
-])
+@pytest.mark.parametrize(
+    "query, problem",
+    [
+        ("DELETE FROM counts", "expected a SELECT or WITH query, got 'DELETE' first"),
+        ("", "expected a SELECT or WITH query, got 'nothing' first"),
+        ("PRAGMA query_only = OFF", "got 'PRAGMA' first"),
+        ("SELECT 1; DELETE FROM counts", "expected one statement, got more than one"),
+        (
+            "WITH gone AS (DELETE FROM counts RETURNING *) SELECT count(*) FROM gone",
+            "expected a read-only query, got DELETE in it",
+        ),
+        ("WITH t AS (SELECT 1) INSERT INTO counts SELECT * FROM t", "got INSERT in it"),
+        ("WITH t AS (SELECT 1) REPLACE  INTO counts SELECT * FROM t", "got REPLACE INTO in it"),
+        ("SELECT * FROM counts FOR UPDATE", "got UPDATE in it"),
+    ],
+)
 def test_the_build_check_names_the_problem(query, problem):
     assert problem in (read_only_problem(query) or "")
 
 
-@pytest.mark.parametrize("source, view, message", [
-    ('{ kind = "sql", query = "SELECT 1" }', "number", "widgets.q.source.url: missing"),
-    ('{ kind = "sql", url = "mysql://u:secret@h/db", query = "SELECT 1" }', "number",
-     'widgets.q.source.url: expected a URL starting with sqlite+aiosqlite:// or postgresql+asyncpg://, '
-     'got "mysql://..."'),
-    ('{ kind = "sql", url = "sqlite+aiosqlite://", query = "SELECT 1" }', "number",
-     "widgets.q.source.url: expected the path of a database file"),
-    ('{ kind = "sql", url = "sqlite+aiosqlite:///c.db" }', "number", "widgets.q.source.query: missing"),
-    ('{ kind = "sql", url = "sqlite+aiosqlite:///c.db", query = "SELECT 1; DELETE FROM t" }', "number",
-     "widgets.q.source.query: expected one statement"),
-    ('{ kind = "sql", url = "sqlite+aiosqlite:///c.db", query = "SELECT 1", result = "rows" }', "number",
-     'widgets.q.source.result: rows are shown by a list: use view = "list", not "number"'),
-    ('{ kind = "sql", url = "sqlite+aiosqlite:///c.db", query = "SELECT 1" }', "list",
-     'widgets.q.source.result: a list shows rows: use result = "rows"'),
-    ('{ kind = "sql", url = "sqlite+aiosqlite:///c.db", query = "SELECT 1", result = "table" }', "number",
-     'widgets.q.source.result: expected one of: scalar, rows, got "table"'),
-    ('{ kind = "sql", url = "sqlite+aiosqlite:///c.db", query = "SELECT 1", every = "5s" }', "number",
-     'widgets.q.source: unknown key "every"'),
-])
+@pytest.mark.parametrize(
+    "source, view, message",
+    [
+        ('{ kind = "sql", query = "SELECT 1" }', "number", "widgets.q.source.url: missing"),
+        (
+            '{ kind = "sql", url = "mysql://u:secret@h/db", query = "SELECT 1" }',
+            "number",
+            "widgets.q.source.url: expected a URL starting with sqlite+aiosqlite:// or postgresql+asyncpg://, "
+            'got "mysql://..."',
+        ),
+        (
+            '{ kind = "sql", url = "sqlite+aiosqlite://", query = "SELECT 1" }',
+            "number",
+            "widgets.q.source.url: expected the path of a database file",
+        ),
+        ('{ kind = "sql", url = "sqlite+aiosqlite:///c.db" }', "number", "widgets.q.source.query: missing"),
+        (
+            '{ kind = "sql", url = "sqlite+aiosqlite:///c.db", query = "SELECT 1; DELETE FROM t" }',
+            "number",
+            "widgets.q.source.query: expected one statement",
+        ),
+        (
+            '{ kind = "sql", url = "sqlite+aiosqlite:///c.db", query = "SELECT 1", result = "rows" }',
+            "number",
+            'widgets.q.source.result: rows are shown by a list: use view = "list", not "number"',
+        ),
+        (
+            '{ kind = "sql", url = "sqlite+aiosqlite:///c.db", query = "SELECT 1" }',
+            "list",
+            'widgets.q.source.result: a list shows rows: use result = "rows"',
+        ),
+        (
+            '{ kind = "sql", url = "sqlite+aiosqlite:///c.db", query = "SELECT 1", result = "table" }',
+            "number",
+            'widgets.q.source.result: expected one of: scalar, rows, got "table"',
+        ),
+        (
+            '{ kind = "sql", url = "sqlite+aiosqlite:///c.db", query = "SELECT 1", every = "5s" }',
+            "number",
+            'widgets.q.source: unknown key "every"',
+        ),
+    ],
+)
 def test_config_errors(tmp_path, source, view, message):
     with pytest.raises(ConfigError) as caught:
         build(tmp_path, source, view)
@@ -224,9 +265,13 @@ def pg_source(tmp_path, url: str, query: str, view: str = "number", extra: str =
 
 @pytest.fixture
 def pg_counts(pg_url, io_loop):
-    io_loop.run_sync(lambda: pg_execute(
-        pg_url, "CREATE TABLE counts (name text, n integer, share numeric)",
-        "INSERT INTO counts VALUES ('builds', 7, 0.7), ('deploys', 3, 0.3)"))
+    io_loop.run_sync(
+        lambda: pg_execute(
+            pg_url,
+            "CREATE TABLE counts (name text, n integer, share numeric)",
+            "INSERT INTO counts VALUES ('builds', 7, 0.7), ('deploys', 3, 0.3)",
+        )
+    )
     return pg_url
 
 
@@ -234,8 +279,9 @@ def pg_counts(pg_url, io_loop):
 async def test_postgres_scalar_and_rows(tmp_path, pg_counts):
     total = pg_source(tmp_path, pg_counts, "SELECT sum(n) FROM counts")  # numeric on PostgreSQL
     share = pg_source(tmp_path, pg_counts, "SELECT share FROM counts WHERE name = 'builds'")
-    rows = pg_source(tmp_path, pg_counts, "SELECT name, n, 'extra' FROM counts ORDER BY n DESC", "list",
-                     ', result = "rows"')
+    rows = pg_source(
+        tmp_path, pg_counts, "SELECT name, n, 'extra' FROM counts ORDER BY n DESC", "list", ', result = "rows"'
+    )
     percent = pg_source(tmp_path, pg_counts, "SELECT '100%' || ':name'", "text")
     try:
         assert await total.fetch() == 10 and isinstance(await total.fetch(), int)
@@ -247,12 +293,17 @@ async def test_postgres_scalar_and_rows(tmp_path, pg_counts):
             await source.close()
 
 
-@pytest.mark.parametrize("query, message", [
-    ("WITH gone AS (DELETE FROM counts RETURNING *) SELECT count(*) FROM gone",
-     "read-only transaction"),  # PostgreSQL names the SELECT
-    ("SELECT 1; DELETE FROM counts", "cannot insert multiple commands into a prepared statement"),
-    ("UPDATE counts SET n = 0", "cannot execute UPDATE in a read-only transaction"),
-])
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        (
+            "WITH gone AS (DELETE FROM counts RETURNING *) SELECT count(*) FROM gone",
+            "read-only transaction",
+        ),  # PostgreSQL names the SELECT
+        ("SELECT 1; DELETE FROM counts", "cannot insert multiple commands into a prepared statement"),
+        ("UPDATE counts SET n = 0", "cannot execute UPDATE in a read-only transaction"),
+    ],
+)
 @pytest.mark.gen_test(timeout=20)
 async def test_postgres_refuses_writes_that_got_past_the_build_check(tmp_path, pg_counts, query, message):
     source = pg_source(tmp_path, pg_counts, "SELECT 1")
@@ -283,8 +334,12 @@ async def test_postgres_runs_on_after_a_failed_query(tmp_path, pg_counts):
 
 @pytest.mark.gen_test(timeout=20)
 async def test_postgres_statement_timeout_is_the_widget_timeout(tmp_path, pg_counts):
-    source = build(tmp_path, f'{{ kind = "sql", url = "{pg_counts}", query = "SELECT pg_sleep(5)::text" }}',
-                   "text", timeout="200ms")
+    source = build(
+        tmp_path,
+        f'{{ kind = "sql", url = "{pg_counts}", query = "SELECT pg_sleep(5)::text" }}',
+        "text",
+        timeout="200ms",
+    )
     try:
         with pytest.raises(SourceError, match="canceling statement due to statement timeout"):
             await source.fetch()
@@ -295,10 +350,10 @@ async def test_postgres_statement_timeout_is_the_widget_timeout(tmp_path, pg_cou
 @pytest.mark.gen_test(timeout=20)
 async def test_postgres_errors_never_show_the_password(tmp_path, pg_url):
     host = pg_url.split("@", 1)[1].split("/", 1)[0]
-    down = pg_source(tmp_path, f"postgresql+asyncpg://postgres:Sup3r-Secret@127.0.0.1:{free_port()}/test",
-                     "SELECT 1")
-    wrong_db = pg_source(tmp_path, f"postgresql+asyncpg://postgres:Sup3r-Secret@{host}/no_such_db_Sup3r-Secret",
-                         "SELECT 1")
+    down = pg_source(tmp_path, f"postgresql+asyncpg://postgres:Sup3r-Secret@127.0.0.1:{free_port()}/test", "SELECT 1")
+    wrong_db = pg_source(
+        tmp_path, f"postgresql+asyncpg://postgres:Sup3r-Secret@{host}/no_such_db_Sup3r-Secret", "SELECT 1"
+    )
     try:
         with pytest.raises(SourceError) as refused:
             await down.fetch()

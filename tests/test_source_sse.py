@@ -9,10 +9,10 @@ import tornado.web
 from tornado.httputil import HTTPHeaders
 
 from dashboard.config import ConfigError
+from dashboard.core.sse import encode_comment, encode_event, encode_retry
 from dashboard.sources import SourceError
 from dashboard.sources.http_json import JsonPath
 from dashboard.sources.sse import SseSource
-from dashboard.core.sse import encode_comment, encode_event, encode_retry
 from tests.configs import one_widget, table
 from tests.helpers import BASE_CONFIG, build_widget_source, wait_until
 from tests.peers import self_signed_certificate, serving
@@ -98,10 +98,13 @@ class HopHandler(tornado.web.RequestHandler):
 @pytest.fixture
 def upstream(io_loop):
     upstream = Upstream()
-    with serving(io_loop, [
-        (r"/stream", UpstreamHandler, {"upstream": upstream}),
-        (r"/hop/([0-9]+)", HopHandler, {"upstream": upstream}),
-    ]) as peer:
+    with serving(
+        io_loop,
+        [
+            (r"/stream", UpstreamHandler, {"upstream": upstream}),
+            (r"/hop/([0-9]+)", HopHandler, {"upstream": upstream}),
+        ],
+    ) as peer:
         upstream.port = peer.port
         yield upstream
 
@@ -112,8 +115,11 @@ def tls_upstream(io_loop, tmp_path_factory):
     upstream = Upstream("https")
     cert, key = self_signed_certificate(tmp_path_factory.mktemp("tls"))
     upstream.certificate = cert
-    with serving(io_loop, [(r"/stream", UpstreamHandler, {"upstream": upstream})],
-                 ssl_options={"certfile": str(cert), "keyfile": str(key)}) as peer:
+    with serving(
+        io_loop,
+        [(r"/stream", UpstreamHandler, {"upstream": upstream})],
+        ssl_options={"certfile": str(cert), "keyfile": str(key)},
+    ) as peer:
         upstream.port = peer.port
         yield upstream
 
@@ -212,15 +218,20 @@ async def test_an_unreadable_event_is_reported_and_the_stream_goes_on(tmp_path, 
 async def test_the_source_parses_like_the_spec(tmp_path, upstream):
     # The WHATWG cases of tests/test_sse.py, through the source's own connection, with
     # a BOM and a CRLF split across chunks.
-    upstream.script = [respond(
-        b"\xef\xbb", b"\xbfdata: 1\r", b"\n\r\n",       # a leading BOM, CRLF line ends
-        b": a comment\n",                                # ignored
-        b"id: 7\x00x\ndata: 2\r\r",                      # an id with NUL is ignored; CR line ends
-        b"retry: soon\nevent\ndata: 3\n\n",              # a non-digit retry is ignored; a field with no colon
-        b"event: nodata\n\n",                            # no data: nothing is dispatched
-        b"data\n\n",                                     # an empty data field is an event with ""
-        b"id: 8\ndata: 4\n\n",
-        hold=True)]
+    upstream.script = [
+        respond(
+            b"\xef\xbb",
+            b"\xbfdata: 1\r",
+            b"\n\r\n",  # a leading BOM, CRLF line ends
+            b": a comment\n",  # ignored
+            b"id: 7\x00x\ndata: 2\r\r",  # an id with NUL is ignored; CR line ends
+            b"retry: soon\nevent\ndata: 3\n\n",  # a non-digit retry is ignored; a field with no colon
+            b"event: nodata\n\n",  # no data: nothing is dispatched
+            b"data\n\n",  # an empty data field is an event with ""
+            b"id: 8\ndata: 4\n\n",
+            hold=True,
+        )
+    ]
     source = build(tmp_path, f'{{ kind = "sse", url = "{upstream.url()}", format = "text" }}')
     async with Running(source) as running:
         assert await running.count(5) == ["1", "2", "3", "", "4"]
@@ -250,8 +261,11 @@ async def test_more_than_five_redirects_fail(tmp_path, upstream):
 async def test_credentials_do_not_follow_a_redirect_to_another_origin(tmp_path, upstream):
     upstream.script = [respond(event(1), hold=True)]
     elsewhere = upstream.url("/hop/1") + "?to=" + upstream.url(host="localhost")
-    source = build(tmp_path, f'{{ kind = "sse", url = "{elsewhere}", headers = {{ Authorization = "Bearer t0ken", '
-                             f'X-Trace = "7" }} }}', "number")
+    source = build(
+        tmp_path,
+        f'{{ kind = "sse", url = "{elsewhere}", headers = {{ Authorization = "Bearer t0ken", X-Trace = "7" }} }}',
+        "number",
+    )
     async with Running(source) as running:
         await running.count(1)
     assert upstream.requests[0]["X-Trace"] == "7"
@@ -277,8 +291,17 @@ async def test_the_upstream_retry_is_the_reconnect_delay(upstream):
     async def sleep(delay: float) -> None:
         delays.append(delay)
 
-    source = SseSource(upstream.url(), event=None, format="json", path=JsonPath(""), headers={}, connect_timeout=5,
-                       idle_timeout=None, reconnect_delay=30, sleep=sleep)
+    source = SseSource(
+        upstream.url(),
+        event=None,
+        format="json",
+        path=JsonPath(""),
+        headers={},
+        connect_timeout=5,
+        idle_timeout=None,
+        reconnect_delay=30,
+        sleep=sleep,
+    )
     async with Running(source) as running:
         assert await running.count(2) == [1, 2]
     assert delays == [1.234]
@@ -306,12 +329,17 @@ async def test_stopping_the_source_closes_the_upstream_connection(tmp_path, upst
     await wait_until(lambda: upstream.disconnects == 1, message="the upstream to see the client leave")
 
 
-@pytest.mark.parametrize("answer, message", [
-    (respond(status=500), r"HTTP 500 Internal Server Error from http://127\.0\.0\.1:\d+/stream"),
-    (respond(status=404), "HTTP 404 Not Found"),
-    (respond(event(1), content_type="text/html; charset=UTF-8"),
-     "expected Content-Type text/event-stream, got 'text/html; charset=UTF-8'"),
-])
+@pytest.mark.parametrize(
+    "answer, message",
+    [
+        (respond(status=500), r"HTTP 500 Internal Server Error from http://127\.0\.0\.1:\d+/stream"),
+        (respond(status=404), "HTTP 404 Not Found"),
+        (
+            respond(event(1), content_type="text/html; charset=UTF-8"),
+            "expected Content-Type text/event-stream, got 'text/html; charset=UTF-8'",
+        ),
+    ],
+)
 @pytest.mark.gen_test(timeout=10)
 async def test_a_bad_answer_is_a_source_error(tmp_path, upstream, answer, message):
     upstream.script = [answer]
@@ -333,7 +361,8 @@ async def test_nothing_listening_is_a_source_error(tmp_path):
 
 @pytest.mark.gen_test(timeout=20)
 async def test_an_https_upstream_is_read_over_tls_with_the_system_s_trusted_certificates(
-        tmp_path, tls_upstream, monkeypatch):
+    tmp_path, tls_upstream, monkeypatch
+):
     tls_upstream.script = [respond(event({"value": 7}, name="cpu", id=1), hold=True)]
     url = tls_upstream.url(host="localhost")
     source = build(tmp_path, f'{{ kind = "sse", url = "{url}", event = "cpu", path = "value" }}', "number")
@@ -353,7 +382,7 @@ async def test_an_https_upstream_is_read_over_tls_with_the_system_s_trusted_cert
 async def test_an_upstream_error_marks_the_widget_failing_then_it_recovers(servers, upstream):
     upstream.script = [
         respond(encode_retry(200), event(1)),  # then the stream ends: reopened after 200 ms
-        respond(status=500),                    # a failure: the scheduler backs off from 200 ms
+        respond(status=500),  # a failure: the scheduler backs off from 200 ms
         respond(event(2), hold=True),
     ]
     delays = []
@@ -362,8 +391,11 @@ async def test_an_upstream_error_marks_the_widget_failing_then_it_recovers(serve
         delays.append(delay)
         await asyncio.sleep(0.01)
 
-    server = await servers.start(config_text(f'{{ kind = "sse", url = "{upstream.url()}" }}', "number", every="30s"),
-                                 port=0, scheduler_options={"sleep": sleep})
+    server = await servers.start(
+        config_text(f'{{ kind = "sse", url = "{upstream.url()}" }}', "number", every="30s"),
+        port=0,
+        scheduler_options={"sleep": sleep},
+    )
     history = []
 
     async def seen():
@@ -383,9 +415,17 @@ async def test_a_dashboard_fed_by_another_dashboards_stream(servers, tmp_path):
     first_dir.mkdir()
     second_dir.mkdir()
     first = await servers.start(BASE_CONFIG, directory=first_dir)
-    second = await servers.start(config_text(
-        f'{{ kind = "sse", url = "{first.url("/events/main")}", event = "a", path = "value" }}', "number",
-        title="Mirror of a", on_change=False, every="100ms"), directory=second_dir, port=0)
+    second = await servers.start(
+        config_text(
+            f'{{ kind = "sse", url = "{first.url("/events/main")}", event = "a", path = "value" }}',
+            "number",
+            title="Mirror of a",
+            on_change=False,
+            every="100ms",
+        ),
+        directory=second_dir,
+        port=0,
+    )
     mirrored = second.runtime.scheduler.last
 
     await first.record("a", 1.5)
@@ -402,8 +442,11 @@ async def test_a_dashboard_fed_by_another_dashboards_stream(servers, tmp_path):
     # Once reconnected, a mirror without Last-Event-ID would get 2.5 again (the snapshot).
     await wait_until(lambda: len(first.runtime.streams) == 1, timeout=20, message="the mirror to reconnect")
     await first.record("a", 3.5)
-    await wait_until(lambda: mirrored["s"].value == 3.5 and mirrored["s"].status == "ok", timeout=20,
-                     message="3.5 mirrored after the restart")
+    await wait_until(
+        lambda: mirrored["s"].value == 3.5 and mirrored["s"].status == "ok",
+        timeout=20,
+        message="3.5 mirrored after the restart",
+    )
     values = [s.value for s in await second.runtime.store.history("s") if s.status == "ok"]
     assert values == [1.5, 2.5, 3.5]  # on_change = false: a duplicate would be stored too
 
@@ -411,22 +454,39 @@ async def test_a_dashboard_fed_by_another_dashboards_stream(servers, tmp_path):
 # --- configuration --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("source, message", [
-    ('{ kind = "sse" }', "widgets.s.source.url: missing"),
-    ('{ kind = "sse", url = "ftp://host/x" }', 'widgets.s.source.url: expected an http:// or https:// URL'),
-    ('{ kind = "sse", url = "http://h/e", format = "xml" }', 'widgets.s.source.format: expected one of: json, text'),
-    ('{ kind = "sse", url = "http://h/e", format = "text", path = "value" }',
-     'widgets.s.source.path: a path reads into JSON: use format = "json"'),
-    ('{ kind = "sse", url = "http://h/e", path = "a..b" }', "widgets.s.source.path: a dotted path has no empty parts"),
-    ('{ kind = "sse", url = "http://h/e", event = "" }', "widgets.s.source.event: expected an event name"),
-    ('{ kind = "sse", url = "http://h/e", headers = { "Last-Event-ID" = "5" } }',
-     "widgets.s.source.headers.Last-Event-ID: this header is set by the source itself"),
-    ('{ kind = "sse", url = "http://h/e", headers = { X-Bad = "a\\nb" } }',
-     "widgets.s.source.headers.X-Bad: a header value cannot contain line breaks"),
-    ('{ kind = "sse", url = "http://h/e", idle_timeout = "soon" }',
-     "widgets.s.source.idle_timeout: expected a duration"),
-    ('{ kind = "sse", url = "http://h/e", retry = "1s" }', 'widgets.s.source: unknown key "retry"'),
-])
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ('{ kind = "sse" }', "widgets.s.source.url: missing"),
+        ('{ kind = "sse", url = "ftp://host/x" }', "widgets.s.source.url: expected an http:// or https:// URL"),
+        (
+            '{ kind = "sse", url = "http://h/e", format = "xml" }',
+            "widgets.s.source.format: expected one of: json, text",
+        ),
+        (
+            '{ kind = "sse", url = "http://h/e", format = "text", path = "value" }',
+            'widgets.s.source.path: a path reads into JSON: use format = "json"',
+        ),
+        (
+            '{ kind = "sse", url = "http://h/e", path = "a..b" }',
+            "widgets.s.source.path: a dotted path has no empty parts",
+        ),
+        ('{ kind = "sse", url = "http://h/e", event = "" }', "widgets.s.source.event: expected an event name"),
+        (
+            '{ kind = "sse", url = "http://h/e", headers = { "Last-Event-ID" = "5" } }',
+            "widgets.s.source.headers.Last-Event-ID: this header is set by the source itself",
+        ),
+        (
+            '{ kind = "sse", url = "http://h/e", headers = { X-Bad = "a\\nb" } }',
+            "widgets.s.source.headers.X-Bad: a header value cannot contain line breaks",
+        ),
+        (
+            '{ kind = "sse", url = "http://h/e", idle_timeout = "soon" }',
+            "widgets.s.source.idle_timeout: expected a duration",
+        ),
+        ('{ kind = "sse", url = "http://h/e", retry = "1s" }', 'widgets.s.source: unknown key "retry"'),
+    ],
+)
 def test_config_errors(tmp_path, source, message):
     with pytest.raises(ConfigError) as caught:
         build(tmp_path, source)
@@ -436,6 +496,11 @@ def test_config_errors(tmp_path, source, message):
 def test_defaults(tmp_path):
     source = build(tmp_path, '{ kind = "sse", url = "https://example.org/events" }')
     assert (source.event, source.format, source.path.keys, source.headers, source.idle_timeout) == (
-        None, "json", (), {}, 60.0)
+        None,
+        "json",
+        (),
+        {},
+        60.0,
+    )
     assert (source.connect_timeout, source.reconnect_delay) == (5.0, 5.0)  # the widget's timeout and every
     assert build(tmp_path, '{ kind = "sse", url = "http://h/e", idle_timeout = "0s" }').idle_timeout is None

@@ -193,16 +193,12 @@ DECODE_CASES = [
     pytest.param(b"event: up\ndata: a\n\n", [Event("up", "a")], id="event-type"),
     pytest.param(b"event: up\nevent: down\ndata: a\n\n", [Event("down", "a")], id="last-event-field-wins"),
     pytest.param(b"event:\ndata: a\n\n", [Event(M, "a")], id="empty-event-is-message"),
-    pytest.param(
-        b"event: x\n\ndata: a\n\n", [Event(M, "a")], id="no-data-not-dispatched-and-type-does-not-leak"
-    ),
+    pytest.param(b"event: x\n\ndata: a\n\n", [Event(M, "a")], id="no-data-not-dispatched-and-type-does-not-leak"),
     pytest.param(b"event: up\ndata: a\n\ndata: b\n\n", [Event("up", "a"), Event(M, "b")], id="type-reset"),
     # id.
     pytest.param(b"id: 1\ndata: a\n\n", [Event(M, "a", "1")], id="id"),
     pytest.param(b"data: a\nid: 1\n\n", [Event(M, "a", "1")], id="id-after-data-applies"),
-    pytest.param(
-        b"id: 1\ndata: a\n\ndata: b\n\n", [Event(M, "a", "1"), Event(M, "b", "1")], id="id-persists"
-    ),
+    pytest.param(b"id: 1\ndata: a\n\ndata: b\n\n", [Event(M, "a", "1"), Event(M, "b", "1")], id="id-persists"),
     pytest.param(
         b"id: 1\ndata: a\n\nid: 2\x003\ndata: b\n\n",
         [Event(M, "a", "1"), Event(M, "b", "1")],
@@ -211,9 +207,7 @@ DECODE_CASES = [
     pytest.param(
         b"id: 1\ndata: a\n\nid\ndata: b\n\n", [Event(M, "a", "1"), Event(M, "b", "")], id="id-no-colon-resets"
     ),
-    pytest.param(
-        b"id: 1\ndata: a\n\nid:\ndata: b\n\n", [Event(M, "a", "1"), Event(M, "b", "")], id="id-empty-resets"
-    ),
+    pytest.param(b"id: 1\ndata: a\n\nid:\ndata: b\n\n", [Event(M, "a", "1"), Event(M, "b", "")], id="id-empty-resets"),
     pytest.param(b"id: 5\n\ndata: a\n\n", [Event(M, "a", "5")], id="id-set-by-event-without-data"),
     # Data buffer.
     pytest.param(b"data\ndata\n\n", [Event(M, "\n")], id="two-empty-data-lines"),

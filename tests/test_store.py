@@ -3,7 +3,7 @@ WAL mode, restarts and migrations."""
 
 import sqlite3
 from contextlib import closing
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import event, inspect, text
@@ -92,8 +92,8 @@ async def test_history_since_limit_upto_are_oldest_first(store):
     assert values(await store.history("a", since=ids[1], limit=3)) == [7, 8, 9]
     assert values(await store.history("a", upto=ids[4])) == [0, 1, 2, 3, 4]
     assert values(await store.history("a", since=ids[1], upto=ids[4], limit=2)) == [3, 4]
-    assert values(await store.history("a", after=datetime.now(timezone.utc) + timedelta(hours=1))) == []
-    assert values(await store.history("a", after=datetime.now(timezone.utc) - timedelta(hours=1))) == list(range(10))
+    assert values(await store.history("a", after=datetime.now(UTC) + timedelta(hours=1))) == []
+    assert values(await store.history("a", after=datetime.now(UTC) - timedelta(hours=1))) == list(range(10))
     assert await store.history("nothing") == []
 
 
@@ -124,14 +124,14 @@ async def test_prune_keeps_the_newest_sample_of_each_widget_and_deletes_in_batch
 
     event.listen(store.engine.sync_engine, "before_cursor_execute", count_deletes)
     # Everything is older than a cutoff in the future: only each widget's newest stays.
-    removed = await store.prune(datetime.now(timezone.utc) + timedelta(days=1), batch=4)
+    removed = await store.prune(datetime.now(UTC) + timedelta(days=1), batch=4)
     assert removed == 9 + 2
     assert len(deletes) == 3  # 4 + 4 + 3
     assert summary(await store.history("a")) == [("a", 9)]
     assert summary(await store.history("b")) == [("b", "only one")]
     assert summary(await store.history("c")) == [("c", 2)]
     # Nothing is newer than a cutoff in the past.
-    assert await store.prune(datetime.now(timezone.utc) - timedelta(days=1)) == 0
+    assert await store.prune(datetime.now(UTC) - timedelta(days=1)) == 0
     # Ids keep growing after a prune: the newest row is never deleted.
     last = await store.last_id()
     assert (await store.append("a", 10)).id == last + 1

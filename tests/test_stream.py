@@ -13,8 +13,8 @@ import tornado.netutil
 from tornado.httpclient import AsyncHTTPClient
 
 from dashboard import __version__
-from dashboard.web.app import make_app
 from dashboard.web import stream as stream_module
+from dashboard.web.app import make_app
 from tests.helpers import BASE_CONFIG, StreamClient, data, page_data, wait_until
 
 TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -99,8 +99,9 @@ async def test_the_stream_is_never_gzipped_even_where_responses_are(servers):
     try:
         await server.record("b", "x" * 2000)
         # The setting is live on this app: a JSON answer is compressed...
-        api = await AsyncHTTPClient().fetch(base + "/api/widgets", headers={"Accept-Encoding": "gzip"},
-                                            decompress_response=False)
+        api = await AsyncHTTPClient().fetch(
+            base + "/api/widgets", headers={"Accept-Encoding": "gzip"}, decompress_response=False
+        )
         assert api.headers.get("Content-Encoding") == "gzip"
         # ...and the stream is not.
         client = await StreamClient.open(base + "/events/main", headers={"Accept-Encoding": "gzip"})
@@ -129,7 +130,8 @@ async def test_opening_is_retry_hello_current_values_then_live_events(servers):
 
     current = await client.collect(2)
     assert [(e.type, e.last_event_id, data(e)["value"]) for e in current] == [
-        ("a", str(a.id), 1.5), ("b", str(b.id), "x"),
+        ("a", str(a.id), 1.5),
+        ("b", str(b.id), "x"),
     ]
     for event in current:
         payload = data(event)
@@ -142,8 +144,13 @@ async def test_opening_is_retry_hello_current_values_then_live_events(servers):
     events = await client.collect(2)
     assert ids(events) == [s.id for s in live]
     assert ids(events) == sorted(ids(events)) and ids(events)[0] > c.id
-    assert data(events[1]) == {"widget": "b", "value": "y", "ts": data(events[1])["ts"],
-                               "status": "error", "message": "down"}
+    assert data(events[1]) == {
+        "widget": "b",
+        "value": "y",
+        "ts": data(events[1])["ts"],
+        "status": "error",
+        "message": "down",
+    }
     assert b'"widget":"c"' not in client.raw
     client.close()
 
@@ -190,7 +197,7 @@ async def test_resume_sends_exactly_what_was_missed(servers, how):
         client = await open_stream(server, f"/events/main?last_event_id={main[0]}", last_event_id=last)
     live = await server.record("a", 100)
     events = await read_through(client, live.id)
-    assert ids(events) == main[3:] + [live.id]
+    assert ids(events) == [*main[3:], live.id]
     client.close()
 
 
@@ -269,7 +276,8 @@ async def test_samples_survive_a_restart(servers):
     client = await open_stream(server)
     snapshot = await client.collect(2)
     assert [(e.type, int(e.last_event_id), data(e)["value"]) for e in snapshot] == [
-        ("a", a.id, 7), ("b", b.id, "kept"),
+        ("a", a.id, 7),
+        ("b", b.id, "kept"),
     ]
     after = await server.record("a", 8)
     assert after.id > b.id
@@ -427,8 +435,9 @@ async def test_a_slow_client_costs_the_server_constant_memory(servers):
     most_buffered = 0
     for batch in range(375):
         # Batches smaller than the ring buffer: a reader that keeps up misses nothing.
-        items = [("b", f"{big} {batch}.{n}", "ok", None) if n % 4 else ("a", batch * 10 + n, "ok", None)
-                 for n in range(8)]
+        items = [
+            ("b", f"{big} {batch}.{n}", "ok", None) if n % 4 else ("a", batch * 10 + n, "ok", None) for n in range(8)
+        ]
         published += await server.runtime.recorder.record_many(items)
         for topic in hub.topics.values():
             assert len(topic.ids) <= 32 and len(topic.chunks) <= 32

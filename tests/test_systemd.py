@@ -26,13 +26,15 @@ from tests.process import ROOT, NotifySocket, ServerProcess
 TICKING = (
     loopback_server(grace="2s")
     + dashboard("main", ["rate", "note"])
-    + widget("rate", "number", every="100ms",
-             source={"kind": "random_walk", "start": 1.0, "volatility": 0.01, "decimals": 6})
+    + widget(
+        "rate", "number", every="100ms", source={"kind": "random_walk", "start": 1.0, "volatility": 0.01, "decimals": 6}
+    )
     + push_widgets(note="text")
 )
 
 
 # --- the notify protocol, in process --------------------------------------------------
+
 
 def test_notifier_sends_one_datagram_per_call_to_an_abstract_socket():
     listener = NotifySocket()
@@ -78,14 +80,17 @@ def test_a_vanished_notify_socket_is_logged_not_raised(caplog):
     assert "cannot notify systemd" in caplog.text
 
 
-@pytest.mark.parametrize("environ, interval", [
-    ({}, None),
-    ({"WATCHDOG_USEC": "0"}, None),
-    ({"WATCHDOG_USEC": "soon"}, None),
-    ({"WATCHDOG_USEC": "200000"}, 0.1),
-    ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "4242"}, 15.0),  # our pid
-    ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}, None),  # inherited: not ours
-])
+@pytest.mark.parametrize(
+    "environ, interval",
+    [
+        ({}, None),
+        ({"WATCHDOG_USEC": "0"}, None),
+        ({"WATCHDOG_USEC": "soon"}, None),
+        ({"WATCHDOG_USEC": "200000"}, 0.1),
+        ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "4242"}, 15.0),  # our pid
+        ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}, None),  # inherited: not ours
+    ],
+)
 def test_watchdog_interval_is_half_of_watchdog_usec_for_this_process(environ, interval):
     assert watchdog_interval(environ, pid=4242) == interval
 
@@ -100,8 +105,7 @@ def test_journal_stream_must_be_our_stderr_not_just_a_variable(tmp_path):
 
 def test_journal_lines_carry_a_priority_and_no_time():
     formatter = JournalFormatter()
-    record = logging.LogRecord("dashboard.scheduler", logging.WARNING, __file__, 1, "widget %s failing", ("cpu",),
-                               None)
+    record = logging.LogRecord("dashboard.scheduler", logging.WARNING, __file__, 1, "widget %s failing", ("cpu",), None)
     assert formatter.format(record) == "<4>WARNING dashboard.scheduler: widget cpu failing"
     try:
         raise ValueError("boom")
@@ -112,6 +116,7 @@ def test_journal_lines_carry_a_priority_and_no_time():
 
 
 # --- the watchdog's rule, on a server in this process ----------------------------------
+
 
 @pytest.mark.gen_test(timeout=30)
 async def test_watchdog_pings_come_from_the_event_loop(servers):
@@ -158,8 +163,11 @@ async def test_a_stream_is_logged_once_when_it_closes_with_what_it_sent(servers,
         client.close()
 
         def stream_lines():
-            return [r.getMessage() for r in caplog.records
-                    if r.name == "tornado.access" and "/events/main" in r.getMessage()]
+            return [
+                r.getMessage()
+                for r in caplog.records
+                if r.name == "tornado.access" and "/events/main" in r.getMessage()
+            ]
 
         await wait_until(stream_lines, message="the stream's access line")
     (line,) = stream_lines()
@@ -169,6 +177,7 @@ async def test_a_stream_is_logged_once_when_it_closes_with_what_it_sent(servers,
 
 
 # --- the real thing: run.py serve as systemd would start it -----------------------------
+
 
 @pytest.mark.gen_test(timeout=60)
 async def test_ready_then_watchdog_then_stopping_on_sigterm_and_exit_0(tmp_path):
@@ -206,9 +215,11 @@ def test_the_unit_file_passes_systemd_analyze_verify(tmp_path):
         pytest.skip("systemd-analyze is not installed (Debian package: systemd)")
     text = UNIT.read_text()
     assert "/opt/dashboard/.venv/bin/python" in text
-    local = (text.replace("/opt/dashboard/.venv/bin/python", sys.executable)
-             .replace("/opt/dashboard/run.py", str(ROOT / "run.py"))
-             .replace("WorkingDirectory=/opt/dashboard", f"WorkingDirectory={ROOT}"))
+    local = (
+        text.replace("/opt/dashboard/.venv/bin/python", sys.executable)
+        .replace("/opt/dashboard/run.py", str(ROOT / "run.py"))
+        .replace("WorkingDirectory=/opt/dashboard", f"WorkingDirectory={ROOT}")
+    )
     unit = tmp_path / "dashboard.service"
     unit.write_text(local)
     result = subprocess.run([analyze, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60)
@@ -217,8 +228,11 @@ def test_the_unit_file_passes_systemd_analyze_verify(tmp_path):
 
 
 def test_the_unit_file_says_what_the_server_relies_on():
-    lines = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in UNIT.read_text().splitlines()
-             if "=" in line and not line.startswith("#")}
+    lines = {
+        line.split("=", 1)[0]: line.split("=", 1)[1]
+        for line in UNIT.read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    }
     assert lines["Type"] == "notify"
     assert lines["ExecReload"] == "/bin/kill -HUP $MAINPID"  # the last one wins in this dict: the signal
     assert lines["Restart"] == "on-failure"
@@ -230,8 +244,10 @@ def test_the_unit_file_says_what_the_server_relies_on():
 def test_the_database_goes_to_the_state_directory_systemd_names(tmp_path):
     """The config the README gives for the service: $STATE_DIRECTORY under systemd,
     and a fallback for `run.py check` from a shell."""
-    text = TICKING.replace('url = "sqlite+aiosqlite:///data/test.db"',
-                           'url = "sqlite+aiosqlite:///${STATE_DIRECTORY:-/var/lib/dashboard}/dashboard.db"')
+    text = TICKING.replace(
+        'url = "sqlite+aiosqlite:///data/test.db"',
+        'url = "sqlite+aiosqlite:///${STATE_DIRECTORY:-/var/lib/dashboard}/dashboard.db"',
+    )
     path = write_config(tmp_path, text)
     under_systemd = load_config(path, env={"STATE_DIRECTORY": "/var/lib/dashboard"})
     assert under_systemd.storage.url == "sqlite+aiosqlite:////var/lib/dashboard/dashboard.db"

@@ -30,14 +30,20 @@ ACCEPTED = [
     ("list", [], []),
     ("list", ["a", "b"], [{"label": "a"}, {"label": "b"}]),
     ("list", [["disk", 91.5], ("cpu", "high")], [{"label": "disk", "value": 91.5}, {"label": "cpu", "value": "high"}]),
-    ("list", [{"label": "x", "value": 1}, {"label": "y"}, {"label": "z", "value": None}],
-     [{"label": "x", "value": 1}, {"label": "y"}, {"label": "z"}]),
+    (
+        "list",
+        [{"label": "x", "value": 1}, {"label": "y"}, {"label": "z", "value": None}],
+        [{"label": "x", "value": 1}, {"label": "y"}, {"label": "z"}],
+    ),
     ("list", [{"label": 7, "value": 2, "extra": "dropped"}], [{"label": "7", "value": 2}]),
     ("list", ["r"] * MAX_LIST_ROWS, [{"label": "r"}] * MAX_LIST_ROWS),
     ("status", "ok", {"state": "ok"}),
     ("status", "down", {"state": "down"}),
-    ("status", {"state": "warn", "latency_ms": 120, "code": 503, "detail": "slow", "other": 1},
-     {"state": "warn", "latency_ms": 120, "code": 503, "detail": "slow"}),
+    (
+        "status",
+        {"state": "warn", "latency_ms": 120, "code": 503, "detail": "slow", "other": 1},
+        {"state": "warn", "latency_ms": 120, "code": 503, "detail": "slow"},
+    ),
     ("status", {"state": "ok", "latency_ms": None, "detail": None}, {"state": "ok"}),
 ]
 
@@ -93,13 +99,27 @@ def test_a_long_text_is_cut_in_the_reason():
     "value, warn, crit, expected",
     [
         # rising: high is bad
-        (10, 70, 90, "ok"), (70, 70, 90, "warn"), (89.9, 70, 90, "warn"), (90, 70, 90, "crit"), (200, 70, 90, "crit"),
+        (10, 70, 90, "ok"),
+        (70, 70, 90, "warn"),
+        (89.9, 70, 90, "warn"),
+        (90, 70, 90, "crit"),
+        (200, 70, 90, "crit"),
         # falling: low is bad (free disk space)
-        (50, 20, 10, "ok"), (20, 20, 10, "warn"), (15, 20, 10, "warn"), (10, 20, 10, "crit"), (-1, 20, 10, "crit"),
+        (50, 20, 10, "ok"),
+        (20, 20, 10, "warn"),
+        (15, 20, 10, "warn"),
+        (10, 20, 10, "crit"),
+        (-1, 20, 10, "crit"),
         # one threshold only: rising
-        (80, 70, None, "warn"), (60, 70, None, "ok"), (95, None, 90, "crit"), (85, None, 90, "ok"),
+        (80, 70, None, "warn"),
+        (60, 70, None, "ok"),
+        (95, None, 90, "crit"),
+        (85, None, 90, "ok"),
         # no thresholds, or no number
-        (1e9, None, None, "ok"), (None, 70, 90, "ok"), ("high", 70, 90, "ok"), (True, 0, 0, "ok"),
+        (1e9, None, None, "ok"),
+        (None, 70, 90, "ok"),
+        ("high", 70, 90, "ok"),
+        (True, 0, 0, "ok"),
     ],
 )
 def test_level(value, warn, crit, expected):
@@ -152,8 +172,16 @@ def test_change(current, previous, expected):
 
 @pytest.mark.parametrize(
     "value, low, high, fraction",
-    [(50, 0, 100, 0.5), (150, 0, 100, 1.0), (-5, 0, 100, 0.0), (5, None, None, 0.05), (3, 2, 4, 0.5),
-     (3, 4, 4, 0.0), (None, 0, 100, 0.0), (True, 0, 100, 0.0)],
+    [
+        (50, 0, 100, 0.5),
+        (150, 0, 100, 1.0),
+        (-5, 0, 100, 0.0),
+        (5, None, None, 0.05),
+        (3, 2, 4, 0.5),
+        (3, 4, 4, 0.0),
+        (None, 0, 100, 0.0),
+        (True, 0, 100, 0.0),
+    ],
 )
 def test_meter_fraction(value, low, high, fraction):
     assert meter_fraction(value, low, high) == pytest.approx(fraction)

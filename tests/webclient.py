@@ -49,8 +49,9 @@ class WebClient:
         if xsrf and "_xsrf" in self.jar:
             fields["_xsrf"] = self.jar["_xsrf"]
         body = urlencode(fields).encode()
-        return await self.request("POST", path, {"Content-Type": "application/x-www-form-urlencoded",
-                                                 **(headers or {})}, body)
+        return await self.request(
+            "POST", path, {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})}, body
+        )
 
     async def request(self, method: str, path: str, headers: dict | None = None, body: bytes | None = None) -> Reply:
         sent = {**self.headers, **(headers or {})}

@@ -11,8 +11,7 @@ from .reader import error, join
 
 # "$${" must be tried first so it escapes; a lone "${" that does not form a
 # valid reference matches without a name and is reported rather than kept.
-_REF = re.compile(
-    r"\$\$\{|\$\{(?:(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\})?")
+_REF = re.compile(r"\$\$\{|\$\{(?:(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\})?")
 
 
 def interpolate_str(text: str, env: Mapping[str, str], file: str, path: str) -> str:
@@ -21,14 +20,14 @@ def interpolate_str(text: str, env: Mapping[str, str], file: str, path: str) -> 
             return "${"
         name, default = match["name"], match["default"]
         if name is None:
-            raise error(file, path, 'invalid "${": write ${NAME}, ${NAME:-default}, '
-                                     'or $${ for a literal "${"')
+            raise error(file, path, 'invalid "${": write ${NAME}, ${NAME:-default}, or $${ for a literal "${"')
         value = env.get(name)
         if default is not None and not value:
             return default
         if value is None:
             raise error(file, path, f"environment variable {name} is not set")
         return value
+
     return _REF.sub(replace, text)
 
 
@@ -41,4 +40,3 @@ def interpolate(value: Any, env: Mapping[str, str], file: str, path: str = "") -
     if isinstance(value, list):
         return [interpolate(v, env, file, join(path, i)) for i, v in enumerate(value)]
     return value
-

@@ -13,6 +13,7 @@ from .reader import Table, join
 
 # --- the config dataclasses ---------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class ServerConfig:
     host: str
@@ -60,6 +61,7 @@ class ApiConfig:
 @dataclasses.dataclass(frozen=True)
 class AuthConfig:
     """Viewer authentication (dashboard/auth.py); unused while every dashboard is public."""
+
     secret: str = ""  # signs session cookies
     session_lifetime: float = 12 * 3600.0
     tokens: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))  # kiosk links
@@ -71,7 +73,7 @@ class AuthConfig:
 class SourceConfig:
     kind: str
     options: Mapping[str, Any]  # the source table minus "kind", unvalidated here
-    path: str                   # "widgets.<id>.source", for the source's own errors
+    path: str  # "widgets.<id>.source", for the source's own errors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,8 +121,7 @@ class Config:
     dashboards: tuple[DashboardConfig, ...]
     widgets: Mapping[str, WidgetConfig]  # the enabled widgets: everything that runs and shows
     # `enabled = false`: kept only so their sources can be validated too
-    disabled_widgets: Mapping[str, WidgetConfig] = dataclasses.field(
-        default_factory=lambda: MappingProxyType({}))
+    disabled_widgets: Mapping[str, WidgetConfig] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     auth: AuthConfig = dataclasses.field(default_factory=AuthConfig)
 
     def source_options(self, widget_id: str) -> Table:
@@ -139,4 +140,3 @@ class Config:
 
     def dashboard(self, dashboard_id: str) -> DashboardConfig | None:
         return next((d for d in self.dashboards if d.id == dashboard_id), None)
-

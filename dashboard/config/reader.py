@@ -38,10 +38,12 @@ _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 def quote(text: str) -> str:
     """Quote like a TOML basic string, so messages show values as written."""
+
     def esc(c: str) -> str:
         if c in _ESCAPES:
             return _ESCAPES[c]
         return f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else c
+
     return '"' + "".join(map(esc, text)) + '"'
 
 
@@ -86,6 +88,7 @@ def range_text(kind: str, lo: Any, hi: Any) -> str:
 
 # --- scalar syntaxes ---------------------------------------------------------
 
+
 def parse_duration(text: str) -> float:
     """ "500ms" "5s" "2m" "1h" "30d" "1.5s" -> seconds. Bare numbers, signs and
     spaces are rejected: a unit is required so "5" can't mean two things."""
@@ -106,8 +109,8 @@ def parse_size(text: str) -> int:
     return int(match[1]) * _SIZE_UNITS[match[2]]
 
 
-
 # --- typed reading of one TOML table ------------------------------------------
+
 
 class Table:
     """A TOML table with its dotted key path, for reading typed values with precise errors.
@@ -127,6 +130,9 @@ class Table:
 
     def keys(self):
         return self._data.keys()
+
+    def __iter__(self):
+        return iter(self._data)
 
     def __contains__(self, key: object) -> bool:
         return key in self._data
@@ -149,8 +155,7 @@ class Table:
     def raw(self, key: str, default: Any = MISSING) -> Any:
         return self._get(key, default)[1]
 
-    def str(self, key: str, default: Any = MISSING, *,
-            choices: tuple[str, ...] | None = None) -> str:
+    def str(self, key: str, default: Any = MISSING, *, choices: tuple[str, ...] | None = None) -> str:
         listing = f"one of: {', '.join(choices)}" if choices else ""
         found, value = self._get(key, default, f" (expected {listing})" if choices else "")
         if not found:
@@ -161,8 +166,7 @@ class Table:
             raise self._expected(key, listing, value)
         return value
 
-    def int(self, key: str, default: Any = MISSING, *,
-            min: int | None = None, max: int | None = None) -> int:
+    def int(self, key: str, default: Any = MISSING, *, min: int | None = None, max: int | None = None) -> int:
         found, value = self._get(key, default)
         if not found:
             return value
@@ -172,13 +176,15 @@ class Table:
         self._check_range(key, "an integer", value, min, max)
         return value
 
-    def number(self, key: str, default: Any = MISSING, *,
-               min: float | None = None, max: float | None = None) -> float | int:
+    def number(
+        self, key: str, default: Any = MISSING, *, min: float | None = None, max: float | None = None
+    ) -> float | int:
         found, value = self._get(key, default)
         if not found:
             return value
-        if (not isinstance(value, (int, float)) or isinstance(value, bool)
-                or value != value):  # nan compares false with everything
+        if (
+            not isinstance(value, (int, float)) or isinstance(value, bool) or value != value
+        ):  # nan compares false with everything
             raise self._expected(key, "a number", value)
         self._check_range(key, "a number", value, min, max)
         return value
@@ -266,4 +272,3 @@ def table_array(parent: Table, key: str) -> list[Table]:
             raise error(parent.file, join(path, index), f"expected a table, got {show(item)}")
         tables.append(Table(parent.file, join(path, index), item))
     return tables
-

@@ -42,8 +42,10 @@ _NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")  # viewer names: kiosk tokens and u
 _NAME_RULE = 'letters, digits, "_", ".", "@" and "-" only (1-64 characters)'
 _HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
 # CSP frame-ancestors sources: a scheme ("https:") or a host, maybe with scheme, port, path.
-_FRAME_SOURCE = re.compile(r"[a-z][a-z0-9+.-]*:|(?:[a-z][a-z0-9+.-]*://)?(?:\*\.)?[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
-                           r"(?::(?:[0-9]{1,5}|\*))?(?:/[A-Za-z0-9._~%!$&()*+=:@/-]*)?|\*")
+_FRAME_SOURCE = re.compile(
+    r"[a-z][a-z0-9+.-]*:|(?:[a-z][a-z0-9+.-]*://)?(?:\*\.)?[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+    r"(?::(?:[0-9]{1,5}|\*))?(?:/[A-Za-z0-9._~%!$&()*+=:@/-]*)?|\*"
+)
 SECRET_MIN = 32
 VIEWER_TOKEN_MIN = 16
 
@@ -55,8 +57,8 @@ def _id_problem(text: str) -> str | None:
     return f"invalid id {show(text)}: use {_ID_RULE}"
 
 
-
 # --- building each section ----------------------------------------------------
+
 
 def _server(t: Table) -> ServerConfig:
     server = ServerConfig(
@@ -88,8 +90,9 @@ def _trusted_proxies(t: Table) -> tuple:
             networks.append(viewer_auth.parse_network(text))
         except ValueError:
             where = join(join(t.path, "trusted_proxies"), index)
-            raise error(t.file, where, f'expected an IP address or network like "10.0.0.0/8", '
-                                        f"got {show(text)}") from None
+            raise error(
+                t.file, where, f'expected an IP address or network like "10.0.0.0/8", got {show(text)}'
+            ) from None
     return tuple(networks)
 
 
@@ -103,8 +106,12 @@ def _frame_ancestors(t: Table) -> tuple[str, ...]:
                 raise t.error("frame_ancestors", "expected \"'none'\" alone, got it with other sources")
             continue
         where = join(join(t.path, "frame_ancestors"), index)
-        raise error(t.file, where, "expected \"'self'\", \"'none'\", a scheme like \"https:\" or a host like "
-                                    f'"https://wall.example.org", got {show(source)}')
+        raise error(
+            t.file,
+            where,
+            'expected "\'self\'", "\'none\'", a scheme like "https:" or a host like '
+            f'"https://wall.example.org", got {show(source)}',
+        )
     return sources
 
 
@@ -122,12 +129,11 @@ def database_url(t: Table, base_dir: Path) -> str:
     if not url.startswith(DB_SCHEMES):
         # show only the scheme: the rest of a URL may hold a password
         shown = url.split("://", 1)[0] + "://..." if "://" in url else url
-        raise t.error("url", f"expected a URL starting with {' or '.join(DB_SCHEMES)}, "
-                             f"got {show(shown)}")
+        raise t.error("url", f"expected a URL starting with {' or '.join(DB_SCHEMES)}, got {show(shown)}")
     prefix = "sqlite+aiosqlite:///"
     if not url.startswith(prefix):
         return url  # postgresql, or "sqlite+aiosqlite://" (in memory)
-    path, sep, query = url[len(prefix):].partition("?")
+    path, sep, query = url[len(prefix) :].partition("?")
     if not path or path.startswith((":memory:", "/")):
         return url
     return prefix + str(base_dir / path) + sep + query
@@ -151,8 +157,13 @@ def _hub(t: Table) -> HubConfig:
     if backend == "redis" and not url.startswith(REDIS_SCHEMES):
         shown = url.split("://", 1)[0] + "://..." if "://" in url else url  # a URL may hold a password
         raise t.error("url", f"expected a URL starting with {', '.join(REDIS_SCHEMES)}, got {show(shown)}")
-    hub = HubConfig(backend=backend, url=url, buffer=t.int("buffer", 1024, min=16),
-                    channel=t.str("channel", "dashboard:events"), lease=t.duration("lease", "10s"))
+    hub = HubConfig(
+        backend=backend,
+        url=url,
+        buffer=t.int("buffer", 1024, min=16),
+        channel=t.str("channel", "dashboard:events"),
+        lease=t.duration("lease", "10s"),
+    )
     if not hub.channel:
         raise t.error("channel", "expected a channel name, got an empty string")
     if hub.lease < 1:
@@ -163,7 +174,7 @@ def _hub(t: Table) -> HubConfig:
 
 def _tokens(t: Table) -> Mapping[str, str]:
     tokens = {}
-    for name in t.keys():
+    for name in t:
         token = t.str(name)
         if len(token) < 8:  # the value itself is a secret: never echo it
             raise t.error(name, "too short: use at least 8 characters")
@@ -190,7 +201,7 @@ def _viewer_name(t: Table, name: str) -> None:
 
 def _viewer_tokens(t: Table, push_tokens: Mapping[str, str]) -> Mapping[str, str]:
     tokens: dict[str, str] = {}
-    for name in t.keys():
+    for name in t:
         _viewer_name(t, name)
         token = _secret_token(t, name, VIEWER_TOKEN_MIN)
         if not token:
@@ -204,15 +215,17 @@ def _viewer_tokens(t: Table, push_tokens: Mapping[str, str]) -> Mapping[str, str
 
 def _users(t: Table) -> Mapping[str, str]:
     users: dict[str, str] = {}
-    for name in t.keys():
+    for name in t:
         _viewer_name(t, name)
         value = t.raw(name)
         try:
             viewer_auth.parse_password_hash(value)
         except ValueError:
             shown = "a hash it cannot use" if isinstance(value, str) else show(value)  # not echoed: a hash is secret
-            raise t.error(name, 'expected a password hash made by "python run.py hash-password" '
-                                f"(scrypt$n$r$p$salt$key), got {shown}") from None
+            raise t.error(
+                name,
+                f'expected a password hash made by "python run.py hash-password" (scrypt$n$r$p$salt$key), got {shown}',
+            ) from None
         users[name] = value
     return MappingProxyType(users)
 
@@ -224,8 +237,10 @@ def _auth(t: Table, api: ApiConfig) -> AuthConfig:
         got = show(t.raw("session_lifetime"))
         raise t.error("session_lifetime", f'expected a duration from "1s" to "400d", got {got}')
     auth = AuthConfig(
-        secret=secret, session_lifetime=lifetime,
-        tokens=_viewer_tokens(t.table("tokens", {}), api.tokens), users=_users(t.table("users", {})),
+        secret=secret,
+        session_lifetime=lifetime,
+        tokens=_viewer_tokens(t.table("tokens", {}), api.tokens),
+        users=_users(t.table("users", {})),
         proxy_header=t.str("proxy_header", "X-Forwarded-User"),
     )
     if not _HEADER_NAME.fullmatch(auth.proxy_header):
@@ -238,16 +253,19 @@ def _access_checker(auth_table: Table, auth: AuthConfig, server: ServerConfig):
     """Check one dashboard's auth and users against [auth] and [server]."""
     needs = {
         viewer_auth.TOKEN: (auth.tokens, 'kiosk tokens: add [auth] tokens = { lobby = "${LOBBY_TOKEN}" }'),
-        viewer_auth.PASSWORD: (auth.users,
-                               'users: add [auth] users = { alice = "<from python run.py hash-password>" }'),
+        viewer_auth.PASSWORD: (
+            auth.users,
+            'users: add [auth] users = { alice = "<from python run.py hash-password>" }',
+        ),
     }
 
     def check(t: Table, dashboard: DashboardConfig) -> None:
         mode = dashboard.auth
         if mode == viewer_auth.PUBLIC:
             if dashboard.users is not None:
-                raise t.error("users", "expected no users on a public dashboard "
-                                       '(set auth = "token", "password" or "proxy")')
+                raise t.error(
+                    "users", 'expected no users on a public dashboard (set auth = "token", "password" or "proxy")'
+                )
             return
         if mode == viewer_auth.PROXY:
             if not server.trusted_proxies:
@@ -259,13 +277,18 @@ def _access_checker(auth_table: Table, auth: AuthConfig, server: ServerConfig):
         if not known:
             raise t.error("auth", f"{quote(mode)} needs {how}")
         if not auth.secret:
-            raise auth_table.error("secret", f"missing (required by {t.path}: auth = {quote(mode)}; "
-                                             "a random string of at least 32 characters, e.g. \"${DASHBOARD_SECRET}\")")
+            raise auth_table.error(
+                "secret",
+                f"missing (required by {t.path}: auth = {quote(mode)}; "
+                'a random string of at least 32 characters, e.g. "${DASHBOARD_SECRET}")',
+            )
         for name in dashboard.users or ():
             if name not in known:
                 table = "tokens" if mode == viewer_auth.TOKEN else "users"
-                raise t.error("users", f"unknown name {show(name)} (expected one of [auth] {table}: "
-                                       f"{', '.join(known)})")
+                raise t.error(
+                    "users", f"unknown name {show(name)} (expected one of [auth] {table}: {', '.join(known)})"
+                )
+
     return check
 
 
@@ -275,7 +298,7 @@ def _source(t: Table, view: str) -> SourceConfig | None:
         return None
     kind = src.str("kind")
     # the rest belongs to the source module, which checks it via source_options()
-    options = {key: src.raw(key) for key in src.keys() if key != "kind"}
+    options = {key: src.raw(key) for key in src if key != "kind"}
     return SourceConfig(kind=kind, options=MappingProxyType(options), path=src.path)
 
 
@@ -292,12 +315,23 @@ def _widget(widget_id: str, t: Table) -> WidgetConfig:
     if lo is not None and hi is not None and lo >= hi:
         raise t.error("max", f"expected a number greater than min ({show(lo)}), got {show(hi)}")
     widget = WidgetConfig(
-        id=widget_id, view=view, title=title, every=every, timeout=timeout,
-        on_change=on_change, unit=unit, decimals=decimals, min=lo, max=hi,
-        warn=t.number("warn", None), crit=t.number("crit", None),
+        id=widget_id,
+        view=view,
+        title=title,
+        every=every,
+        timeout=timeout,
+        on_change=on_change,
+        unit=unit,
+        decimals=decimals,
+        min=lo,
+        max=hi,
+        warn=t.number("warn", None),
+        crit=t.number("crit", None),
         history=t.duration("history", "10m", positive=True),
-        width=t.int("width", 1, min=1, max=24), height=t.int("height", 1, min=1, max=12),
-        timezone=t.str("timezone", ""), source=_source(t, view),
+        width=t.int("width", 1, min=1, max=24),
+        height=t.int("height", 1, min=1, max=12),
+        timezone=t.str("timezone", ""),
+        source=_source(t, view),
         enabled=t.bool("enabled", True),
     )
     t.done()
@@ -310,8 +344,7 @@ def _check_widget_id(widgets: Table, widget_id: str) -> None:
     if problem:
         raise error(widgets.file, where, problem)
     if widget_id in RESERVED_WIDGET_IDS:
-        raise error(widgets.file, where, f"{quote(widget_id)} is reserved for control "
-                                          "events; pick another widget id")
+        raise error(widgets.file, where, f"{quote(widget_id)} is reserved for control events; pick another widget id")
 
 
 def _widgets(root: Table) -> dict[str, WidgetConfig]:
@@ -319,7 +352,7 @@ def _widgets(root: Table) -> dict[str, WidgetConfig]:
     if not widgets.keys():
         raise root.error("widgets", "expected at least one [widgets.<id>] table")
     result = {}
-    for widget_id in widgets.keys():
+    for widget_id in widgets:
         _check_widget_id(widgets, widget_id)
         result[widget_id] = _widget(widget_id, widgets.table(widget_id))
     return result
@@ -353,9 +386,12 @@ def _dashboard(t: Table, widgets: Mapping[str, WidgetConfig]) -> DashboardConfig
     # out here, so turning it on is one `enabled = true` away.
     shown = tuple(w for w in _dashboard_widgets(t, widgets) if widgets[w].enabled)
     dashboard = DashboardConfig(
-        id=dashboard_id, title=title, widgets=shown,
+        id=dashboard_id,
+        title=title,
+        widgets=shown,
         columns=t.int("columns", 4, min=1, max=24),
-        theme=t.str("theme", "auto", choices=THEMES), rotate=_rotate(t),
+        theme=t.str("theme", "auto", choices=THEMES),
+        rotate=_rotate(t),
         auth=t.str("auth", viewer_auth.PUBLIC, choices=viewer_auth.MODES),
         users=t.str_list("users", None),
     )
@@ -363,8 +399,9 @@ def _dashboard(t: Table, widgets: Mapping[str, WidgetConfig]) -> DashboardConfig
     return dashboard
 
 
-def _dashboards(root: Table, widgets: Mapping[str, WidgetConfig],
-                check: Callable[[Table, DashboardConfig], None] | None = None) -> tuple[DashboardConfig, ...]:
+def _dashboards(
+    root: Table, widgets: Mapping[str, WidgetConfig], check: Callable[[Table, DashboardConfig], None] | None = None
+) -> tuple[DashboardConfig, ...]:
     tables = table_array(root, "dashboards")
     if not tables:
         raise root.error("dashboards", "expected at least one [[dashboards]] table")
@@ -395,13 +432,22 @@ def _build(root: Table, base_dir: Path) -> Config:
     widgets = _widgets(root)
     enabled = {k: w for k, w in widgets.items() if w.enabled}
     disabled = {k: w for k, w in widgets.items() if not w.enabled}
-    return Config(file=root.file, base_dir=base_dir, server=server, storage=storage,
-                  hub=hub, api=api,
-                  dashboards=_dashboards(root, widgets, _access_checker(sections["auth"], auth, server)),
-                  widgets=MappingProxyType(enabled), disabled_widgets=MappingProxyType(disabled), auth=auth)
+    return Config(
+        file=root.file,
+        base_dir=base_dir,
+        server=server,
+        storage=storage,
+        hub=hub,
+        api=api,
+        dashboards=_dashboards(root, widgets, _access_checker(sections["auth"], auth, server)),
+        widgets=MappingProxyType(enabled),
+        disabled_widgets=MappingProxyType(disabled),
+        auth=auth,
+    )
 
 
 # --- loading -------------------------------------------------------------------
+
 
 def _read_toml(file: str) -> dict[str, Any]:
     try:

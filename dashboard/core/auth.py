@@ -36,6 +36,7 @@ _SALT_BYTES, _KEY_BYTES = 16, 32
 
 # --- password hashes: "scrypt$n$r$p$salt$key" ---------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class PasswordHash:
     n: int
@@ -65,16 +66,18 @@ def _memory(n: int, r: int) -> int:
 def _derive(password: str, n: int, r: int, p: int, salt: bytes, length: int) -> bytes:
     # surrogateescape: a password read from a terminal in another encoding still hashes
     secret = password.encode("utf-8", "surrogateescape")
-    return hashlib.scrypt(secret, salt=salt, n=n, r=r, p=p, dklen=length,
-                          maxmem=_memory(n, r) + 1024**2)
+    return hashlib.scrypt(secret, salt=salt, n=n, r=r, p=p, dklen=length, maxmem=_memory(n, r) + 1024**2)
 
 
 def parse_password_hash(text: str) -> PasswordHash:
     """The parts of a stored hash; ValueError when it is not one this module made or
     could check in reasonable time and memory."""
     parts = text.split("$") if isinstance(text, str) else []
-    if (len(parts) != 6 or parts[0] != "scrypt"
-            or not all(x.isascii() and x.isdigit() and len(x) <= 9 for x in parts[1:4])):
+    if (
+        len(parts) != 6
+        or parts[0] != "scrypt"
+        or not all(x.isascii() and x.isdigit() and len(x) <= 9 for x in parts[1:4])
+    ):
         raise ValueError("not an scrypt hash")
     n, r, p = (int(x) for x in parts[1:4])
     if n < 2 or n & (n - 1) or not 1 <= r <= 64 or not 1 <= p <= 16 or _memory(n, r) > SCRYPT_MAX_MEMORY:
@@ -108,6 +111,7 @@ _DUMMY = PasswordHash(SCRYPT_N, SCRYPT_R, SCRYPT_P, b"\0" * _SALT_BYTES, b"\0" *
 
 # --- viewers and sessions ---------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class Viewer:
     name: str
@@ -125,8 +129,9 @@ def credential_fingerprint(secret: str, kind: str, credential: str) -> str:
 
 
 def encode_session(viewer: Viewer) -> str:
-    return json.dumps({"n": viewer.name, "k": viewer.kind, "e": int(viewer.expires), "f": viewer.fingerprint},
-                      separators=(",", ":"))
+    return json.dumps(
+        {"n": viewer.name, "k": viewer.kind, "e": int(viewer.expires), "f": viewer.fingerprint}, separators=(",", ":")
+    )
 
 
 def decode_session(text: str | bytes | None) -> Viewer | None:
@@ -141,8 +146,13 @@ def decode_session(text: str | bytes | None) -> Viewer | None:
     if not isinstance(data, dict):
         return None
     name, kind, expires, fingerprint = data.get("n"), data.get("k"), data.get("e"), data.get("f")
-    if (not isinstance(name, str) or kind not in SESSION_KINDS or not isinstance(fingerprint, str)
-            or not isinstance(expires, int) or isinstance(expires, bool)):
+    if (
+        not isinstance(name, str)
+        or kind not in SESSION_KINDS
+        or not isinstance(fingerprint, str)
+        or not isinstance(expires, int)
+        or isinstance(expires, bool)
+    ):
         return None
     return Viewer(name, kind, float(expires), fingerprint)
 
@@ -182,6 +192,7 @@ def token_owner(tokens: Mapping[str, str], offered: str) -> str | None:
 
 # --- the rule ---------------------------------------------------------------------------
 # `viewers`: each identity a request carries, by kind (a session, a proxy's user).
+
 
 def may_see(dashboard, viewers: Mapping[str, Viewer]) -> bool:
     mode = getattr(dashboard, "auth", PUBLIC)
@@ -259,4 +270,3 @@ def is_loopback(host: str) -> bool:
         return True
     address = _address(host)
     return address is not None and address.is_loopback
-

@@ -191,11 +191,10 @@ class Decoder:
         elif name == "id":
             if "\0" not in value:
                 self.last_event_id = value
-        elif name == "retry":
-            # "Only ASCII digits": isdigit() alone would accept e.g. "²" or "٣";
-            # an empty value is ignored too, as browsers do.
-            if value.isascii() and value.isdigit():
-                self.retry = int(value)
+        # "Only ASCII digits": isdigit() alone would accept e.g. "²" or "٣";
+        # an empty value is ignored too, as browsers do.
+        elif name == "retry" and value.isascii() and value.isdigit():
+            self.retry = int(value)
         # Any other field name is ignored.
 
     def _dispatch(self) -> Event | None:

@@ -118,7 +118,7 @@ def format_number(value: Any, decimals: int | None = None) -> str:
 
 
 def level(value: Any, warn: float | None, crit: float | None) -> str:
-    """"ok", "warn" or "crit". Thresholds rise (warn < crit: high is bad) or fall
+    """ "ok", "warn" or "crit". Thresholds rise (warn < crit: high is bad) or fall
     (warn > crit: low is bad, like free disk space)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "ok"
@@ -149,8 +149,13 @@ def change(current: Any, previous: Any) -> tuple[str, float | None]:
     return ("up" if current > previous else "down"), percent
 
 
-def graph_path(points: Sequence[tuple[float, float]], width: float, height: float,
-               low: float | None = None, high: float | None = None) -> str:
+def graph_path(
+    points: Sequence[tuple[float, float]],
+    width: float,
+    height: float,
+    low: float | None = None,
+    high: float | None = None,
+) -> str:
     """An SVG polyline `points` attribute for (t, v) pairs scaled into width x height.
 
     static/widgets.js draws the same way when live values arrive."""
@@ -164,6 +169,4 @@ def graph_path(points: Sequence[tuple[float, float]], width: float, height: floa
     if v1 == v0:
         v0, v1 = v0 - 1, v1 + 1
     span = (t1 - t0) or 1.0
-    return " ".join(
-        f"{(t - t0) / span * width:.1f},{height - (v - v0) / (v1 - v0) * height:.1f}" for t, v in points
-    )
+    return " ".join(f"{(t - t0) / span * width:.1f},{height - (v - v0) / (v1 - v0) * height:.1f}" for t, v in points)

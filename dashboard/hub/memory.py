@@ -49,9 +49,30 @@ class Topic:
     database). Ids are global across topics, so a topic's ids have gaps.
     """
 
-    __slots__ = ("name", "size", "ids", "chunks", "floor", "last_id", "event_id", "controls", "latest",
-                 "readers", "caught_up", "joined", "behind", "sent_upto", "sent_events", "sent_bytes",
-                 "batch", "_pass", "tick_every", "_ticker", "on_sent", "frame")
+    __slots__ = (
+        "_pass",
+        "_ticker",
+        "batch",
+        "behind",
+        "caught_up",
+        "chunks",
+        "controls",
+        "event_id",
+        "floor",
+        "frame",
+        "ids",
+        "joined",
+        "last_id",
+        "latest",
+        "name",
+        "on_sent",
+        "readers",
+        "sent_bytes",
+        "sent_events",
+        "sent_upto",
+        "size",
+        "tick_every",
+    )
 
     def __init__(self, name: str, size: int, floor: int):
         self.name = name
@@ -160,9 +181,13 @@ class Topic:
 
     def _catch_up(self, reader) -> None:
         """Move a reader that is behind into the caught-up group, if it now is."""
-        if (reader in self.behind and reader.direct and not reader.busy
-                and (reader.cursor == self.sent_upto or not self.caught_up)
-                and reader.send not in self.caught_up):  # the group is keyed by send: one reader each
+        if (
+            reader in self.behind
+            and reader.direct
+            and not reader.busy
+            and (reader.cursor == self.sent_upto or not self.caught_up)
+            and reader.send not in self.caught_up
+        ):  # the group is keyed by send: one reader each
             del self.behind[reader]
             self.sent_upto = reader.cursor
             self.caught_up[reader.send] = reader
@@ -177,8 +202,7 @@ class Topic:
         joined = self.joined.get(reader)
         if joined is None:
             return reader.events_sent, reader.bytes_sent
-        return (reader.events_sent + self.sent_events - joined[1],
-                reader.bytes_sent + self.sent_bytes - joined[2])
+        return (reader.events_sent + self.sent_events - joined[1], reader.bytes_sent + self.sent_bytes - joined[2])
 
     def payload(self, cursor) -> tuple[bytes, int]:
         """Everything after `cursor` as one write, and how many events it holds; the
@@ -271,7 +295,7 @@ class Topic:
         """The encoded events after `cursor`, or None when some of them left the buffer."""
         if cursor < self.floor:
             return None
-        return self.chunks[bisect_right(self.ids, cursor):]
+        return self.chunks[bisect_right(self.ids, cursor) :]
 
     def snapshot(self, cursor: int = -1) -> list[bytes]:
         """The newest event of each widget newer than `cursor`, in id order."""

@@ -35,8 +35,8 @@ from redis.asyncio import Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import Hub, encode_sample
 from ..core.samples import Sample
+from . import Hub, encode_sample
 
 log = logging.getLogger("dashboard.hub")
 
@@ -49,22 +49,34 @@ FIRST_BACKOFF, MAX_BACKOFF = 0.05, 5.0
 
 
 def sample_message(sample: Sample, origin: str) -> bytes:
-    body = {"id": sample.id, "widget": sample.widget, "ts": sample.ts.isoformat(), "value": sample.value,
-            "status": sample.status, "message": sample.message, "origin": origin}
+    body = {
+        "id": sample.id,
+        "widget": sample.widget,
+        "ts": sample.ts.isoformat(),
+        "value": sample.value,
+        "status": sample.status,
+        "message": sample.message,
+        "origin": origin,
+    }
     return json.dumps(body, ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode("ascii")
 
 
 def message_sample(raw: bytes) -> tuple[Sample, str]:
     """(sample, origin) from a message; ValueError, KeyError or TypeError when it is not one of ours."""
     body = json.loads(raw)
-    sample = Sample(int(body["id"]), str(body["widget"]), datetime.fromisoformat(body["ts"]), body["value"],
-                    str(body["status"]), body["message"])
+    sample = Sample(
+        int(body["id"]),
+        str(body["widget"]),
+        datetime.fromisoformat(body["ts"]),
+        body["value"],
+        str(body["status"]),
+        body["message"],
+    )
     return sample, str(body.get("origin", ""))
 
 
 def redis_client(url: str, **options) -> Redis:
-    return Redis.from_url(url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=5, socket_keepalive=True,
-                          **options)
+    return Redis.from_url(url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=5, socket_keepalive=True, **options)
 
 
 def redis_address(url: str) -> str:
@@ -91,8 +103,15 @@ class Backoff:
 
 
 class RedisHub(Hub):
-    def __init__(self, url: str, *, buffer: int = 1024, channel: str = "dashboard:events", origin: str = "",
-                 subscribe: bool = True):
+    def __init__(
+        self,
+        url: str,
+        *,
+        buffer: int = 1024,
+        channel: str = "dashboard:events",
+        origin: str = "",
+        subscribe: bool = True,
+    ):
         super().__init__(buffer)
         self.url = url
         self.channel = channel
@@ -128,7 +147,7 @@ class RedisHub(Hub):
         # them only at the next id jump or reconnect.
         try:
             await asyncio.wait_for(self._outbox_empty.wait(), grace)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("%d event(s) not published to Redis before stopping", len(self._outbox))
         for task in self._tasks:
             task.cancel()
@@ -139,9 +158,16 @@ class RedisHub(Hub):
         """Redis as this process sees it. `subscribed` is None for a worker, which only
         publishes; while it is False, this process's streams get nothing new (they get
         what they missed, from the database, once it is back)."""
-        return {"backend": "redis", "redis": redis_address(self.url), "channel": self.channel,
-                "subscribed": self.linked if self.subscribe else None, "publishing": self.publishing,
-                "queued": len(self._outbox), "dropped": self.dropped, "filled": self.filled}
+        return {
+            "backend": "redis",
+            "redis": redis_address(self.url),
+            "channel": self.channel,
+            "subscribed": self.linked if self.subscribe else None,
+            "publishing": self.publishing,
+            "queued": len(self._outbox),
+            "dropped": self.dropped,
+            "filled": self.filled,
+        }
 
     # --- publishing ----------------------------------------------------------------
 
@@ -177,8 +203,10 @@ class RedisHub(Hub):
                     log.info("publishing to Redis at %s again", redis_address(self.url))
                     self.publishing = True
                     if self.dropped:
-                        log.warning("%d event(s) were dropped while Redis was away; readers take them "
-                                    "from the database", self.dropped)
+                        log.warning(
+                            "%d event(s) were dropped while Redis was away; readers take them from the database",
+                            self.dropped,
+                        )
                 backoff.reset()
         finally:
             await _close(client)
@@ -278,15 +306,22 @@ class RedisHub(Hub):
         Hub.publish(self, sample, self._topics_of(sample.widget))
 
     def _link_up(self, caught_up: int) -> None:
-        log.info("subscribed to Redis at %s, channel %s; %d event(s) caught up from the database",
-                 redis_address(self.url), self.channel, caught_up)
+        log.info(
+            "subscribed to Redis at %s, channel %s; %d event(s) caught up from the database",
+            redis_address(self.url),
+            self.channel,
+            caught_up,
+        )
         self.linked = True
         self._first_attempt.set()
 
     def _link_down(self, exc: Exception) -> None:
         if self.linked or not self._first_attempt.is_set():
-            log.warning("lost the subscription to Redis at %s: %s; retrying, the database fills the gap",
-                        redis_address(self.url), str(exc) or type(exc).__name__)
+            log.warning(
+                "lost the subscription to Redis at %s: %s; retrying, the database fills the gap",
+                redis_address(self.url),
+                str(exc) or type(exc).__name__,
+            )
         self.linked = False
         self._first_attempt.set()
 

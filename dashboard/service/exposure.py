@@ -25,8 +25,10 @@ def network_warning(config) -> str | None:
     public = [d.id for d in config.dashboards if getattr(d, "auth", PUBLIC) == PUBLIC]
     if public:
         what = "dashboard" if len(public) == 1 else "dashboards"
-        problems.append(f"{what} {', '.join(public)} {'is' if len(public) == 1 else 'are'} public "
-                        '(set auth = "token", "password" or "proxy" on each, see SECURITY.md)')
+        problems.append(
+            f"{what} {', '.join(public)} {'is' if len(public) == 1 else 'are'} public "
+            '(set auth = "token", "password" or "proxy" on each, see SECURITY.md)'
+        )
     if any(token == DEMO_PUSH_TOKEN for token in config.api.tokens.values()):
         problems.append(f'the push API takes the bundled demo token "{DEMO_PUSH_TOKEN}" (set DASHBOARD_TOKEN)')
     if not problems:
@@ -35,8 +37,13 @@ def network_warning(config) -> str | None:
 
 
 # Where a config holds secrets: (table path, whether every key below it is one).
-_SECRET_PLACES = ((("api", "tokens"), True), (("auth", "secret"), False), (("auth", "tokens"), True),
-                  (("auth", "users"), True), (("server", "metrics_token"), False))
+_SECRET_PLACES = (
+    (("api", "tokens"), True),
+    (("auth", "secret"), False),
+    (("auth", "tokens"), True),
+    (("auth", "users"), True),
+    (("server", "metrics_token"), False),
+)
 
 
 def _values_at(document: dict, path: tuple[str, ...], every_key: bool) -> Iterator[Any]:
@@ -69,9 +76,11 @@ def file_mode_warning(path: str | os.PathLike) -> str | None:
         return None  # the loader has its own say about files it cannot read
     if not mode & stat.S_IROTH or not written_secrets(document):
         return None
-    return (f"{os.fspath(path)} holds secrets and every user of this machine may read it "
-            f"(mode {stat.filemode(mode)}): chmod o-r {os.fspath(path)}, or move the secrets to "
-            "environment variables (${NAME})")
+    return (
+        f"{os.fspath(path)} holds secrets and every user of this machine may read it "
+        f"(mode {stat.filemode(mode)}): chmod o-r {os.fspath(path)}, or move the secrets to "
+        "environment variables (${NAME})"
+    )
 
 
 def startup_warnings(config, path: str | os.PathLike) -> list[str]:

@@ -13,6 +13,7 @@ lock in Redis (SET NX PX, renewed every third of its lifetime).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -26,8 +27,15 @@ FENCE = 0.75
 
 
 class TickerLease:
-    def __init__(self, url: str, key: str, ttl: float, *, start_tickers: Callable[[], Awaitable[None]],
-                 stop_tickers: Callable[[], Awaitable[None]]):
+    def __init__(
+        self,
+        url: str,
+        key: str,
+        ttl: float,
+        *,
+        start_tickers: Callable[[], Awaitable[None]],
+        stop_tickers: Callable[[], Awaitable[None]],
+    ):
         self.url = url
         self.key = key
         self.ttl = ttl
@@ -100,10 +108,8 @@ class TickerLease:
             await self._start_tickers()
         except Exception:  # the database is down, say: let the lock go and try again later
             log.exception("took the ticker lock but could not start the tickers")
-            try:
+            with contextlib.suppress(LockError, RedisError, OSError):
                 await self._lock.release()
-            except (LockError, RedisError, OSError):
-                pass
             return
         self.held = True
         log.info("took the ticker lock %s: the tickers run in this process", self.key)

@@ -48,8 +48,11 @@ class Changes:
             ("widgets", self.widgets_added, self.widgets_removed, self.widgets_changed),
             ("dashboards", self.dashboards_added, self.dashboards_removed, self.dashboards_changed),
         ):
-            listed = [f"{verb} {', '.join(ids)}" for verb, ids in
-                      (("added", added), ("removed", removed), ("changed", changed)) if ids]
+            listed = [
+                f"{verb} {', '.join(ids)}"
+                for verb, ids in (("added", added), ("removed", removed), ("changed", changed))
+                if ids
+            ]
             if listed:
                 parts.append(f"{what} {'; '.join(listed)}")
         return "; ".join(parts) or "no widget or dashboard changed"
@@ -67,8 +70,9 @@ def keep_restart_settings(old: Config, new: Config) -> tuple[Config, tuple[str, 
         differ.append("storage.url")
     if new.hub != old.hub:
         differ.append("hub")
-    kept = dataclasses.replace(new, server=server, storage=dataclasses.replace(new.storage, url=old.storage.url),
-                               hub=old.hub)
+    kept = dataclasses.replace(
+        new, server=server, storage=dataclasses.replace(new.storage, url=old.storage.url), hub=old.hub
+    )
     return kept, tuple(differ)
 
 
@@ -85,8 +89,11 @@ def compare(old: Config, new: Config, restart_needed: tuple[str, ...] = ()) -> C
     added, removed, changed = split(old_dashboards, new_dashboards)
     # A page shows its widgets' titles, views and units: one of them changing changes the page.
     touched = set(widgets[2])
-    changed = tuple(d for d in new_dashboards if d in old_dashboards
-                    and (d in changed or touched.intersection(new_dashboards[d].widgets)))
+    changed = tuple(
+        d
+        for d in new_dashboards
+        if d in old_dashboards and (d in changed or touched.intersection(new_dashboards[d].widgets))
+    )
     return Changes(*widgets, added, removed, changed, restart_needed)
 
 

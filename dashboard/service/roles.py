@@ -48,13 +48,13 @@ def check_role(config: Config, role: Role, processes: int = 1) -> list[str]:
             why = (f"--role {role.name}", "web processes and a separate worker would never see each other's events")
         else:
             why = (f"--processes {processes}", "each process would see only the events it made itself")
-        raise ConfigError(f'{config.file}: hub.backend: {why[0]} needs backend = "redis": with the memory hub '
-                          f"{why[1]}")
+        raise ConfigError(f'{config.file}: hub.backend: {why[0]} needs backend = "redis": with the memory hub {why[1]}')
     warnings = []
     if shared and config.storage.url.startswith("sqlite"):
         warnings.append(
             f"{config.file}: storage.url: SQLite shared by several processes works on one machine only "
-            "and its writers wait on each other; use postgresql+asyncpg:// to scale out")
+            "and its writers wait on each other; use postgresql+asyncpg:// to scale out"
+        )
     return warnings
 
 
@@ -62,8 +62,9 @@ def make_hub(config: Config, role: Role, origin: str) -> Hub:
     if config.hub.backend == "redis":
         from ..hub.redis_hub import RedisHub  # redis is an optional dependency
 
-        return RedisHub(config.hub.url, buffer=config.hub.buffer, channel=config.hub.channel, origin=origin,
-                        subscribe=role.web)
+        return RedisHub(
+            config.hub.url, buffer=config.hub.buffer, channel=config.hub.channel, origin=origin, subscribe=role.web
+        )
     return Hub(config.hub.buffer)
 
 
@@ -74,16 +75,25 @@ def make_lease(config: Config, *, start_tickers, stop_tickers):
         return None
     from .lease import TickerLease
 
-    return TickerLease(config.hub.url, f"{config.hub.channel}:tickers", config.hub.lease,
-                       start_tickers=start_tickers, stop_tickers=stop_tickers)
+    return TickerLease(
+        config.hub.url,
+        f"{config.hub.channel}:tickers",
+        config.hub.lease,
+        start_tickers=start_tickers,
+        stop_tickers=stop_tickers,
+    )
 
 
 def worker_app(app: tornado.web.Application) -> tornado.web.Application:
     """The web app cut down to /healthz and /metrics (when the app has it): a worker
     serves nothing else."""
-    kept = [rule for rule in app.wildcard_router.rules
-            if isinstance(rule.matcher, PathMatches) and rule.matcher.regex.pattern.rstrip("$") in WORKER_PATHS]
+    kept = [
+        rule
+        for rule in app.wildcard_router.rules
+        if isinstance(rule.matcher, PathMatches) and rule.matcher.regex.pattern.rstrip("$") in WORKER_PATHS
+    ]
     # Tornado's bare 404: the app's own error page needs templates and static files a worker does not serve.
     carried = {key: app.settings[key] for key in ("log_function", "xheaders") if key in app.settings}
-    return tornado.web.Application(kept, default_handler_class=tornado.web.ErrorHandler,
-                                   default_handler_args={"status_code": 404}, **carried)
+    return tornado.web.Application(
+        kept, default_handler_class=tornado.web.ErrorHandler, default_handler_args={"status_code": 404}, **carried
+    )

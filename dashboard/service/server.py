@@ -14,19 +14,19 @@ from collections.abc import Callable
 import tornado.httpserver
 import tornado.netutil
 
-from ..web.app import make_app, make_templates
-from . import reload as reloading
 from ..config import Config, ConfigError
-from ..web.metrics import MeasuredRecorder, Metrics
 from ..core.samples import ERROR, OK
-from ..storage.retention import Pruner
-from .roles import ROLES, make_hub, make_lease, worker_app
-from ..web.runtime import Runtime
-from ..sources.scheduler import Scheduler
 from ..sources import build_sources
+from ..sources.scheduler import Scheduler
+from ..storage.retention import Pruner
 from ..storage.store import Store
-from .systemd import Notifier, Watchdog
+from ..web.app import make_app, make_templates
 from ..web.health import scheduler_state
+from ..web.metrics import MeasuredRecorder, Metrics
+from ..web.runtime import Runtime
+from . import reload as reloading
+from .roles import ROLES, make_hub, make_lease, worker_app
+from .systemd import Notifier, Watchdog
 
 log = logging.getLogger("dashboard.server")
 
@@ -36,9 +36,18 @@ LISTEN_BACKLOG = 1024  # the kernel caps it at net.core.somaxconn
 class Server:
     """One process: web, hub and scheduler. Tests start it on port 0 with a temp database."""
 
-    def __init__(self, config: Config, *, run_sources: bool = True, scheduler_options: dict | None = None,
-                 role: str = "all", reuse_port: bool = False, notifier: Notifier | None = None,
-                 watchdog_interval: float | None = None, config_loader: Callable[[], Config] | None = None):
+    def __init__(
+        self,
+        config: Config,
+        *,
+        run_sources: bool = True,
+        scheduler_options: dict | None = None,
+        role: str = "all",
+        reuse_port: bool = False,
+        notifier: Notifier | None = None,
+        watchdog_interval: float | None = None,
+        config_loader: Callable[[], Config] | None = None,
+    ):
         self.config = config
         self.notifier = notifier or Notifier(None)  # systemd's $NOTIFY_SOCKET; a no-op without one
         self.watchdog_interval = watchdog_interval  # half of $WATCHDOG_USEC, or None
@@ -64,8 +73,9 @@ class Server:
         await store.open(migrate=True)
         instance = uuid.uuid4().hex[:12]
         hub = make_hub(config, self.role, instance)
-        runtime = Runtime(config=config, hub=hub, store=store, recorder=None, templates=make_templates(),
-                          instance=instance)
+        runtime = Runtime(
+            config=config, hub=hub, store=store, recorder=None, templates=make_templates(), instance=instance
+        )
         runtime.metrics = metrics = Metrics(runtime)
         runtime.recorder = MeasuredRecorder(store, hub, runtime.topics_of, duration=metrics.db_write_duration)
         latest = await store.latest(config.widgets)
@@ -73,8 +83,9 @@ class Server:
         await hub.start(store, runtime.topics_of)
         # Even with no ticker yet: a reload may add some.
         if self.run_sources and self.role.tickers:
-            self.lease = make_lease(config, start_tickers=self._start_leased_tickers,
-                                    stop_tickers=self._stop_leased_tickers)
+            self.lease = make_lease(
+                config, start_tickers=self._start_leased_tickers, stop_tickers=self._stop_leased_tickers
+            )
             if self.lease is None:
                 runtime.scheduler = self._scheduler(runtime, sources, latest)
                 runtime.scheduler.start()
@@ -84,12 +95,14 @@ class Server:
         app = make_app(runtime) if self.role.web else worker_app(make_app(runtime))
         # Tornado's defaults take 100 MB bodies and 64 KB of headers from anyone; a push
         # raises its own request's body limit to [api] max_body (web/push.py).
-        self.http = tornado.httpserver.HTTPServer(app, max_body_size=config.server.max_body,
-                                                  max_header_size=config.server.max_header)
+        self.http = tornado.httpserver.HTTPServer(
+            app, max_body_size=config.server.max_body, max_header_size=config.server.max_header
+        )
         # After a restart every open dashboard reconnects within seconds: Tornado's
         # listen backlog of 128 would drop most of those SYNs, each then retried 1 s later.
-        sockets = tornado.netutil.bind_sockets(config.server.port, config.server.host, reuse_port=self.reuse_port,
-                                               backlog=LISTEN_BACKLOG)
+        sockets = tornado.netutil.bind_sockets(
+            config.server.port, config.server.host, reuse_port=self.reuse_port, backlog=LISTEN_BACKLOG
+        )
         self.http.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
         runtime.ready = True
@@ -113,8 +126,10 @@ class Server:
 
     def _status(self) -> str:
         config = self.runtime.config
-        return (f"{len(config.dashboards)} dashboard(s), {len(config.widgets)} widget(s) "
-                f"on http://{config.server.host}:{self.port}/")
+        return (
+            f"{len(config.dashboards)} dashboard(s), {len(config.widgets)} widget(s) "
+            f"on http://{config.server.host}:{self.port}/"
+        )
 
     async def stop(self) -> None:
         """Stop accepting, say goodbye to every stream (with a jittered retry), stop the
@@ -133,7 +148,8 @@ class Server:
         grace = runtime.config.server.grace
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        while runtime.streams and loop.time() < deadline:
+        # Streams leave runtime.streams as their goodbye goes out; nothing signals the last one.
+        while runtime.streams and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         if self.lease is not None:
             await self.lease.stop()  # stops the tickers here, and lets a standby take them now
@@ -146,7 +162,7 @@ class Server:
         # closed now; close_all_connections waits for each to wind down.
         try:
             await asyncio.wait_for(self.http.close_all_connections(), timeout=max(1.0, deadline - loop.time()))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("some connections did not close within the grace period")
         await runtime.store.close()
         self.runtime = None
@@ -199,8 +215,10 @@ class Server:
             logging.getLogger().setLevel(config.server.log_level.upper())
         log.info("config reloaded: %s", changes.describe())
         if changes.restart_needed:
-            log.warning("config reload: %s changed; the new value applies at the next restart",
-                        ", ".join(changes.restart_needed))
+            log.warning(
+                "config reload: %s changed; the new value applies at the next restart",
+                ", ".join(changes.restart_needed),
+            )
         return True
 
     def _in_background(self, coroutine) -> None:
@@ -224,4 +242,3 @@ class Server:
         await stopping.wait()
         log.info("stopping")
         await self.stop()
-

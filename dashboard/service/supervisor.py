@@ -13,6 +13,7 @@ drop their messages (NotifyAccess=main) and wait for a READY that never came.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -45,8 +46,14 @@ async def wait_for_port(host: str, port: int, stopping: asyncio.Event) -> bool:
     return False
 
 
-async def supervise(argv: list[str], count: int, *, address: tuple[str, int] | None = None,
-                    notifier: Notifier | None = None, watchdog_interval: float | None = None) -> int:
+async def supervise(
+    argv: list[str],
+    count: int,
+    *,
+    address: tuple[str, int] | None = None,
+    notifier: Notifier | None = None,
+    watchdog_interval: float | None = None,
+) -> int:
     """Run `count` children of `argv` until SIGTERM or SIGINT; the exit status.
 
     With a notifier, READY=1 goes out once `address` accepts connections."""
@@ -76,12 +83,11 @@ async def supervise(argv: list[str], count: int, *, address: tuple[str, int] | N
                 stopping.set()
                 return
             delay = FIRST_DELAY if time.monotonic() - started > HEALTHY_AFTER else min(delay * 2, MAX_DELAY)
-            log.warning("process %d (pid %d) exited with status %s; starting it again in %gs",
-                        index, process.pid, code, delay)
-            try:
+            log.warning(
+                "process %d (pid %d) exited with status %s; starting it again in %gs", index, process.pid, code, delay
+            )
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), delay)
-            except asyncio.TimeoutError:
-                pass
 
     tasks = [asyncio.create_task(keep_running(index)) for index in range(count)]
     log.info("started %d processes", count)

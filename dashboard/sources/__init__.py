@@ -84,4 +84,4 @@ def is_push(widget: WidgetConfig) -> bool:
     return widget.source is not None and widget.source.kind == "push"
 
 
-__all__ = ["SourceError", "Source", "Table", "build_source", "build_sources", "is_push", "KINDS"]
+__all__ = ["KINDS", "Source", "SourceError", "Table", "build_source", "build_sources", "is_push"]

@@ -42,7 +42,7 @@ class _Output(asyncio.SubprocessProtocol):
         self.stderr = b""
         self.too_large = False
         self.finished = loop.create_future()  # exited with its output closed, or wrote too much
-        self.exited = loop.create_future()    # the program exited and was reaped
+        self.exited = loop.create_future()  # the program exited and was reaped
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         if fd == 2:
@@ -148,9 +148,18 @@ class Command:
 
     async def _start(self) -> tuple[asyncio.SubprocessTransport, _Output]:
         loop = asyncio.get_running_loop()
-        starting = asyncio.ensure_future(loop.subprocess_exec(
-            lambda: _Output(loop), *self.argv, cwd=self.cwd, env={**os.environ, **self.env},
-            start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        starting = asyncio.ensure_future(
+            loop.subprocess_exec(
+                lambda: _Output(loop),
+                *self.argv,
+                cwd=self.cwd,
+                env={**os.environ, **self.env},
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        )
         try:
             return await asyncio.shield(starting)
         except OSError as exc:
@@ -192,8 +201,7 @@ def _read_argv(options, shell: bool) -> tuple[str, ...]:
             raise options.error("argv", "expected a shell command line (a string) with shell = true")
         return ("/bin/sh", "-c", script)
     if isinstance(options.raw("argv"), str):
-        raise options.error("argv", 'expected an array like ["df", "-h"]; '
-                                    "a string is run only with shell = true")
+        raise options.error("argv", 'expected an array like ["df", "-h"]; a string is run only with shell = true')
     argv = options.str_list("argv")
     if not argv or not argv[0]:
         raise options.error("argv", "expected the program and its arguments, got an empty array")
@@ -202,7 +210,7 @@ def _read_argv(options, shell: bool) -> tuple[str, ...]:
 
 def _read_env(options) -> dict[str, str]:
     table = options.table("env", {})
-    return {name: table.str(name) for name in table.keys()}
+    return {name: table.str(name) for name in table}
 
 
 def _check_program(options, program: str, cwd: Path, env: dict[str, str]) -> None:
@@ -212,8 +220,9 @@ def _check_program(options, program: str, cwd: Path, env: dict[str, str]) -> Non
     else:
         found = shutil.which(program, path=env.get("PATH", os.environ.get("PATH"))) is not None
     if not found:
-        raise options.error("argv", f"no executable program {program!r} "
-                                    f"({'relative to cwd' if '/' in program else 'on PATH'})")
+        raise options.error(
+            "argv", f"no executable program {program!r} ({'relative to cwd' if '/' in program else 'on PATH'})"
+        )
 
 
 def build(options, widget, config) -> Command:

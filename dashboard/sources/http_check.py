@@ -21,8 +21,16 @@ _TIMEOUT_SHARE = 0.9
 
 
 class HttpCheck:
-    def __init__(self, url: str, method: str, headers: dict[str, str], expect_status: tuple[int, ...] | None,
-                 expect_body: str | None, warn_latency: float | None, timeout: float):
+    def __init__(
+        self,
+        url: str,
+        method: str,
+        headers: dict[str, str],
+        expect_status: tuple[int, ...] | None,
+        expect_body: str | None,
+        warn_latency: float | None,
+        timeout: float,
+    ):
         self.url = url
         self.method = method
         self.headers = headers
@@ -34,8 +42,14 @@ class HttpCheck:
 
     async def fetch(self) -> dict[str, Any]:
         # Redirects are not followed: a check reports what the URL itself answers.
-        request = HTTPRequest(self.url, method=self.method, headers=self.headers, follow_redirects=False,
-                              connect_timeout=self.timeout, request_timeout=self.timeout)
+        request = HTTPRequest(
+            self.url,
+            method=self.method,
+            headers=self.headers,
+            follow_redirects=False,
+            connect_timeout=self.timeout,
+            request_timeout=self.timeout,
+        )
         started = time.perf_counter()
         try:
             response, body = await self.client.fetch(request)
@@ -49,8 +63,11 @@ class HttpCheck:
         if problem:
             return {**result, "state": "down", "detail": problem}
         if self.warn_latency is not None and latency_ms > self.warn_latency * 1000:
-            return {**result, "state": "warn", "detail": f"slow: {latency_ms} ms "
-                                                         f"(warn above {self.warn_latency * 1000:g} ms)"}
+            return {
+                **result,
+                "state": "warn",
+                "detail": f"slow: {latency_ms} ms (warn above {self.warn_latency * 1000:g} ms)",
+            }
         return result
 
     def _problem(self, code: int, body: bytes) -> str | None:

@@ -24,6 +24,7 @@ _INDEX = re.compile(r"0|[1-9][0-9]*")
 
 # --- the URL and headers, shared with http_check ----------------------------------
 
+
 def shown_url(url: str) -> str:
     """scheme://host:port/path: what a message may show of a URL."""
     parts = urlsplit(url)
@@ -38,7 +39,7 @@ def read_url(options) -> str:
     url = options.str("url")
     try:
         parts = urlsplit(url)
-        parts.port  # raises ValueError for a port that is not a number
+        _ = parts.port  # raises ValueError for a port that is not a number
     except ValueError:
         raise options.error("url", "expected an http:// or https:// URL, got one that does not parse") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -51,7 +52,7 @@ def read_url(options) -> str:
 def read_headers(options) -> dict[str, str]:
     table = options.table("headers", {})
     headers = {}
-    for name in table.keys():
+    for name in table:
         value = table.str(name)
         if not _HEADER_NAME.fullmatch(name):
             raise table.error(name, "expected a header name (letters, digits and -)")
@@ -119,6 +120,7 @@ class HttpClient:
 
 # --- picking a value out of the document -------------------------------------------
 
+
 class JsonPath:
     """`rates.EUR`, `items.0.price`, or an RFC 6901 pointer `/rates/EUR`; "" is the whole
     document. Parsed once at build time; shown in messages the way it was written."""
@@ -161,8 +163,9 @@ class JsonPath:
                 raise SourceError(f"list index {key} out of range at {at} (length {len(value)})")
             return value[int(key)]
         parent = self.shown(depth - 1) if depth else "the top"
-        raise SourceError(f"cannot read {json.dumps(key)} at {at}: {parent} is {json_kind(value)}, "
-                          "not an object or a list")
+        raise SourceError(
+            f"cannot read {json.dumps(key)} at {at}: {parent} is {json_kind(value)}, not an object or a list"
+        )
 
 
 def _unescape(token: str) -> str:
@@ -189,9 +192,18 @@ def is_number(value: Any) -> bool:
 
 # --- the source ----------------------------------------------------------------------
 
+
 class HttpJson:
-    def __init__(self, url: str, headers: dict[str, str], body: bytes | None, path: JsonPath,
-                 scale: float | None, offset: float | None, timeout: float):
+    def __init__(
+        self,
+        url: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        path: JsonPath,
+        scale: float | None,
+        offset: float | None,
+        timeout: float,
+    ):
         self.url = url
         self.headers = {"Accept": "application/json", **headers}
         self.body = body
@@ -207,16 +219,21 @@ class HttpJson:
         if self.scale is None and self.offset is None:
             return value
         if not is_number(value):
-            raise SourceError(f"expected a number at {self.path.text or 'the top'} to scale, "
-                              f"got {json_kind(value)}")
+            raise SourceError(f"expected a number at {self.path.text or 'the top'} to scale, got {json_kind(value)}")
         return value * (1 if self.scale is None else self.scale) + (self.offset or 0)
 
     async def _get(self) -> bytes:
         headers = dict(self.headers)
         if self.body is not None:
             headers.setdefault("Content-Type", "application/json")
-        request = HTTPRequest(self.url, method="GET" if self.body is None else "POST", headers=headers,
-                              body=self.body, connect_timeout=self.timeout, request_timeout=self.timeout)
+        request = HTTPRequest(
+            self.url,
+            method="GET" if self.body is None else "POST",
+            headers=headers,
+            body=self.body,
+            connect_timeout=self.timeout,
+            request_timeout=self.timeout,
+        )
         try:
             response, body = await self.client.fetch(request)
         except BodyTooLarge as exc:

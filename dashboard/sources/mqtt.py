@@ -55,8 +55,16 @@ def _number(text: str) -> int | float:
 
 
 class MqttSource:
-    def __init__(self, client_class, error_class, client_options: dict[str, Any], topic: str, qos: int,
-                 format: str, path: JsonPath):
+    def __init__(
+        self,
+        client_class,
+        error_class,
+        client_options: dict[str, Any],
+        topic: str,
+        qos: int,
+        format: str,
+        path: JsonPath,
+    ):
         # aiomqtt is imported by build(), so a config without MQTT never needs it.
         self._client_class = client_class
         self._error_class = error_class
@@ -98,8 +106,9 @@ def _import_aiomqtt():
 def build(options, widget, config) -> MqttSource:
     aiomqtt = _import_aiomqtt()
     if aiomqtt is None:
-        raise ConfigError(f'{options.file}: {options.path}.kind: the mqtt source needs aiomqtt: '
-                          f'pip install "dashboard[mqtt]"')
+        raise ConfigError(
+            f'{options.file}: {options.path}.kind: the mqtt source needs aiomqtt: pip install "dashboard[mqtt]"'
+        )
     topic = options.str("topic")
     try:
         aiomqtt.Wildcard(topic)  # "+" and "#" only as whole levels, "#" only last

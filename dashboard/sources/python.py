@@ -26,8 +26,9 @@ _REFERENCE = re.compile(r"([A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)*):([A-Za-z_]\w*(?:\.
 
 
 def _is_async(function: Callable) -> bool:
-    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
-        getattr(function, "__call__", None))
+    # An object whose __call__ is an async method counts too.
+    call = getattr(function, "__call__", None)  # noqa: B004
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(call)
 
 
 class PythonFunction:
@@ -57,8 +58,7 @@ def _import(options, module_name: str, config) -> Any:
     except ImportError as exc:
         raise options.error("function", f'cannot import module "{module_name}": {exc}') from None
     except Exception as exc:  # the module itself raised while being imported
-        raise options.error("function", f'cannot import module "{module_name}": '
-                                        f"{type(exc).__name__}: {exc}") from None
+        raise options.error("function", f'cannot import module "{module_name}": {type(exc).__name__}: {exc}') from None
 
 
 def _resolve(options, reference: str, config) -> Callable:
@@ -92,6 +92,6 @@ def build(options, widget, config) -> PythonFunction:
     reference = options.str("function")
     function = _resolve(options, reference, config)
     args_table = options.table("args", {})
-    args = {name: args_table.raw(name) for name in args_table.keys()}
+    args = {name: args_table.raw(name) for name in args_table}
     _check_arguments(options, function, reference, args)
     return PythonFunction(function, args)

@@ -8,8 +8,15 @@ import random
 
 
 class RandomWalk:
-    def __init__(self, start: float, volatility: float, decimals: int, low: float | None, high: float | None,
-                 seed: int | None = None):
+    def __init__(
+        self,
+        start: float,
+        volatility: float,
+        decimals: int,
+        low: float | None,
+        high: float | None,
+        seed: int | None = None,
+    ):
         self.value = start
         self.volatility = volatility
         self.decimals = decimals
@@ -18,7 +25,11 @@ class RandomWalk:
         self.random = random.Random(seed)
 
     async def fetch(self) -> float:
-        step = self.random.gauss(0.0, self.volatility) * self.value if self.value else self.random.gauss(0.0, self.volatility)
+        step = (
+            self.random.gauss(0.0, self.volatility) * self.value
+            if self.value
+            else self.random.gauss(0.0, self.volatility)
+        )
         value = self.value + step
         if self.low is not None:
             value = max(self.low, value)

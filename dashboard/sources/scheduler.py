@@ -17,9 +17,9 @@ from typing import Any
 
 from ..config import WidgetConfig
 from ..core.samples import ERROR, OK, Sample
+from ..core.views import ValueRejected, accept
 from ..storage.recorder import Recorder
 from . import SourceError
-from ..core.views import ValueRejected, accept
 
 log = logging.getLogger("dashboard.scheduler")
 
@@ -86,7 +86,9 @@ class Scheduler:
     def _start(self, widget_id: str) -> None:
         source = self.sources[widget_id]
         runner = self._stream if hasattr(source, "stream") else self._poll
-        self._tasks[widget_id] = asyncio.create_task(runner(self.widgets[widget_id], source), name=f"source:{widget_id}")
+        self._tasks[widget_id] = asyncio.create_task(
+            runner(self.widgets[widget_id], source), name=f"source:{widget_id}"
+        )
 
     def add(self, widget: WidgetConfig, source) -> None:
         """Run one more ticker, after start(): a config reload added or changed the widget."""
@@ -132,7 +134,7 @@ class Scheduler:
         try:
             value = await asyncio.wait_for(source.fetch(), widget.timeout)
             value = accept(widget.view, value)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self._failed(widget, f"timed out after {widget.timeout:g}s", started)
         except (SourceError, ValueRejected) as exc:
             await self._failed(widget, str(exc) or type(exc).__name__, started)
@@ -178,8 +180,9 @@ class Scheduler:
             return
         await self._record(widget.id, value, OK, None)
 
-    async def _failed(self, widget: WidgetConfig, message: str, started: float,
-                      unexpected: Exception | None = None) -> None:
+    async def _failed(
+        self, widget: WidgetConfig, message: str, started: float, unexpected: Exception | None = None
+    ) -> None:
         state = self.states[widget.id]
         if not state.failures:
             # The traceback of a bug goes with this one line, not with every failed run.

@@ -37,10 +37,12 @@ from . import SourceError
 RESULTS = ("scalar", "rows")
 READ_STATEMENTS = ("SELECT", "WITH")
 # Quoted text, quoted names and comments, in which a keyword or ";" means nothing.
-_NOT_CODE = re.compile(
-    r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|`[^`]*`|--[^\n]*|/\*.*?\*/|\$(\w*)\$.*?\$\1\$""", re.S)
-_WRITE = re.compile(r"\b(INSERT|UPDATE|DELETE|MERGE|UPSERT|REPLACE\s+INTO|CREATE|DROP|ALTER|TRUNCATE|"
-                    r"GRANT|REVOKE|ATTACH|DETACH|PRAGMA|VACUUM)\b", re.I)
+_NOT_CODE = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|`[^`]*`|--[^\n]*|/\*.*?\*/|\$(\w*)\$.*?\$\1\$""", re.S)
+_WRITE = re.compile(
+    r"\b(INSERT|UPDATE|DELETE|MERGE|UPSERT|REPLACE\s+INTO|CREATE|DROP|ALTER|TRUNCATE|"
+    r"GRANT|REVOKE|ATTACH|DETACH|PRAGMA|VACUUM)\b",
+    re.I,
+)
 _FIRST_WORD = re.compile(r"[\s(]*(\w*)")
 MAX_MESSAGE = 300
 
@@ -49,7 +51,7 @@ def read_only_problem(query: str) -> str | None:
     """Why the query is not one plain reading statement, or None."""
     code = _NOT_CODE.sub(" ", query)
     if len([part for part in code.split(";") if part.strip()]) > 1:
-        return "expected one statement, got more than one (a \";\" followed by more SQL)"
+        return 'expected one statement, got more than one (a ";" followed by more SQL)'
     first = _FIRST_WORD.match(code)[1].upper()
     if first not in READ_STATEMENTS:
         return f"expected a SELECT or WITH query, got {first or 'nothing'!r} first"
@@ -75,8 +77,16 @@ def plain(value: Any) -> Any:
 
 
 class SqlSource:
-    def __init__(self, engine: AsyncEngine, query: str, result: str, *, timeout: float,
-                 sqlite_file: Path | None = None, secret: str | None = None):
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        query: str,
+        result: str,
+        *,
+        timeout: float,
+        sqlite_file: Path | None = None,
+        secret: str | None = None,
+    ):
         self.engine = engine
         self.query = query
         self.result = result
@@ -157,8 +167,9 @@ def _engine(options, url_text: str, widget) -> tuple[AsyncEngine, Path | None, s
     try:
         engine = create_async_engine(url, pool_pre_ping=True, connect_args=connect_args, **pool)
     except ImportError:
-        raise ConfigError(f'{options.file}: {options.path}.url: PostgreSQL needs asyncpg: '
-                          f'pip install "dashboard[postgres]"') from None
+        raise ConfigError(
+            f'{options.file}: {options.path}.url: PostgreSQL needs asyncpg: pip install "dashboard[postgres]"'
+        ) from None
     return engine, None, url.password
 
 

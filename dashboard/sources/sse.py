@@ -114,9 +114,19 @@ class _Body:
 
 
 class SseSource:
-    def __init__(self, url: str, *, event: str | None, format: str, path: JsonPath,
-                 headers: dict[str, str], connect_timeout: float, idle_timeout: float | None,
-                 reconnect_delay: float, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+    def __init__(
+        self,
+        url: str,
+        *,
+        event: str | None,
+        format: str,
+        path: JsonPath,
+        headers: dict[str, str],
+        connect_timeout: float,
+        idle_timeout: float | None,
+        reconnect_delay: float,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ):
         self.url = url
         self.event = event
         self.format = format
@@ -156,10 +166,12 @@ class SseSource:
         host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, limit=HEAD_LIMIT,
-                                        ssl=ssl.create_default_context() if parts.scheme == "https" else None),
-                self.connect_timeout)
-        except asyncio.TimeoutError:
+                asyncio.open_connection(
+                    host, port, limit=HEAD_LIMIT, ssl=ssl.create_default_context() if parts.scheme == "https" else None
+                ),
+                self.connect_timeout,
+            )
+        except TimeoutError:
             raise SourceError(f"cannot connect to {host}:{port}: timed out after {self.connect_timeout:g}s") from None
         except OSError as exc:
             raise SourceError(f"cannot connect to {host}:{port}: {_reason(exc)}") from None
@@ -176,9 +188,14 @@ class SseSource:
 
     def _request(self, parts, headers: dict[str, str]) -> bytes:
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        lines = [f"GET {target} HTTP/1.1", f"Host: {parts.netloc.rpartition('@')[2]}",
-                 "Accept: text/event-stream", "Cache-Control: no-cache", "Connection: close",
-                 f"User-Agent: dashboard/{__version__}"]
+        lines = [
+            f"GET {target} HTTP/1.1",
+            f"Host: {parts.netloc.rpartition('@')[2]}",
+            "Accept: text/event-stream",
+            "Cache-Control: no-cache",
+            "Connection: close",
+            f"User-Agent: dashboard/{__version__}",
+        ]
         if parts.username is not None and not any(k.lower() == "authorization" for k in headers):
             pair = f"{parts.username}:{parts.password or ''}".encode()
             lines.append(f"Authorization: Basic {base64.b64encode(pair).decode()}")
@@ -193,7 +210,7 @@ class SseSource:
             start, _, fields = head.decode("latin-1").partition("\r\n")
             first = parse_response_start_line(start)
             return first.code, first.reason, HTTPHeaders.parse(fields)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise SourceError(f"no response within {self.connect_timeout:g}s") from None
         except asyncio.LimitOverrunError:
             raise SourceError(f"response headers larger than {HEAD_LIMIT} bytes") from None
@@ -217,7 +234,7 @@ class SseSource:
                         await emit(self._value(event))
                 if decoder.retry is not None:
                     self.retry_delay = max(decoder.retry / 1000, MIN_RETRY)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.info("no data from %s for %gs: reconnecting", shown_url(self.url), self.idle_timeout)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, HTTPInputError) as exc:
             # Like a browser: a stream that broke after a good start is reopened, not failed.
@@ -283,5 +300,13 @@ def build(options, widget, config) -> SseSource:
         raise options.error("path", 'a path reads into JSON: use format = "json"')
     headers = _read_headers(options)
     idle = options.duration("idle_timeout", "60s")
-    return SseSource(url, event=event, format=format, path=path, headers=headers,
-                     connect_timeout=widget.timeout, idle_timeout=idle or None, reconnect_delay=widget.every)
+    return SseSource(
+        url,
+        event=event,
+        format=format,
+        path=path,
+        headers=headers,
+        connect_timeout=widget.timeout,
+        idle_timeout=idle or None,
+        reconnect_delay=widget.every,
+    )

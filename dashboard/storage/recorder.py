@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ..hub import Hub
 from ..core.samples import OK, Sample
+from ..hub import Hub
 from .store import Store
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from ..config import Config
 from .store import Store
@@ -22,8 +22,13 @@ log = logging.getLogger("dashboard.retention")
 
 
 class Pruner:
-    def __init__(self, store: Store, config: Callable[[], Config], *,
-                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+    def __init__(
+        self,
+        store: Store,
+        config: Callable[[], Config],
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ):
         self.store = store
         self.config = config
         self._now = now

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,7 @@ def ensure_sqlite_dir(url: str) -> None:
     """Create the directory of a SQLite file, so a fresh checkout just runs."""
     prefix = "sqlite+aiosqlite:///"
     if url.startswith(prefix) and ":memory:" not in url:
-        Path(url[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(url[len(prefix) :]).parent.mkdir(parents=True, exist_ok=True)
 
 
 class Store:
@@ -107,16 +107,14 @@ class Store:
         (sample,) = await self.append_many([(widget, value, status, message)])
         return sample
 
-    async def append_many(
-        self, items: Sequence[tuple[str, Any, str, str | None]], *, then=None
-    ) -> list[Sample]:
+    async def append_many(self, items: Sequence[tuple[str, Any, str, str | None]], *, then=None) -> list[Sample]:
         """Insert samples in one transaction, all or nothing.
 
         `then(samples)` runs after the commit while the write lock is still held, so
         whatever it publishes goes out in id order.
         """
         async with self._write_lock:
-            ts = datetime.now(timezone.utc)
+            ts = datetime.now(UTC)
             out = []
             async with self.engine.begin() as conn:
                 # Other processes write too (web processes take pushes, a worker runs the
@@ -128,7 +126,8 @@ class Store:
                     # One statement object with parameters: its compiled form is cached, where
                     # insert().values(...) would be built and looked up anew for each sample.
                     result = await conn.execute(
-                        INSERT_SAMPLE, {"widget": widget, "ts": ts, "value": value, "status": status, "message": message}
+                        INSERT_SAMPLE,
+                        {"widget": widget, "ts": ts, "value": value, "status": status, "message": message},
                     )
                     out.append(Sample(result.inserted_primary_key[0], widget, ts, value, status, message))
             if then is not None:
@@ -154,7 +153,12 @@ class Store:
             return (await conn.execute(select(func.max(samples.c.id)))).scalar() or 0
 
     async def history(
-        self, widget: str, *, since: int = 0, limit: int = 1000, after: datetime | None = None,
+        self,
+        widget: str,
+        *,
+        since: int = 0,
+        limit: int = 1000,
+        after: datetime | None = None,
         upto: int | None = None,
     ) -> list[Sample]:
         """Samples of one widget with since < id <= upto (and ts >= after), oldest first.
@@ -171,8 +175,9 @@ class Store:
             rows = (await conn.execute(query)).all()
         return [_row_to_sample(row) for row in reversed(rows)]
 
-    async def since(self, widgets: Iterable[str] | None, event_id: int, *, upto: int | None = None,
-                    limit: int) -> list[Sample]:
+    async def since(
+        self, widgets: Iterable[str] | None, event_id: int, *, upto: int | None = None, limit: int
+    ) -> list[Sample]:
         """Samples of these widgets (None: of every widget) with event_id < id <= upto, oldest
         first, at most limit+1 rows (so the caller can tell that there were more than limit)."""
         query = select(samples).where(samples.c.id > event_id)
@@ -193,18 +198,21 @@ class Store:
         newer = samples.alias("newer")
         newest_of_widget = select(func.max(newer.c.id)).where(newer.c.widget == samples.c.widget).scalar_subquery()
         while True:
-            async with self._write_lock:
-                async with self.engine.begin() as conn:
-                    ids = (
+            async with self._write_lock, self.engine.begin() as conn:
+                ids = (
+                    (
                         await conn.execute(
                             select(samples.c.id)
                             .where(samples.c.ts < older_than, samples.c.id < newest_of_widget)
                             .order_by(samples.c.ts)
                             .limit(batch)
                         )
-                    ).scalars().all()
-                    if ids:
-                        await conn.execute(delete(samples).where(samples.c.id.in_(ids)))
+                    )
+                    .scalars()
+                    .all()
+                )
+                if ids:
+                    await conn.execute(delete(samples).where(samples.c.id.in_(ids)))
             total += len(ids)
             if len(ids) < batch:
                 return total

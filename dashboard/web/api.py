@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 import tornado.web
@@ -73,14 +74,16 @@ class HistoryHandler(ApiHandler):
         since = self.int_argument("since", 0, low=0)
         limit = self.int_argument("limit", cap, low=1, high=cap)
         samples = await self.runtime.store.history(widget.id, since=since, limit=limit)
-        self.write_json({
-            "widget": widget.id,
-            "samples": [sample_json(s) for s in samples],
-            "now": format_ts_now(),
-        })
+        self.write_json(
+            {
+                "widget": widget.id,
+                "samples": [sample_json(s) for s in samples],
+                "now": format_ts_now(),
+            }
+        )
 
 
 def format_ts_now() -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return format_ts(datetime.now(timezone.utc))
+    return format_ts(datetime.now(UTC))

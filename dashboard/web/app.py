@@ -7,14 +7,14 @@ from pathlib import Path
 import jinja2
 import tornado.web
 
-from .ratelimit import RateLimiter
-from .runtime import Runtime
 from .api import HistoryHandler
-from .login import LoginHandler, LogoutHandler
 from .base import BaseHandler, NotFoundHandler, log_access
 from .health import HealthHandler, MetricsHandler
+from .login import LoginHandler, LogoutHandler
 from .pages import DashboardHandler, IndexHandler
 from .push import WidgetPushHandler, WidgetsPushHandler
+from .ratelimit import RateLimiter
+from .runtime import Runtime
 from .security import SecureStaticFileHandler
 from .stream import StreamHandler
 
@@ -23,6 +23,7 @@ TEMPLATES = ROOT / "templates"
 STATIC = ROOT / "static"
 
 ID = r"([A-Za-z0-9_-]+)"
+
 
 def make_templates() -> jinja2.Environment:
     return jinja2.Environment(

@@ -19,15 +19,22 @@ access_log = logging.getLogger("tornado.access")
 QUIET_PATHS = ("/healthz", "/metrics")
 
 
-def log_access(status: int, method: str, path: str, uri: str, client: str, seconds: float,
-               details: str = "") -> None:
+def log_access(status: int, method: str, path: str, uri: str, client: str, seconds: float, details: str = "") -> None:
     """One access line. No secret from a query (a kiosk link's ?token=) goes in it."""
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     if status < 400 and path in QUIET_PATHS:
         level = logging.DEBUG
     if access_log.isEnabledFor(level):
-        access_log.log(level, "%d %s %s (%s) %.2fms%s", status, method, redact_uri(uri), client,
-                       1000.0 * seconds, f" {details}" if details else "")
+        access_log.log(
+            level,
+            "%d %s %s (%s) %.2fms%s",
+            status,
+            method,
+            redact_uri(uri),
+            client,
+            1000.0 * seconds,
+            f" {details}" if details else "",
+        )
 
 
 class BaseHandler(tornado.web.RequestHandler):
@@ -114,8 +121,12 @@ class BaseHandler(tornado.web.RequestHandler):
         if self.request.path.startswith("/api/"):
             self.write_json({"error": reason}, status_code)
         else:
-            self.render("error.html", status=status_code, reason=reason,
-                        title=HTTPStatus(status_code).phrase if status_code in HTTPStatus._value2member_map_ else "Error")
+            self.render(
+                "error.html",
+                status=status_code,
+                reason=reason,
+                title=HTTPStatus(status_code).phrase if status_code in HTTPStatus._value2member_map_ else "Error",
+            )
 
 
 class NotFoundHandler(BaseHandler):

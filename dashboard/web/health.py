@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .. import __version__
 from ..core.samples import format_ts
@@ -26,7 +26,7 @@ def scheduler_state(scheduler) -> str:
 
 
 def _when(seconds: float | None) -> str | None:
-    return None if seconds is None else format_ts(datetime.fromtimestamp(seconds, timezone.utc))
+    return None if seconds is None else format_ts(datetime.fromtimestamp(seconds, UTC))
 
 
 def source_report(scheduler) -> dict[str, dict]:
@@ -53,8 +53,9 @@ def operator_allowed(handler) -> bool:
         return True
     offered = bearer_token(handler.request.headers.get("Authorization", ""))
     # Header values arrive decoded as Latin-1: encoding back gives the bytes as sent.
-    return offered is not None and hmac.compare_digest(offered.encode("latin-1", "replace"),
-                                                       token.encode("utf-8", "surrogateescape"))
+    return offered is not None and hmac.compare_digest(
+        offered.encode("latin-1", "replace"), token.encode("utf-8", "surrogateescape")
+    )
 
 
 class HealthHandler(BaseHandler):
@@ -68,7 +69,7 @@ class HealthHandler(BaseHandler):
         runtime = self.runtime
         try:
             database = await asyncio.wait_for(runtime.store.ping(), PING_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             database = False
         scheduler = scheduler_state(runtime.scheduler)
         ready = runtime.ready and database and scheduler != "stopped" and not runtime.hub.closed

@@ -15,8 +15,8 @@ import time
 import tornado.web
 
 from ..core import auth
-from .ratelimit import RateLimiter, retry_after
 from .base import BaseHandler
+from .ratelimit import RateLimiter, retry_after
 from .sessions import clear_session, write_session
 
 log = logging.getLogger("dashboard.auth")
@@ -76,8 +76,15 @@ class LoginHandler(BaseHandler):
     def _form(self, target: str, error: str | None = None, *, status: int = 200, name: str = "") -> None:
         self.set_status(status)
         session = self.viewers.get(auth.PASSWORD)
-        self.render("login.html", title="Sign in", next=target, error=error, name=name[:MAX_NAME],
-                    user=session.name if session else None, account=None)
+        self.render(
+            "login.html",
+            title="Sign in",
+            next=target,
+            error=error,
+            name=name[:MAX_NAME],
+            user=session.name if session else None,
+            account=None,
+        )
 
 
 class LogoutHandler(BaseHandler):

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
 
 from ..core.samples import ERROR
 from ..storage.recorder import Recorder
@@ -26,27 +26,34 @@ class Metrics:
     def __init__(self, runtime: Any):
         self.registry = CollectorRegistry()
         registry = self.registry
-        self.events_sent = Counter("dashboard_events_sent", "Events written to streams (all clients)",
-                                   registry=registry)
-        self.bytes_sent = Counter("dashboard_stream_sent_bytes", "Bytes written to event streams",
-                                  registry=registry)
+        self.events_sent = Counter(
+            "dashboard_events_sent", "Events written to streams (all clients)", registry=registry
+        )
+        self.bytes_sent = Counter("dashboard_stream_sent_bytes", "Bytes written to event streams", registry=registry)
         self.snapshots_sent = Counter(
             "dashboard_snapshots_sent",
             "Times a stream fell behind the buffer and got the newest value of each widget instead",
-            registry=registry)
-        self.source_runs = Counter("dashboard_source_runs", "Runs of a widget's source, by outcome",
-                                   ["widget", "outcome"], registry=registry)
-        self.source_errors = Counter("dashboard_source_errors", "Failed runs of a widget's source",
-                                     ["widget"], registry=registry)
-        self.source_duration = Histogram("dashboard_source_duration_seconds", "Time a source took to answer",
-                                         ["widget"], registry=registry)
+            registry=registry,
+        )
+        self.source_runs = Counter(
+            "dashboard_source_runs", "Runs of a widget's source, by outcome", ["widget", "outcome"], registry=registry
+        )
+        self.source_errors = Counter(
+            "dashboard_source_errors", "Failed runs of a widget's source", ["widget"], registry=registry
+        )
+        self.source_duration = Histogram(
+            "dashboard_source_duration_seconds", "Time a source took to answer", ["widget"], registry=registry
+        )
         self.db_write_duration = Histogram(
             "dashboard_db_write_duration_seconds",
             "Time to store a batch of samples, waiting for the write lock included",
-            buckets=WRITE_BUCKETS, registry=registry)
+            buckets=WRITE_BUCKETS,
+            registry=registry,
+        )
         # Incremented by the push handler once per answered POST: push_requests.labels(status="200").inc()
-        self.push_requests = Counter("dashboard_push_requests", "Push API requests, by HTTP status",
-                                     ["status"], registry=registry)
+        self.push_requests = Counter(
+            "dashboard_push_requests", "Push API requests, by HTTP status", ["status"], registry=registry
+        )
         registry.register(_RuntimeCollector(runtime))
 
     def source_ran(self, widget_id: str, outcome: str, seconds: float) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import tornado.web
 
 from .. import __version__
-from ..core import auth
-from ..core import views
+from ..core import auth, views
 from ..core.samples import format_ts
 from .base import BaseHandler
 from .sessions import exchange_kiosk_token, guard_page, login_url
@@ -59,7 +58,7 @@ class DashboardHandler(BaseHandler):
         widgets = [runtime.config.widgets[w] for w in dashboard.widgets]
         graphs = {}
         graph_ids = {}
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for widget in widgets:
             if widget.view in ("graph", "number"):
                 samples = await runtime.store.history(
@@ -101,13 +100,20 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-
 def widgets_json(widgets) -> list[dict]:
     """What static/widgets.js needs to know of each widget."""
     return [
         {
-            "id": w.id, "view": w.view, "every": w.every, "decimals": w.decimals, "unit": w.unit,
-            "min": w.min, "max": w.max, "warn": w.warn, "crit": w.crit, "history": w.history,
+            "id": w.id,
+            "view": w.view,
+            "every": w.every,
+            "decimals": w.decimals,
+            "unit": w.unit,
+            "min": w.min,
+            "max": w.max,
+            "warn": w.warn,
+            "crit": w.crit,
+            "history": w.history,
             "timezone": w.timezone,
             # Updates are expected every interval (else only on change, and silence is fine).
             "heartbeat": bool(w.source) and (not w.on_change or w.source.kind == "push"),

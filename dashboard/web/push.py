@@ -27,10 +27,10 @@ from typing import Any
 import tornado.web
 
 from ..core.samples import ERROR, OK, format_ts
-from .ratelimit import RateLimiter, retry_after
-from ..sources import is_push
 from ..core.views import ValueRejected, accept
+from ..sources import is_push
 from .api import ApiHandler, WidgetHandler, WidgetsHandler
+from .ratelimit import RateLimiter, retry_after
 
 log = logging.getLogger("dashboard.push")
 
@@ -183,8 +183,9 @@ class PushBase(ApiHandler):
         # Header values arrive decoded as Latin-1: encoding back gives the bytes as sent.
         name = token_name(tokens, token.encode("latin-1", "replace")) if token is not None else None
         if name is None:
-            raise http_error(401, "invalid token: expected Authorization: Bearer <token> "
-                                  "with a token from [api] tokens")
+            raise http_error(
+                401, "invalid token: expected Authorization: Bearer <token> with a token from [api] tokens"
+            )
         self._check_rate(name)
         return name
 
@@ -195,8 +196,9 @@ class PushBase(ApiHandler):
         wait = self.push_limiter.take(name, api.rate, api.burst)
         if wait:
             seconds = self._retry_after = retry_after(wait)
-            raise http_error(429, f"too many pushes with token {quoted(name)}: "
-                                  f"retry in {seconds} s ([api] rate and burst)")
+            raise http_error(
+                429, f"too many pushes with token {quoted(name)}: retry in {seconds} s ([api] rate and burst)"
+            )
 
     def _check_request_headers(self) -> str:
         name = self._authorise()
@@ -236,7 +238,8 @@ class PushBase(ApiHandler):
             raise http_error(409, f"widget {quoted(widget_id)} is a {widget.view} and takes no values")
         if not is_push(widget):
             raise http_error(
-                409, f"widget {quoted(widget_id)} is fed by its {quoted(widget.source.kind)} source, not by pushes")
+                409, f"widget {quoted(widget_id)} is fed by its {quoted(widget.source.kind)} source, not by pushes"
+            )
         return widget
 
     def _accepted(self, widget, value: Any) -> Any:
@@ -282,8 +285,10 @@ class WidgetsPushHandler(PushBase, WidgetsHandler):
         values = self._json_object(BATCH_KEYS).get("values")
         if not isinstance(values, dict) or not values:
             got = "nothing" if values is None else describe(values)
-            raise bad_request(f'values: expected an object of widget ids to values, like '
-                              f'{{"values": {{"<widget id>": ...}}}}, got {got}')
+            raise bad_request(
+                f"values: expected an object of widget ids to values, like "
+                f'{{"values": {{"<widget id>": ...}}}}, got {got}'
+            )
         # Same order as one push: every widget must exist (404) and take pushes (409),
         # then every value must fit; the first problem found is the answer.
         widgets = {widget_id: self.config.widgets.get(widget_id) for widget_id in values}
@@ -292,8 +297,9 @@ class WidgetsPushHandler(PushBase, WidgetsHandler):
                 raise http_error(404, f"unknown widget {quoted(widget_id)}")
         for widget_id in widgets:
             self._push_widget(widget_id)
-        items = [(widget_id, self._accepted(widget, values[widget_id]), OK, None)
-                 for widget_id, widget in widgets.items()]
+        items = [
+            (widget_id, self._accepted(widget, values[widget_id]), OK, None) for widget_id, widget in widgets.items()
+        ]
         samples = await self.runtime.recorder.record_many(items)
         log.debug("widgets %s pushed by token %s", ", ".join(widgets), caller)
         self.write_json({"ids": {s.widget: s.id for s in samples}, "ts": format_ts(samples[0].ts)})

@@ -15,7 +15,7 @@ MAX_KEYS = 10_000
 
 
 class TokenBucket:
-    __slots__ = ("rate", "burst", "tokens", "stamp")
+    __slots__ = ("burst", "rate", "stamp", "tokens")
 
     def __init__(self, rate: float, burst: int, now: float):
         self.rate = rate

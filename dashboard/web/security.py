@@ -16,8 +16,10 @@ import tornado.web
 SECRET_PARAMETERS = frozenset({"token", "access_token", "password", "secret", "_xsrf"})
 REDACTED = "[redacted]"
 
-PAGE_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-               "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'")
+PAGE_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'"
+)
 # A script, stylesheet or JSON answer is no document: nothing in it may load anything.
 ASSET_POLICY = "default-src 'none'; frame-ancestors 'none'"
 

@@ -31,8 +31,9 @@ def read_session(handler) -> Viewer | None:
     if raw is None or not config.secret:
         return None
     # The signature's own age check backs up the expiry inside the value.
-    value = tornado.web.decode_signed_value(config.secret, COOKIE, raw,
-                                            max_age_days=config.session_lifetime / 86400 + 1 / 1440)
+    value = tornado.web.decode_signed_value(
+        config.secret, COOKIE, raw, max_age_days=config.session_lifetime / 86400 + 1 / 1440
+    )
     viewer = auth.decode_session(value)
     if viewer is None or not auth.session_valid(config, viewer, time.time()):
         return None
@@ -42,8 +43,9 @@ def read_session(handler) -> Viewer | None:
 def write_session(handler, viewer: Viewer) -> None:
     config = handler.config.auth
     value = tornado.web.create_signed_value(config.secret, COOKIE, auth.encode_session(viewer))
-    handler.set_cookie(COOKIE, value, expires=viewer.expires, path="/", httponly=True,
-                       secure=handler.is_https, samesite="Strict")
+    handler.set_cookie(
+        COOKIE, value, expires=viewer.expires, path="/", httponly=True, secure=handler.is_https, samesite="Strict"
+    )
 
 
 def clear_session(handler) -> None:
@@ -152,8 +154,9 @@ def denied(handler, dashboard) -> tornado.web.HTTPError:
         return tornado.web.HTTPError(403, "%s", f"{viewer.name} may not see this dashboard.")
     if dashboard.auth == auth.TOKEN:
         return tornado.web.HTTPError(401, "This dashboard opens with its kiosk link (an address ending in ?token=...).")
-    return tornado.web.HTTPError(401, "This dashboard is shown through a signing-in proxy; "
-                                      "no user came with this request.")
+    return tornado.web.HTTPError(
+        401, "This dashboard is shown through a signing-in proxy; no user came with this request."
+    )
 
 
 def api_denied(handler) -> tornado.web.HTTPError:

@@ -38,8 +38,8 @@ from tornado.iostream import StreamClosedError
 
 from .. import __version__
 from ..core import auth
-from ..hub import Topic, encode_sample
 from ..core.sse import encode_comment, encode_event, encode_retry
+from ..hub import Topic, encode_sample
 from .base import BaseHandler, log_access
 from .sessions import renew
 
@@ -80,8 +80,11 @@ def tune_stream_socket(sock: socket.socket) -> None:
         return  # a Unix socket behind a proxy: no TCP options
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for name, value in (("TCP_KEEPIDLE", TCP_KEEPALIVE_IDLE), ("TCP_KEEPINTVL", TCP_KEEPALIVE_INTERVAL),
-                        ("TCP_KEEPCNT", TCP_KEEPALIVE_COUNT)):
+    for name, value in (
+        ("TCP_KEEPIDLE", TCP_KEEPALIVE_IDLE),
+        ("TCP_KEEPINTVL", TCP_KEEPALIVE_INTERVAL),
+        ("TCP_KEEPCNT", TCP_KEEPALIVE_COUNT),
+    ):
         option = getattr(socket, name, None)  # Linux has all three; others may lack some
         if option is not None:
             sock.setsockopt(socket.IPPROTO_TCP, option, value)
@@ -201,8 +204,7 @@ class StreamHandler(BaseHandler):
         try:
             return await self.runtime.store.last_id() >= event_id
         except Exception:
-            log.warning("cannot tell whether event %d was issued, sending the newest values", event_id,
-                        exc_info=True)
+            log.warning("cannot tell whether event %d was issued, sending the newest values", event_id, exc_info=True)
             return False
 
     async def _send(self, stream: LiveStream, chunks: list[bytes]) -> None:
@@ -239,9 +241,31 @@ class LiveStream:
     buffer, and a few counters. The topic's fan-out calls push(); its timer calls
     tick() (keep-alives, the stream's lifetime, its viewer's session)."""
 
-    __slots__ = ("runtime", "topic", "ip", "cursor", "busy", "direct", "send", "socket", "fd", "chunked",
-                 "pending", "ended", "events_sent", "bytes_sent", "keepalive", "deadline", "last_write",
-                 "cursor_noticed", "viewer", "remote_ip", "session_end", "access_config", "access")
+    __slots__ = (
+        "access",
+        "access_config",
+        "busy",
+        "bytes_sent",
+        "chunked",
+        "cursor",
+        "cursor_noticed",
+        "deadline",
+        "direct",
+        "ended",
+        "events_sent",
+        "fd",
+        "ip",
+        "keepalive",
+        "last_write",
+        "pending",
+        "remote_ip",
+        "runtime",
+        "send",
+        "session_end",
+        "socket",
+        "topic",
+        "viewer",
+    )
 
     def __init__(self, runtime, topic: Topic, ip: str):
         self.runtime = runtime

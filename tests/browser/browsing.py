@@ -74,8 +74,11 @@ async def csp_violations(page) -> list[str]:
 
 
 async def wait_for_text(page, selector: str, text: str, timeout: float = 5000) -> None:
-    await page.wait_for_function("([selector, text]) => document.querySelector(selector)?.textContent === text",
-                                 arg=[selector, text], timeout=timeout)
+    await page.wait_for_function(
+        "([selector, text]) => document.querySelector(selector)?.textContent === text",
+        arg=[selector, text],
+        timeout=timeout,
+    )
 
 
 async def wait_for_value(page, widget: str, text: str, timeout: float = 5000) -> None:

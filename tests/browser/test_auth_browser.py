@@ -62,7 +62,7 @@ async def test_password_mode_signs_in_shows_live_values_and_signs_out(servers, b
 @pytest.mark.gen_test(timeout=120)
 async def test_a_page_whose_session_ends_reloads_into_the_login_page(servers, browser):
     server = await servers.start(with_lifetime("4s"))
-    page, log = await watched_page(browser, server.url("/login?next=%2Fd%2Fops"))
+    page, _log = await watched_page(browser, server.url("/login?next=%2Fd%2Fops"))
     await sign_in_form(page, "bob", BOB_PASSWORD)
     await wait_live(page)
     # The stream sends `reload` when the session ends; the page reloads, the server redirects.
@@ -92,7 +92,7 @@ async def test_a_kiosk_link_opens_the_dashboard_and_leaves_no_token_behind(serve
     await page.reload()
     await wait_live(page)
 
-    stranger, stranger_log = await watched_page(browser, server.url("/d/lobby"))
+    stranger, _stranger_log = await watched_page(browser, server.url("/d/lobby"))
     assert "opens with its kiosk link" in await stranger.text_content("main")
     assert await csp_violations(stranger) == []
 
@@ -100,8 +100,11 @@ async def test_a_kiosk_link_opens_the_dashboard_and_leaves_no_token_behind(serve
 async def follow_link_from_another_site(page, server, target: str) -> None:
     """Click a link to `target` on a page of another site: localhost is not 127.0.0.1."""
     await page.goto(f"http://localhost:{server.port}/d/open")
-    await page.evaluate("""href => { const a = document.createElement("a"); a.href = href; a.id = "away";
-                                     a.textContent = "away"; document.body.append(a); }""", server.url(target))
+    await page.evaluate(
+        """href => { const a = document.createElement("a"); a.href = href; a.id = "away";
+                                     a.textContent = "away"; document.body.append(a); }""",
+        server.url(target),
+    )
     async with page.expect_navigation():
         await page.click("#away")
 
@@ -130,8 +133,9 @@ async def test_a_signed_in_user_following_a_link_from_another_site_stays_signed_
 @pytest.mark.gen_test(timeout=120)
 async def test_proxy_mode_shows_the_dashboard_to_the_user_the_proxy_names(servers, browser):
     server = await servers.start(PROXIED_CONFIG)
-    page, log = await watched_page(browser, server.url("/d/sso"),
-                                   extra_http_headers={"X-Forwarded-User": "carol@example.org"})
+    page, log = await watched_page(
+        browser, server.url("/d/sso"), extra_http_headers={"X-Forwarded-User": "carol@example.org"}
+    )
     await wait_live(page)
     await server.record("e", 5)
     await wait_for_value(page, "e", "5")
@@ -159,9 +163,9 @@ async def test_a_public_dashboard_beside_protected_ones_needs_nothing(servers, b
 
 
 HOSTILE = [
-    "<img src=x onerror=\"window.__pwned=1\">",
+    '<img src=x onerror="window.__pwned=1">',
     "<script>window.__pwned=1</script>",
-    "\"><svg onload=window.__pwned=1>",
+    '"><svg onload=window.__pwned=1>',
     "</textarea></script><b>bold</b>\r\nline two\u2028three",
     "javascript:window.__pwned=1",
 ]
@@ -170,7 +174,10 @@ HOSTILE = [
 @pytest.mark.gen_test(timeout=120)
 async def test_hostile_values_pushed_over_the_api_render_as_text(servers, browser):
     server = await servers.start(
-        AUTH_CONFIG + dashboard("hostile", ["t", "l", "s"], auth="password") + push_widgets(t="text", l="list", s="status"))
+        AUTH_CONFIG
+        + dashboard("hostile", ["t", "l", "s"], auth="password")
+        + push_widgets(t="text", l="list", s="status")
+    )
     api = WebClient(server.port, headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
 
     async def push(widget: str, body: dict) -> None:

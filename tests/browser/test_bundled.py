@@ -28,16 +28,22 @@ async def test_every_bundled_page_loads_clean_and_goes_live(servers, browser, tm
         for scheme in ("light", "dark"):
             page, log = await watched_page(browser, server.url(path), color_scheme=scheme)
             if await page.query_selector("#dashboard-data") is None:
-                links = await page.eval_on_selector_all(".dashboard-list a", "els => els.map(a => a.getAttribute('href'))")
+                links = await page.eval_on_selector_all(
+                    ".dashboard-list a", "els => els.map(a => a.getAttribute('href'))"
+                )
                 assert links == [f"/d/{d.id}" for d in config.dashboards]
             else:
                 await wait_live(page)
                 # A value arrives live (the bundled sources tick every few seconds).
-                seen = await page.evaluate("Object.fromEntries([...document.querySelectorAll('.widget')]"
-                                           ".map(el => [el.id, el.dataset.eventId]))")
+                seen = await page.evaluate(
+                    "Object.fromEntries([...document.querySelectorAll('.widget')]"
+                    ".map(el => [el.id, el.dataset.eventId]))"
+                )
                 await page.wait_for_function(
                     "seen => [...document.querySelectorAll('.widget')].some(el => el.dataset.eventId !== seen[el.id])",
-                    arg=seen, timeout=15_000)
+                    arg=seen,
+                    timeout=15_000,
+                )
             assert await csp_violations(page) == [], path
             assert log.problems() == [], path
             assert log.dialogs == [], path

@@ -37,6 +37,7 @@ HOSTILE = [
     "".join(chr(0x20 + i % 90) for i in range(10 * 1024)),  # 10 KB, with <, >, & and quotes among them
 ]
 
+
 async def text_of(page, selector: str) -> str:
     return await page.eval_on_selector(selector, "el => el.textContent")
 
@@ -63,7 +64,10 @@ async def test_first_paint_shows_the_server_rendered_values_without_javascript(s
     assert await page.get_attribute("#w-chart polyline", "points") != ""
     assert (await text_of(page, "#w-state [data-role=state-word]")) == "warn"
     assert "812 ms" in await text_of(page, "#w-state [data-role=detail]")
-    assert await page.eval_on_selector_all("#w-rows li .label", "els => els.map(e => e.textContent)") == ["alpha", "beta"]
+    assert await page.eval_on_selector_all("#w-rows li .label", "els => els.map(e => e.textContent)") == [
+        "alpha",
+        "beta",
+    ]
     assert await text_of(page, "#w-gauge [data-role=value]") == "75"
     assert await page.get_attribute("#w-gauge [data-role=fill]", "stroke-dasharray") == "75.0 100"
     assert "level--warn" in await page.get_attribute("#w-gauge", "class")
@@ -98,13 +102,15 @@ async def test_a_new_sample_shows_within_a_second_in_its_own_widget_only(servers
     page, log = await open_live(browser, server.url("/d/main"))
     before = await page.evaluate(
         "[...document.querySelectorAll('.widget:not(.view-clock)')]"
-        ".map(el => [el.id, el.dataset.eventId, el.querySelector('.body').textContent])")
+        ".map(el => [el.id, el.dataset.eventId, el.querySelector('.body').textContent])"
+    )
     sample = await server.record("price", 99.5)
     await wait_for_value(page, "price", "99.5", timeout=1000)
     after = await page.evaluate(
         "[...document.querySelectorAll('.widget:not(.view-clock)')]"
-        ".map(el => [el.id, el.dataset.eventId, el.querySelector('.body').textContent])")
-    changed = [a[0] for a, b in zip(after, before) if a != b]
+        ".map(el => [el.id, el.dataset.eventId, el.querySelector('.body').textContent])"
+    )
+    changed = [a[0] for a, b in zip(after, before, strict=True) if a != b]
     assert changed == ["w-price"]
     assert await page.get_attribute("#w-price", "data-event-id") == str(sample.id)
     assert await text_of(page, "#w-price [data-role=change]") == "▼ -91.94%"
@@ -155,14 +161,18 @@ async def test_a_failing_source_shows_its_error_then_recovers(servers, browser):
     assert "is-error" not in await page.get_attribute("#w-price", "class")
 
     await server.record("price", 5, status="error", message="upstream timed out")
-    await page.wait_for_function("() => document.querySelector('#w-price').classList.contains('is-error')", timeout=5000)
+    await page.wait_for_function(
+        "() => document.querySelector('#w-price').classList.contains('is-error')", timeout=5000
+    )
     assert await text_of(page, "#w-price [data-role=message]") == "upstream timed out"
     assert await text_of(page, "#w-price [data-role=badge]") == "error"
     assert await text_of(page, "#w-price [data-role=value]") == "5"  # the last good value stays
     assert await page.is_visible("#w-price [data-role=message]")
 
     await server.record("price", 6)
-    await page.wait_for_function("() => !document.querySelector('#w-price').classList.contains('is-error')", timeout=5000)
+    await page.wait_for_function(
+        "() => !document.querySelector('#w-price').classList.contains('is-error')", timeout=5000
+    )
     assert await text_of(page, "#w-price [data-role=message]") == ""
     assert await text_of(page, "#w-price [data-role=badge]") == ""
     assert await text_of(page, "#w-price [data-role=value]") == "6"
@@ -198,7 +208,9 @@ async def test_a_reload_event_reloads_the_page_once(servers, browser):
     await page.evaluate("window.__before_reload = true")
 
     server.runtime.hub.send_control("main", "reload")
-    await page.wait_for_function("() => window.__before_reload === undefined && window.dashboard !== undefined", timeout=5000)
+    await page.wait_for_function(
+        "() => window.__before_reload === undefined && window.dashboard !== undefined", timeout=5000
+    )
     await wait_live(page)
     assert len(loads) == 1
 
@@ -228,7 +240,8 @@ async def test_the_index_links_every_dashboard_and_each_streams_only_its_widgets
     server = await servers.start(CONFIG)
     index, log = await open_page(browser, server.url("/"))
     links = await index.eval_on_selector_all(
-        ".dashboard-list a", "els => els.map(a => [a.getAttribute('href'), a.querySelector('.name').textContent])")
+        ".dashboard-list a", "els => els.map(a => [a.getAttribute('href'), a.querySelector('.name').textContent])"
+    )
     assert links == [["/d/main", "Main"], ["/d/other", "Other"], ["/d/pulse", "Pulse"]]
     await index.click("text=Other")
     await index.wait_for_url("**/d/other")
@@ -254,16 +267,24 @@ async def test_layout_follows_the_config_and_a_phone_gets_one_column(servers, br
     page, _ = await open_page(browser, server.url("/d/main"), viewport={"width": 1600, "height": 900})
     order = await page.eval_on_selector_all(".grid > .widget", "els => els.map(e => e.dataset.widget)")
     assert order == ["price", "note", "chart", "state", "rows", "gauge", "clock"]
-    boxes = {w: await page.eval_on_selector(f"#w-{w}", "e => { const r = e.getBoundingClientRect(); return [r.x, r.width]; }")
-             for w in ("price", "note", "chart")}
+    boxes = {
+        w: await page.eval_on_selector(
+            f"#w-{w}", "e => { const r = e.getBoundingClientRect(); return [r.x, r.width]; }"
+        )
+        for w in ("price", "note", "chart")
+    }
     gap = boxes["note"][0] - (boxes["price"][0] + boxes["price"][1])
     assert boxes["chart"][1] == pytest.approx(2 * boxes["price"][1] + gap, abs=1.5)  # width = 2
     assert await page.eval_on_selector("html", "e => e.className") == "theme-auto"
 
     phone, _ = await open_page(browser, server.url("/d/main"), viewport={"width": 390, "height": 844})
-    lefts = await phone.eval_on_selector_all(".grid > .widget", "els => els.map(e => Math.round(e.getBoundingClientRect().x))")
+    lefts = await phone.eval_on_selector_all(
+        ".grid > .widget", "els => els.map(e => Math.round(e.getBoundingClientRect().x))"
+    )
     assert len(set(lefts)) == 1
-    widths = await phone.eval_on_selector_all(".grid > .widget", "els => els.map(e => Math.round(e.getBoundingClientRect().width))")
+    widths = await phone.eval_on_selector_all(
+        ".grid > .widget", "els => els.map(e => Math.round(e.getBoundingClientRect().width))"
+    )
     assert len(set(widths)) == 1
 
     # A dashboard's theme wins over the browser's preference.
@@ -293,12 +314,12 @@ async def test_the_page_data_block_is_json_and_the_only_inline_script(servers, b
     server = await servers.start(CONFIG)
     await server.record("note", "</script><script>window.__pwned=1</script>")
     page, _ = await open_live(browser, server.url("/d/main"))
-    inline = await page.eval_on_selector_all(
-        "script:not([src])", "els => els.map(e => [e.type, e.id])")
+    inline = await page.eval_on_selector_all("script:not([src])", "els => els.map(e => [e.type, e.id])")
     assert inline == [["application/json", "dashboard-data"]]
     data = json.loads(await page.eval_on_selector("#dashboard-data", "e => e.textContent"))
     assert data["dashboard"] == "main" and isinstance(data["lastEventId"], int)
     handlers = await page.evaluate(
         "[...document.querySelectorAll('*')].flatMap(e => [...e.attributes].map(a => a.name))"
-        ".filter(n => n.startsWith('on') || n === 'style')")
+        ".filter(n => n.startsWith('on') || n === 'style')"
+    )
     assert handlers == []

@@ -32,7 +32,8 @@ async def test_a_restart_resumes_through_last_event_id_with_no_sample_lost_or_do
     port, url = server.port, server.server.config.storage.url
     await server.stop()
     await page.wait_for_function(
-        "() => document.getElementById('connection').textContent.startsWith('reconnecting since ')", timeout=10_000)
+        "() => document.getElementById('connection').textContent.startsWith('reconnecting since ')", timeout=10_000
+    )
     assert await page.evaluate("document.documentElement.dataset.connection") == "reconnecting"
 
     # While the server is away, samples keep arriving in its database (another
@@ -50,7 +51,17 @@ async def test_a_restart_resumes_through_last_event_id_with_no_sample_lost_or_do
 
     expected = [s.id for s in before + outage + [after]]
     assert await page.evaluate(POINT_IDS, "chart") == expected
-    assert await page.evaluate("window.dashboard.widgets.points.get('chart').map(p => p[1])") == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert await page.evaluate("window.dashboard.widgets.points.get('chart').map(p => p[1])") == [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+        7,
+        8,
+        9,
+    ]
     # The replay came through Last-Event-ID: the id of the last event the page received.
     resumed = [await r.all_headers() for r in streams]
     assert {h.get("last-event-id") for h in resumed} == {str(level.id)}
