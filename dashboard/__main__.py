@@ -1,0 +1,7 @@
+"""`python -m dashboard ...`: the same command line as run.py."""
+
+import sys
+
+from dashboard.service.cli import main
+
+sys.exit(main())

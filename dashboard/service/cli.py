@@ -1,0 +1,207 @@
+"""The command line: serve (the default), check, migrate, hash-password.
+
+run.py (a checkout) and `python -m dashboard` both call main()."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import sys
+
+from dashboard.config import ConfigError, load_config
+
+EXIT_CONFIG = 2
+PROG = "run.py"  # what --help calls the program
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=PROG, description="A live dashboard server.")
+    parser.add_argument(
+        "command",
+        nargs="?",
+        default="serve",
+        choices=("serve", "check", "migrate", "hash-password"),
+        help="serve the dashboards (default), check the config, migrate the database, or "
+        "hash-password: read a password from stdin and print its hash for [auth] users",
+    )
+    parser.add_argument("--config", default="config.toml", help="the configuration file (default: ./config.toml)")
+    parser.add_argument("--host", help="listen on this address (overrides [server] host)")
+    parser.add_argument("--port", type=int, help="listen on this port (overrides [server] port)")
+    parser.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), help="overrides [server] log_level"
+    )
+    parser.add_argument(
+        "--role",
+        choices=("all", "web", "worker"),
+        default="all",
+        help="all: web and tickers in one process (default); web: pages, streams and API, "
+        "no tickers; worker: tickers, and HTTP for /healthz and /metrics only",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N processes of this role on one port (SO_REUSEPORT; needs the Redis hub)",
+    )
+    parser.add_argument(
+        "--reuse-port", action="store_true", help="let other processes listen on the same port (SO_REUSEPORT)"
+    )
+    return parser.parse_args(argv)
+
+
+def load(args: argparse.Namespace):
+    config = load_config(args.config)
+    changes = {
+        k: v for k, v in (("host", args.host), ("port", args.port), ("log_level", args.log_level)) if v is not None
+    }
+    if changes:
+        if "port" in changes and not 0 <= changes["port"] <= 65535:
+            raise ConfigError(f"--port: expected a port from 0 to 65535, got {changes['port']}")
+        config = dataclasses.replace(config, server=dataclasses.replace(config.server, **changes))
+    return config
+
+
+def setup_logging(level: str) -> None:
+    from dashboard.service.systemd import JournalFormatter, logs_to_journal
+
+    handler = logging.StreamHandler(sys.stderr)
+    if logs_to_journal(os.environ, sys.stderr):
+        handler.setFormatter(JournalFormatter())  # journald stamps each line itself
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "hash-password":
+        return hash_password(sys.stdin, sys.stdout)
+    try:
+        config = load(args)
+        from dashboard.sources import build_sources
+
+        build_sources(config)  # validates every source's options
+        warnings = check_processes(args, config)
+        if args.command == "serve":
+            warnings += exposure_warnings(args, config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    setup_logging(config.server.log_level)
+    if args.command == "check":
+        print(f"{args.config}: ok ({len(config.dashboards)} dashboard(s), {len(config.widgets)} widget(s))")
+        return 0
+    if args.command == "migrate":
+        return asyncio.run(migrate(config))
+    if args.processes > 1:
+        from dashboard.service.supervisor import supervise
+        from dashboard.service.systemd import Notifier, watchdog_interval
+
+        return asyncio.run(
+            supervise(
+                child_argv(args, config),
+                args.processes,
+                address=(config.server.host, config.server.port),
+                notifier=Notifier.from_environ(os.environ),
+                watchdog_interval=watchdog_interval(os.environ),
+            )
+        )
+    from dashboard.service.server import Server
+    from dashboard.service.systemd import Notifier, watchdog_interval
+
+    server = Server(
+        config,
+        role=args.role,
+        reuse_port=args.reuse_port,
+        notifier=Notifier.from_environ(os.environ),
+        watchdog_interval=watchdog_interval(os.environ),
+        config_loader=lambda: load(args),
+    )
+    try:
+        asyncio.run(server.run_until_signalled())
+    except OSError as exc:  # the port is taken, the database directory is read-only, ...
+        logging.getLogger("dashboard.server").error("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+def exposure_warnings(args: argparse.Namespace, config) -> list[str]:
+    from dashboard.service.exposure import file_mode_warning, network_warning
+
+    # A worker serves /healthz and /metrics only: its dashboards are not on its port.
+    found = [network_warning(config) if args.role != "worker" else None, file_mode_warning(args.config)]
+    return [warning for warning in found if warning]
+
+
+def hash_password(stdin, stdout) -> int:
+    """Print the scrypt hash of a password for [auth] users. From a terminal the password
+    is asked twice, without echo; otherwise the first line of stdin is the password."""
+    import getpass
+
+    from dashboard.core.auth import hash_password as make_hash
+
+    if stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("error: the passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = stdin.readline().rstrip("\r\n")
+    if not password:
+        print("error: empty password", file=sys.stderr)
+        return 1
+    print(make_hash(password), file=stdout)
+    return 0
+
+
+def check_processes(args: argparse.Namespace, config) -> list[str]:
+    """ConfigError when the role or process count cannot work with this config; warnings."""
+    from dashboard.service.roles import ROLES, check_role
+
+    if not 1 <= args.processes <= 64:
+        raise ConfigError(f"--processes: expected a number from 1 to 64, got {args.processes}")
+    if args.processes > 1 and config.server.port == 0:
+        raise ConfigError(
+            "--processes: needs a fixed port ([server] port or --port), not 0: "
+            "each process would listen on a port of its own"
+        )
+    return check_role(config, ROLES[args.role], args.processes)
+
+
+def child_argv(args: argparse.Namespace, config) -> list[str]:
+    """The command line of one of --processes N: this role, on the same port, one process."""
+    argv = [
+        sys.executable,
+        "-m",
+        "dashboard",
+        "serve",
+        "--config",
+        args.config,
+        "--role",
+        args.role,
+        "--reuse-port",
+        "--host",
+        config.server.host,
+        "--port",
+        str(config.server.port),
+    ]
+    if args.log_level:
+        argv += ["--log-level", args.log_level]
+    return argv
+
+
+async def migrate(config) -> int:
+    from dashboard.storage.store import Store
+
+    store = Store(config.storage.url)
+    await store.open(migrate=True)
+    await store.close()
+    print(f"database at {config.storage.url} is up to date")
+    return 0
