@@ -54,6 +54,12 @@ def opened_store(url: str, io_loop):
         io_loop.run_sync(store.close)
 
 
+async def store_sample(store: Store, widget: str, value, status: str = "ok", message: str | None = None):
+    """Write one sample straight to the store (nothing is published), as another process would."""
+    (sample,) = await store.append_many([(widget, value, status, message)])
+    return sample
+
+
 async def health(server) -> tuple[int, dict]:
     """GET /healthz: the status code and the JSON body."""
     from tornado.httpclient import AsyncHTTPClient

@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import inspect, text
 
+from dashboard.core.events import Reload
 from dashboard.storage.store import Store
+from tests.helpers import store_sample
 
 
 @pytest.fixture
@@ -39,7 +41,7 @@ async def test_migrations_build_the_schema_on_postgresql(pg_store):
 
 @pytest.mark.gen_test(timeout=20)
 async def test_store_operations_on_postgresql(pg_store):
-    first = await pg_store.append("a", 1.5)
+    first = await store_sample(pg_store, "a", 1.5)
     batch = await pg_store.append_many(
         [
             ("b", {"nested": [1, "two", None]}, "ok", None),
@@ -70,15 +72,15 @@ async def test_store_operations_on_postgresql(pg_store):
     assert [s.id for s in await pg_store.since(["b"], 0, limit=10)] == [ids[1]]
     assert len(await pg_store.since(["a", "b"], 0, limit=2)) == 3  # limit + 1: "there is more"
     assert [s.id for s in await pg_store.since(["a", "b"], 0, upto=ids[1], limit=10)] == ids[:2]
-    await pg_store.append("hidden", 1)  # a widget no dashboard shows (None: every widget)
+    await store_sample(pg_store, "hidden", 1)  # a widget no dashboard shows (None: every widget)
     assert [s.widget for s in await pg_store.since(None, ids[3], limit=10)] == ["hidden"]
 
 
 @pytest.mark.gen_test(timeout=20)
 async def test_prune_keeps_the_newest_of_each_widget_on_postgresql(pg_store):
     for value in range(5):
-        await pg_store.append("a", value)
-    await pg_store.append("b", "only")
+        await store_sample(pg_store, "a", value)
+    await store_sample(pg_store, "b", "only")
     future = datetime.now(UTC) + timedelta(minutes=1)
     assert await pg_store.prune(future, batch=2) == 4
     assert [s.value for s in await pg_store.history("a")] == [4]
@@ -139,7 +141,7 @@ async def test_a_stream_resumes_from_postgresql_after_a_control_event(servers, p
     server = await servers.start(config)
     first = await server.record("a", 0)
     missed = [await server.record("a", n) for n in range(1, 60)]  # more than the buffer holds
-    server.runtime.hub.send_control("main", "reload")
+    server.runtime.hub.send_control("main", Reload())
     client = await StreamClient.open(server.url("/events/main"), last_event_id=first.id)
     events = [await client.next_widget_event() for _ in missed]
     assert [int(e.last_event_id) for e in events] == [s.id for s in missed]

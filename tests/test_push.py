@@ -20,8 +20,10 @@ import pytest
 import tornado.httpserver
 import tornado.netutil
 
+from dashboard.core.auth import match_token
 from dashboard.web.app import make_app
-from dashboard.web.push import HOW_TO_ENABLE, bearer_token, is_json_content_type, token_name
+from dashboard.web.base import parse_bearer
+from dashboard.web.push import HOW_TO_ENABLE, is_json_content_type
 from tests.configs import dashboard, push_widgets, widget
 from tests.helpers import BASE_CONFIG, TOKEN, StreamClient, data
 
@@ -128,16 +130,16 @@ async def stored_count(server, widgets=("a", "b", "c")) -> int:
     ],
 )
 def test_bearer_token(header, token):
-    assert bearer_token(header) == token
+    assert parse_bearer(header) == token
 
 
-def test_token_name_finds_the_matching_token_by_its_bytes():
+def test_match_token_finds_the_matching_token_by_its_bytes():
     tokens = {"ci": "ci-token-123456", "cron": "cron-token-654321", "é": "clé-secrète"}
-    assert token_name(tokens, b"cron-token-654321") == "cron"
-    assert token_name(tokens, "clé-secrète".encode()) == "é"
-    assert token_name(tokens, b"cron-token-65432") is None
-    assert token_name(tokens, b"") is None
-    assert token_name({}, b"anything") is None
+    assert match_token(tokens, b"cron-token-654321") == "cron"
+    assert match_token(tokens, "clé-secrète".encode()) == "é"
+    assert match_token(tokens, b"cron-token-65432") is None
+    assert match_token(tokens, b"") is None
+    assert match_token({}, b"anything") is None
 
 
 @pytest.mark.parametrize(

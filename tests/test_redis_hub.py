@@ -14,13 +14,14 @@ from dashboard.core.samples import Sample
 from dashboard.hub.redis_hub import RedisHub, message_sample, redis_address, sample_message
 from dashboard.storage.recorder import Recorder
 from dashboard.storage.store import Store
-from tests.helpers import BASE_CONFIG, StreamClient, data, health, opened_store, wait_until
+from tests.helpers import BASE_CONFIG, StreamClient, data, health, opened_store, store_sample, wait_until
 
 TOPICS = {"main": ("a", "b"), "other": ("b", "c")}
 
 
-def topics_of(widget: str) -> tuple[str, ...]:
-    return tuple(name for name, widgets in TOPICS.items() if widget in widgets)
+def fill_from(store):
+    """What the server hands a hub to fill gaps with: the store's committed samples."""
+    return lambda after, upto, limit: store.since(None, after, upto=upto, limit=limit)
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def hubs(io_loop):
             hub = RedisHub(url, buffer=64, channel=channel, origin=origin, subscribe=subscribe)
             hub.seed(TOPICS, await store.latest(["a", "b", "c"]), await store.last_id())
             self.append(hub)
-            await hub.start(store, topics_of)
+            await hub.start(fill_from(store))
             return hub
 
     started = Hubs()
@@ -130,7 +131,7 @@ async def test_a_worker_publishes_and_web_hubs_deliver_once_in_order(redis_serve
     worker = await hubs.start(redis_server.url, store, subscribe=False, origin="worker")
     web1 = await hubs.start(redis_server.url, store, origin="web1")
     web2 = await hubs.start(redis_server.url, store, origin="web2")
-    recorder = Recorder(store, worker, topics_of)
+    recorder = Recorder(store, worker.publish_all)
     written = [(await recorder.record(widget, n)).id for n, widget in enumerate("abcabcab")]
     main_ids = [i for i, w in zip(written, "abcabcab", strict=True) if w in "ab"]
     other_ids = [i for i, w in zip(written, "abcabcab", strict=True) if w in "bc"]
@@ -150,13 +151,13 @@ async def test_a_push_on_a_web_process_reaches_every_web_process_once(redis_serv
     web1 = await hubs.start(redis_server.url, store, origin="web1")
     web2 = await hubs.start(redis_server.url, store, origin="web2")
     # A push lands on web1: its recorder publishes through web1's hub.
-    sample = await Recorder(store, web1, topics_of).record("a", 42)
+    sample = await Recorder(store, web1.publish_all).record("a", 42)
     # Nothing local yet: the echo from Redis is the one delivery.
     assert sample.id not in ids_in(web1)
     for web in (web1, web2):
         await wait_until(lambda web=web: web.last_id == sample.id, timeout=10, message="the push delivered")
     # A second event proves nothing else (a late second copy) was on its way.
-    later = await Recorder(store, web2, topics_of).record("a", 43)
+    later = await Recorder(store, web2.publish_all).record("a", 43)
     for web in (web1, web2):
         await wait_until(lambda web=web: web.last_id == later.id, timeout=10, message="the second push delivered")
         assert ids_in(web) == [sample.id, later.id]
@@ -184,9 +185,9 @@ async def test_an_id_jump_is_filled_from_the_database(redis_server, store, hubs)
     web = await hubs.start(redis_server.url, store)
     publisher = await hubs.start(redis_server.url, store, subscribe=False)
     # Two samples committed whose publish never happened (a process died in between)...
-    lost = [await store.append("a", 1), await store.append("b", 2)]
+    lost = [await store_sample(store, "a", 1), await store_sample(store, "b", 2)]
     # ...then one that was published.
-    sample = await Recorder(store, publisher, topics_of).record("a", 3)
+    sample = await Recorder(store, publisher.publish_all).record("a", 3)
     await wait_until(lambda: web.last_id == sample.id, timeout=10, message="the published sample")
     assert ids_in(web) == [lost[0].id, lost[1].id, sample.id]
     assert web.filled == 2
@@ -195,13 +196,13 @@ async def test_an_id_jump_is_filled_from_the_database(redis_server, store, hubs)
 @pytest.mark.gen_test(timeout=30)
 async def test_samples_published_out_of_order_are_delivered_in_order_once(redis_server, store, hubs):
     web = await hubs.start(redis_server.url, store)
-    first, second = await store.append("a", 1), await store.append("a", 2)
+    first, second = await store_sample(store, "a", 1), await store_sample(store, "a", 2)
     client = redis.asyncio.Redis.from_url(redis_server.url)
     try:
         # Two writers: the later id reaches Redis before the earlier one.
         await client.publish("dashboard:events", sample_message(second, "worker"))
         await client.publish("dashboard:events", sample_message(first, "web"))
-        third = await store.append("a", 3)
+        third = await store_sample(store, "a", 3)
         await client.publish("dashboard:events", sample_message(third, "worker"))
     finally:
         await client.aclose()
@@ -215,7 +216,7 @@ async def test_a_stranger_on_the_channel_is_ignored(redis_server, store, hubs):
     client = redis.asyncio.Redis.from_url(redis_server.url)
     try:
         await client.publish("dashboard:events", b"hello from another program")
-        sample = await store.append("a", 1)
+        sample = await store_sample(store, "a", 1)
         await client.publish("dashboard:events", sample_message(sample, "worker"))
     finally:
         await client.aclose()
@@ -227,7 +228,7 @@ async def test_a_stranger_on_the_channel_is_ignored(redis_server, store, hubs):
 async def test_a_redis_restart_loses_nothing_and_repeats_nothing(redis_server, store, hubs):
     worker = await hubs.start(redis_server.url, store, subscribe=False, origin="worker")
     web = await hubs.start(redis_server.url, store, origin="web")
-    recorder = Recorder(store, worker, topics_of)
+    recorder = Recorder(store, worker.publish_all)
 
     async def record(count: int) -> None:
         for n in range(count):
@@ -252,7 +253,7 @@ async def test_a_hub_started_while_redis_is_down_catches_up_when_it_comes(redis_
     redis_server.kill()
     web = await hubs.start(redis_server.url, store)
     assert not web.linked
-    before = await store.append("a", 1)
+    before = await store_sample(store, "a", 1)
     redis_server.start()
     await wait_until(lambda: web.linked, timeout=20, message="the subscription")
     await wait_until(lambda: web.last_id == before.id, timeout=10, message="the catch-up")

@@ -12,7 +12,7 @@ from dashboard.config import load_config
 from dashboard.storage.retention import Pruner
 from dashboard.storage.schema import samples
 from dashboard.storage.store import Store
-from tests.helpers import BASE_CONFIG, opened_store, wait_until, write_config
+from tests.helpers import BASE_CONFIG, opened_store, store_sample, wait_until, write_config
 
 FAST_PRUNING = BASE_CONFIG.replace(
     'url = "sqlite+aiosqlite:///data/test.db"',
@@ -46,8 +46,8 @@ async def insert_old(store: Store, rows: int, widgets: int, age: timedelta) -> N
 async def test_a_round_deletes_what_is_older_than_retention_but_each_widgets_newest(store, tmp_path):
     config = load_config(write_config(tmp_path, BASE_CONFIG.replace("[storage]", '[storage]\nretention = "1h"')))
     for value in range(5):
-        await store.append("a", value)
-        await store.append("b", f"text {value}")
+        await store_sample(store, "a", value)
+        await store_sample(store, "b", f"text {value}")
     newest = await store.latest(["a", "b"])
     pruner = Pruner(store, lambda: config)
     assert await pruner.prune_once() == 0  # nothing is an hour old yet
@@ -56,7 +56,7 @@ async def test_a_round_deletes_what_is_older_than_retention_but_each_widgets_new
     assert await store.latest(["a", "b"]) == newest
     assert await count(store) == 2
     # Ids keep growing after a prune.
-    assert (await store.append("a", 99)).id > max(s.id for s in newest.values())
+    assert (await store_sample(store, "a", 99)).id > max(s.id for s in newest.values())
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -66,7 +66,7 @@ async def test_pruning_lets_writers_in_between_batches(store, tmp_path):
     pruning = asyncio.ensure_future(Pruner(store, lambda: config).prune_once())
     finished_while_pruning = []
     for value in range(20):
-        await store.append("a", value)
+        await store_sample(store, "a", value)
         finished_while_pruning.append(not pruning.done())
     assert await pruning == 20_000 - 7
     # Each write waited for one batch (500 rows) at most, never for the whole prune.

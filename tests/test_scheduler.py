@@ -94,7 +94,7 @@ def pipeline(tmp_path, io_loop):
         await store.open()
         hub = Hub(64)
         hub.seed({"main": list(config.widgets)}, {}, 0)
-        recorder = Recorder(store, hub, config.dashboards_of)
+        recorder = Recorder(store, hub.publish_all)
         time = DrivenTime()
         scheduler = Scheduler(config.widgets, sources, recorder, latest, sleep=time.sleep)
         made.append((scheduler, store))

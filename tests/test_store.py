@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy import event, inspect, text
 from sqlalchemy.exc import StatementError
 
+from dashboard.storage.recorder import Recorder
 from dashboard.storage.store import Store
-from tests.helpers import opened_store
+from tests.helpers import opened_store, store_sample
 
 
 def url_of(path) -> str:
@@ -34,8 +35,8 @@ def summary(samples) -> list[tuple]:
 
 @pytest.mark.gen_test(timeout=10)
 async def test_append_hands_out_growing_ids(store):
-    first = await store.append("a", 1)
-    second = await store.append("b", "x", "error", "down")
+    first = await store_sample(store, "a", 1)
+    second = await store_sample(store, "b", "x", "error", "down")
     batch = await store.append_many([("a", 2, "ok", None), ("c", [1, 2], "ok", None)])
     ids = [first.id, second.id, *(s.id for s in batch)]
     assert ids == sorted(ids) and len(set(ids)) == 4
@@ -46,25 +47,24 @@ async def test_append_hands_out_growing_ids(store):
 
 @pytest.mark.gen_test(timeout=10)
 async def test_append_many_is_all_or_nothing(store):
-    await store.append("a", 1)
+    await store_sample(store, "a", 1)
     published = []
     with pytest.raises(StatementError, match="not JSON serializable"):
-        await store.append_many(
+        await Recorder(store, published.append).record_many(
             [("a", 2, "ok", None), ("b", {1, 2}, "ok", None)],  # a set has no JSON form
-            then=published.append,
         )
     assert published == []
     assert summary(await store.history("a")) == [("a", 1)]
     assert await store.history("b") == []
     # The store is still usable, and the failed batch took no ids for good.
-    after = await store.append("a", 3)
+    after = await store_sample(store, "a", 3)
     assert after.id == 2
 
 
 @pytest.mark.gen_test(timeout=10)
-async def test_then_sees_the_committed_samples_in_order(store):
+async def test_the_recorder_publishes_the_committed_samples_in_order(store):
     seen = []
-    out = await store.append_many([("a", 1, "ok", None), ("b", 2, "ok", None)], then=seen.append)
+    out = await Recorder(store, seen.append).record_many([("a", 1, "ok", None), ("b", 2, "ok", None)])
     assert seen == [out]
     assert [s.id for s in out] == sorted(s.id for s in out)
 
@@ -72,8 +72,8 @@ async def test_then_sees_the_committed_samples_in_order(store):
 @pytest.mark.gen_test(timeout=10)
 async def test_latest_is_the_newest_sample_of_each_widget(store):
     for widget, value in [("a", 1), ("b", 2), ("a", 3), ("a", 4), ("b", 5)]:
-        await store.append(widget, value)
-    await store.append("a", 4, "error", "down")
+        await store_sample(store, widget, value)
+    await store_sample(store, "a", 4, "error", "down")
     latest = await store.latest(["a", "b", "nothing"])
     assert set(latest) == {"a", "b"}
     assert (latest["a"].value, latest["a"].status, latest["a"].message) == (4, "error", "down")
@@ -83,8 +83,8 @@ async def test_latest_is_the_newest_sample_of_each_widget(store):
 
 @pytest.mark.gen_test(timeout=10)
 async def test_history_since_limit_upto_are_oldest_first(store):
-    ids = [(await store.append("a", value)).id for value in range(10)]
-    await store.append("b", "other widget")
+    ids = [(await store_sample(store, "a", value)).id for value in range(10)]
+    await store_sample(store, "b", "other widget")
     values = lambda samples: [s.value for s in samples]  # noqa: E731
     assert values(await store.history("a")) == list(range(10))
     assert values(await store.history("a", since=ids[6])) == [7, 8, 9]
@@ -100,7 +100,7 @@ async def test_history_since_limit_upto_are_oldest_first(store):
 @pytest.mark.gen_test(timeout=10)
 async def test_since_is_the_replay_of_several_widgets(store):
     rows = [("a", 1), ("b", 2), ("c", 3), ("a", 4), ("b", 5), ("c", 6)]
-    ids = [(await store.append(w, v)).id for w, v in rows]
+    ids = [(await store_sample(store, w, v)).id for w, v in rows]
     got = await store.since(["a", "b"], ids[0], limit=10)
     assert summary(got) == [("b", 2), ("a", 4), ("b", 5)]
     assert summary(await store.since(["a", "b"], ids[0], upto=ids[3], limit=10)) == [("b", 2), ("a", 4)]
@@ -112,10 +112,10 @@ async def test_since_is_the_replay_of_several_widgets(store):
 @pytest.mark.gen_test(timeout=10)
 async def test_prune_keeps_the_newest_sample_of_each_widget_and_deletes_in_batches(store):
     for value in range(10):
-        await store.append("a", value)
-    await store.append("b", "only one")
+        await store_sample(store, "a", value)
+    await store_sample(store, "b", "only one")
     for value in range(3):
-        await store.append("c", value)
+        await store_sample(store, "c", value)
     deletes = []
 
     def count_deletes(conn, cursor, statement, parameters, context, executemany):
@@ -134,7 +134,7 @@ async def test_prune_keeps_the_newest_sample_of_each_widget_and_deletes_in_batch
     assert await store.prune(datetime.now(UTC) - timedelta(days=1)) == 0
     # Ids keep growing after a prune: the newest row is never deleted.
     last = await store.last_id()
-    assert (await store.append("a", 10)).id == last + 1
+    assert (await store_sample(store, "a", 10)).id == last + 1
 
 
 @pytest.mark.gen_test(timeout=10)
@@ -153,8 +153,8 @@ async def test_ping(store):
 async def test_samples_survive_a_restart(db_path):
     store = Store(url_of(db_path))
     await store.open()
-    first = await store.append("a", {"nested": [1, "two", None]})
-    await store.append("b", "x", "error", "down")
+    first = await store_sample(store, "a", {"nested": [1, "two", None]})
+    await store_sample(store, "b", "x", "error", "down")
     await store.close()
 
     again = Store(url_of(db_path))
@@ -164,7 +164,7 @@ async def test_samples_survive_a_restart(db_path):
         assert latest["a"].value == {"nested": [1, "two", None]}
         assert latest["a"].ts == first.ts
         assert (latest["b"].status, latest["b"].message) == ("error", "down")
-        assert (await again.append("a", 2)).id > latest["b"].id
+        assert (await store_sample(again, "a", 2)).id > latest["b"].id
     finally:
         await again.close()
 
@@ -174,7 +174,7 @@ async def test_migrations_run_on_a_fresh_file_and_are_idempotent(db_path):
     assert not db_path.exists()
     store = Store(url_of(db_path))
     await store.open()  # creates the directory and the schema
-    await store.append("a", 1)
+    await store_sample(store, "a", 1)
     await store.migrate()
     await store.close()
     store = Store(url_of(db_path))

@@ -97,6 +97,11 @@ class WidgetConfig:
     source: SourceConfig | None
     enabled: bool = True  # a disabled widget is validated but neither runs nor shows
 
+    @property
+    def pushed(self) -> bool:
+        """Fed by the push API rather than a ticker."""
+        return self.source is not None and self.source.kind == "push"
+
 
 @dataclasses.dataclass(frozen=True)
 class DashboardConfig:

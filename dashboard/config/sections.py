@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..core import auth as viewer_auth
+from ..core.events import RESERVED_NAMES
 from .env import interpolate
 from .model import (
     ApiConfig,
@@ -32,9 +33,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 HUB_BACKENDS = ("memory", "redis")
 DB_SCHEMES = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-# SSE event names the stream uses for itself; a widget with one of these ids
-# would be indistinguishable from a control event on the page.
-RESERVED_WIDGET_IDS = ("hello", "reload", "message", "error", "open")
+# A widget's id is its events' name: one of these would be taken for a control event.
+RESERVED_WIDGET_IDS = RESERVED_NAMES
 
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ID_RULE = 'letters, digits, "_" and "-" only (1-64 characters)'

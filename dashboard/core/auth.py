@@ -179,12 +179,17 @@ def session_valid(auth, viewer: Viewer, now: float) -> bool:
     return hmac.compare_digest(viewer.fingerprint, credential_fingerprint(auth.secret, viewer.kind, credential))
 
 
-def token_owner(tokens: Mapping[str, str], offered: str) -> str | None:
-    """The name of the kiosk token equal to `offered`. Every token is compared, in
-    constant time, so timing tells nothing about which one (or how much) matched."""
+def match_token(tokens: Mapping[str, str], offered: str | bytes) -> str | None:
+    """The name of the configured token equal to `offered`, or None: the one place where
+    a secret a client sends (a push token, a kiosk token, the metrics token) is checked.
+
+    `offered` is text (UTF-8, as a query argument arrives) or the bytes as sent (a
+    header). Every token is compared, in constant time, even after a match: how long
+    this takes must not tell which token (or how much of one) was right."""
+    raw = offered if isinstance(offered, bytes) else offered.encode("utf-8", "surrogateescape")
     found = None
-    raw = offered.encode("utf-8", "surrogateescape")
     for name, token in tokens.items():
+        # surrogateescape gives back the raw bytes of an environment variable that was not UTF-8
         if hmac.compare_digest(raw, token.encode("utf-8", "surrogateescape")):
             found = name
     return found

@@ -8,10 +8,10 @@ the buffer, so that a slow reader costs constant memory: it holds only an int.
 Each event is encoded to bytes once, in publish(); every reader of every topic
 writes those same bytes.
 
-Readers subscribe(): a topic with subscribers runs one fan-out pass per burst
-of events (or per `batch` window), in which every idle subscriber gets the
-events after its cursor; subscribers at the same cursor share one joined
-payload. No future, task or timer per reader per event, as the chat demo's
+Readers (reader.py says what a topic asks of them) subscribe(): a topic with
+subscribers runs one fan-out pass per burst of events (or per `batch` window),
+in which every idle subscriber gets the events after its cursor; subscribers at
+the same cursor share one joined payload. No future, task or timer per reader per event, as the chat demo's
 Condition would have: with thousands of readers those were most of the CPU.
 `direct` readers that took every byte of the last pass form the topic's
 caught-up group: their cursor is the group's, what they were sent is counted
@@ -22,6 +22,15 @@ thousands of readers, each object touched per event is a cache miss that
 shows). Every other reader gets push(payload, upto, count).
 Likewise one timer per topic calls tick(now) on every subscriber every
 `tick_every` seconds (keep-alives, lifetimes), not a timer per reader.
+
+Which widgets each topic shows, and the topics' settings, are given when the hub
+is seeded and changed through reconfigure() and apply(), never by editing its
+dicts from outside.
+
+Ids: a sample's id is its event id. `Hub.last_id` and `Topic.last_id` are the
+newest sample ids the hub and a topic have seen. A topic's `position` is the
+newest place in its buffer: that id, or a fraction above it after a control
+event (append_control). Cursors are positions.
 """
 
 from __future__ import annotations
@@ -29,10 +38,13 @@ from __future__ import annotations
 import asyncio
 import time
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 
+from ..core.events import ControlEvent
 from ..core.samples import Sample
 from ..core.sse import encode_event
+from .reader import Reader
 
 
 def encode_sample(sample: Sample) -> bytes:
@@ -40,6 +52,24 @@ def encode_sample(sample: Sample) -> bytes:
 
 
 CONTROLS_PER_EVENT = 1024
+
+# Committed samples of every widget with after < id <= upto (None: no bound), oldest first,
+# at most limit + 1 of them: the store's `since`, handed to a hub that fills gaps from it.
+Fill = Callable[[int, int | None, int], Awaitable[list[Sample]]]
+
+
+@dataclass(frozen=True)
+class TopicSettings:
+    """How a hub's topics feed their readers; given when the hub is built, and again
+    through Hub.apply() when a reload changes them."""
+
+    batch: float = 0.0  # seconds a pass waits after the first event, to take the next ones along
+    tick_every: float = 1.0  # seconds between the readers' tick() calls
+    # How direct readers take a payload: as it is, unless a transport (HTTP chunks) says.
+    frame: Callable[[bytes], bytes] = bytes
+    # Called with (events, bytes, snapshots) once per pass, not per reader: counting for
+    # metrics at every push cost a tenth of the fan-out's CPU.
+    on_sent: Callable[[int, int, int], None] | None = None
 
 
 class Topic:
@@ -57,7 +87,6 @@ class Topic:
         "caught_up",
         "chunks",
         "controls",
-        "event_id",
         "floor",
         "frame",
         "ids",
@@ -66,6 +95,7 @@ class Topic:
         "latest",
         "name",
         "on_sent",
+        "position",
         "readers",
         "sent_bytes",
         "sent_events",
@@ -74,43 +104,40 @@ class Topic:
         "tick_every",
     )
 
-    def __init__(self, name: str, size: int, floor: int):
+    def __init__(self, name: str, size: int, floor: int, settings: TopicSettings = TopicSettings()):
         self.name = name
         self.size = size
-        self.ids: list[int] = []
+        self.ids: list[float] = []  # positions: sample ids, and fractions after them for control events
         self.chunks: list[bytes] = []
-        self.floor = floor
-        self.last_id = floor  # the newest position: an event id, or a control event's fraction after one
-        self.event_id = floor  # the newest event id proper: what a page may resume from
-        self.controls = 0  # control events after event_id
+        self.floor: float = floor
+        self.position: float = floor  # the newest position: a sample id, or a control event's fraction after one
+        self.last_id = floor  # the newest sample id: what a page may resume from
+        self.controls = 0  # control events after last_id
         self.latest: dict[str, tuple[int, bytes, Sample]] = {}
-        self.readers = 0
-        # Readers fed by fan-out passes: objects with `cursor`, `busy` (skip me: I am still
-        # writing), `direct` (I take frame(payload) through send()), push(payload, upto,
-        # count), tick(now) and end(); a direct reader also has send(data) -> bytes taken,
-        # stalled(data, taken), lost(), events_sent and bytes_sent. Each subscriber is in
-        # one of two groups (dicts: ordered sets with O(1) removal). Caught up: direct, not
-        # busy, at the group's cursor sent_upto (its own `cursor` is set when it leaves:
-        # cursor_of()); what the group was sent while it was in is added to its counters
-        # when it leaves (counts()). Behind: the others, fed one by one.
-        self.caught_up: dict = {}  # reader.send -> reader
-        self.joined: dict = {}  # reader -> (its send, the group's sent_events and sent_bytes then)
-        self.behind: dict = {}
-        self.sent_upto = floor
+        self.readers = 0  # open streams of this topic, those still in their opening included
+        # Subscribers, each in one of two groups (dicts: ordered sets with O(1) removal; see
+        # reader.py). Caught up: at the group's cursor sent_upto, keyed by the reader's send
+        # (its own `cursor` is set when it leaves: cursor_of()); what the group was sent while
+        # it was in is added to its counters when it leaves (counts()). Behind: the others.
+        self.caught_up: dict[Callable[[bytes], int], Reader] = {}
+        self.joined: dict[Reader, tuple[Callable[[bytes], int], int, int]] = {}  # send, group counts then
+        self.behind: dict[Reader, None] = {}
+        self.sent_upto: float = floor
         self.sent_events = 0  # everything the caught-up group was sent, per member
         self.sent_bytes = 0
-        self.frame = bytes  # how direct readers take a payload: as it is, unless a transport says
-        self.batch = 0.0  # seconds a pass waits after the first event, to take the next ones along
-        self._pass = None
-        self.tick_every = 1.0
-        self._ticker = None
-        # Called with (events, bytes, snapshots) once per pass, not per reader: counting
-        # for metrics at every push cost a tenth of the fan-out's CPU.
-        self.on_sent = None
+        self._pass: asyncio.Handle | None = None
+        self._ticker: asyncio.Handle | None = None
+        self.apply(settings)
+
+    def apply(self, settings: TopicSettings) -> None:
+        self.batch = settings.batch
+        self.tick_every = settings.tick_every
+        self.frame = settings.frame
+        self.on_sent = settings.on_sent
 
     def append(self, sample: Sample, chunk: bytes) -> None:
         self.latest[sample.widget] = (sample.id, chunk, sample)
-        self.event_id = sample.id
+        self.last_id = sample.id
         self.controls = 0
         self._add(sample.id, chunk)
 
@@ -123,12 +150,12 @@ class Topic:
         if self.controls + 1 >= CONTROLS_PER_EVENT:
             return
         self.controls += 1
-        self._add(self.event_id + self.controls / CONTROLS_PER_EVENT, chunk)
+        self._add(self.last_id + self.controls / CONTROLS_PER_EVENT, chunk)
 
-    def _add(self, position: int | float, chunk: bytes) -> None:
+    def _add(self, position: float, chunk: bytes) -> None:
         self.ids.append(position)
         self.chunks.append(chunk)
-        self.last_id = position
+        self.position = position
         if len(self.ids) > 2 * self.size:
             # Trim in halves rather than per event: amortised O(1), and bisect stays usable.
             cut = len(self.ids) - self.size
@@ -159,10 +186,10 @@ class Topic:
         """Push whatever is newer than the reader's cursor (e.g. once its slow write drained)."""
         if reader not in self.behind:
             return  # not subscribed, or caught up: the next pass sends it what is new
-        if reader.cursor < self.last_id and not reader.busy:
+        if reader.cursor < self.position and not reader.busy:
             snapshot = int(reader.cursor < self.floor)
             payload, count = self.payload(reader.cursor)
-            reader.push(payload, self.last_id, count)
+            reader.push(payload, self.position, count)
             if self.on_sent is not None:
                 self.on_sent(count, len(payload), snapshot)
         self._catch_up(reader)
@@ -214,7 +241,7 @@ class Topic:
 
     def _fan_out(self) -> None:
         self._pass = None
-        upto = self.last_id
+        upto = self.position
         events = size = snapshots = 0
         if self.caught_up and self.sent_upto < upto:
             events, size, snapshots = self._send_caught_up(upto)
@@ -304,54 +331,97 @@ class Topic:
 
 
 class Hub:
-    def __init__(self, buffer: int = 1024):
+    """The topics of one process. Which widgets each topic (a dashboard) shows is given
+    by seed() and reconfigure(); publish() appends a sample to the topics showing it."""
+
+    def __init__(self, buffer: int = 1024, settings: TopicSettings = TopicSettings()):
         self.buffer = buffer
+        self.settings = settings
         self.topics: dict[str, Topic] = {}
+        self._topics_of: dict[str, tuple[str, ...]] = {}  # widget -> the topics showing it
         self.last_id = 0
         self.closed = False
         self.published = 0
 
-    def seed(self, topics: dict[str, Iterable[str]], latest: dict[str, Sample], last_id: int) -> None:
+    def seed(self, topics: Mapping[str, Iterable[str]], latest: Mapping[str, Sample], last_id: int) -> None:
         """Start every topic from what the database holds: the newest sample of each
         widget, and a floor at the database's last id (older events come from there)."""
         self.last_id = max(self.last_id, last_id)
+        self._place(topics, latest)
+
+    def _place(self, topics: Mapping[str, Iterable[str]], latest: Mapping[str, Sample]) -> None:
+        placed: dict[str, list[str]] = {}
         for name, widgets in topics.items():
-            topic = self.topics.get(name) or Topic(name, self.buffer, self.last_id)
+            topic = self.topics.get(name) or Topic(name, self.buffer, self.last_id, self.settings)
             self.topics[name] = topic
-            for widget in widgets:
+            shown = set(widgets)
+            for widget in shown:
+                placed.setdefault(widget, []).append(name)
                 if widget in latest and widget not in topic.latest:
                     sample = latest[widget]
                     topic.latest[widget] = (sample.id, encode_sample(sample), sample)
+            for widget in set(topic.latest) - shown:
+                del topic.latest[widget]  # else a fresh page's snapshot would still carry it
+        self._topics_of = {widget: tuple(names) for widget, names in placed.items()}
+
+    def reconfigure(
+        self, topics: Mapping[str, Iterable[str]], latest: Mapping[str, Sample], goodbye: ControlEvent
+    ) -> list[Topic]:
+        """A reload: topics added, reshaped (widgets added get their value from `latest`,
+        widgets gone leave the snapshot) or removed. A removed topic's readers get `goodbye`;
+        it is returned so that its readers can be ended once that had time to reach them."""
+        removed = [topic for name, topic in self.topics.items() if name not in topics]
+        for topic in removed:
+            topic.append_control(goodbye.encode())
+            del self.topics[topic.name]
+        self._place(topics, latest)
+        return removed
+
+    def apply(self, settings: TopicSettings) -> None:
+        """New topic settings (a reload changed [server] batch or keepalive, say)."""
+        self.settings = settings
+        for topic in self.topics.values():
+            topic.apply(settings)
 
     def topic(self, name: str) -> Topic | None:
         return self.topics.get(name)
 
-    def publish(self, sample: Sample, topics: Iterable[str]) -> bytes:
+    def topics_of(self, widget: str) -> tuple[str, ...]:
+        return self._topics_of.get(widget, ())
+
+    def publish(self, sample: Sample, topics: Iterable[str] | None = None) -> bytes:
+        """Append the sample to the topics that show its widget (or to `topics`, which
+        the hub's own tests name), encoded once for all of them."""
         chunk = encode_sample(sample)
         self.last_id = max(self.last_id, sample.id)
         self.published += 1
-        for name in topics:
+        for name in self._topics_of.get(sample.widget, ()) if topics is None else topics:
             topic = self.topics.get(name)
             if topic is not None:
                 topic.append(sample, chunk)
         return chunk
 
-    def send_control(self, topic_name: str, event_name: str, data: str = "{}") -> None:
-        """Send a control event (e.g. `reload`) to every reader of a topic. It carries no
-        id, so the browser's Last-Event-ID stays at the last sample it received."""
+    def publish_all(self, samples: Iterable[Sample]) -> None:
+        """Publish committed samples, in the order given (id order)."""
+        for sample in samples:
+            self.publish(sample)
+
+    def send_control(self, topic_name: str, event: ControlEvent) -> None:
+        """Send a control event (e.g. `reload`) to every reader of a topic."""
         topic = self.topics.get(topic_name)
         if topic is not None:
-            topic.append_control(encode_event(data, event=event_name))
+            topic.append_control(event.encode())
 
     def latest(self, name: str) -> dict[str, Sample]:
         topic = self.topics.get(name)
         return {widget: sample for widget, (_, _, sample) in topic.latest.items()} if topic else {}
 
-    async def start(self, store, topics_of) -> None:
+    async def start(self, fill: Fill) -> None:
         """Connect whatever carries events between processes (RedisHub, after seed());
-        within one process there is nothing to connect."""
+        within one process there is nothing to connect. `fill(after, upto, limit)` reads
+        committed samples from the database, for a hub that must close gaps."""
 
-    def link(self) -> dict:
+    def link(self) -> dict[str, object]:
         """What carries events between processes, and how it is doing (for /healthz)."""
         return {"backend": "memory"}
 

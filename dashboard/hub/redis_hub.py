@@ -8,7 +8,8 @@ Deliberate oddities, please read before "fixing":
   order Redis delivered it, whichever process stored it.
 - A process holds ONE subscription (one connection, one channel) whatever its
   number of clients; the local Topic buffers fan out from there.
-- Holes are filled from the database, never from Redis: after (re)subscribing,
+- Holes are filled from the database (through the `fill` function start() is
+  handed: the hub itself knows no store), never from Redis: after (re)subscribing,
   every sample after the last id this process has seen; on an id jump, the ids
   in between. The store commits ids in order across processes (see
   Store.append_many), so what the database holds below an id that arrived is
@@ -27,7 +28,7 @@ import json
 import logging
 import random
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime
 from urllib.parse import urlsplit
 
@@ -36,7 +37,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..core.samples import Sample
-from . import Hub, encode_sample
+from .memory import Fill, Hub, encode_sample
 
 log = logging.getLogger("dashboard.hub")
 
@@ -127,16 +128,15 @@ class RedisHub(Hub):
         self._outbox_empty.set()
         self._first_attempt = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        self._store = None
-        self._topics_of: Callable[[str], Iterable[str]] = lambda widget: ()
+        self._fill_from: Fill | None = None
 
     # --- lifecycle --------------------------------------------------------------
 
-    async def start(self, store, topics_of: Callable[[str], Iterable[str]]) -> None:
+    async def start(self, fill: Fill) -> None:
         """Start publishing, and subscribing unless told not to. Returns once the first
         subscription attempt succeeded (and caught up) or failed: a Redis that is down
         at start is retried in the background, like one that goes away later."""
-        self._store, self._topics_of = store, topics_of
+        self._fill_from = fill
         self._tasks.append(asyncio.create_task(self._publish_loop(), name="redis-hub:publish"))
         if self.subscribe:
             self._tasks.append(asyncio.create_task(self._subscribe_loop(), name="redis-hub:subscribe"))
@@ -171,7 +171,7 @@ class RedisHub(Hub):
 
     # --- publishing ----------------------------------------------------------------
 
-    def publish(self, sample: Sample, topics: Iterable[str]) -> bytes:
+    def publish(self, sample: Sample, topics: Iterable[str] | None = None) -> bytes:
         # Local readers get this sample when it comes back from Redis (module docstring).
         if len(self._outbox) >= OUTBOX_LIMIT:
             self._outbox.popleft()
@@ -291,7 +291,7 @@ class RedisHub(Hub):
         count = 0
         while True:
             # Every widget, not only those shown here: a config reload may add some at any time.
-            samples = await self._store.since(None, self.last_id, upto=upto, limit=FILL_PAGE)
+            samples = await self._fill_from(self.last_id, upto, FILL_PAGE)
             for sample in samples[:FILL_PAGE]:
                 self._deliver(sample)
             count += min(len(samples), FILL_PAGE)
@@ -303,7 +303,7 @@ class RedisHub(Hub):
         return count
 
     def _deliver(self, sample: Sample) -> None:
-        Hub.publish(self, sample, self._topics_of(sample.widget))
+        Hub.publish(self, sample)
 
     def _link_up(self, caught_up: int) -> None:
         log.info(

@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 from collections.abc import Iterable
 from typing import Any
 
 from ..config import Config, ConfigError
+from ..core.events import Reload
+from ..core.samples import Sample
 from ..sources import build_source
+from ..web.runtime import Runtime
+from ..web.stream import topic_settings
 
 # A removed dashboard's open streams get `reload`, then end after this long: time
 # enough for the event to reach even a slow client.
@@ -140,24 +143,19 @@ async def prepare(runtime, loaded: Config) -> tuple[Config, Changes, dict[str, A
     return config, changes, sources, latest
 
 
-def switch(runtime, config: Config, changes: Changes, latest: dict) -> None:
-    """Step 2, synchronous: the new config, the hub's topics, and `reload` to changed pages."""
+def switch(runtime: Runtime, config: Config, changes: Changes, latest: dict[str, Sample]) -> None:
+    """Step 2, synchronous: the new config, the hub's topics and their settings, and
+    `reload` to the pages of changed and removed dashboards."""
     hub = runtime.hub
     runtime.config = config
-    message = json.dumps({"reason": "configuration changed"})
+    goodbye = Reload("configuration changed")
+    removed = hub.reconfigure({d.id: d.widgets for d in config.dashboards}, latest, goodbye)
     loop = asyncio.get_running_loop()
-    for name in changes.dashboards_removed:
-        hub.send_control(name, "reload", message)
-        topic = hub.topics.pop(name, None)
-        if topic is not None:
-            loop.call_later(REMOVED_TOPIC_LINGER, topic.end_subscribers)
-    hub.seed({d.id: d.widgets for d in config.dashboards}, latest, hub.last_id)
-    for dashboard in config.dashboards:
-        topic = hub.topics[dashboard.id]
-        for widget in set(topic.latest) - set(dashboard.widgets):
-            del topic.latest[widget]  # else a fresh page's snapshot would still carry it
+    for topic in removed:
+        loop.call_later(REMOVED_TOPIC_LINGER, topic.end_subscribers)
+    hub.apply(topic_settings(config.server, runtime.metrics.stream_wrote))
     for name in changes.dashboards_changed:
-        hub.send_control(name, "reload", message)
+        hub.send_control(name, goodbye)
 
 
 async def update_tickers(scheduler, config: Config, changes: Changes, sources: dict[str, Any]) -> None:

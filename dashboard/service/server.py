@@ -20,9 +20,7 @@ from ..sources import build_sources
 from ..sources.scheduler import Scheduler
 from ..storage.retention import Pruner
 from ..storage.store import Store
-from ..web.app import make_app, make_templates
-from ..web.health import scheduler_state
-from ..web.metrics import MeasuredRecorder, Metrics
+from ..web.app import make_app, make_runtime
 from ..web.runtime import Runtime
 from . import reload as reloading
 from .roles import ROLES, make_hub, make_lease, worker_app
@@ -73,14 +71,10 @@ class Server:
         await store.open(migrate=True)
         instance = uuid.uuid4().hex[:12]
         hub = make_hub(config, self.role, instance)
-        runtime = Runtime(
-            config=config, hub=hub, store=store, recorder=None, templates=make_templates(), instance=instance
-        )
-        runtime.metrics = metrics = Metrics(runtime)
-        runtime.recorder = MeasuredRecorder(store, hub, runtime.topics_of, duration=metrics.db_write_duration)
+        runtime = make_runtime(config, hub, store, instance)
         latest = await store.latest(config.widgets)
         hub.seed({d.id: d.widgets for d in config.dashboards}, latest, await store.last_id())
-        await hub.start(store, runtime.topics_of)
+        await hub.start(lambda after, upto, limit: store.since(None, after, upto=upto, limit=limit))
         # Even with no ticker yet: a reload may add some.
         if self.run_sources and self.role.tickers:
             self.lease = make_lease(
@@ -122,7 +116,7 @@ class Server:
         """What the watchdog pings for: serving, and the tickers (if any) running. The
         loop itself needs no check: the pings are sent from it."""
         runtime = self.runtime
-        return runtime is not None and runtime.ready and scheduler_state(runtime.scheduler) != "stopped"
+        return runtime is not None and runtime.ready and runtime.ticker_state() != "stopped"
 
     def _status(self) -> str:
         config = self.runtime.config

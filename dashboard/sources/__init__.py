@@ -80,8 +80,4 @@ def build_sources(config: Config) -> dict[str, Any]:
     return sources
 
 
-def is_push(widget: WidgetConfig) -> bool:
-    return widget.source is not None and widget.source.kind == "push"
-
-
-__all__ = ["KINDS", "Source", "SourceError", "Table", "build_source", "build_sources", "is_push"]
+__all__ = ["KINDS", "Source", "SourceError", "Table", "build_source", "build_sources"]

@@ -13,10 +13,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from ..config import WidgetConfig
-from ..core.samples import ERROR, OK, Sample
+from ..core.samples import ERROR, OK, Sample, format_ts
 from ..core.views import ValueRejected, accept
 from ..storage.recorder import Recorder
 from . import SourceError
@@ -35,6 +36,10 @@ class WidgetState:
     last_success: float | None = None  # wall-clock seconds
     last_error: float | None = None
     last_duration: float | None = None
+
+
+def _when(seconds: float | None) -> str | None:
+    return None if seconds is None else format_ts(datetime.fromtimestamp(seconds, UTC))
 
 
 def backoff(every: float, failures: int) -> float:
@@ -78,6 +83,28 @@ class Scheduler:
     @property
     def running(self) -> bool:
         return bool(self._tasks) and all(not task.done() for task in self._tasks.values())
+
+    @property
+    def state(self) -> str:
+        """idle: no widget has a ticker; running: every ticker's loop is alive; stopped:
+        one ended (a bug, or shutting down). (A process without a scheduler is "off".)"""
+        if not self.sources:
+            return "idle"
+        return "running" if self.running else "stopped"
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        """What each source last did, for /healthz."""
+        return {
+            widget_id: {
+                "status": state.status,
+                "message": state.message,
+                "failures": state.failures,
+                "runs": state.runs,
+                "last_success": _when(state.last_success),
+                "last_error": _when(state.last_error),
+            }
+            for widget_id, state in self.states.items()
+        }
 
     def start(self) -> None:
         for widget_id in self.sources:

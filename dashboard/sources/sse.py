@@ -35,6 +35,7 @@ from urllib.parse import urljoin, urlsplit
 from tornado.httputil import HTTPHeaders, HTTPInputError, parse_response_start_line
 
 from .. import __version__
+from ..core.events import CONTROL_EVENT_NAMES
 from ..core.sse import Decoder, Event
 from . import SourceError
 from .http_json import JsonPath, read_headers, read_path, read_url, shown_url
@@ -42,7 +43,6 @@ from .http_json import JsonPath, read_headers, read_path, read_url, shown_url
 log = logging.getLogger("dashboard.sources")
 
 FORMATS = ("json", "text")
-CONTROL_EVENTS = ("hello", "reload")  # our own stream's; not values
 REDIRECTS = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 5
 MIN_RETRY = 0.1  # seconds: "retry: 0" from a broken upstream must not spin
@@ -241,7 +241,9 @@ class SseSource:
             log.info("stream from %s broke (%s): reconnecting", shown_url(self.url), _reason(exc))
 
     def _wanted(self, event: Event) -> bool:
-        return event.type == self.event if self.event is not None else event.type not in CONTROL_EVENTS
+        return (
+            event.type == self.event if self.event is not None else event.type not in CONTROL_EVENT_NAMES
+        )  # our own stream's; not values
 
     def _value(self, event: Event) -> Any:
         if self.format == "text":

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import delete, event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from ..core.samples import OK, Sample, utc
+from ..core.samples import Sample, utc
 from .schema import samples
 
 log = logging.getLogger("dashboard.store")
@@ -103,16 +103,9 @@ class Store:
         except Exception:  # any failure means "not reachable" to a health check
             return False
 
-    async def append(self, widget: str, value: Any, status: str = OK, message: str | None = None) -> Sample:
-        (sample,) = await self.append_many([(widget, value, status, message)])
-        return sample
-
-    async def append_many(self, items: Sequence[tuple[str, Any, str, str | None]], *, then=None) -> list[Sample]:
-        """Insert samples in one transaction, all or nothing.
-
-        `then(samples)` runs after the commit while the write lock is still held, so
-        whatever it publishes goes out in id order.
-        """
+    async def append_many(self, items: Sequence[tuple[str, Any, str, str | None]]) -> list[Sample]:
+        """Insert samples in one transaction, all or nothing; the committed samples, in id
+        order (the caller publishes them: see Recorder)."""
         async with self._write_lock:
             ts = datetime.now(UTC)
             out = []
@@ -130,8 +123,6 @@ class Store:
                         {"widget": widget, "ts": ts, "value": value, "status": status, "message": message},
                     )
                     out.append(Sample(result.inserted_primary_key[0], widget, ts, value, status, message))
-            if then is not None:
-                then(out)
             return out
 
     async def latest(self, widgets: Iterable[str]) -> dict[str, Sample]:

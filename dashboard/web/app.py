@@ -7,16 +7,21 @@ from pathlib import Path
 import jinja2
 import tornado.web
 
+from ..config import Config
+from ..hub import Hub
+from ..storage.recorder import Recorder
+from ..storage.store import Store
 from .api import HistoryHandler
 from .base import BaseHandler, NotFoundHandler, log_access
 from .health import HealthHandler, MetricsHandler
 from .login import LoginHandler, LogoutHandler
+from .metrics import Metrics
 from .pages import DashboardHandler, IndexHandler
 from .push import WidgetPushHandler, WidgetsPushHandler
 from .ratelimit import RateLimiter
 from .runtime import Runtime
 from .security import SecureStaticFileHandler
-from .stream import StreamHandler
+from .stream import LiveStream, StreamHandler, topic_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "templates"
@@ -32,6 +37,26 @@ def make_templates() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+    )
+
+
+def make_runtime(config: Config, hub: Hub, store: Store, instance: str) -> Runtime:
+    """Everything the handlers share, in one pass: the metrics read the open streams and
+    the hub; the hub's topics feed streams as stream.py says (before any topic exists:
+    the hub is seeded after this); every sample is stored, then published to the hub."""
+    streams: set[LiveStream] = set()
+    metrics = Metrics(streams_open=lambda: len(streams), published=lambda: hub.published)
+    hub.apply(topic_settings(config.server, metrics.stream_wrote))
+    recorder = Recorder(store, hub.publish_all, on_write=metrics.wrote)
+    return Runtime(
+        config=config,
+        hub=hub,
+        store=store,
+        recorder=recorder,
+        metrics=metrics,
+        templates=make_templates(),
+        instance=instance,
+        streams=streams,
     )
 
 

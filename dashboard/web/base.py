@@ -37,6 +37,15 @@ def log_access(status: int, method: str, path: str, uri: str, client: str, secon
         )
 
 
+def parse_bearer(authorization: str) -> str | None:
+    """The token of an "Authorization: Bearer <token>" header (RFC 6750), or None."""
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token
+
+
 class BaseHandler(tornado.web.RequestHandler):
     runtime: Runtime | None = None
     _viewers = None
@@ -71,6 +80,13 @@ class BaseHandler(tornado.web.RequestHandler):
         networks = self.config.server.trusted_proxies
         proto = self.request.headers.get("X-Forwarded-Proto", "").split(",")[-1].strip().lower()
         return proto == "https" and auth.is_trusted(self.request.remote_ip, networks)
+
+    def bearer_token(self) -> bytes | None:
+        """The bearer token of the Authorization header, as the bytes the client sent
+        (header values arrive decoded as Latin-1: encoding back gives them), or None.
+        Tokens are taken from this header only, never from the URL, which is logged."""
+        token = parse_bearer(self.request.headers.get("Authorization", ""))
+        return token.encode("latin-1", "replace") if token is not None else None
 
     @property
     def viewers(self):

@@ -3,46 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
-from datetime import UTC, datetime
 
 from .. import __version__
-from ..core.samples import format_ts
+from ..core.auth import match_token
 from .base import BaseHandler
-from .push import bearer_token
 
 PING_TIMEOUT = 2.0  # a database that does not answer in this long counts as down
-
-
-def scheduler_state(scheduler) -> str:
-    """off: this process runs no tickers; idle: it could, but none is configured;
-    running: every ticker's loop is alive; stopped: one ended (a bug, or shutting down)."""
-    if scheduler is None:
-        return "off"
-    if not scheduler.sources:
-        return "idle"
-    return "running" if scheduler.running else "stopped"
-
-
-def _when(seconds: float | None) -> str | None:
-    return None if seconds is None else format_ts(datetime.fromtimestamp(seconds, UTC))
-
-
-def source_report(scheduler) -> dict[str, dict]:
-    if scheduler is None:
-        return {}
-    return {
-        widget_id: {
-            "status": state.status,
-            "message": state.message,
-            "failures": state.failures,
-            "runs": state.runs,
-            "last_success": _when(state.last_success),
-            "last_error": _when(state.last_error),
-        }
-        for widget_id, state in scheduler.states.items()
-    }
 
 
 def operator_allowed(handler) -> bool:
@@ -51,11 +18,8 @@ def operator_allowed(handler) -> bool:
     token = handler.config.server.metrics_token
     if not token:
         return True
-    offered = bearer_token(handler.request.headers.get("Authorization", ""))
-    # Header values arrive decoded as Latin-1: encoding back gives the bytes as sent.
-    return offered is not None and hmac.compare_digest(
-        offered.encode("latin-1", "replace"), token.encode("utf-8", "surrogateescape")
-    )
+    offered = handler.bearer_token()
+    return offered is not None and match_token({"metrics": token}, offered) is not None
 
 
 class HealthHandler(BaseHandler):
@@ -71,7 +35,7 @@ class HealthHandler(BaseHandler):
             database = await asyncio.wait_for(runtime.store.ping(), PING_TIMEOUT)
         except TimeoutError:
             database = False
-        scheduler = scheduler_state(runtime.scheduler)
+        scheduler = runtime.ticker_state()
         ready = runtime.ready and database and scheduler != "stopped" and not runtime.hub.closed
         if not operator_allowed(self):  # a load balancer needs the status code, nothing more
             self.write_json({"status": "ok" if ready else "unavailable"}, 200 if ready else 503)
@@ -82,7 +46,7 @@ class HealthHandler(BaseHandler):
                 "ready": ready,
                 "database": database,
                 "scheduler": scheduler,
-                "sources": source_report(runtime.scheduler),
+                "sources": runtime.scheduler.report() if runtime.scheduler is not None else {},
                 "hub": runtime.hub.link(),
                 "clients": len(runtime.streams),
                 "instance": runtime.instance,

@@ -50,7 +50,7 @@ class DashboardHandler(BaseHandler):
         topic = runtime.hub.topic(dashboard.id)
         # Values and the event id N are taken together, before any await: the page
         # then asks the stream for everything after N, so nothing is lost or doubled.
-        last_id = topic.event_id if topic else runtime.hub.last_id
+        last_id = topic.last_id if topic else runtime.hub.last_id
         # Control events (reload) already sent after last_id: the page skips them when
         # the stream replays them, else a reload would reload the reloaded page.
         controls = topic.controls if topic else 0

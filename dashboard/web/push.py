@@ -18,17 +18,15 @@ Deliberate oddities, please read before "fixing":
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 import tornado.web
 
+from ..core.auth import match_token
 from ..core.samples import ERROR, OK, format_ts
 from ..core.views import ValueRejected, accept
-from ..sources import is_push
 from .api import ApiHandler, WidgetHandler, WidgetsHandler
 from .ratelimit import RateLimiter, retry_after
 
@@ -42,29 +40,6 @@ _SHOWN = 40  # names from a request body are cut to this many characters in mess
 # A chunked body past [api] max_body is read on and dropped so that the answer can be a
 # JSON 413; this much further, Tornado cuts the connection instead.
 CHUNKED_SLACK = 1024**2
-
-
-def token_name(tokens: Mapping[str, str], offered: bytes) -> str | None:
-    """The name of the configured token equal to `offered` (bytes as sent), or None.
-
-    Every configured token is compared, in constant time, even after a match:
-    how long this takes must not tell which token (or how much of one) was right.
-    """
-    found = None
-    for name, token in tokens.items():
-        # surrogateescape gives back the raw bytes of an environment variable that was not UTF-8
-        if hmac.compare_digest(offered, token.encode("utf-8", "surrogateescape")):
-            found = name
-    return found
-
-
-def bearer_token(authorization: str) -> str | None:
-    """The token of an "Authorization: Bearer <token>" header (RFC 6750), or None."""
-    scheme, _, token = authorization.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return None
-    return token
 
 
 def is_json_content_type(header: str) -> bool:
@@ -179,9 +154,8 @@ class PushBase(ApiHandler):
         if authorization is None:
             hint = " (not in the URL: URLs are logged)" if self.request.query else ""
             raise http_error(401, f"missing token: send the header Authorization: Bearer <token>{hint}")
-        token = bearer_token(authorization)
-        # Header values arrive decoded as Latin-1: encoding back gives the bytes as sent.
-        name = token_name(tokens, token.encode("latin-1", "replace")) if token is not None else None
+        offered = self.bearer_token()
+        name = match_token(tokens, offered) if offered is not None else None
         if name is None:
             raise http_error(
                 401, "invalid token: expected Authorization: Bearer <token> with a token from [api] tokens"
@@ -236,7 +210,7 @@ class PushBase(ApiHandler):
             raise http_error(404, f"unknown widget {quoted(widget_id)}")
         if widget.source is None:
             raise http_error(409, f"widget {quoted(widget_id)} is a {widget.view} and takes no values")
-        if not is_push(widget):
+        if not widget.pushed:
             raise http_error(
                 409, f"widget {quoted(widget_id)} is fed by its {quoted(widget.source.kind)} source, not by pushes"
             )

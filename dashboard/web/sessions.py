@@ -103,7 +103,7 @@ def exchange_kiosk_token(handler) -> bool:
     if offered is None:
         return False
     config = handler.config.auth
-    name = auth.token_owner(config.tokens, offered) if config.secret else None
+    name = auth.match_token(config.tokens, offered) if config.secret else None
     if name is None:
         log.warning("invalid kiosk token from %s", handler.client_ip)
         raise tornado.web.HTTPError(401, "This kiosk link is not valid (any more): ask for a new one.")

@@ -24,12 +24,12 @@ Deliberate oddities, please read before "fixing":
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import random
 import socket
 import time
+from collections.abc import Callable
 from time import monotonic
 
 import tornado.web
@@ -37,9 +37,11 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import StreamClosedError
 
 from .. import __version__
+from ..config import ServerConfig
 from ..core import auth
-from ..core.sse import encode_comment, encode_event, encode_retry
-from ..hub import Topic, encode_sample
+from ..core.events import Hello, Reload
+from ..core.sse import encode_comment, encode_retry
+from ..hub.memory import Topic, TopicSettings, encode_sample
 from .base import BaseHandler, log_access
 from .sessions import renew
 
@@ -50,8 +52,8 @@ REPLAY_LIMIT = 5000  # older gaps than this many events get the newest value of 
 KEEPALIVE = encode_comment("keep-alive")
 # For a viewer who may not (or no longer) see the dashboard: the page reloads, and the
 # page handler sends it to the sign-in page or says why not.
-SIGN_IN_NEEDED = encode_event(json.dumps({"reason": "sign-in needed"}), event="reload")
-SESSION_ENDED = encode_event(json.dumps({"reason": "session ended"}), event="reload")
+SIGN_IN_NEEDED = Reload("sign-in needed").encode()
+SESSION_ENDED = Reload("session ended").encode()
 LAST_CHUNK = b"0\r\n\r\n"
 # TCP keepalive on stream sockets: a peer that vanished (a laptop lid, a dead Wi-Fi)
 # while its stream was quiet is found within about idle + interval * count seconds.
@@ -90,6 +92,14 @@ def tune_stream_socket(sock: socket.socket) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
+def topic_settings(server: ServerConfig, on_sent: Callable[[int, int, int], None]) -> TopicSettings:
+    """How the hub's topics feed streams: payloads framed as HTTP chunks, a tick often
+    enough for keep-alives and lifetimes, `[server] batch`; given to the hub when it is
+    built and again on reload."""
+    tick_every = min(1.0, server.keepalive / 4, server.max_stream_lifetime / 4)
+    return TopicSettings(batch=server.batch, tick_every=tick_every, frame=chunk, on_sent=on_sent)
+
+
 def chunk(payload: bytes) -> bytes:
     """One HTTP/1.1 chunk (never an empty one: that would end the answer)."""
     return b"%x\r\n%b\r\n" % (len(payload), payload) if payload else b""
@@ -124,8 +134,8 @@ class StreamHandler(BaseHandler):
         try:
             self._watch_access(dashboard, stream)
             cursor, chunks = await self._opening(topic, dashboard.widgets)
-            hello = encode_event(json.dumps({"server": self.runtime.instance, "version": __version__}), event="hello")
-            await self._send(stream, [encode_retry(RETRY_MS), hello, *chunks])
+            hello = Hello(server=self.runtime.instance, version=__version__)
+            await self._send(stream, [encode_retry(RETRY_MS), hello.encode(), *chunks])
         except StreamClosedError:
             self._closed = True
         except BaseException:
@@ -171,33 +181,33 @@ class StreamHandler(BaseHandler):
         raw = raw.strip()
         return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else None
 
-    async def _opening(self, topic: Topic, widgets) -> tuple[int, list[bytes]]:
+    async def _opening(self, topic: Topic, widgets) -> tuple[float, list[bytes]]:
         """Where this stream starts: the cursor and what to send first."""
         last = self._last_event_id()
         if last is None:
-            return topic.last_id, topic.snapshot()  # a fresh page
+            return topic.position, topic.snapshot()  # a fresh page
         if last > self.runtime.hub.last_id:
             if await self._issued(last):
                 # Another process sent it, and this one's hub has not heard of it yet (its
                 # link to Redis is catching up): wait there, and go on from it.
                 return last, []
-            return topic.last_id, topic.snapshot()  # an id never issued (a database started afresh)
+            return topic.position, topic.snapshot()  # an id never issued (a database started afresh)
         chunks = topic.since(last)
         if chunks is not None:
-            return topic.last_id, chunks
+            return topic.position, chunks
         # Older than the buffer: replay from the database, which holds every sample id up to
         # the topic's newest. The cursor is the topic's position, which a control event may
         # have moved a fraction past that id; the database is asked in whole ids.
-        upto, newest_sample = topic.last_id, topic.event_id
+        upto, newest_sample = topic.position, topic.last_id
         try:
             samples = await self.runtime.store.since(widgets, last, upto=newest_sample, limit=REPLAY_LIMIT)
         except Exception:
             # A 500 would stop the browser's EventSource for good: open with the
             # newest values instead (graphs fetch their gaps when the database is back).
             log.warning("replay after event %d failed, sending the newest values", last, exc_info=True)
-            return topic.last_id, topic.snapshot(last)
+            return topic.position, topic.snapshot(last)
         if len(samples) > REPLAY_LIMIT:
-            return topic.last_id, topic.snapshot(last)
+            return topic.position, topic.snapshot(last)
         return upto, [encode_sample(sample) for sample in samples]
 
     async def _issued(self, event_id: int) -> bool:
@@ -314,11 +324,6 @@ class LiveStream:
         self.last_write = monotonic()  # as tick() last noticed it: no clock read per write
         self.cursor_noticed = cursor
         self.deadline = self.last_write + server.max_stream_lifetime * random.uniform(0.85, 1.0)
-        # Read per stream, so that a reloaded config takes effect.
-        topic.batch = server.batch
-        topic.tick_every = min(1.0, server.keepalive / 4, server.max_stream_lifetime / 4)
-        topic.on_sent = self.runtime.metrics.stream_wrote
-        topic.frame = chunk
         topic.subscribe(self)
 
     def push(self, payload: bytes, upto, count: int) -> None:

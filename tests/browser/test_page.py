@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from dashboard.core.events import Reload
 from tests.browser.browsing import open_live, open_page, wait_for_text, wait_for_value, wait_live
 from tests.configs import dashboard, loopback_server, push_widget, table, widget
 from tests.helpers import TOKEN
@@ -207,7 +208,7 @@ async def test_a_reload_event_reloads_the_page_once(servers, browser):
     page.on("load", lambda _: loads.append(1))
     await page.evaluate("window.__before_reload = true")
 
-    server.runtime.hub.send_control("main", "reload")
+    server.runtime.hub.send_control("main", Reload())
     await page.wait_for_function(
         "() => window.__before_reload === undefined && window.dashboard !== undefined", timeout=5000
     )
@@ -229,7 +230,7 @@ async def test_a_reload_sent_to_another_dashboard_leaves_this_one_alone(servers,
     server = await servers.start(CONFIG)
     page, _ = await open_live(browser, server.url("/d/main"))
     await page.evaluate("window.__kept = true")
-    server.runtime.hub.send_control("other", "reload")
+    server.runtime.hub.send_control("other", Reload())
     await server.record("price", 3)
     await wait_for_value(page, "price", "3")
     assert await page.evaluate("window.__kept") is True

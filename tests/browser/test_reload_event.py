@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
+from dashboard.core.events import Reload
 from tests.configs import dashboard, loopback_server, push_widgets
 from tests.helpers import StreamClient, data
 
@@ -20,17 +21,17 @@ async def test_a_control_event_reaches_readers_of_its_topic_without_an_id(server
     assert (await main.next_event()).type == "hello"
     assert (await other.next_event()).type == "hello"
 
-    server.runtime.hub.send_control("main", "reload")
+    server.runtime.hub.send_control("main", Reload())
     event = await main.next_event()
     assert (event.type, event.data) == ("reload", "{}")
     assert b"event: reload\ndata: {}\n\n" in main.raw and b"id:" not in main.raw.split(b"event: reload")[1]
     topic = server.runtime.hub.topic("main")
-    assert (topic.event_id, topic.controls) == (first.id, 1)  # event ids stay the samples'
+    assert (topic.last_id, topic.controls) == (first.id, 1)  # event ids stay the samples'
 
     second = await server.record("a", 2)
     event = await main.next_event()
     assert (event.type, event.last_event_id, data(event)["value"]) == ("a", str(second.id), 2)
-    assert (topic.event_id, topic.controls) == (second.id, 0)
+    assert (topic.last_id, topic.controls) == (second.id, 0)
     # The other dashboard's readers never saw the reload.
     event = await other.next_event()
     assert (event.type, event.last_event_id) == ("a", str(second.id))
@@ -43,8 +44,8 @@ async def test_a_reader_resuming_from_before_a_control_event_gets_it_replayed(se
     # Which is why a page rendered after the reload is told how many to skip.
     server = await servers.start(CONFIG)
     sample = await server.record("a", 1)
-    server.runtime.hub.send_control("main", "reload")
-    server.runtime.hub.send_control("main", "reload")
+    server.runtime.hub.send_control("main", Reload())
+    server.runtime.hub.send_control("main", Reload())
     client = await StreamClient.open(server.url(f"/events/main?last_event_id={sample.id}"))
     assert [(await client.next_event()).type for _ in range(3)] == ["hello", "reload", "reload"]
     client.close()

@@ -8,6 +8,7 @@ import pytest
 from dashboard.storage.store import Store
 from tests.browser.browsing import open_live, wait_for_value, wait_live
 from tests.configs import dashboard, loopback_server, push_widget
+from tests.helpers import store_sample
 
 CONFIG = (
     loopback_server(grace="1s")
@@ -40,7 +41,7 @@ async def test_a_restart_resumes_through_last_event_id_with_no_sample_lost_or_do
     # process, say): the page must get every one of them when it comes back.
     store = Store(url)
     await store.open(migrate=False)
-    outage = [await store.append("chart", v) for v in (4, 5, 6, 7, 8)]
+    outage = [await store_sample(store, "chart", v) for v in (4, 5, 6, 7, 8)]
     await store.close()
 
     server = await servers.start(CONFIG, port=port)

@@ -1,0 +1,53 @@
+"""The stream's control events: small typed records with a `name`, encoded in one place.
+
+A widget's update is an event named after the widget, with the sample id as its
+`id`. A control event is named for what it says and carries no `id`, so the
+browser's Last-Event-ID stays at the last sample it received. Widget ids may not
+take these names (nor the EventSource's own "message", "error" and "open").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .sse import encode_event
+
+
+@dataclass(frozen=True)
+class ControlEvent:
+    name: ClassVar[str]
+
+    def data(self) -> dict[str, Any]:
+        """The event's fields, those that are None left out."""
+        return {key: value for key, value in dataclasses.asdict(self).items() if value is not None}
+
+    def encode(self) -> bytes:
+        return encode_event(json.dumps(self.data(), ensure_ascii=True), event=self.name)
+
+
+@dataclass(frozen=True)
+class Hello(ControlEvent):
+    """First on every stream: which server instance and version the page talks to."""
+
+    name: ClassVar[str] = "hello"
+    server: str
+    version: str
+
+
+@dataclass(frozen=True)
+class Reload(ControlEvent):
+    """The page should reload itself: its dashboard changed, or its viewer may no longer see it."""
+
+    name: ClassVar[str] = "reload"
+    reason: str | None = None
+
+
+CONTROL_EVENTS: tuple[type[ControlEvent], ...] = (Hello, Reload)
+CONTROL_EVENT_NAMES: tuple[str, ...] = tuple(event.name for event in CONTROL_EVENTS)
+# Names an EventSource gives meanings of its own: a widget called "error" would be
+# indistinguishable from a failed connection on the page.
+BROWSER_EVENT_NAMES = ("message", "error", "open")
+RESERVED_NAMES: tuple[str, ...] = CONTROL_EVENT_NAMES + BROWSER_EVENT_NAMES
