@@ -1,10 +1,14 @@
 // The widgets' state and renderers. They update the elements the server rendered,
 // and only through textContent and attributes: a value is text, never markup.
+//
+// What a view is (whether it keeps points, how its states map to levels, whether it
+// takes values at all) comes with each widget in the page's JSON, from the view's
+// declaration on the server (dashboard/core/views.py). Per view, only its renderers
+// live here: render_<view> for a sample, and optionally start_<view> (once),
+// draw_<view> (its points) and tick_<view> (every second).
 import { change, clockTime, formatAge, formatNumber, fullTime, isNumber, level, longDate } from "./format.js";
 import { drawChart, sparkPoints } from "./chart.js";
 
-const WITH_POINTS = new Set(["graph", "number"]);
-const STATUS_LEVELS = { ok: "ok", warn: "warn", down: "crit" };
 
 function setText(element, text) {
   if (element && element.textContent !== text) element.textContent = text;
@@ -30,11 +34,11 @@ export class Widgets {
       const ts = updated?.dataset.ts;
       this.updatedAt.set(w.id, ts ? Date.parse(ts) : null);
       if (ts) updated.title = `updated ${fullTime(new Date(Date.parse(ts)))}`;
-      if (WITH_POINTS.has(w.view)) {
+      if (w.points) {
         const ids = data.graphIds?.[w.id] || [];
         this.points.set(w.id, (data.graphs?.[w.id] || []).map(([t, v], i) => [t, v, ids[i]]));
       }
-      if (w.view === "clock") this.startClock(w, el);
+      this[`start_${w.view}`]?.(w, el);
     }
     this.tick();
   }
@@ -180,17 +184,17 @@ export class Widgets {
   render_status(w, el, sample) {
     const value = sample.value && typeof sample.value === "object" ? sample.value : { state: sample.value };
     const state = typeof value.state === "string" ? value.state : "unknown";
-    this.role(el, "state")?.setAttribute("class", `state state--${STATUS_LEVELS[state] ? state : "unknown"}`);
+    this.role(el, "state")?.setAttribute("class", `state state--${w.states[state] ? state : "unknown"}`);
     setText(this.role(el, "state-word"), value.state ? String(value.state) : "—");
     const parts = [];
     if (isNumber(value.latency_ms)) parts.push(`${Math.round(value.latency_ms)} ms`);
     if (value.code !== undefined && value.code !== null) parts.push(String(value.code));
     if (value.detail !== undefined && value.detail !== null) parts.push(String(value.detail));
     setText(this.role(el, "detail"), parts.join(" · "));
-    this.setLevel(el, STATUS_LEVELS[state] || "ok");
+    this.setLevel(el, w.states[state] || "ok");
   }
 
-  startClock(w, el) {
+  start_clock(w, el) {
     const show = () => {
       const now = new Date(); // a clock shows the viewer's time, not the server's
       setText(this.role(el, "clock"), clockTime(now, w.timezone));
@@ -201,34 +205,41 @@ export class Widgets {
   }
 
   draw(w, el) {
-    const points = this.points.get(w.id) || [];
-    if (w.view === "number") {
-      this.role(el, "line")?.setAttribute("points", sparkPoints(points, 100, 24));
-    } else if (w.view === "graph") {
-      const svg = this.role(el, "chart");
-      if (!svg) return;
-      const end = this.now();
-      // The window is the configured history, but while the data covers less of it
-      // (a new widget), it narrows to the data, down to ten intervals or 30 s, so
-      // that the line does not start as a sliver at the right edge.
-      const span = w.history * 1000;
-      const least = Math.min(span, Math.max(30_000, 10 * w.every * 1000));
-      const first = points.length ? points[0][0] : end;
-      const start = Math.max(end - span, Math.min(first, end - least));
-      drawChart(svg, points, {
-        start, end, low: w.min, high: w.max,
-        // A silence of five intervals (or a fortieth of the window) is a hole in the data.
-        gap: Math.max(5 * w.every * 1000, (w.history * 1000) / 40),
-        format: (v) => formatNumber(v, Number.isInteger(v) ? 0 : null) + (w.unit ? ` ${w.unit}` : ""),
-        timeZone: w.timezone || undefined,
-      });
-    }
+    this[`draw_${w.view}`]?.(w, el, this.points.get(w.id) || []);
+  }
+
+  draw_number(w, el, points) {
+    this.role(el, "line")?.setAttribute("points", sparkPoints(points, 100, 24));
+  }
+
+  draw_graph(w, el, points) {
+    const svg = this.role(el, "chart");
+    if (!svg) return;
+    const end = this.now();
+    // The window is the configured history, but while the data covers less of it
+    // (a new widget), it narrows to the data, down to ten intervals or 30 s, so
+    // that the line does not start as a sliver at the right edge.
+    const span = w.history * 1000;
+    const least = Math.min(span, Math.max(30_000, 10 * w.every * 1000));
+    const first = points.length ? points[0][0] : end;
+    const start = Math.max(end - span, Math.min(first, end - least));
+    drawChart(svg, points, {
+      start, end, low: w.min, high: w.max,
+      // A silence of five intervals (or a fortieth of the window) is a hole in the data.
+      gap: Math.max(5 * w.every * 1000, (w.history * 1000) / 40),
+      format: (v) => formatNumber(v, Number.isInteger(v) ? 0 : null) + (w.unit ? ` ${w.unit}` : ""),
+      timeZone: w.timezone || undefined,
+    });
+  }
+
+  tick_graph(w, el) {
+    this.draw(w, el); // the time window slides
   }
 
   // Stale: no update for three intervals where one was expected, because the
   // widget sends every interval (heartbeat) or because the stream is down.
   refresh(w, el, now) {
-    if (w.view === "clock") return;
+    if (!w.values) return;
     const ts = this.updatedAt.get(w.id);
     const since = w.heartbeat ? (ts ?? this.loadedAt) : this.live ? null : Math.max(ts ?? 0, this.liveUntil);
     const stale = since !== null && now - since > 3 * w.every * 1000;
@@ -245,7 +256,7 @@ export class Widgets {
       const el = this.element(w.id);
       if (!el) continue;
       this.refresh(w, el, now);
-      if (w.view === "graph") this.draw(w, el); // the time window slides
+      this[`tick_${w.view}`]?.(w, el);
     }
   }
 }

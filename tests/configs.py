@@ -72,3 +72,14 @@ def push_widgets(**views: str) -> str:
 def one_widget(widget_id: str, view: str, source: dict | str, **keys) -> str:
     """Dashboard "main" with one widget, fed by `source`."""
     return dashboard("main", [widget_id]) + widget(widget_id, view, source=source, **keys)
+
+
+def with_keys(text: str, *, hub: str = "", **server: str) -> str:
+    """`text` with [server] keys set (values as TOML text, replacing a key already there)
+    and/or a [hub] table added."""
+    for key, value in server.items():
+        line = f"{key} = {value}\n"
+        text, found = re.subn(rf"(?m)^{key} = .*\n", line, text, count=1)
+        if not found:
+            text = text.replace("[server]\n", "[server]\n" + line, 1)
+    return text + (f"\n[hub]\n{hub}\n" if hub else "")

@@ -17,7 +17,7 @@ from dashboard.core.sse import Decoder, Event
 from dashboard.service.server import Server
 from dashboard.sources import build_source
 from dashboard.storage.store import Store
-from tests.configs import dashboard, loopback_server, push_widgets, table
+from tests.configs import dashboard, loopback_server, push_widgets, table, with_keys
 
 TOKEN = "test-token-0123456789"
 
@@ -29,6 +29,11 @@ BASE_CONFIG = (
     + dashboard("other", ["b", "c"], title="Other")
     + push_widgets(a="number", b="text", c="number")
 )
+
+
+def config_with(hub: str = "", **server: str) -> str:
+    """BASE_CONFIG with [server] keys set (TOML values as text) and/or a [hub] table."""
+    return with_keys(BASE_CONFIG, hub=hub, **server)
 
 
 def write_config(directory: Path, text: str = BASE_CONFIG, name: str = "config.toml") -> Path:

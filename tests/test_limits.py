@@ -11,17 +11,7 @@ import pytest
 
 from dashboard.core.sse import decode
 from dashboard.web import stream as stream_module
-from tests.helpers import BASE_CONFIG, StreamClient, data, wait_until
-
-
-def config_with(**server: str) -> str:
-    """BASE_CONFIG with [server] keys set (values as TOML text)."""
-    text = BASE_CONFIG
-    for key, value in server.items():
-        text, found = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text, count=1)
-        if not found:
-            text = text.replace("[server]\n", f"[server]\n{key} = {value}\n", 1)
-    return text
+from tests.helpers import StreamClient, config_with, data, wait_until
 
 
 async def open_stream(server, path="/events/main", *, local_host="127.0.0.1", **kwargs) -> StreamClient:

@@ -5,6 +5,7 @@ import json
 import re
 import socket
 import sqlite3
+import time
 from contextlib import closing
 
 import pytest
@@ -15,21 +16,10 @@ from tornado.httpclient import AsyncHTTPClient
 from dashboard import __version__
 from dashboard.web import stream as stream_module
 from dashboard.web.app import make_app
-from tests.helpers import BASE_CONFIG, StreamClient, data, page_data, wait_until
+from tests.helpers import StreamClient, config_with, data, page_data, wait_until
 
 TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 MAIN = ("a", "b")  # the widgets of dashboard "main"; "other" shows b and c
-
-
-def config_with(hub: str = "", **server: str) -> str:
-    """BASE_CONFIG with [server] keys set (TOML values as text) and/or a [hub] table."""
-    text = BASE_CONFIG
-    for key, value in server.items():
-        line = f"{key} = {value}\n"
-        text, found = re.subn(rf"(?m)^{key} = .*\n", line, text, count=1)
-        if not found:
-            text = text.replace("[server]\n", "[server]\n" + line, 1)
-    return text + (f"\n[hub]\n{hub}\n" if hub else "")
 
 
 SMALL_BUFFER = config_with(hub="buffer = 16")
@@ -323,10 +313,13 @@ async def test_keepalive_comment_arrives_on_a_quiet_stream(servers):
 async def test_no_keepalive_while_events_flow(servers):
     server = await servers.start(config_with(keepalive='"1s"'))
     client = await open_stream(server)
-    for value in range(25):  # 2.5 s of events 100 ms apart: never a quiet second
+    stream = await server.stream_of(client)
+    now = time.monotonic()
+    for value in range(25):  # 2.5 s of events 100 ms apart, on a driven clock: never a quiet second
         sample = await server.record("a", value)
         assert ids([await client.next_widget_event()]) == [sample.id]
-        await asyncio.sleep(0.1)
+        now += 0.1
+        stream.tick(now)
     assert b"keep-alive" not in client.raw
     client.close()
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..core import auth as viewer_auth
 from ..core.events import RESERVED_NAMES
+from ..core.views import VIEWS
 from .env import interpolate
 from .model import (
     ApiConfig,
@@ -27,7 +28,6 @@ from .model import (
 )
 from .reader import MISSING, ConfigError, Table, error, join, quote, show, table_array
 
-VIEWS = ("number", "meter", "graph", "text", "list", "status", "clock")
 THEMES = ("auto", "dark", "light")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 HUB_BACKENDS = ("memory", "redis")
@@ -293,7 +293,7 @@ def _access_checker(auth_table: Table, auth: AuthConfig, server: ServerConfig):
 
 
 def _source(t: Table, view: str) -> SourceConfig | None:
-    src = t.table("source", None if view == "clock" else MISSING)
+    src = t.table("source", MISSING if VIEWS[view].values else None)
     if src is None:
         return None
     kind = src.str("kind")
@@ -304,7 +304,7 @@ def _source(t: Table, view: str) -> SourceConfig | None:
 
 def _widget(widget_id: str, t: Table) -> WidgetConfig:
     # read in schema order: done() lists the known keys in the order they were read
-    view = t.str("view", choices=VIEWS)
+    view = t.str("view", choices=tuple(VIEWS))
     title = t.str("title", widget_id)
     every = t.duration("every", "5s", positive=True)
     timeout = t.duration("timeout", min(every, 10.0), positive=True)

@@ -1,5 +1,11 @@
-"""The widget views: which values each accepts, and the small computations the
-templates need (formatting, threshold levels, graph geometry).
+"""The widget views: each declared once (VIEWS), with what it accepts, whether it
+keeps points for a line, and how its values map to levels; and the small
+computations the templates need (formatting, threshold levels, graph geometry).
+
+The config takes its list of views from VIEWS, the page handler asks a view
+whether it keeps points, and the page's JSON carries each widget's view facts
+(View.page_facts) to static/widgets.js. Adding a view is its declaration here,
+its macro in templates/widgets.html and its render_<view> in static/widgets.js.
 
 A value that a view cannot show is rejected here, once, for every path it may
 come from (a ticker, the push API), with a reason a user can act on.
@@ -8,12 +14,13 @@ come from (a ticker, the push API), with a reason a user can act on.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
-VIEWS = ("number", "meter", "graph", "text", "list", "status", "clock")
-NUMERIC_VIEWS = ("number", "meter", "graph")
-STATUS_STATES = ("ok", "warn", "down")
+STATUS_LEVELS = MappingProxyType({"ok": "ok", "warn": "warn", "down": "crit"})  # a status's state -> level
+STATUS_STATES = tuple(STATUS_LEVELS)
 MAX_LIST_ROWS = 200
 
 
@@ -79,20 +86,47 @@ def _clock(value: Any) -> None:
     raise ValueRejected("a clock shows the browser's time and takes no value")
 
 
-_VALIDATORS = {
-    "number": _number,
-    "meter": _number,
-    "graph": _number,
-    "text": _text,
-    "list": _list,
-    "status": _status,
-    "clock": _clock,
-}
+@dataclass(frozen=True)
+class View:
+    name: str
+    accept: Callable[[Any], Any]  # the value as the view stores it, or ValueRejected
+    points: bool = False  # keeps recent (time, value) points to draw a line
+    # A value's state -> its level ("ok", "warn", "crit"), for views that show a state;
+    # None: the level comes from the widget's warn and crit thresholds.
+    states: Mapping[str, str] | None = field(default=None)
+    values: bool = True  # False: it shows something of its own (a clock) and takes no source
+
+    def level(self, value: Any, warn: float | None, crit: float | None) -> str:
+        """ "ok", "warn" or "crit" for a value this view shows."""
+        if self.states is not None:
+            state = value.get("state") if isinstance(value, Mapping) else None
+            return self.states.get(state, "ok") if isinstance(state, str) else "ok"
+        return level(value, warn, crit)
+
+    def page_facts(self) -> dict[str, Any]:
+        """What static/widgets.js needs to know of the view."""
+        return {"points": self.points, "states": dict(self.states) if self.states else None, "values": self.values}
+
+
+VIEWS: Mapping[str, View] = MappingProxyType(
+    {
+        view.name: view
+        for view in (
+            View("number", _number, points=True),
+            View("meter", _number),
+            View("graph", _number, points=True),
+            View("text", _text),
+            View("list", _list),
+            View("status", _status, states=STATUS_LEVELS),
+            View("clock", _clock, values=False),
+        )
+    }
+)
 
 
 def accept(view: str, value: Any) -> Any:
     """The value as the view stores it, or ValueRejected."""
-    return _VALIDATORS[view](value)
+    return VIEWS[view].accept(value)
 
 
 def _describe(value: Any) -> str:

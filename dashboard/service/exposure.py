@@ -81,7 +81,3 @@ def file_mode_warning(path: str | os.PathLike) -> str | None:
         f"(mode {stat.filemode(mode)}): chmod o-r {os.fspath(path)}, or move the secrets to "
         "environment variables (${NAME})"
     )
-
-
-def startup_warnings(config, path: str | os.PathLike) -> list[str]:
-    return [w for w in (network_warning(config), file_mode_warning(path)) if w]

@@ -19,17 +19,13 @@ May import core, config and storage; never hub, web or service.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Protocol
+from typing import Any
 
 from ..config import Config, ConfigError, Table, WidgetConfig
 
 
 class SourceError(Exception):
     """The source could not produce a value; str() is shown on the widget."""
-
-
-class Source(Protocol):
-    async def fetch(self) -> Any: ...
 
 
 # kind -> module under dashboard.sources with a `build(options, widget, config)` function.
@@ -80,4 +76,4 @@ def build_sources(config: Config) -> dict[str, Any]:
     return sources
 
 
-__all__ = ["KINDS", "Source", "SourceError", "Table", "build_source", "build_sources"]
+__all__ = ["KINDS", "SourceError", "Table", "build_source", "build_sources"]

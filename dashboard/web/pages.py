@@ -60,7 +60,7 @@ class DashboardHandler(BaseHandler):
         graph_ids = {}
         now = datetime.now(UTC)
         for widget in widgets:
-            if widget.view in ("graph", "number"):
+            if views.VIEWS[widget.view].points:
                 samples = await runtime.store.history(
                     widget.id, limit=GRAPH_POINTS, after=now - timedelta(seconds=widget.history), upto=last_id
                 )
@@ -101,9 +101,10 @@ def _is_number(value) -> bool:
 
 
 def widgets_json(widgets) -> list[dict]:
-    """What static/widgets.js needs to know of each widget."""
+    """What static/widgets.js needs to know of each widget (its view's facts included)."""
     return [
         {
+            **views.VIEWS[w.view].page_facts(),
             "id": w.id,
             "view": w.view,
             "every": w.every,
