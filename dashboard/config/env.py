@@ -15,7 +15,7 @@ _REF = re.compile(r"\$\$\{|\$\{(?:(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<defau
 
 
 def interpolate_str(text: str, env: Mapping[str, str], file: str, path: str) -> str:
-    def replace(match: re.Match) -> str:
+    def replace(match: re.Match[str]) -> str:
         if match[0] == "$${":
             return "${"
         name, default = match["name"], match["default"]

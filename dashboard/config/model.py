@@ -9,6 +9,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from ..core.auth import Network
 from .reader import Table, join
 
 # --- the config dataclasses ---------------------------------------------------
@@ -26,7 +27,7 @@ class ServerConfig:
     max_streams_per_ip: int
     max_stream_lifetime: float
     # Proxies whose X-Forwarded-For / -Proto / user header are believed (parsed networks).
-    trusted_proxies: tuple = ()
+    trusted_proxies: tuple[Network, ...] = ()
     frame_ancestors: tuple[str, ...] = ("'self'",)  # CSP frame-ancestors: who may embed the pages
     max_body: int = 64 * 1024  # the largest request body, pushes aside (those have [api] max_body)
     max_header: int = 16 * 1024
@@ -140,7 +141,7 @@ class Config:
     def dashboards_of(self, widget_id: str) -> tuple[str, ...]:
         return tuple(d.id for d in self.dashboards if widget_id in d.widgets)
 
-    def resolve_path(self, p: str | os.PathLike) -> Path:
+    def resolve_path(self, p: str | os.PathLike[str]) -> Path:
         return self.base_dir / p  # an absolute p wins, as with any Path join
 
     def dashboard(self, dashboard_id: str) -> DashboardConfig | None:

@@ -8,10 +8,11 @@ and what was found, so the user can fix it without reading code.
 
 from __future__ import annotations  # Table has methods named str/int/bool
 
+import builtins
 import datetime
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, KeysView, Mapping
 from typing import Any
 
 
@@ -119,28 +120,28 @@ class Table:
     Every key asked for is remembered (present or not), so done() can reject
     the keys nobody asked for and list the ones that are understood."""
 
-    def __init__(self, file: str, path: str, data: Mapping[str, Any]):
+    def __init__(self, file: builtins.str, path: builtins.str, data: Mapping[builtins.str, Any]):
         self.file = file
         self.path = path
         self._data = data
-        self._asked: dict[str, None] = {}  # ordered set: schema order for messages
+        self._asked: dict[builtins.str, None] = {}  # ordered set: schema order for messages
 
-    def __repr__(self) -> str:
+    def __repr__(self) -> builtins.str:
         return f"Table({self.file!r}, {self.path!r}, {dict(self._data)!r})"
 
-    def keys(self):
+    def keys(self) -> KeysView[builtins.str]:
         return self._data.keys()
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[builtins.str]:
         return iter(self._data)
 
-    def __contains__(self, key: object) -> bool:
+    def __contains__(self, key: object) -> builtins.bool:
         return key in self._data
 
-    def error(self, key: str, message: str) -> ConfigError:
+    def error(self, key: builtins.str, message: builtins.str) -> ConfigError:
         return error(self.file, join(self.path, key), message)
 
-    def _get(self, key: str, default: Any, hint: str = "") -> tuple[bool, Any]:
+    def _get(self, key: builtins.str, default: Any, hint: builtins.str = "") -> tuple[builtins.bool, Any]:
         """(found, value); raises 'missing' when absent without a default."""
         self._asked[key] = None
         if key in self._data:
@@ -149,13 +150,15 @@ class Table:
             raise self.error(key, f"missing{hint}")
         return False, default
 
-    def _expected(self, key: str, what: str, value: Any) -> ConfigError:
+    def _expected(self, key: builtins.str, what: builtins.str, value: Any) -> ConfigError:
         return self.error(key, f"expected {what}, got {show(value)}")
 
-    def raw(self, key: str, default: Any = MISSING) -> Any:
+    def raw(self, key: builtins.str, default: Any = MISSING) -> Any:
         return self._get(key, default)[1]
 
-    def str(self, key: str, default: Any = MISSING, *, choices: tuple[str, ...] | None = None) -> str:
+    def str(
+        self, key: builtins.str, default: Any = MISSING, *, choices: tuple[builtins.str, ...] | None = None
+    ) -> builtins.str:
         listing = f"one of: {', '.join(choices)}" if choices else ""
         found, value = self._get(key, default, f" (expected {listing})" if choices else "")
         if not found:
@@ -166,7 +169,14 @@ class Table:
             raise self._expected(key, listing, value)
         return value
 
-    def int(self, key: str, default: Any = MISSING, *, min: int | None = None, max: int | None = None) -> int:
+    def int(
+        self,
+        key: builtins.str,
+        default: Any = MISSING,
+        *,
+        min: builtins.int | None = None,
+        max: builtins.int | None = None,
+    ) -> builtins.int:
         found, value = self._get(key, default)
         if not found:
             return value
@@ -177,8 +187,8 @@ class Table:
         return value
 
     def number(
-        self, key: str, default: Any = MISSING, *, min: float | None = None, max: float | None = None
-    ) -> float | int:
+        self, key: builtins.str, default: Any = MISSING, *, min: float | None = None, max: float | None = None
+    ) -> float | builtins.int:
         found, value = self._get(key, default)
         if not found:
             return value
@@ -189,17 +199,17 @@ class Table:
         self._check_range(key, "a number", value, min, max)
         return value
 
-    def _check_range(self, key: str, kind: str, value: Any, lo: Any, hi: Any) -> None:
+    def _check_range(self, key: builtins.str, kind: builtins.str, value: Any, lo: Any, hi: Any) -> None:
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             raise self._expected(key, range_text(kind, lo, hi), value)
 
-    def bool(self, key: str, default: Any = MISSING) -> bool:
+    def bool(self, key: builtins.str, default: Any = MISSING) -> builtins.bool:
         found, value = self._get(key, default)
         if found and not isinstance(value, bool):
             raise self._expected(key, "true or false", value)
         return value
 
-    def duration(self, key: str, default: Any = MISSING, *, positive: bool = False) -> float:
+    def duration(self, key: builtins.str, default: Any = MISSING, *, positive: builtins.bool = False) -> float:
         """Seconds from a string like "5s"; a default may be a string or seconds.
         positive=True rejects "0s" for things that must take some time."""
         found, value = self._get(key, default)
@@ -213,7 +223,7 @@ class Table:
             raise self._expected(key, "a duration greater than 0", value)
         return seconds
 
-    def size(self, key: str, default: Any = MISSING) -> int:
+    def size(self, key: builtins.str, default: Any = MISSING) -> builtins.int:
         """Bytes, from an int or a size string like "64KiB"."""
         value = size = self.raw(key, default)
         if isinstance(value, str) and _SIZE.fullmatch(value):
@@ -222,7 +232,7 @@ class Table:
             raise self.error(key, f'expected a size like "64KiB", "1MiB" or "512B", got {show(value)}')
         return size
 
-    def rate(self, key: str, default: Any = MISSING) -> float:
+    def rate(self, key: builtins.str, default: Any = MISSING) -> float:
         """Events per second, from "10/s", "30/m" or "100/h"."""
         value = self.raw(key, default)
         match = _RATE.fullmatch(value) if isinstance(value, str) else None
@@ -231,10 +241,10 @@ class Table:
             raise self.error(key, f'expected a rate like "10/s", "30/m" or "100/h", got {show(value)}')
         return rate
 
-    def str_list(self, key: str, default: Any = MISSING) -> tuple[str, ...]:
+    def str_list(self, key: builtins.str, default: Any = MISSING) -> tuple[builtins.str, ...] | None:
         found, value = self._get(key, default)
         if not found:
-            return tuple(value) if value is not None else None
+            return tuple(value) if value is not None else value  # None: the caller's "not given"
         if not isinstance(value, list):
             raise self._expected(key, "an array of strings", value)
         for index, item in enumerate(value):
@@ -243,7 +253,7 @@ class Table:
                 raise error(self.file, where, f"expected a string, got {show(item)}")
         return tuple(value)
 
-    def table(self, key: str, default: Any = MISSING) -> Table:
+    def table(self, key: builtins.str, default: Any = MISSING) -> Table:
         """A sub-table; a dict default (e.g. {}) is wrapped, None is returned as is."""
         found, value = self._get(key, default)
         if not found and not isinstance(value, Mapping):

@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..core import auth as viewer_auth
+from ..core.auth import Network
 from ..core.events import RESERVED_NAMES
 from ..core.views import VIEWS
 from .env import interpolate
@@ -83,9 +84,9 @@ def _server(t: Table) -> ServerConfig:
     return server
 
 
-def _trusted_proxies(t: Table) -> tuple:
+def _trusted_proxies(t: Table) -> tuple[Network, ...]:
     networks = []
-    for index, text in enumerate(t.str_list("trusted_proxies", ())):
+    for index, text in enumerate(t.str_list("trusted_proxies", ()) or ()):
         try:
             networks.append(viewer_auth.parse_network(text))
         except ValueError:
@@ -249,7 +250,9 @@ def _auth(t: Table, api: ApiConfig) -> AuthConfig:
     return auth
 
 
-def _access_checker(auth_table: Table, auth: AuthConfig, server: ServerConfig):
+def _access_checker(
+    auth_table: Table, auth: AuthConfig, server: ServerConfig
+) -> Callable[[Table, DashboardConfig], None]:
     """Check one dashboard's auth and users against [auth] and [server]."""
     needs = {
         viewer_auth.TOKEN: (auth.tokens, 'kiosk tokens: add [auth] tokens = { lobby = "${LOBBY_TOKEN}" }'),
@@ -466,7 +469,7 @@ def _read_toml(file: str) -> dict[str, Any]:
         raise ConfigError(f"{file}: invalid TOML: {e}") from None
 
 
-def load_config(path: str | os.PathLike, *, env: Mapping[str, str] | None = None) -> Config:
+def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> Config:
     """Read, interpolate ${NAME} from env (default os.environ), and validate."""
     file = os.fsdecode(path)
     document = interpolate(_read_toml(file), os.environ if env is None else env, file)

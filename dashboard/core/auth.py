@@ -22,7 +22,8 @@ import hmac
 import ipaddress
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 PUBLIC, TOKEN, PASSWORD, PROXY = "public", "token", "password", "proxy"
 MODES = (PUBLIC, TOKEN, PASSWORD, PROXY)
@@ -109,6 +110,27 @@ def verify_password(password: str, encoded: str | None, stand_in: str | None = N
 _DUMMY = PasswordHash(SCRYPT_N, SCRYPT_R, SCRYPT_P, b"\0" * _SALT_BYTES, b"\0" * _KEY_BYTES)
 
 
+class AuthSettings(Protocol):
+    """What the rules here read of the config's [auth] (config.AuthConfig)."""
+
+    @property
+    def secret(self) -> str: ...
+    @property
+    def session_lifetime(self) -> float: ...
+    @property
+    def tokens(self) -> Mapping[str, str]: ...
+    @property
+    def users(self) -> Mapping[str, str]: ...
+
+
+class Dashboards(Protocol):
+    """A config as the rules here read it: its dashboards, each with an `auth` mode,
+    optional `users` and its `widgets`."""
+
+    @property
+    def dashboards(self) -> Sequence[Any]: ...
+
+
 # --- viewers and sessions ---------------------------------------------------------------
 
 
@@ -130,7 +152,8 @@ def credential_fingerprint(secret: str, kind: str, credential: str) -> str:
 
 def encode_session(viewer: Viewer) -> str:
     return json.dumps(
-        {"n": viewer.name, "k": viewer.kind, "e": int(viewer.expires), "f": viewer.fingerprint}, separators=(",", ":")
+        {"n": viewer.name, "k": viewer.kind, "e": int(viewer.expires or 0), "f": viewer.fingerprint},
+        separators=(",", ":"),
     )
 
 
@@ -157,19 +180,19 @@ def decode_session(text: str | bytes | None) -> Viewer | None:
     return Viewer(name, kind, float(expires), fingerprint)
 
 
-def credential_of(auth, viewer: Viewer) -> str | None:
+def credential_of(auth: AuthSettings, viewer: Viewer) -> str | None:
     """What the viewer's session was made from, as the config has it now; None when
     that name is gone."""
     table = auth.tokens if viewer.kind == TOKEN else auth.users if viewer.kind == PASSWORD else {}
     return table.get(viewer.name)
 
 
-def new_session(auth, kind: str, name: str, now: float) -> Viewer:
-    credential = credential_of(auth, Viewer(name, kind))
+def new_session(auth: AuthSettings, kind: str, name: str, now: float) -> Viewer:
+    credential = credential_of(auth, Viewer(name, kind)) or ""
     return Viewer(name, kind, now + auth.session_lifetime, credential_fingerprint(auth.secret, kind, credential))
 
 
-def session_valid(auth, viewer: Viewer, now: float) -> bool:
+def session_valid(auth: AuthSettings, viewer: Viewer, now: float) -> bool:
     """Not expired, and the credential it was made from is still configured, unchanged."""
     if viewer.expires is None or now >= viewer.expires or not auth.secret:
         return False
@@ -199,22 +222,22 @@ def match_token(tokens: Mapping[str, str], offered: str | bytes) -> str | None:
 # `viewers`: each identity a request carries, by kind (a session, a proxy's user).
 
 
-def may_see(dashboard, viewers: Mapping[str, Viewer]) -> bool:
-    mode = getattr(dashboard, "auth", PUBLIC)
+def may_see(dashboard: object, viewers: Mapping[str, Viewer]) -> bool:
+    mode: str = getattr(dashboard, "auth", PUBLIC)
     if mode == PUBLIC:
         return True
     viewer = viewers.get(mode)
     if viewer is None:
         return False
-    users = getattr(dashboard, "users", None)
+    users: tuple[str, ...] | None = getattr(dashboard, "users", None)
     return users is None or viewer.name in users
 
 
-def visible_dashboards(config, viewers: Mapping[str, Viewer]) -> tuple:
+def visible_dashboards(config: Dashboards, viewers: Mapping[str, Viewer]) -> tuple[Any, ...]:
     return tuple(d for d in config.dashboards if may_see(d, viewers))
 
 
-def widget_visible(config, widget_id: str, viewers: Mapping[str, Viewer]) -> bool:
+def widget_visible(config: Dashboards, widget_id: str, viewers: Mapping[str, Viewer]) -> bool:
     """On a dashboard the viewer may see. A widget on no dashboard is shown only while
     every dashboard is public: with authentication in use, nothing is shown by accident."""
     placed = [d for d in config.dashboards if widget_id in d.widgets]
@@ -223,7 +246,7 @@ def widget_visible(config, widget_id: str, viewers: Mapping[str, Viewer]) -> boo
     return any(may_see(d, viewers) for d in placed)
 
 
-def needed_kinds(dashboards: Iterable) -> set[str]:
+def needed_kinds(dashboards: Iterable[object]) -> set[str]:
     return {getattr(d, "auth", PUBLIC) for d in dashboards} - {PUBLIC}
 
 
@@ -237,7 +260,7 @@ def parse_network(text: str) -> Network:
     return ipaddress.ip_network(text.strip(), strict=False)
 
 
-def _address(text: str):
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         address = ipaddress.ip_address(text.strip())
     except ValueError:

@@ -48,7 +48,7 @@ def _list_row(item: Any) -> dict[str, Any]:
     if isinstance(item, dict):
         if "label" not in item:
             raise ValueRejected('expected each list row to have a "label"')
-        row = {"label": _text(item["label"])}
+        row: dict[str, Any] = {"label": _text(item["label"])}
         if item.get("value") is not None:
             row["value"] = _cell(item["value"])
         return row
@@ -157,7 +157,10 @@ def level(value: Any, warn: float | None, crit: float | None) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "ok"
     falling = warn is not None and crit is not None and warn > crit
-    beyond = (lambda limit: value <= limit) if falling else (lambda limit: value >= limit)
+
+    def beyond(limit: float) -> bool:
+        return value <= limit if falling else value >= limit
+
     if crit is not None and beyond(crit):
         return "crit"
     if warn is not None and beyond(warn):

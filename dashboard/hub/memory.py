@@ -285,7 +285,7 @@ class Topic:
     def _feed_behind(self, upto) -> tuple[int, int, int]:
         """The pass for readers that are not caught up (a few, usually, at a few cursors):
         a push() each, then those that now are caught up join the group."""
-        groups = {}  # cursor -> (payload, events, snapshot)
+        groups: dict[float, tuple[bytes, int, bool]] = {}  # cursor -> (payload, events, snapshot)
         events = size = snapshots = 0
         for reader in list(self.behind):
             cursor = reader.cursor

@@ -195,7 +195,8 @@ class RedisHub(Hub):
                     if self.publishing:
                         log.warning("cannot publish to Redis at %s: %s", redis_address(self.url), exc)
                     self.publishing = False
-                    client = await _close(client)
+                    await _close(client)
+                    client = None
                     self._outbox_ready.set()
                     await asyncio.sleep(backoff.next())
                     continue
@@ -291,6 +292,7 @@ class RedisHub(Hub):
         count = 0
         while True:
             # Every widget, not only those shown here: a config reload may add some at any time.
+            assert self._fill_from is not None, "start() hands the hub its fill"
             samples = await self._fill_from(self.last_id, upto, FILL_PAGE)
             for sample in samples[:FILL_PAGE]:
                 self._deliver(sample)

@@ -10,12 +10,13 @@ import logging
 import signal
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import tornado.httpserver
 import tornado.netutil
 
 from ..config import Config, ConfigError
-from ..core.samples import ERROR, OK
+from ..core.samples import ERROR, OK, Sample
 from ..sources import build_sources
 from ..sources.scheduler import Scheduler
 from ..storage.retention import Pruner
@@ -60,6 +61,7 @@ class Server:
         self.run_sources = run_sources
         self.scheduler_options = scheduler_options or {}
         self.runtime: Runtime | None = None
+        self.scheduler: Scheduler | None = None  # the tickers, when this process runs them
         self.http: tornado.httpserver.HTTPServer | None = None
         self.port: int | None = None
         self._stopped = asyncio.Event()
@@ -81,15 +83,14 @@ class Server:
                 config, start_tickers=self._start_leased_tickers, stop_tickers=self._stop_leased_tickers
             )
             if self.lease is None:
-                runtime.scheduler = self._scheduler(runtime, sources, latest)
-                runtime.scheduler.start()
+                self._run_scheduler(runtime, self._scheduler(runtime, sources, latest))
             self.pruner = Pruner(store, lambda: runtime.config)
             self.pruner.start()
         self.runtime = runtime
         app = make_app(runtime) if self.role.web else worker_app(make_app(runtime))
         # Tornado's defaults take 100 MB bodies and 64 KB of headers from anyone; a push
         # raises its own request's body limit to [api] max_body (web/push.py).
-        self.http = tornado.httpserver.HTTPServer(
+        self.http = http = tornado.httpserver.HTTPServer(
             app, max_body_size=config.server.max_body, max_header_size=config.server.max_header
         )
         # After a restart every open dashboard reconnects within seconds: Tornado's
@@ -97,7 +98,7 @@ class Server:
         sockets = tornado.netutil.bind_sockets(
             config.server.port, config.server.host, reuse_port=self.reuse_port, backlog=LISTEN_BACKLOG
         )
-        self.http.add_sockets(sockets)
+        http.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
         runtime.ready = True
         if self.lease is not None:
@@ -108,9 +109,16 @@ class Server:
             self.watchdog = Watchdog(self.notifier, self.watchdog_interval, self.healthy)
             self.watchdog.start()
 
-    def _scheduler(self, runtime: Runtime, sources: dict, latest: dict) -> Scheduler:
+    def _scheduler(self, runtime: Runtime, sources: dict[str, Any], latest: dict[str, Sample]) -> Scheduler:
         options = {"on_run": runtime.metrics.source_ran, **self.scheduler_options}
-        return Scheduler(runtime.config.widgets, sources, runtime.recorder, latest, **options)
+        return Scheduler(dict(runtime.config.widgets), sources, runtime.recorder, latest, **options)
+
+    def _run_scheduler(self, runtime: Runtime, scheduler: Scheduler | None) -> None:
+        """Start these tickers (None: this process runs none now); the web side sees
+        them as the runtime's `scheduler` (for /healthz)."""
+        self.scheduler = runtime.scheduler = scheduler
+        if scheduler is not None:
+            scheduler.start()
 
     def healthy(self) -> bool:
         """What the watchdog pings for: serving, and the tickers (if any) running. The
@@ -119,6 +127,7 @@ class Server:
         return runtime is not None and runtime.ready and runtime.ticker_state() != "stopped"
 
     def _status(self) -> str:
+        assert self.runtime is not None
         config = self.runtime.config
         return (
             f"{len(config.dashboards)} dashboard(s), {len(config.widgets)} widget(s) "
@@ -137,7 +146,9 @@ class Server:
             task.cancel()
         if self.watchdog is not None:
             await self.watchdog.stop()
-        self.http.stop()
+        http = self.http
+        assert http is not None
+        http.stop()
         runtime.hub.close()
         grace = runtime.config.server.grace
         loop = asyncio.get_running_loop()
@@ -147,15 +158,15 @@ class Server:
             await asyncio.sleep(0.02)
         if self.lease is not None:
             await self.lease.stop()  # stops the tickers here, and lets a standby take them now
-        if runtime.scheduler is not None:
-            await runtime.scheduler.stop()
+        if self.scheduler is not None:
+            await self.scheduler.stop()
         if self.pruner is not None:
             await self.pruner.stop()
         await runtime.hub.stop()
         # Whatever is still open (a client that stopped reading, an idle keep-alive) is
         # closed now; close_all_connections waits for each to wind down.
         try:
-            await asyncio.wait_for(self.http.close_all_connections(), timeout=max(1.0, deadline - loop.time()))
+            await asyncio.wait_for(http.close_all_connections(), timeout=max(1.0, deadline - loop.time()))
         except TimeoutError:
             log.warning("some connections did not close within the grace period")
         await runtime.store.close()
@@ -166,12 +177,14 @@ class Server:
     async def _start_leased_tickers(self) -> None:
         # Fresh sources and latest values: another process may have run the tickers until now.
         runtime = self.runtime
+        assert runtime is not None
         latest = await runtime.store.latest(runtime.config.widgets)
-        runtime.scheduler = self._scheduler(runtime, build_sources(runtime.config), latest)
-        runtime.scheduler.start()
+        self._run_scheduler(runtime, self._scheduler(runtime, build_sources(runtime.config), latest))
 
     async def _stop_leased_tickers(self) -> None:
-        scheduler, self.runtime.scheduler = self.runtime.scheduler, None
+        scheduler = self.scheduler
+        if self.runtime is not None:
+            self._run_scheduler(self.runtime, None)
         if scheduler is not None:
             await scheduler.stop()
 
@@ -190,6 +203,7 @@ class Server:
 
     async def _reload(self, runtime: Runtime) -> bool:
         old = runtime.config
+        assert self.config_loader is not None
         try:
             config, changes, sources, latest = await reloading.prepare(runtime, self.config_loader())
         except ConfigError as exc:
@@ -200,8 +214,8 @@ class Server:
             return False
         reloading.switch(runtime, config, changes, latest)
         self.config = config
-        if runtime.scheduler is not None:
-            await reloading.update_tickers(runtime.scheduler, config, changes, sources)
+        if self.scheduler is not None:
+            await reloading.update_tickers(self.scheduler, config, changes, sources)
         else:  # no tickers in this process, or another process holds the lease
             reloading.close_sources(sources.values())
         runtime.metrics.forget_widgets(changes.widgets_removed, (OK, ERROR))

@@ -141,7 +141,7 @@ class Command:
         if output.too_large:
             raise SourceError(f"{self.name} wrote more than {MAX_STDOUT // 1024} KiB to standard output")
         code = transport.get_returncode()
-        if code != 0:
+        if code is not None and code != 0:
             detail = _last_line(output.stderr)
             raise SourceError(f"{self.name} failed: {_exit_reason(code)}" + (f": {detail}" if detail else ""))
         return parse_output(self.parse, output.stdout.decode("utf-8", "replace"))

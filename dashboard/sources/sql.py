@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,8 @@ def read_only_problem(query: str) -> str | None:
     code = _NOT_CODE.sub(" ", query)
     if len([part for part in code.split(";") if part.strip()]) > 1:
         return 'expected one statement, got more than one (a ";" followed by more SQL)'
-    first = _FIRST_WORD.match(code)[1].upper()
+    match = _FIRST_WORD.match(code)
+    first = match[1].upper() if match else ""
     if first not in READ_STATEMENTS:
         return f"expected a SELECT or WITH query, got {first or 'nothing'!r} first"
     write = _WRITE.search(code)
@@ -113,7 +115,7 @@ class SqlSource:
             raise SourceError(self._describe(exc)) from None
         return self._value(rows)
 
-    def _value(self, rows: list) -> Any:
+    def _value(self, rows: Sequence[Any]) -> Any:
         if self.result == "scalar":
             if not rows:
                 raise SourceError("the query returned no rows")

@@ -71,16 +71,22 @@ def ensure_sqlite_dir(url: str) -> None:
 class Store:
     def __init__(self, url: str):
         self.url = url
-        self.engine: AsyncEngine | None = None
+        self._engine: AsyncEngine | None = None
         self._write_lock = asyncio.Lock()
 
     async def open(self, *, migrate: bool = True) -> None:
         ensure_sqlite_dir(self.url)
-        self.engine = create_async_engine(self.url)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self._engine = create_async_engine(self.url)
+        if self._engine.dialect.name == "sqlite":
+            event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
         if migrate:
             await self.migrate()
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise RuntimeError("the store is not open")
+        return self._engine
 
     async def migrate(self) -> None:
         async with self.engine.begin() as conn:
@@ -91,9 +97,9 @@ class Store:
     async def close(self) -> None:
         # Waiting for the lock lets a write in progress finish before the engine goes.
         async with self._write_lock:
-            if self.engine is not None:
-                await self.engine.dispose()
-                self.engine = None
+            if self._engine is not None:
+                await self._engine.dispose()
+                self._engine = None
 
     async def ping(self) -> bool:
         try:
@@ -122,7 +128,9 @@ class Store:
                         INSERT_SAMPLE,
                         {"widget": widget, "ts": ts, "value": value, "status": status, "message": message},
                     )
-                    out.append(Sample(result.inserted_primary_key[0], widget, ts, value, status, message))
+                    key = result.inserted_primary_key
+                    assert key is not None  # an insert into a table with a primary key
+                    out.append(Sample(key[0], widget, ts, value, status, message))
             return out
 
     async def latest(self, widgets: Iterable[str]) -> dict[str, Sample]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import jinja2
 import tornado.web
@@ -60,10 +61,10 @@ def make_runtime(config: Config, hub: Hub, store: Store, instance: str) -> Runti
     )
 
 
-def make_app(runtime: Runtime, **settings) -> tornado.web.Application:
+def make_app(runtime: Runtime, **settings: Any) -> tornado.web.Application:
     handler_args = dict(runtime=runtime)
     push_args = dict(runtime=runtime, push_limiter=RateLimiter())  # [api] rate, per token
-    routes = [
+    routes: list[tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]] = [
         (r"/", IndexHandler, handler_args),
         (rf"/d/{ID}", DashboardHandler, handler_args),
         (rf"/events/{ID}", StreamHandler, handler_args),
@@ -97,5 +98,16 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     """Tornado's access line (an open stream writes its own when it closes)."""
     request = handler.request
     # No secret from a query (a kiosk link's ?token=) in the log; the client behind a trusted proxy.
-    client = handler.client_ip if isinstance(handler, BaseHandler) and handler.runtime else request.remote_ip
-    log_access(handler.get_status(), request.method, request.path, request.uri, client, request.request_time())
+    client = (
+        handler.client_ip
+        if isinstance(handler, BaseHandler) and getattr(handler, "runtime", None)
+        else request.remote_ip
+    )
+    log_access(
+        handler.get_status(),
+        request.method or "",
+        request.path,
+        request.uri or "",
+        client or "",
+        request.request_time(),
+    )

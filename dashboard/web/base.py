@@ -47,7 +47,7 @@ def parse_bearer(authorization: str) -> str | None:
 
 
 class BaseHandler(tornado.web.RequestHandler):
-    runtime: Runtime | None = None
+    runtime: Runtime  # set by initialize(), from the URL table
     _viewers = None
 
     def initialize(self, runtime: Runtime) -> None:
@@ -56,7 +56,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def set_default_headers(self) -> None:
         # Also runs again when an error clears the headers: error pages get them too.
-        if self.runtime is not None:
+        if getattr(self, "runtime", None) is not None:
             set_page_headers(self, self.config.server.frame_ancestors)
 
     @property
@@ -67,11 +67,12 @@ class BaseHandler(tornado.web.RequestHandler):
     def client_ip(self) -> str:
         """The client's address: the peer's, or the one a trusted proxy forwarded
         (never Tornado's xheaders, which would believe any client)."""
+        peer = self.request.remote_ip or ""  # None only for a request not from a socket
         networks = self.config.server.trusted_proxies
         if not networks:
-            return self.request.remote_ip
+            return peer
         forwarded = ",".join(self.request.headers.get_list("X-Forwarded-For"))
-        return auth.client_address(self.request.remote_ip, forwarded, networks)
+        return auth.client_address(peer, forwarded, networks)
 
     @property
     def is_https(self) -> bool:
@@ -79,7 +80,7 @@ class BaseHandler(tornado.web.RequestHandler):
             return True
         networks = self.config.server.trusted_proxies
         proto = self.request.headers.get("X-Forwarded-Proto", "").split(",")[-1].strip().lower()
-        return proto == "https" and auth.is_trusted(self.request.remote_ip, networks)
+        return proto == "https" and auth.is_trusted(self.request.remote_ip or "", networks)
 
     def bearer_token(self) -> bytes | None:
         """The bearer token of the Authorization header, as the bytes the client sent
@@ -95,7 +96,7 @@ class BaseHandler(tornado.web.RequestHandler):
             self._viewers = viewers_of(self)
         return self._viewers
 
-    def render(self, template_name: str, **context: Any) -> None:  # Jinja, not Tornado's templates
+    def render(self, template_name: str, **context: Any) -> None:  # type: ignore[override]  # Jinja, not Tornado's templates
         template = self.runtime.templates.get_template(template_name)
         self.set_header("Content-Type", "text/html; charset=utf-8")
         context.setdefault("account", self.account())

@@ -17,6 +17,7 @@ import tornado.web
 from ..core import auth
 from .base import BaseHandler
 from .ratelimit import RateLimiter, retry_after
+from .runtime import Runtime
 from .sessions import clear_session, write_session
 
 log = logging.getLogger("dashboard.auth")
@@ -33,7 +34,8 @@ def safe_next(target: str | None) -> str:
 
 
 class LoginHandler(BaseHandler):
-    def initialize(self, runtime, limiter: RateLimiter) -> None:
+    # Tornado hands each handler its own arguments from the URL table.
+    def initialize(self, runtime: Runtime, limiter: RateLimiter) -> None:  # type: ignore[override]
         super().initialize(runtime)
         self.limiter = limiter
 

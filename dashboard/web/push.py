@@ -23,6 +23,7 @@ import logging
 from typing import Any
 
 import tornado.web
+from tornado.http1connection import HTTP1Connection
 
 from ..core.auth import match_token
 from ..core.samples import ERROR, OK, format_ts
@@ -108,14 +109,19 @@ class PushBase(ApiHandler):
         self._body = bytearray()
         if self.request.method == "POST":
             # [server] max_body is for every other request; a push has a limit of its own.
-            self.request.connection.set_max_body_size(self.config.api.max_body + CHUNKED_SLACK)
+            self._connection().set_max_body_size(self.config.api.max_body + CHUNKED_SLACK)
         if self.request.method == "POST" and self._declared_length() > self.config.api.max_body:
             # Answering now is the only way not to read the body (Tornado then closes the
             # connection). The answer still comes in the usual order: the token first.
             self._check_request_headers()
             # Tornado's own limit would otherwise add a bare "400 Bad Request" after ours.
-            self.request.connection.set_max_body_size(self._declared_length())
+            self._connection().set_max_body_size(self._declared_length())
             raise self._too_large_error()
+
+    def _connection(self) -> HTTP1Connection:
+        connection = self.request.connection
+        assert isinstance(connection, HTTP1Connection)  # the server speaks HTTP/1.x only
+        return connection
 
     def data_received(self, chunk: bytes) -> None:
         if self._too_large:

@@ -83,7 +83,7 @@ def renew(handler, viewer: Viewer) -> Viewer:
     ends session_lifetime after the login, whatever happens."""
     now = time.time()
     lifetime = handler.config.auth.session_lifetime
-    if viewer.kind != auth.TOKEN or viewer.expires - now > lifetime / 2:
+    if viewer.kind != auth.TOKEN or viewer.expires is None or viewer.expires - now > lifetime / 2:
         return viewer
     renewed = auth.new_session(handler.config.auth, auth.TOKEN, viewer.name, now)
     write_session(handler, renewed)

@@ -33,19 +33,23 @@ from collections.abc import Callable
 from time import monotonic
 
 import tornado.web
+from tornado.http1connection import HTTP1Connection
 from tornado.ioloop import IOLoop
 from tornado.iostream import StreamClosedError
 
 from .. import __version__
-from ..config import ServerConfig
+from ..config import Config, ServerConfig
 from ..core import auth
+from ..core.auth import Viewer
 from ..core.events import Hello, Reload
 from ..core.sse import encode_comment, encode_retry
 from ..hub.memory import Topic, TopicSettings, encode_sample
 from .base import BaseHandler, log_access
+from .runtime import Runtime
 from .sessions import renew
 
 log = logging.getLogger("dashboard.stream")
+Socket = socket.socket
 
 RETRY_MS = 3000
 REPLAY_LIMIT = 5000  # older gaps than this many events get the newest value of each widget
@@ -155,7 +159,9 @@ class StreamHandler(BaseHandler):
         # we turned away would still cost what the limit is there to save.
         self.set_header("Connection", "close")
         await self.finish(answer)
-        self.request.connection.close()
+        connection = self.request.connection
+        assert isinstance(connection, HTTP1Connection)  # the server speaks HTTP/1.x only
+        connection.close()
 
     def _watch_access(self, dashboard, stream: LiveStream) -> None:
         """Remember who this stream is for, so that the stream can end with the session."""
@@ -164,7 +170,7 @@ class StreamHandler(BaseHandler):
             return
         viewer = renew(self, viewer)  # before the headers go out: the cookie travels with them
         stream.viewer = viewer
-        stream.remote_ip = self.request.remote_ip
+        stream.remote_ip = self.request.remote_ip or ""
         stream.access_config = self.config
         if viewer.expires is not None:
             stream.session_end = monotonic() + (viewer.expires - time.time())
@@ -277,7 +283,19 @@ class LiveStream:
         "viewer",
     )
 
-    def __init__(self, runtime, topic: Topic, ip: str):
+    runtime: Runtime
+    topic: Topic | None
+    socket: Socket | None
+    send: Callable[[bytes], int]
+    pending: memoryview | None
+    viewer: Viewer | None
+    remote_ip: str
+    access_config: Config | None
+    access: tuple[str, str, str, float] | None
+    cursor: float
+    cursor_noticed: float
+
+    def __init__(self, runtime: Runtime, topic: Topic, ip: str):
         self.runtime = runtime
         self.topic = topic  # None once the stream no longer counts as open
         self.ip = ip
@@ -290,6 +308,8 @@ class LiveStream:
         self.events_sent = 0
         self.bytes_sent = 0  # keep-alives included
         self.viewer = None  # who the stream is for, on a dashboard that is not public
+        self.remote_ip = ""
+        self.access_config = None
         self.session_end = math.inf  # monotonic time
         self.access = None
         runtime.streams.add(self)
@@ -309,10 +329,11 @@ class LiveStream:
         if per_ip[self.ip] <= 0:
             del per_ip[self.ip]
 
-    def follow(self, sock: socket.socket, chunked: bool, cursor) -> None:
+    def follow(self, sock: Socket, chunked: bool, cursor: float) -> None:
         """Take over the socket, and be fed by the topic from `cursor` on."""
         server = self.runtime.config.server
         topic = self.topic
+        assert topic is not None, "follow() comes before leave()"
         self.socket = sock
         self.send = sock.send
         self.fd = sock.fileno()
@@ -338,13 +359,15 @@ class LiveStream:
         """Called by the topic every tick_every seconds: a keep-alive comment on a quiet
         stream, and the end of the stream's lifetime (the browser then reconnects and
         resumes with Last-Event-ID); and of its viewer's session."""
-        if self.viewer is not None and not self._still_allowed(now):
-            log.info("stream of %s on %s ended: session expired or revoked", self.viewer.name, self.topic.name)
+        topic = self.topic
+        assert topic is not None, "a topic ticks its subscribers only"
+        if self.viewer is not None and not self._still_allowed(self.viewer, topic, now):
+            log.info("stream of %s on %s ended: session expired or revoked", self.viewer.name, topic.name)
             self.end(SESSION_ENDED)
         elif now >= self.deadline:
             self.end()
         else:
-            cursor = self.topic.cursor_of(self)
+            cursor = topic.cursor_of(self)
             if cursor != self.cursor_noticed:  # events went out since the last tick
                 self.cursor_noticed = cursor
                 self.last_write = now
@@ -353,15 +376,14 @@ class LiveStream:
                 self.last_write = now
                 self._write(chunk(KEEPALIVE) if self.chunked else KEEPALIVE)
 
-    def _still_allowed(self, now: float) -> bool:
+    def _still_allowed(self, viewer: Viewer, topic: Topic, now: float) -> bool:
         if now >= self.session_end:
             return False
         config = self.runtime.config
         if config is self.access_config:
             return True
         # A reload: the user, the token, the secret or the dashboard's rule may have changed.
-        viewer = self.viewer
-        dashboard = config.dashboard(self.topic.name)
+        dashboard = config.dashboard(topic.name)
         if dashboard is None:
             return True  # a removed dashboard's streams get `reload` from the reload itself
         if viewer.kind == auth.PROXY:
@@ -395,7 +417,7 @@ class LiveStream:
 
     def _write(self, data: bytes) -> None:
         try:
-            sent = self.socket.send(data)
+            sent = self.send(data)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:  # reset by the peer, a broken pipe: the client is gone
@@ -415,6 +437,7 @@ class LiveStream:
         asyncio.get_running_loop().add_writer(self.fd, self._writable)
 
     def _writable(self) -> None:
+        assert self.socket is not None and self.pending is not None, "watched for writing while open and stalled"
         try:
             sent = self.socket.send(self.pending)
         except (BlockingIOError, InterruptedError):
@@ -434,6 +457,7 @@ class LiveStream:
 
     def _readable(self) -> None:
         """The client sends nothing after its request: what comes is its goodbye."""
+        assert self.socket is not None, "watched for reading while open"
         try:
             data = self.socket.recv(4096)
         except (BlockingIOError, InterruptedError):
@@ -462,6 +486,7 @@ class LiveStream:
             self.pending = None
         self.socket.close()
         self.socket = None
+        assert self.access is not None, "set at the hand-over, before the socket is ours"
         method, path, uri, started = self.access
         events, size = self.sent()
         log_access(200, method, path, uri, self.ip, time.time() - started, f"stream: {events} events, {size} bytes")
