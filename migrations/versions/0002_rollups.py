@@ -1,0 +1,105 @@
+"""rollups: per-minute and per-hour aggregates of each widget's samples; samples indexed by (widget, ts)
+
+Builds both tiers from the samples already stored, in SQL, by the rule of
+dashboard/storage/rollups.py (`measure`), written out here as it stands at this
+revision: a migration must do tomorrow what it does today.
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-12-04
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+# A sample's Unix second, its number (the value, or a status's latency) and state.
+TERMS = {
+    "sqlite": {
+        "seconds": "CAST(strftime('%s', ts) AS INTEGER)",
+        "is_number": "json_type(value) IN ('integer', 'real')",
+        "number": "CAST(value AS REAL)",
+        "state": "(CASE WHEN json_type(value) = 'object' THEN json_extract(value, '$.state') END)",
+        "has_latency": "json_type(value, '$.latency_ms') IN ('integer', 'real')",
+        "latency": "json_extract(value, '$.latency_ms')",
+    },
+    "postgresql": {
+        "seconds": "CAST(floor(extract(epoch FROM ts)) AS BIGINT)",
+        "is_number": "json_typeof(value) = 'number'",
+        "number": "CAST(CAST(value AS TEXT) AS DOUBLE PRECISION)",
+        "state": "(CASE WHEN json_typeof(value) = 'object' THEN value ->> 'state' END)",
+        "has_latency": "json_typeof(value -> 'latency_ms') = 'number'",
+        "latency": "CAST(value ->> 'latency_ms' AS DOUBLE PRECISION)",
+    },
+}
+
+
+def backfill(dialect: str, step: int, upto: int) -> str:
+    t = TERMS["postgresql" if dialect == "postgresql" else "sqlite"]
+    valid = f"{t['state']} IN ('ok', 'warn', 'down')"
+    return f"""
+    INSERT INTO rollups (widget, step, bucket, n, measured, total, low, high, ok, warn, down)
+    SELECT widget, {step}, seconds / {step} * {step} AS bucket,
+        count(*), count(x), coalesce(sum(x), 0), min(x), max(x),
+        sum(CASE WHEN state = 'ok' THEN 1 ELSE 0 END),
+        sum(CASE WHEN state = 'warn' THEN 1 ELSE 0 END),
+        sum(CASE WHEN state = 'down' THEN 1 ELSE 0 END)
+    FROM (
+        SELECT widget, {t["seconds"]} AS seconds,
+            CASE WHEN {t["is_number"]} THEN {t["number"]}
+                 WHEN {valid} AND {t["has_latency"]} THEN {t["latency"]} END AS x,
+            CASE WHEN {valid} THEN {t["state"]} END AS state
+        FROM samples WHERE status = 'ok' AND id <= {upto}
+    ) AS measured_samples
+    WHERE x IS NOT NULL OR state IS NOT NULL
+    GROUP BY widget, bucket
+    """
+
+
+def upgrade() -> None:
+    op.create_table(
+        "rollups",
+        sa.Column("widget", sa.String(64), nullable=False),
+        sa.Column("step", sa.Integer(), nullable=False),
+        sa.Column("bucket", sa.BigInteger(), nullable=False),
+        sa.Column("n", sa.Integer(), nullable=False),
+        sa.Column("measured", sa.Integer(), nullable=False),
+        sa.Column("total", sa.Float(), nullable=False),
+        sa.Column("low", sa.Float(), nullable=True),
+        sa.Column("high", sa.Float(), nullable=True),
+        sa.Column("ok", sa.Integer(), nullable=False),
+        sa.Column("warn", sa.Integer(), nullable=False),
+        sa.Column("down", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("widget", "step", "bucket", name="pk_rollups"),
+        sqlite_with_rowid=False,
+    )
+    op.create_index("ix_rollups_step_bucket", "rollups", ["step", "bucket"])
+    # Samples by (widget, ts) replaces (widget, id): a widget's latest is its newest by
+    # time, history and series go by time, and each per-widget index costs every commit
+    # a page per widget written.
+    op.create_index("ix_samples_widget_ts", "samples", ["widget", "ts"])
+    op.drop_index("ix_samples_widget_id", table_name="samples")
+    # The samples rolled up so far: the running server's roll-up pass goes on from here.
+    op.create_table(
+        "rollup_state",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("upto", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_rollup_state"),
+    )
+    bind = op.get_bind()
+    upto = max(bind.execute(sa.text("SELECT max(id) FROM samples")).scalar() or 0, 0)
+    for step in (60, 3600):
+        op.execute(backfill(bind.dialect.name, step, upto))
+    op.execute(sa.text(f"INSERT INTO rollup_state (id, upto) VALUES (1, {upto})"))
+
+
+def downgrade() -> None:
+    op.drop_table("rollup_state")
+    op.create_index("ix_samples_widget_id", "samples", ["widget", "id"])
+    op.drop_index("ix_samples_widget_ts", table_name="samples")
+    op.drop_index("ix_rollups_step_bucket", table_name="rollups")
+    op.drop_table("rollups")

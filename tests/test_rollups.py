@@ -1,0 +1,251 @@
+"""Rollups and series, checked against a brute-force computation from the raw rows
+(hypothesis), on SQLite and on PostgreSQL: samples written live (before and after the
+roll-up pass took them), imported ones, and raw samples that retention deleted."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+
+from dashboard.storage.rollups import DAY, HOUR, MINUTE, Plan, nice_step, plan
+from dashboard.storage.store import Store, encode_value
+from tests.helpers import opened_store
+
+STATES = ("ok", "warn", "down")
+BASE = 1_800_000_000  # 2027-01-15 08:00:00 UTC, a multiple of every step used here
+FIXTURES_OK = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+
+
+def measure(value):
+    """The rule of dashboard/storage/rollups.py, written again here as the oracle."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return None, float(value)
+    if isinstance(value, dict) and value.get("state") in STATES:
+        latency = value.get("latency_ms")
+        number = float(latency) if isinstance(latency, (int, float)) and not isinstance(latency, bool) else None
+        return value["state"], number
+    return None
+
+
+def brute_force(rows, start: int, end: int, step: int) -> dict[str, list[tuple]]:
+    """widget -> [(t, n, measured, total, low, high, ok, warn, down)] from (widget, unix
+    seconds, value, status) rows with start <= ts < end."""
+    buckets: dict[tuple[str, int], list] = defaultdict(lambda: [0, 0, 0.0, None, None, 0, 0, 0])
+    for widget, seconds, value, status in rows:
+        measured = measure(value)
+        if status != "ok" or measured is None or not start <= seconds < end:
+            continue
+        state, number = measured
+        row = buckets[(widget, math.floor(seconds) // step * step)]
+        row[0] += 1
+        if number is not None:
+            row[1] += 1
+            row[2] += number
+            row[3] = number if row[3] is None else min(row[3], number)
+            row[4] = number if row[4] is None else max(row[4], number)
+        if state is not None:
+            row[5 + STATES.index(state)] += 1
+    out: dict[str, list[tuple]] = defaultdict(list)
+    for (widget, t), row in sorted(buckets.items()):
+        out[widget].append((t, *row))
+    return out
+
+
+def as_rows(columns: dict[str, list]) -> list[tuple]:
+    names = ("n", "measured", "total", "low", "high", *STATES)
+    return [(t, *(columns[name][i] for name in names)) for i, t in enumerate(columns["t"])]
+
+
+def assert_same(got: list[tuple], expected: list[tuple]) -> None:
+    assert [row[0] for row in got] == [row[0] for row in expected]
+    for have, want in zip(got, expected, strict=True):
+        t, n, measured, total, low, high, *states = have
+        assert (n, measured, *states) == (want[1], want[2], *want[6:]), (t, have, want)
+        assert total == pytest.approx(want[3], rel=1e-9, abs=1e-6), (t, have, want)
+        assert (low, high) == pytest.approx((want[4], want[5])), (t, have, want)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path, io_loop):
+    url = (
+        f"sqlite+aiosqlite:///{tmp_path}/rollups.db" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    )
+    # No roll-up pass but those a test asks for: what each one took is counted.
+    with opened_store(url, io_loop, roll_up_every=None) as store:
+        yield store
+
+
+async def reset(store: Store) -> None:
+    async with store.engine.begin() as conn:
+        for statement in ("DELETE FROM samples", "DELETE FROM rollups", "UPDATE rollup_state SET upto = 0"):
+            await conn.execute(text(statement))
+
+
+def at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+async def write_live(store: Store, rows) -> None:
+    """Each row committed as a ticker's would be, at its own time."""
+    for widget, seconds, value, status in rows:
+        await store.commit([store.encode([(widget, value, status, None)])], ts=at(seconds))
+
+
+async def write_imported(store: Store, rows) -> None:
+    session = await store.begin_import()
+    await session.add([(widget, round(seconds * 1_000_000), encode_value(value)) for widget, seconds, value, _ in rows])
+    await session.commit()
+
+
+values = st.one_of(
+    st.integers(-(10**6), 10**6),
+    st.floats(-1e9, 1e9, allow_nan=False),
+    st.builds(
+        lambda state, latency: {"state": state} if latency is None else {"state": state, "latency_ms": latency},
+        st.sampled_from([*STATES, "bogus"]),
+        st.one_of(st.none(), st.integers(0, 5000), st.floats(0, 1e4), st.just("slow")),
+    ),
+    st.text(max_size=5),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(), max_size=2),
+)
+samples = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b"]),
+        st.integers(0, 3 * HOUR * 1000).map(lambda ms: BASE + ms / 1000),  # three hours, to the millisecond
+        values,
+        st.sampled_from(["ok", "ok", "ok", "error"]),
+        st.booleans(),  # imported rather than written live
+    ),
+    max_size=25,
+)
+# (step, tier): the raw samples at sub-minute steps; minutes and hours at their multiples.
+STEPS = [(1, 0), (5, 0), (30, 0), (60, MINUTE), (300, MINUTE), (3600, MINUTE), (3600, HOUR), (7200, HOUR)]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=FIXTURES_OK)
+@given(rows=samples, rolled=st.booleans(), window=st.tuples(st.integers(0, 3 * HOUR), st.integers(1, 3 * HOUR)))
+def test_series_equal_a_brute_force_count_of_the_raw_rows(store, io_loop, rows, rolled, window):
+    live = [row[:4] for row in rows if not row[4] and row[3] in ("ok", "error")]
+    imported = [row[:4] for row in rows if row[4] and row[3] == "ok"]  # an import stores values, not failures
+
+    async def check():
+        await reset(store)
+        await write_live(store, live)
+        if imported:
+            await write_imported(store, imported)
+        if rolled:
+            await store.roll_up()  # else the live ones are the tail an answer adds by itself
+        for step, tier in STEPS:
+            start = (BASE + window[0]) // step * step
+            end = start + math.ceil(window[1] / step) * step
+            got = await store.series(["a", "b"], Plan(start, end, step, tier))
+            expected = brute_force(live + imported, start, end, step)
+            for widget in ("a", "b"):
+                assert_same(as_rows(got[widget]), expected.get(widget, []))
+
+    io_loop.run_sync(check, timeout=60)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_rollups_outlive_the_raw_samples_and_have_their_own_retention(store):
+    now = datetime.now(UTC)
+    start = int((now - timedelta(days=3)).timestamp()) // DAY * DAY
+    rows = [("a", start + i * 97.5, i % 50, "ok") for i in range(3 * DAY // 97)]  # three days, every 97.5 s
+    rows += [("s", start + i * 600.0, {"state": STATES[i % 3], "latency_ms": i}, "ok") for i in range(3 * 144)]
+    await write_live(store, rows)
+    assert await store.roll_up() == len(rows)
+    # Raw samples older than a day go; every widget's newest stays.
+    deleted = await store.prune(now - timedelta(days=1))
+    assert deleted > len(rows) // 2
+    for step, tier in [(MINUTE, MINUTE), (900, MINUTE), (HOUR, HOUR), (DAY, HOUR)]:
+        end = start + 3 * DAY
+        got = await store.series(["a", "s"], Plan(start, end, step, tier))
+        expected = brute_force(rows, start, end, step)
+        assert_same(as_rows(got["a"]), expected["a"])
+        assert_same(as_rows(got["s"]), expected["s"])
+    # Minutes older than two days go, hours stay.
+    cutoff = start + 2 * DAY
+    removed = await store.prune_rollups({MINUTE: cutoff}, batch=50)
+    assert removed == len({("a", int(s) // 60) for w, s, *_ in rows if w == "a" and s < cutoff}) + len(
+        {int(s) // 60 for w, s, *_ in rows if w == "s" and s < cutoff}
+    )
+    minutes = await store.series(["a"], Plan(start, start + 3 * DAY, MINUTE, MINUTE))
+    assert min(minutes["a"]["t"]) >= cutoff
+    hours = await store.series(["a"], Plan(start, start + 3 * DAY, HOUR, HOUR))
+    assert_same(as_rows(hours["a"]), brute_force(rows, start, start + 3 * DAY, HOUR)["a"])
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_pass_takes_each_sample_once_and_a_crash_before_it_loses_nothing(store, tmp_path):
+    rows = [("a", BASE + i, i, "ok") for i in range(300)]
+    await write_live(store, rows[:100])
+    assert await store.roll_up() == 100
+    assert await store.roll_up() == 0  # nothing new
+    await write_live(store, rows[100:])
+    # A store opened on the same database (a restart after kill -9: nothing rolled up
+    # the last 200) rolls them up when it opens.
+    again = Store(store.url, roll_up_every=None)
+    await again.open()
+    try:
+        async with again.engine.connect() as conn:
+            upto = (await conn.execute(text("SELECT upto FROM rollup_state"))).scalar()
+        assert upto == max(s.id for s in await again.history("a", limit=1000))
+        got = await again.series(["a"], Plan(BASE, BASE + 300, MINUTE, MINUTE))
+        assert_same(as_rows(got["a"]), brute_force(rows, BASE, BASE + 300, MINUTE)["a"])
+    finally:
+        await again.close()
+
+
+@pytest.mark.parametrize(
+    ("seconds", "step"),
+    [
+        (0.2, 1),
+        (1, 1),
+        (1.5, 2),
+        (3, 5),
+        (11, 15),
+        (59, 60),
+        (61, 120),
+        (3000, 3600),
+        (86400, 86400),
+        (8 * DAY, 8 * DAY),
+    ],
+)
+def test_nice_steps_are_round_and_never_smaller_than_asked(seconds, step):
+    assert nice_step(seconds) == step
+
+
+KEPT = {0: 30 * DAY, MINUTE: 90 * DAY, HOUR: 400 * DAY}
+NOW = 1_800_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("span", "points", "ago", "expected"),
+    [
+        (600, 1000, 0, (1, 0)),  # ten minutes: seconds, from the samples
+        (600, 100, 0, (10, 0)),
+        (30 * DAY, 1000, 0, (HOUR, HOUR)),  # a month: hours
+        (7 * DAY, 1000, 0, (900, MINUTE)),  # a week: quarter hours, from minutes
+        (2 * DAY, 5000, 0, (60, MINUTE)),  # sub-minute over more than a day: minutes instead
+        (600, 1000, 40 * DAY, (60, MINUTE)),  # older than the samples are kept: minutes
+        (600, 1000, 100 * DAY, (HOUR, HOUR)),  # older than minutes are kept: hours
+        (365 * DAY, 1000, 0, (43200, HOUR)),
+    ],
+)
+def test_a_plan_takes_the_finest_tier_that_still_holds_the_range(span, points, ago, expected):
+    start = NOW - ago - span
+    chosen = plan(start, start + span, points, now=NOW, kept=KEPT)
+    assert (chosen.step, chosen.tier) == expected
+    assert chosen.start % chosen.step == 0 and chosen.end % chosen.step == 0
+    assert chosen.start <= start and chosen.end >= start + span
+    assert (chosen.end - chosen.start) / chosen.step <= points + 1 or chosen.step >= MINUTE
