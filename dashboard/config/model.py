@@ -38,6 +38,8 @@ class StorageConfig:
     url: str
     retention: float
     prune_every: float
+    retention_1m: float = 90 * 86400.0  # per-minute rollups (storage/rollups.py)
+    retention_1h: float = 400 * 86400.0  # per-hour rollups: a year of graphs and then some
 
 
 @dataclasses.dataclass(frozen=True)

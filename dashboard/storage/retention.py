@@ -1,4 +1,6 @@
-"""Retention: delete samples older than `[storage] retention`, every `prune_every`.
+"""Retention: delete samples older than `[storage] retention`, every `prune_every`;
+and rollups older than their own retention (`retention_1m`, `retention_1h`), longer
+by default, so graphs of long ranges outlive the raw samples.
 
 Store.prune deletes in small batches, each under the write lock for a moment,
 and lets writers in between, so a first prune of months of history never
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from ..config import Config
+from .rollups import HOUR, MINUTE, TIERS
 from .store import Store
 
 log = logging.getLogger("dashboard.retention")
@@ -34,6 +37,7 @@ class Pruner:
         self._now = now
         self.rounds = 0  # finished rounds, for tests and the curious
         self.pruned = 0
+        self.pruned_rollups = 0
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -46,13 +50,20 @@ class Pruner:
             self._task = None
 
     async def prune_once(self) -> int:
+        """One round; the samples it deleted."""
         storage = self.config().storage
-        cutoff = self._now() - timedelta(seconds=storage.retention)
+        now = self._now()
+        cutoff = now - timedelta(seconds=storage.retention)
         deleted = await self.store.prune(cutoff)
         self.pruned += deleted
-        self.rounds += 1
         if deleted:
             log.info("pruned %d sample(s) older than %s", deleted, cutoff.isoformat(timespec="seconds"))
+        kept = {MINUTE: storage.retention_1m, HOUR: storage.retention_1h}
+        buckets = await self.store.prune_rollups({step: int(now.timestamp() - kept[step]) for step in TIERS})
+        self.pruned_rollups += buckets
+        if buckets:
+            log.info("pruned %d rollup bucket(s) past their retention", buckets)
+        self.rounds += 1
         return deleted
 
     async def _run(self) -> None:
