@@ -153,26 +153,41 @@ CREATE_PASS_TABLE = (
 )
 
 
-def measured_samples_sql(dialect: str, where: str, *, by: str = "seconds") -> str:
-    """The samples that count, as rows (widget, <by>, x, state), among those `where`;
-    `by` is "seconds" or "minute" (see _TERMS)."""
-    t = _TERMS["postgresql" if dialect == "postgresql" else "sqlite"]
+# An import's staged rows (writer.py) hold their time as Unix microseconds (a number
+# to divide, not a text to parse) and are all "ok".
+_STAGED_TIMES = {
+    "seconds": "micros / 1000000",
+    "minute": "micros / 60000000",
+    "minute_seconds": "minute * 60",
+}
+
+
+def _terms(dialect: str, staged: bool) -> dict[str, str]:
+    terms = _TERMS["postgresql" if dialect == "postgresql" else "sqlite"]
+    return {**terms, **_STAGED_TIMES} if staged else terms
+
+
+def measured_samples_sql(dialect: str, where: str, *, by: str = "seconds", table: str = "samples") -> str:
+    """The rows of `table` (the samples, or an import's stage) that count, as (widget,
+    <by>, x, state), among those `where`; `by` is "seconds" or "minute" (see _TERMS)."""
+    staged = table != "samples"
+    t = _terms(dialect, staged)
     valid = f"{t['state']} IN ({_STATES})"
     return f"""SELECT widget, {by}, x, state FROM (
         SELECT widget, {t[by]} AS {by},
             CASE WHEN {t["is_number"]} THEN {t["number"]}
                  WHEN {valid} AND {t["has_latency"]} THEN {t["latency"]} END AS x,
             CASE WHEN {valid} THEN {t["state"]} END AS state
-        FROM samples WHERE status = 'ok' AND {where}
+        FROM {table} WHERE {"" if staged else "status = 'ok' AND "}{where}
     ) AS measured WHERE x IS NOT NULL OR state IS NOT NULL"""
 
 
-def roll_up_sql(dialect: str, where: str) -> list[str]:
-    """The statements that add the samples `where` to both tiers (parameters: those of
-    `where`, in the first statement that takes any)."""
-    t = _TERMS["postgresql" if dialect == "postgresql" else "sqlite"]
+def roll_up_sql(dialect: str, where: str, *, table: str = "samples") -> list[str]:
+    """The statements that add the rows of `table` `where` to both tiers (parameters:
+    those of `where`, in each statement that has any)."""
+    t = _terms(dialect, table != "samples")
     minutes = f"""SELECT widget, {t["minute_seconds"]} AS bucket, {_AGGREGATES}
-        FROM ({measured_samples_sql(dialect, where, by="minute")}) AS m GROUP BY widget, minute"""
+        FROM ({measured_samples_sql(dialect, where, by="minute", table=table)}) AS m GROUP BY widget, minute"""
     to_minutes = f"INSERT INTO rollups ({ROLLUP_COLUMNS}) SELECT widget, {MINUTE}, bucket, {', '.join(COLUMNS)}"
     to_hours = (
         f"INSERT INTO rollups ({ROLLUP_COLUMNS}) SELECT widget, {HOUR}, bucket / {HOUR} * {HOUR} AS hour, {_SUMS}"
