@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import tornado.web
@@ -111,3 +112,103 @@ class SeriesHandler(ApiHandler):
             shown = raw if len(raw) <= 40 else raw[:37] + "..."
             # The text goes in as an argument: Tornado doubles a "%" in a message without any.
             raise tornado.web.HTTPError(400, "%s: expected %s, got %r", name, TIME_FORMS, shown) from None
+
+
+# -- the page's first paint ------------------------------------------------------------------
+
+# The range buttons of a graph, besides its configured range.
+RANGES = ((3600, "1h"), (86400, "24h"), (7 * 86400, "7d"), (30 * 86400, "30d"))
+
+
+def range_label(seconds: float) -> str:
+    """ "1h", "24h", "7d", "30d", "10m", "90s": a range as its button says it."""
+    for known, label in RANGES:
+        if seconds == known:
+            return label
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def graph_ranges(history: float) -> list[tuple[float, str]]:
+    """The configured range first, then the others, shortest first."""
+    return [(history, range_label(history)), *((s, label) for s, label in RANGES if s != history)]
+
+
+# Buckets in the page per widget: a graph's first paint (the script fetches finer ones
+# for the width it has when asked to), a sparkline, an uptime bar's segments.
+FIRST_PAINT_POINTS = {"graph": 200, "number": 60, "status": 60}
+
+
+def shows_history(view: str) -> bool:
+    """A line (its points) or an uptime bar (its states)."""
+    facts = VIEWS[view]
+    return facts.points or facts.states is not None
+
+
+async def first_paint(runtime, widgets, latest, now: float) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Each widget's series for its configured range (what the page's JSON carries) and
+    what its template draws without a script: the line's points (bucket start, average),
+    a number's previous value, a status's uptime segments. One query per history length."""
+    groups: dict[tuple[float, int], list] = {}
+    for widget in widgets:
+        if shows_history(widget.view):
+            points = FIRST_PAINT_POINTS.get(widget.view, FIRST_PAINT_POINTS["number"])
+            groups.setdefault((widget.history, points), []).append(widget)
+    series: dict[str, dict] = {}
+    for (history, points), group in groups.items():
+        series.update(await read_series(runtime, group, now - history, now, points, now))
+    drawn: dict[str, dict] = {}
+    for widget in widgets:
+        answer = series.get(widget.id)
+        if answer is None:
+            continue
+        line = [(t, avg) for t, avg in zip(answer["t"], answer["avg"], strict=True) if avg is not None]
+        drawn[widget.id] = {"points": line, "previous": None, "uptime": [], "ranges": graph_ranges(widget.history)}
+        if widget.view == "number":
+            drawn[widget.id]["previous"] = await _previous_value(runtime.store, widget.id, latest.get(widget.id))
+        if "ok" in answer:
+            drawn[widget.id]["uptime"] = uptime_segments(answer, (now - widget.history) * 1000, now * 1000)
+    return series, drawn
+
+
+async def _previous_value(store, widget_id: str, latest) -> Any:
+    """The value a number's change arrow compares with: the good one before the latest."""
+    if latest is None:
+        return None
+    for sample in reversed(await store.history(widget_id, limit=5)):
+        if sample.id < latest.id and sample.status == "ok":
+            return sample.value
+    return None
+
+
+def uptime_segments(answer: Mapping[str, Any], start_ms: float, end_ms: float) -> list[dict[str, Any]]:
+    """One segment per bucket with samples, in a 1000-wide bar over [start, end): its
+    place, its worst state and the share of ok samples (static/widgets.js draws the
+    same, in the viewer's time zone)."""
+    span = max(end_ms - start_ms, 1)
+    step = answer["step"]
+    out = []
+    for t, n, ok, warn, down in zip(
+        answer["t"], answer["n"], answer["ok"], answer["warn"], answer["down"], strict=True
+    ):
+        left = max(t, start_ms)
+        right = min(t + step, end_ms)
+        if right <= left or not n:
+            continue
+        worst = "down" if down else "warn" if warn else "ok"
+        out.append(
+            {
+                "x": round((left - start_ms) / span * 1000, 2),
+                "width": round(max((right - left) / span * 1000 - 0.6, 0.4), 2),
+                "state": worst,
+                "share": ok / n,
+                "title": f"{ok / n:.1%} ok · {_utc(t)} – {_utc(t + step)} UTC".replace("%", " %"),
+            }
+        )
+    return out
+
+
+def _utc(ms: float) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
