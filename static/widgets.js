@@ -171,6 +171,7 @@ export class Widgets {
 
   // The window a widget shows: its range, narrowed while a new widget's data covers
   // less of it (down to ten intervals or 30 s), so a line does not start as a sliver.
+  // Data that starts within two buckets of the range's start covers it.
   window(w) {
     const range = this.ranges.get(w.id);
     if (!range.live) return { start: range.start, end: range.end };
@@ -178,6 +179,7 @@ export class Widgets {
     const least = Math.min(range.span, Math.max(30_000, 10 * w.every * 1000));
     const series = this.series.get(w.id);
     const first = series?.t.length ? series.t[0] : end;
+    if (first - (end - range.span) <= 2 * (series?.step || 0)) return { start: end - range.span, end };
     return { start: Math.max(end - range.span, Math.min(first, end - least)), end };
   }
 

@@ -95,7 +95,10 @@ async def test_rollups_are_kept_longer_than_samples_each_tier_as_long_as_configu
     config = load_config(
         write_config(
             tmp_path,
-            BASE_CONFIG.replace("[storage]", '[storage]\nretention = "1d"\nretention_1m = "3d"\nretention_1h = "10d"'),
+            BASE_CONFIG.replace(
+                "[storage]",
+                '[storage]\nretention = "1d"\nretention_10s = "1d"\nretention_1m = "3d"\nretention_1h = "10d"',
+            ),
         )
     )
     now = datetime.now(UTC)
@@ -110,6 +113,7 @@ async def test_rollups_are_kept_longer_than_samples_each_tier_as_long_as_configu
             rows = await conn.execute(select(rollups.c.bucket).where(rollups.c.step == step).order_by(rollups.c.bucket))
             return [round((now.timestamp() - bucket) / 86400) for bucket in rows.scalars()]
 
+    assert await buckets(10) == [0]  # ten seconds: a day
     assert await buckets(60) == [2, 0]  # minutes: 3 days
     assert await buckets(3600) == [5, 2, 0]  # hours: 10 days
-    assert pruner.pruned_rollups == 2 + 1  # two minutes, one hour
+    assert pruner.pruned_rollups == 3 + 2 + 1

@@ -13,8 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from dashboard.storage.rollups import DAY, HOUR, MINUTE, Plan, nice_step, plan
-from dashboard.storage.store import Store, encode_value
+from dashboard.storage.rollups import DAY, HOUR, MINUTE, TEN, Plan, nice_step, plan
+from dashboard.storage.schema import samples as samples_table
+from dashboard.storage.store import Store, _alembic_upgrade, encode_value
 from tests.helpers import opened_store
 
 STATES = ("ok", "warn", "down")
@@ -109,9 +110,14 @@ values = st.one_of(
     st.integers(-(10**6), 10**6),
     st.floats(-1e9, 1e9, allow_nan=False),
     st.builds(
-        lambda state, latency: {"state": state} if latency is None else {"state": state, "latency_ms": latency},
+        lambda state, latency, detail: {
+            "state": state,
+            **({} if latency is None else {"latency_ms": latency}),
+            **({} if detail is None else {"detail": detail}),
+        },
         st.sampled_from([*STATES, "bogus"]),
         st.one_of(st.none(), st.integers(0, 5000), st.floats(0, 1e4), st.just("slow")),
+        st.one_of(st.none(), st.text(max_size=3), st.just("\x00 and \\u0000")),  # a NUL, a backslash
     ),
     st.text(max_size=5),
     st.booleans(),
@@ -128,8 +134,20 @@ samples = st.lists(
     ),
     max_size=25,
 )
-# (step, tier): the raw samples at sub-minute steps; minutes and hours at their multiples.
-STEPS = [(1, 0), (5, 0), (30, 0), (60, MINUTE), (300, MINUTE), (3600, MINUTE), (3600, HOUR), (7200, HOUR)]
+# (step, tier): the raw samples at any step; each tier at multiples of its own.
+STEPS = [
+    (1, 0),
+    (5, 0),
+    (30, 0),
+    (10, TEN),
+    (20, TEN),
+    (60, TEN),
+    (60, MINUTE),
+    (300, MINUTE),
+    (3600, MINUTE),
+    (3600, HOUR),
+    (7200, HOUR),
+]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=FIXTURES_OK)
@@ -167,7 +185,7 @@ async def test_rollups_outlive_the_raw_samples_and_have_their_own_retention(stor
     # Raw samples older than a day go; every widget's newest stays.
     deleted = await store.prune(now - timedelta(days=1))
     assert deleted > len(rows) // 2
-    for step, tier in [(MINUTE, MINUTE), (900, MINUTE), (HOUR, HOUR), (DAY, HOUR)]:
+    for step, tier in [(TEN, TEN), (MINUTE, MINUTE), (900, MINUTE), (HOUR, HOUR), (DAY, HOUR)]:
         end = start + 3 * DAY
         got = await store.series(["a", "s"], Plan(start, end, step, tier))
         expected = brute_force(rows, start, end, step)
@@ -213,7 +231,7 @@ async def test_a_pass_takes_each_sample_once_and_a_crash_before_it_loses_nothing
         (1, 1),
         (1.5, 2),
         (3, 5),
-        (11, 15),
+        (11, 20),
         (59, 60),
         (61, 120),
         (3000, 3600),
@@ -225,7 +243,7 @@ def test_nice_steps_are_round_and_never_smaller_than_asked(seconds, step):
     assert nice_step(seconds) == step
 
 
-KEPT = {0: 30 * DAY, MINUTE: 90 * DAY, HOUR: 400 * DAY}
+KEPT = {0: 30 * DAY, TEN: 2 * DAY, MINUTE: 90 * DAY, HOUR: 400 * DAY}
 NOW = 1_800_000_000.0
 
 
@@ -233,10 +251,14 @@ NOW = 1_800_000_000.0
     ("span", "points", "ago", "expected"),
     [
         (600, 1000, 0, (1, 0)),  # ten minutes: seconds, from the samples
-        (600, 100, 0, (10, 0)),
+        (600, 100, 0, (10, TEN)),  # ... or ten seconds, from their rollups
+        (600, 60, 0, (10, TEN)),
+        (6 * 3600, 1000, 0, (30, TEN)),
         (30 * DAY, 1000, 0, (HOUR, HOUR)),  # a month: hours
         (7 * DAY, 1000, 0, (900, MINUTE)),  # a week: quarter hours, from minutes
-        (2 * DAY, 5000, 0, (60, MINUTE)),  # sub-minute over more than a day: minutes instead
+        (3 * DAY, 50000, 0, (60, MINUTE)),  # sub-minute over more than two days: minutes instead
+        (2 * DAY, 50000, 0, (10, TEN)),  # ten seconds over two days (raw: at most a day)
+        (600, 60, 5 * DAY, (60, MINUTE)),  # ten seconds, older than they are kept: minutes
         (600, 1000, 40 * DAY, (60, MINUTE)),  # older than the samples are kept: minutes
         (600, 1000, 100 * DAY, (HOUR, HOUR)),  # older than minutes are kept: hours
         (365 * DAY, 1000, 0, (43200, HOUR)),
@@ -249,3 +271,35 @@ def test_a_plan_takes_the_finest_tier_that_still_holds_the_range(span, points, a
     assert chosen.start % chosen.step == 0 and chosen.end % chosen.step == 0
     assert chosen.start <= start and chosen.end >= start + span
     assert (chosen.end - chosen.start) / chosen.step <= points + 1 or chosen.step >= MINUTE
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.gen_test(timeout=60)
+async def test_migration_0002_builds_the_rollups_of_the_samples_already_there(request, tmp_path, backend):
+    url = f"sqlite+aiosqlite:///{tmp_path}/old.db" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    store = Store(url, roll_up_every=None)
+    await store.open(migrate=False)
+    try:
+        async with store.engine.begin() as conn:
+            await conn.run_sync(lambda sync: _alembic_upgrade(sync, "0001"))
+        rows = [("a", BASE + 7.5 * i, (i * 3) % 17, "ok") for i in range(2000)]
+        rows += [
+            ("s", BASE + 60.0 * i, {"state": STATES[i % 3], "latency_ms": i, "detail": "\x00"}, "ok") for i in range(90)
+        ]
+        rows += [("a", BASE + 5.0, 1000, "error"), ("t", BASE, "text", "ok")]
+        async with store.engine.begin() as conn:  # as the server of revision 0001 wrote them
+            await conn.execute(
+                samples_table.insert(), [dict(widget=w, ts=at(s), value=v, status=st) for w, s, v, st in rows]
+            )
+        await store.migrate()
+        async with store.engine.connect() as conn:
+            upto = (await conn.execute(text("SELECT upto FROM rollup_state"))).scalar()
+        assert upto == len(rows)
+        end = BASE + 4 * HOUR
+        for step, tier in [(TEN, TEN), (MINUTE, MINUTE), (HOUR, HOUR)]:
+            got = await store.series(["a", "s", "t"], Plan(BASE, end, step, tier))
+            expected = brute_force(rows, BASE, end, step)
+            for widget in ("a", "s", "t"):
+                assert_same(as_rows(got[widget]), expected.get(widget, []))
+    finally:
+        await store.close()

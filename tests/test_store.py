@@ -183,7 +183,7 @@ async def test_migrations_run_on_a_fresh_file_and_are_idempotent(db_path):
     with closing(sqlite3.connect(db_path)) as conn, conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(head_revision(),)]
         assert conn.execute("SELECT count(*) FROM samples").fetchone() == (1,)
-        assert conn.execute("SELECT count(*) FROM rollups").fetchone() == (2,)  # a minute and an hour
+        assert conn.execute("SELECT count(*) FROM rollups").fetchone() == (3,)  # ten seconds, a minute, an hour
         indexes = {row[1] for row in conn.execute("PRAGMA index_list(samples)")}
     assert {"ix_samples_widget_ts", "ix_samples_ts"} <= indexes
 

@@ -145,6 +145,7 @@ def _storage(t: Table, base_dir: Path) -> StorageConfig:
         url=database_url(t, base_dir),
         retention=t.duration("retention", "30d", positive=True),
         prune_every=t.duration("prune_every", "10m", positive=True),
+        retention_10s=t.duration("retention_10s", "2d", positive=True),
         retention_1m=t.duration("retention_1m", "90d", positive=True),
         retention_1h=t.duration("retention_1h", "400d", positive=True),
     )

@@ -1,6 +1,7 @@
 """Retention: delete samples older than `[storage] retention`, every `prune_every`;
-and rollups older than their own retention (`retention_1m`, `retention_1h`), longer
-by default, so graphs of long ranges outlive the raw samples.
+and rollups older than their own retention (`retention_10s`, `retention_1m`,
+`retention_1h`): the minutes and hours outlive the raw samples by default, so graphs
+of long ranges do.
 
 Store.prune deletes in small batches, each under the write lock for a moment,
 and lets writers in between, so a first prune of months of history never
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from ..config import Config
-from .rollups import HOUR, MINUTE, TIERS
+from .rollups import HOUR, MINUTE, TEN, TIERS
 from .store import Store
 
 log = logging.getLogger("dashboard.retention")
@@ -58,7 +59,7 @@ class Pruner:
         self.pruned += deleted
         if deleted:
             log.info("pruned %d sample(s) older than %s", deleted, cutoff.isoformat(timespec="seconds"))
-        kept = {MINUTE: storage.retention_1m, HOUR: storage.retention_1h}
+        kept = {TEN: storage.retention_10s, MINUTE: storage.retention_1m, HOUR: storage.retention_1h}
         buckets = await self.store.prune_rollups({step: int(now.timestamp() - kept[step]) for step in TIERS})
         self.pruned_rollups += buckets
         if buckets:

@@ -1,9 +1,10 @@
 """Rollups: per-bucket aggregates of each widget's samples, kept in SQL beside the
 raw samples, so that a month-long graph reads hundreds of rows, not millions.
 
-Two tiers, 1 minute and 1 hour (`TIERS`), each with its own retention
-(`[storage] retention_1m`, `retention_1h`). What a sample adds to its bucket, the
-one rule every path follows:
+Three tiers, 10 seconds, 1 minute and 1 hour (`TIERS`), each with its own retention
+(`[storage] retention_10s`, `retention_1m`, `retention_1h`): a page's first paint of
+twenty 10-minute graphs reads 60 buckets each, not 600 samples; a year reads 8,760
+hours. What a sample adds to its bucket, the one rule every path follows:
 - only samples with status "ok" count (a failed run keeps the last value: no new
   measurement);
 - a number (not a boolean) counts, with its value;
@@ -36,13 +37,14 @@ from dataclasses import dataclass
 
 from ..core.views import STATUS_STATES
 
-MINUTE, HOUR, DAY = 60, 3600, 86400
-TIERS = (MINUTE, HOUR)
+TEN, MINUTE, HOUR, DAY = 10, 60, 3600, 86400
+TIERS = (TEN, MINUTE, HOUR)
 ROLL_UP_EVERY = 1.0  # seconds between roll-up passes while samples come in
-# Steps a series may have, in seconds: round on a clock. Past a week, whole days.
-NICE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, DAY, 2 * DAY, 7 * DAY)
-# Sub-minute buckets are computed from the raw samples, which costs a row per sample:
-# only for ranges up to a day (a longer one gets minute buckets, fewer than asked).
+# Steps a series may have, in seconds: round on a clock, each a multiple of the tier it
+# is read from (and the sub-minute ones divisors of a minute). Past a week, whole days.
+NICE_STEPS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, DAY, 2 * DAY, 7 * DAY)
+# Buckets under ten seconds are computed from the raw samples, a row per sample: only
+# for ranges up to a day (a longer one gets coarser buckets, fewer than asked).
 RAW_SPAN = DAY
 COLUMNS = ("n", "measured", "total", "low", "high", *STATUS_STATES)
 
@@ -70,22 +72,24 @@ def nice_step(seconds: float) -> int:
     return math.ceil(seconds / DAY) * DAY
 
 
-def plan(start: float, end: float, points: int, *, now: float, kept: dict[int, float]) -> Plan:
+def plan(start: float, end: float, points: int, *, now: float, kept: dict[int, float], least: int = 1) -> Plan:
     """The step and tier for at most `points` buckets over [start, end) (Unix seconds).
 
     `kept` is how far back each tier reaches, in seconds (0: the raw samples): a range
-    that starts before a tier's retention is read from a coarser tier."""
+    that starts before a tier's retention is read from a coarser tier. `least` is the
+    smallest step wanted (10: never a row per sample)."""
     span = end - start
-    step = nice_step(span / points)
+    step = nice_step(max(span / points, least))
     tier = 0
-    if step < MINUTE and (span > RAW_SPAN or start < now - kept[0]):
-        step = MINUTE
-    if step >= MINUTE:
-        tier = MINUTE
-        if step < HOUR and start < now - kept[MINUTE]:
-            step = HOUR
-        if step >= HOUR:
-            tier = HOUR
+    if step < TEN and (span > RAW_SPAN or start < now - kept[0]):
+        step = TEN
+    for finer, coarser in ((TEN, MINUTE), (MINUTE, HOUR)):
+        if step >= finer:
+            tier = finer
+            if step < coarser and start < now - kept[finer]:
+                step = coarser
+    if step >= HOUR:
+        tier = HOUR
     low = math.floor(start / step) * step
     high = max(math.ceil(end / step) * step, low + step)
     return Plan(low, high, step, tier)
@@ -93,20 +97,28 @@ def plan(start: float, end: float, points: int, *, now: float, kept: dict[int, f
 
 # -- the rule in SQL -----------------------------------------------------------------------
 
-# Per dialect: a sample's Unix second (the floor), its minute (anything that groups
-# the samples of one minute together, and the Unix second of that minute from it),
-# whether its value is a number, that number, its state (a status value's "state"),
-# whether it has a latency, and the latency.
+# Per dialect: a sample's Unix second (the floor), its ten seconds and its minute
+# (anything that groups the samples of ten seconds, of a minute, together, and the Unix
+# second those start at), whether its value is a number, that number, its state (a
+# status value's "state"), whether it has a latency, and the latency.
 #
 # SQLite stores a JSON number as a number (the column has NUMERIC affinity), so
 # typeof() tells a number without parsing JSON; only text starting with "{" can be a
-# status object. Its timestamps are text, "YYYY-MM-DD HH:MM:SS.ffffff": the minute is
-# the first 16 characters, and strftime() runs once per minute, not once per sample.
+# status object. Its timestamps are text, "YYYY-MM-DD HH:MM:SS.ffffff": ten seconds are
+# the first 18 characters, a minute the first 16, and strftime() runs once per group,
+# not once per sample ("YYYY-MM-DD HH:MM" is a time to it).
+# PostgreSQL's json type refuses to take anything out of an object that holds a NUL
+# ("\\u0000 cannot be converted to text"), whatever the key asked for: a status's
+# detail with one would fail every series of its widget. The escape is swapped for a
+# space's (six characters for six: the text stays valid JSON) before looking inside.
+_PG_OBJECT = "CAST(replace(CAST(value AS TEXT), '\\u0000', '\\u0020') AS json)"
 _TERMS = {
     "sqlite": {
         "seconds": "CAST(strftime('%s', ts) AS INTEGER)",
+        "tens": "substr(ts, 1, 18)",
+        "tens_seconds": "CAST(strftime('%s', substr(tens, 1, 16)) AS INTEGER) + 10 * CAST(substr(tens, 18, 1) AS INTEGER)",
         "minute": "substr(ts, 1, 16)",
-        "minute_seconds": "CAST(strftime('%s', minute || ':00') AS INTEGER)",
+        "minute_seconds": "CAST(strftime('%s', minute) AS INTEGER)",
         "is_number": "typeof(value) IN ('integer', 'real')",
         "number": "CAST(value AS REAL)",
         "state": "(CASE WHEN typeof(value) = 'text' AND substr(value, 1, 1) = '{' THEN json_extract(value, '$.state') END)",
@@ -115,13 +127,15 @@ _TERMS = {
     },
     "postgresql": {
         "seconds": "CAST(floor(extract(epoch FROM ts)) AS BIGINT)",
+        "tens": "CAST(floor(extract(epoch FROM ts)) AS BIGINT) / 10",
+        "tens_seconds": "tens * 10",
         "minute": "CAST(floor(extract(epoch FROM ts)) AS BIGINT) / 60",
         "minute_seconds": "minute * 60",
         "is_number": "json_typeof(value) = 'number'",
         "number": "CAST(CAST(value AS TEXT) AS DOUBLE PRECISION)",
-        "state": "(CASE WHEN json_typeof(value) = 'object' THEN value ->> 'state' END)",
-        "has_latency": "json_typeof(value -> 'latency_ms') = 'number'",
-        "latency": "CAST(value ->> 'latency_ms' AS DOUBLE PRECISION)",
+        "state": f"(CASE WHEN json_typeof(value) = 'object' THEN {_PG_OBJECT} ->> 'state' END)",
+        "has_latency": f"json_typeof({_PG_OBJECT} -> 'latency_ms') = 'number'",
+        "latency": f"CAST({_PG_OBJECT} ->> 'latency_ms' AS DOUBLE PRECISION)",
     },
 }
 _STATES = ", ".join(f"'{state}'" for state in STATUS_STATES)
@@ -144,8 +158,9 @@ _UPSERT = """ON CONFLICT (widget, step, bucket) DO UPDATE SET
     ok = rollups.ok + excluded.ok,
     warn = rollups.warn + excluded.warn,
     down = rollups.down + excluded.down"""
-# The minutes of one pass, aggregated once and added to both tiers (SQLite: a temporary
-# table of the writer's connection; PostgreSQL: a common table expression).
+# The ten-second buckets of one pass, aggregated once from the samples and added up
+# into each tier (SQLite: a temporary table of the writer's connection; PostgreSQL: a
+# common table expression).
 PASS_TABLE = "temp.rollup_pass"
 CREATE_PASS_TABLE = (
     "CREATE TEMP TABLE IF NOT EXISTS rollup_pass (widget TEXT, bucket INTEGER, n INTEGER, measured INTEGER, "
@@ -157,6 +172,8 @@ CREATE_PASS_TABLE = (
 # to divide, not a text to parse) and are all "ok".
 _STAGED_TIMES = {
     "seconds": "micros / 1000000",
+    "tens": "micros / 10000000",
+    "tens_seconds": "tens * 10",
     "minute": "micros / 60000000",
     "minute_seconds": "minute * 60",
 }
@@ -167,62 +184,86 @@ def _terms(dialect: str, staged: bool) -> dict[str, str]:
     return {**terms, **_STAGED_TIMES} if staged else terms
 
 
-def measured_samples_sql(dialect: str, where: str, *, by: str = "seconds", table: str = "samples") -> str:
+def measured_samples_sql(
+    dialect: str, where: str, *, by: str = "seconds", table: str = "samples", also: tuple[str, str] | None = None
+) -> str:
     """The rows of `table` (the samples, or an import's stage) that count, as (widget,
-    <by>, x, state), among those `where`; `by` is "seconds" or "minute" (see _TERMS)."""
+    <by>, x, state), among those `where`; `by` is "seconds", "tens" or "minute" (see _TERMS);
+    `also` one more column, (name, expression)."""
     staged = table != "samples"
     t = _terms(dialect, staged)
     valid = f"{t['state']} IN ({_STATES})"
-    return f"""SELECT widget, {by}, x, state FROM (
-        SELECT widget, {t[by]} AS {by},
+    name, expression = also or ("", "")
+    more, computed = (f"{name}, ", f"{expression} AS {name}, ") if also else ("", "")
+    return f"""SELECT widget, {by}, {more}x, state FROM (
+        SELECT widget, {t[by]} AS {by}, {computed}
             CASE WHEN {t["is_number"]} THEN {t["number"]}
-                 WHEN {valid} AND {t["has_latency"]} THEN {t["latency"]} END AS x,
+                 WHEN {valid} THEN (CASE WHEN {t["has_latency"]} THEN {t["latency"]} END) END AS x,
             CASE WHEN {valid} THEN {t["state"]} END AS state
         FROM {table} WHERE {"" if staged else "status = 'ok' AND "}{where}
     ) AS measured WHERE x IS NOT NULL OR state IS NOT NULL"""
 
 
 def roll_up_sql(dialect: str, where: str, *, table: str = "samples") -> list[str]:
-    """The statements that add the rows of `table` `where` to both tiers (parameters:
+    """The statements that add the rows of `table` `where` to every tier (parameters:
     those of `where`, in each statement that has any)."""
     t = _terms(dialect, table != "samples")
-    minutes = f"""SELECT widget, {t["minute_seconds"]} AS bucket, {_AGGREGATES}
-        FROM ({measured_samples_sql(dialect, where, by="minute", table=table)}) AS m GROUP BY widget, minute"""
-    to_minutes = f"INSERT INTO rollups ({ROLLUP_COLUMNS}) SELECT widget, {MINUTE}, bucket, {', '.join(COLUMNS)}"
-    to_hours = (
-        f"INSERT INTO rollups ({ROLLUP_COLUMNS}) SELECT widget, {HOUR}, bucket / {HOUR} * {HOUR} AS hour, {_SUMS}"
-    )
+    tens = f"""SELECT widget, {t["tens_seconds"]} AS bucket, {_AGGREGATES}
+        FROM ({measured_samples_sql(dialect, where, by="tens", table=table)}) AS m GROUP BY widget, tens"""
+
+    def add(tier: int, source: str) -> str:
+        return (
+            f"INSERT INTO rollups ({ROLLUP_COLUMNS}) SELECT widget, {tier}, bucket / {tier} * {tier} AS b, {_SUMS} "
+            f"FROM {source} WHERE true GROUP BY widget, b {_UPSERT}"
+        )
+
     if dialect == "postgresql":
         return [
-            f"""WITH minutes (widget, bucket, {", ".join(COLUMNS)}) AS ({minutes}),
-            added AS ({to_minutes} FROM minutes {_UPSERT})
-            {to_hours} FROM minutes GROUP BY widget, hour {_UPSERT}"""
+            f"""WITH tens (widget, bucket, {", ".join(COLUMNS)}) AS ({tens}),
+            ten AS ({add(TEN, "tens")}), minutes AS ({add(MINUTE, "tens")})
+            {add(HOUR, "tens")}"""
         ]
     return [
         CREATE_PASS_TABLE,
         f"DELETE FROM {PASS_TABLE}",
-        f"INSERT INTO {PASS_TABLE} {minutes}",
-        f"{to_minutes} FROM {PASS_TABLE} WHERE true {_UPSERT}",
-        f"{to_hours} FROM {PASS_TABLE} WHERE true GROUP BY widget, hour {_UPSERT}",
+        f"INSERT INTO {PASS_TABLE} {tens}",
+        *(add(tier, PASS_TABLE) for tier in TIERS),
     ]
 
 
 def raw_series_sql(dialect: str) -> str:
-    """Buckets of :step seconds from the raw samples of :widgets in [:start_ts, :end_ts)."""
-    inner = measured_samples_sql(dialect, "widget IN :widgets AND ts >= :start_ts AND ts < :end_ts")
-    return f"""SELECT widget, seconds / :step * :step AS t, {_AGGREGATES}
+    """Buckets of :step seconds (a divisor of 60) from the raw samples of :widgets in
+    [:start_ts, :end_ts). On SQLite the text of a time is cut, not parsed, for each
+    sample: its minute, and its second within it; a minute's Unix second is worked out
+    once per bucket."""
+    where = "widget IN :widgets AND ts >= :start_ts AND ts < :end_ts"
+    if dialect == "postgresql":
+        inner = measured_samples_sql(dialect, where)
+        return f"""SELECT widget, seconds / :step * :step AS t, {_AGGREGATES}
+        FROM ({inner}) AS m
+        GROUP BY widget, t ORDER BY widget, t"""
+    inner = measured_samples_sql(
+        dialect, where, by="minute", also=("slot", "CAST(substr(ts, 18, 2) AS INTEGER) / :step")
+    )
+    return f"""SELECT widget, {_TERMS["sqlite"]["minute_seconds"]} + slot * :step AS t, {_AGGREGATES}
     FROM ({inner}) AS m
-    GROUP BY widget, t ORDER BY widget, t"""
+    GROUP BY widget, minute, slot ORDER BY widget, t"""
 
 
 def tier_series_sql(dialect: str) -> str:
     """Buckets of :step seconds from the :tier rollups of :widgets in [:start, :end)
     (Unix seconds; :start_ts and :end_ts the same as times), with the samples that no
-    roll-up pass has taken yet (ids above rollup_state.upto) added."""
-    tail = measured_samples_sql(
-        dialect,
-        "id > (SELECT upto FROM rollup_state) AND widget IN :widgets AND ts >= :start_ts AND ts < :end_ts",
-    )
+    roll-up pass has taken yet (ids above rollup_state.upto) added.
+
+    The tail is found by id, in one statement with the rollups it completes (one
+    snapshot: a pass that commits meanwhile cannot make a sample count twice). SQLite
+    is told not to look for it by widget and time (the unary "+"): over a month that
+    index holds a million rows, the tail a second's."""
+    if dialect == "postgresql":
+        filters = "widget IN :widgets AND ts >= :start_ts AND ts < :end_ts"
+    else:
+        filters = "+widget IN :widgets AND +ts >= :start_ts AND +ts < :end_ts"
+    tail = measured_samples_sql(dialect, f"id > (SELECT upto FROM rollup_state) AND {filters}")
     ones = ", ".join(f"CASE WHEN state = '{state}' THEN 1 ELSE 0 END" for state in STATUS_STATES)
     return f"""SELECT widget, bucket / :step * :step AS t, {_SUMS}
     FROM (

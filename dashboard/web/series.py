@@ -29,7 +29,7 @@ from ..config import StorageConfig
 from ..config.reader import parse_duration
 from ..core.times import parse_time
 from ..core.views import VIEWS
-from ..storage.rollups import HOUR, MINUTE, Plan, plan
+from ..storage.rollups import HOUR, MINUTE, TEN, Plan, plan
 from .api import ApiHandler
 
 DEFAULT_POINTS = 1000
@@ -40,7 +40,7 @@ TIME_FORMS = 'ISO 8601, Unix seconds, a time back from now like "-30d" or "-10m"
 
 def kept(storage: StorageConfig) -> dict[int, float]:
     """How far back each source of buckets reaches (0: the raw samples)."""
-    return {0: storage.retention, MINUTE: storage.retention_1m, HOUR: storage.retention_1h}
+    return {0: storage.retention, TEN: storage.retention_10s, MINUTE: storage.retention_1m, HOUR: storage.retention_1h}
 
 
 def parse_instant(text: str, now: float) -> float:
@@ -79,9 +79,11 @@ def _finite(value: Any) -> float | None:
     return value if value is None or math.isfinite(value) else None
 
 
-async def read_series(runtime, widgets, start: float, end: float, points: int, now: float) -> dict[str, dict[str, Any]]:
+async def read_series(
+    runtime, widgets, start: float, end: float, points: int, now: float, *, least: int = 1
+) -> dict[str, dict[str, Any]]:
     """The series JSON of several widgets over one range (one query for all of them)."""
-    chosen = plan(start, end, points, now=now, kept=kept(runtime.config.storage))
+    chosen = plan(start, end, points, now=now, kept=kept(runtime.config.storage), least=least)
     columns = await runtime.store.series([w.id for w in widgets], chosen)
     return {w.id: series_json(w.id, chosen, columns[w.id], states=VIEWS[w.view].states is not None) for w in widgets}
 
@@ -137,8 +139,11 @@ def graph_ranges(history: float) -> list[tuple[float, str]]:
 
 
 # Buckets in the page per widget: a graph's first paint (the script fetches finer ones
-# for the width it has when asked to), a sparkline, an uptime bar's segments.
+# for the width it has when asked to), a sparkline, an uptime bar's segments; never
+# under ten seconds, so that a page reads rollups, not a row per sample (twenty graphs
+# of ten minutes at 1 Hz: 1,200 rows rather than 12,000).
 FIRST_PAINT_POINTS = {"graph": 200, "number": 60, "status": 60}
+FIRST_PAINT_STEP = 10
 
 
 def shows_history(view: str) -> bool:
@@ -158,7 +163,7 @@ async def first_paint(runtime, widgets, latest, now: float) -> tuple[dict[str, d
             groups.setdefault((widget.history, points), []).append(widget)
     series: dict[str, dict] = {}
     for (history, points), group in groups.items():
-        series.update(await read_series(runtime, group, now - history, now, points, now))
+        series.update(await read_series(runtime, group, now - history, now, points, now, least=FIRST_PAINT_STEP))
     drawn: dict[str, dict] = {}
     for widget in widgets:
         answer = series.get(widget.id)

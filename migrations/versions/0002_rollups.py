@@ -1,4 +1,4 @@
-"""rollups: per-minute and per-hour aggregates of each widget's samples; samples indexed by (widget, ts)
+"""rollups: per-10-second, per-minute and per-hour aggregates of each widget's samples; samples indexed by (widget, ts)
 
 Builds both tiers from the samples already stored, in SQL, by the rule of
 dashboard/storage/rollups.py (`measure`), written out here as it stands at this
@@ -18,12 +18,15 @@ branch_labels = None
 depends_on = None
 
 # A sample's Unix second, its number (the value, or a status's latency) and state.
+# PostgreSQL's json refuses to look inside an object holding a NUL escape: it is swapped
+# for a space's first.
+PG_OBJECT = "CAST(replace(CAST(value AS TEXT), '\\u0000', '\\u0020') AS json)"
 TERMS = {
     "sqlite": {
         "seconds": "CAST(strftime('%s', ts) AS INTEGER)",
-        "is_number": "json_type(value) IN ('integer', 'real')",
+        "is_number": "typeof(value) IN ('integer', 'real')",
         "number": "CAST(value AS REAL)",
-        "state": "(CASE WHEN json_type(value) = 'object' THEN json_extract(value, '$.state') END)",
+        "state": "(CASE WHEN typeof(value) = 'text' AND substr(value, 1, 1) = '{' THEN json_extract(value, '$.state') END)",
         "has_latency": "json_type(value, '$.latency_ms') IN ('integer', 'real')",
         "latency": "json_extract(value, '$.latency_ms')",
     },
@@ -31,9 +34,9 @@ TERMS = {
         "seconds": "CAST(floor(extract(epoch FROM ts)) AS BIGINT)",
         "is_number": "json_typeof(value) = 'number'",
         "number": "CAST(CAST(value AS TEXT) AS DOUBLE PRECISION)",
-        "state": "(CASE WHEN json_typeof(value) = 'object' THEN value ->> 'state' END)",
-        "has_latency": "json_typeof(value -> 'latency_ms') = 'number'",
-        "latency": "CAST(value ->> 'latency_ms' AS DOUBLE PRECISION)",
+        "state": f"(CASE WHEN json_typeof(value) = 'object' THEN {PG_OBJECT} ->> 'state' END)",
+        "has_latency": f"json_typeof({PG_OBJECT} -> 'latency_ms') = 'number'",
+        "latency": f"CAST({PG_OBJECT} ->> 'latency_ms' AS DOUBLE PRECISION)",
     },
 }
 
@@ -51,7 +54,7 @@ def backfill(dialect: str, step: int, upto: int) -> str:
     FROM (
         SELECT widget, {t["seconds"]} AS seconds,
             CASE WHEN {t["is_number"]} THEN {t["number"]}
-                 WHEN {valid} AND {t["has_latency"]} THEN {t["latency"]} END AS x,
+                 WHEN {valid} THEN (CASE WHEN {t["has_latency"]} THEN {t["latency"]} END) END AS x,
             CASE WHEN {valid} THEN {t["state"]} END AS state
         FROM samples WHERE status = 'ok' AND id <= {upto}
     ) AS measured_samples
@@ -92,7 +95,7 @@ def upgrade() -> None:
     )
     bind = op.get_bind()
     upto = max(bind.execute(sa.text("SELECT max(id) FROM samples")).scalar() or 0, 0)
-    for step in (60, 3600):
+    for step in (10, 60, 3600):
         op.execute(backfill(bind.dialect.name, step, upto))
     op.execute(sa.text(f"INSERT INTO rollup_state (id, upto) VALUES (1, {upto})"))
 
