@@ -270,7 +270,7 @@ def test_a_plan_takes_the_finest_tier_that_still_holds_the_range(span, points, a
     assert (chosen.step, chosen.tier) == expected
     assert chosen.start % chosen.step == 0 and chosen.end % chosen.step == 0
     assert chosen.start <= start and chosen.end >= start + span
-    assert (chosen.end - chosen.start) / chosen.step <= points + 1 or chosen.step >= MINUTE
+    assert (chosen.end - chosen.start) / chosen.step <= points  # whole buckets, the ends' included
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -303,3 +303,19 @@ async def test_migration_0002_builds_the_rollups_of_the_samples_already_there(re
                 assert_same(as_rows(got[widget]), expected.get(widget, []))
     finally:
         await store.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    start=st.floats(0, 2e9),
+    span=st.floats(1, 400 * DAY),
+    points=st.integers(1, 5000),
+    ago=st.floats(0, 500 * DAY),
+)
+def test_a_plan_never_gives_more_buckets_than_asked_and_covers_the_range(start, span, points, ago):
+    now = start + span + ago
+    chosen = plan(start, start + span, points, now=now, kept=KEPT)
+    assert chosen.start <= start and chosen.end >= start + span
+    assert chosen.start % chosen.step == 0 and chosen.end % chosen.step == 0
+    assert 1 <= (chosen.end - chosen.start) // chosen.step <= points
+    assert chosen.tier == 0 or chosen.step % chosen.tier == 0

@@ -73,15 +73,27 @@ def nice_step(seconds: float) -> int:
 
 
 def plan(start: float, end: float, points: int, *, now: float, kept: dict[int, float], least: int = 1) -> Plan:
-    """The step and tier for at most `points` buckets over [start, end) (Unix seconds).
+    """The step and tier for at most `points` whole buckets over [start, end) (Unix
+    seconds): the smallest round step that gives no more, read from the finest tier
+    that holds it.
 
     `kept` is how far back each tier reaches, in seconds (0: the raw samples): a range
     that starts before a tier's retention is read from a coarser tier. `least` is the
     smallest step wanted (10: never a row per sample)."""
-    span = end - start
-    step = nice_step(max(span / points, least))
+    step = nice_step(max((end - start) / points, least))
+    while True:
+        step, tier = _tier(step, start, end, now, kept)
+        low = math.floor(start / step) * step
+        high = max(math.ceil(end / step) * step, low + step)
+        if (high - low) // step <= points:  # the ends' partial buckets count too
+            return Plan(low, high, step, tier)
+        step = nice_step(step + 1)
+
+
+def _tier(step: int, start: float, end: float, now: float, kept: dict[int, float]) -> tuple[int, int]:
+    """The step (made coarser where a tier no longer holds the range) and its tier."""
     tier = 0
-    if step < TEN and (span > RAW_SPAN or start < now - kept[0]):
+    if step < TEN and (end - start > RAW_SPAN or start < now - kept[0]):
         step = TEN
     for finer, coarser in ((TEN, MINUTE), (MINUTE, HOUR)):
         if step >= finer:
@@ -90,9 +102,7 @@ def plan(start: float, end: float, points: int, *, now: float, kept: dict[int, f
                 step = coarser
     if step >= HOUR:
         tier = HOUR
-    low = math.floor(start / step) * step
-    high = max(math.ceil(end / step) * step, low + step)
-    return Plan(low, high, step, tier)
+    return step, tier
 
 
 # -- the rule in SQL -----------------------------------------------------------------------

@@ -142,7 +142,7 @@ def graph_ranges(history: float) -> list[tuple[float, str]]:
 # for the width it has when asked to), a sparkline, an uptime bar's segments; never
 # under ten seconds, so that a page reads rollups, not a row per sample (twenty graphs
 # of ten minutes at 1 Hz: 1,200 rows rather than 12,000).
-FIRST_PAINT_POINTS = {"graph": 200, "number": 60, "status": 60}
+FIRST_PAINT_POINTS = {"graph": 200, "number": 90, "status": 90}
 FIRST_PAINT_STEP = 10
 
 
