@@ -232,7 +232,7 @@ async def test_imported_rows_are_history_not_events(servers, tmp_path):
     assert [s["value"] for s in history[:2]] == [0, 1] and [s["value"] for s in history[-2:]] == [1, 2]  # by time
     since = (await web.get(f"/api/widgets/cpu/history?since={first.id}")).json()["samples"]
     assert [s["value"] for s in since] == [2]  # events after the first: the import is none
-    answer = (await web.get(f"/api/widgets/cpu/series?from={T0}&to={T0 + 3000 * 60}&points=50")).json()
+    answer = (await web.get(f"/api/widgets/cpu/series?from={T0}&to={T0 + 3000 * 60}&points=60")).json()
     assert sum(answer["n"]) == 3000 and answer["step"] == HOUR * 1000
     client.close()
 
