@@ -198,3 +198,20 @@ async def test_open_without_migrate_leaves_the_schema_alone(db_path):
         assert tables == []
     finally:
         await store.close()
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_an_in_memory_database_is_written_through_the_engines_own_connection():
+    # Another connection could not see it: the writer uses the engine's.
+    store = Store("sqlite+aiosqlite://")
+    await store.open()
+    try:
+        written = await store.append_many([("a", 1, "ok", None), ("a", 2, "ok", None)])
+        assert [s.id for s in written] == [1, 2]
+        assert await store.roll_up() == 2
+        session = await store.begin_import()
+        await session.add([("a", 1_700_000_000_000_000, "5")])
+        assert await session.commit() == 1
+        assert [(s.id, s.value) for s in await store.history("a")] == [(-1, 5), (1, 1), (2, 2)]
+    finally:
+        await store.close()

@@ -204,8 +204,15 @@ def _insert_statements(rows: Sequence[Row], ts: datetime) -> list[tuple[str, lis
     return statements
 
 
+def _value(cursor: Any, sql: str) -> Any:
+    """The one value a query answers. Not cursor.execute(...).fetchone(): SQLAlchemy's
+    adapter for an in-memory database returns something else than the cursor."""
+    cursor.execute(sql)
+    return cursor.fetchone()[0]
+
+
 def _append_sqlite(cursor: Any, statements: list[tuple[str, list[Any]]]) -> int:
-    top = cursor.execute("SELECT max(id) FROM samples").fetchone()[0]
+    top = _value(cursor, "SELECT max(id) FROM samples")
     first = next_id = max(top or 0, 0) + 1  # imported rows (below zero) do not move live ids
     for sql, params in statements:
         params[0] = next_id
@@ -221,8 +228,8 @@ def _roll_up_range(cursor: Any, low: int, high: int) -> None:
 
 
 def _roll_up_sqlite(cursor: Any) -> int:
-    upto = cursor.execute("SELECT upto FROM rollup_state").fetchone()[0]
-    top = cursor.execute("SELECT max(id) FROM samples").fetchone()[0] or 0
+    upto = _value(cursor, "SELECT upto FROM rollup_state")
+    top = _value(cursor, "SELECT max(id) FROM samples") or 0
     if top <= upto:
         return 0
     _roll_up_range(cursor, upto, top)
@@ -231,7 +238,7 @@ def _roll_up_sqlite(cursor: Any) -> int:
 
 
 def _move_staged(cursor: Any, count: int) -> int:
-    low = cursor.execute("SELECT min(id) FROM samples").fetchone()[0]
+    low = _value(cursor, "SELECT min(id) FROM samples")
     top = min(low or 0, 0)
     # The stage's rowids are 1..count in file order: ids top-count .. top-1, in that order.
     cursor.execute(
