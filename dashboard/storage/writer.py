@@ -211,9 +211,14 @@ def _value(cursor: Any, sql: str) -> Any:
     return cursor.fetchone()[0]
 
 
+# The next id: above every row's, and above the roll-up mark too, which only grows: a
+# retention that deleted the newest row could not make an id come twice. Imported rows
+# (below zero) do not move live ids.
+_TOP_ID = "SELECT max(coalesce((SELECT max(id) FROM samples), 0), (SELECT upto FROM rollup_state), 0)"
+
+
 def _append_sqlite(cursor: Any, statements: list[tuple[str, list[Any]]]) -> int:
-    top = _value(cursor, "SELECT max(id) FROM samples")
-    first = next_id = max(top or 0, 0) + 1  # imported rows (below zero) do not move live ids
+    first = next_id = int(_value(cursor, _TOP_ID)) + 1
     for sql, params in statements:
         params[0] = next_id
         cursor.execute(sql, params)
