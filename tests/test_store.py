@@ -211,7 +211,7 @@ async def test_an_in_memory_database_is_written_through_the_engines_own_connecti
         assert await store.roll_up() == 2
         session = await store.begin_import()
         await session.add([("a", 1_700_000_000_000_000, "5")])
-        assert await session.commit() == 1
+        assert await session.commit({10: 0, 60: 0, 3600: 0}) == 1
         assert [(s.id, s.value) for s in await store.history("a")] == [(-1, 5), (1, 1), (2, 2)]
     finally:
         await store.close()

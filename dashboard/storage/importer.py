@@ -25,12 +25,14 @@ import csv
 import json
 import math
 import os
+import time
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from ..config import Config
 from ..core.times import parse_time
 from ..core.views import VIEWS, ValueRejected, accept
+from .rollups import HOUR, MINUTE, TEN, TIERS
 from .store import Store
 from .writer import ImportRow
 
@@ -170,10 +172,17 @@ async def import_file(
         except BaseException:
             await session.abort()
             raise
-        committed = await session.commit()
+        committed = await session.commit(_worth_keeping(config, time.time()))
     if progress is not None:
         progress(size, size, count)
     return committed
+
+
+def _worth_keeping(config: Config, now: float) -> dict[int, int]:
+    """Per tier, the first bucket that its retention keeps: older ones are not made."""
+    storage = config.storage
+    kept = {TEN: storage.retention_10s, MINUTE: storage.retention_1m, HOUR: storage.retention_1h}
+    return {tier: int(now - kept[tier]) // tier * tier for tier in TIERS}
 
 
 def _lines(raw: IO[bytes], name: str) -> Iterator[str]:

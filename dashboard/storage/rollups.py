@@ -151,8 +151,9 @@ _TERMS = {
 _STATES = ", ".join(f"'{state}'" for state in STATUS_STATES)
 ROLLUP_COLUMNS = "widget, step, bucket, n, measured, total, low, high, ok, warn, down"
 # A group's aggregates, from measured samples (x: the number, state: the state).
-_AGGREGATES = "count(*), count(x), coalesce(sum(x), 0), min(x), max(x), " + ", ".join(
-    f"sum(CASE WHEN state = '{state}' THEN 1 ELSE 0 END)" for state in STATUS_STATES
+_AGGREGATES = (
+    "count(*) AS n, count(x) AS measured, coalesce(sum(x), 0) AS total, min(x) AS low, max(x) AS high, "
+    + ", ".join(f"sum(CASE WHEN state = '{state}' THEN 1 ELSE 0 END) AS {state}" for state in STATUS_STATES)
 )
 # The same, over groups of rollup rows.
 _SUMS = "sum(n), sum(measured), sum(total), min(low), max(high), " + ", ".join(f"sum({s})" for s in STATUS_STATES)
@@ -214,30 +215,70 @@ def measured_samples_sql(
     ) AS measured WHERE x IS NOT NULL OR state IS NOT NULL"""
 
 
-def roll_up_sql(dialect: str, where: str, *, table: str = "samples") -> list[str]:
-    """The statements that add the rows of `table` `where` to every tier (parameters:
-    those of `where`, in each statement that has any)."""
+def _add(tier: int, source: str, where: str = "true") -> str:
+    """Adds the aggregates of `source` (rows of widget, bucket and COLUMNS, buckets no
+    wider than the tier) to the tier's rollups."""
+    return (
+        f"INSERT INTO rollups ({ROLLUP_COLUMNS}) SELECT widget, {tier}, bucket / {tier} * {tier} AS b, {_SUMS} "
+        f"FROM {source} WHERE {where} GROUP BY widget, b {_UPSERT}"
+    )
+
+
+def _grouped(dialect: str, where: str, by: str, table: str) -> str:
+    """The aggregates of the rows `where`, grouped by widget and `by` ("tens", "minute")."""
     t = _terms(dialect, table != "samples")
-    tens = f"""SELECT widget, {t["tens_seconds"]} AS bucket, {_AGGREGATES}
-        FROM ({measured_samples_sql(dialect, where, by="tens", table=table)}) AS m GROUP BY widget, tens"""
+    return f"""SELECT widget, {t[by + "_seconds"]} AS bucket, {_AGGREGATES}
+        FROM ({measured_samples_sql(dialect, where, by=by, table=table)}) AS m GROUP BY widget, {by}"""
 
-    def add(tier: int, source: str) -> str:
-        return (
-            f"INSERT INTO rollups ({ROLLUP_COLUMNS}) SELECT widget, {tier}, bucket / {tier} * {tier} AS b, {_SUMS} "
-            f"FROM {source} WHERE true GROUP BY widget, b {_UPSERT}"
-        )
 
+def roll_up_sql(dialect: str, where: str) -> list[str]:
+    """The statements that add the samples `where` to every tier (parameters: those of
+    `where`, in each statement that has any): the roll-up pass."""
+    tens = _grouped(dialect, where, "tens", "samples")
     if dialect == "postgresql":
         return [
             f"""WITH tens (widget, bucket, {", ".join(COLUMNS)}) AS ({tens}),
-            ten AS ({add(TEN, "tens")}), minutes AS ({add(MINUTE, "tens")})
-            {add(HOUR, "tens")}"""
+            ten AS ({_add(TEN, "tens")}), minutes AS ({_add(MINUTE, "tens")})
+            {_add(HOUR, "tens")}"""
         ]
     return [
         CREATE_PASS_TABLE,
         f"DELETE FROM {PASS_TABLE}",
         f"INSERT INTO {PASS_TABLE} {tens}",
-        *(add(tier, PASS_TABLE) for tier in TIERS),
+        *(_add(tier, PASS_TABLE) for tier in TIERS),
+    ]
+
+
+def import_roll_up_sql(dialect: str, table: str, since: dict[int, int]) -> tuple[list[str], list[str]]:
+    """An import's staged rows (`table`) into the rollups, as two lists of statements:
+    the aggregation, which touches temporary tables only (SQLite runs it before taking
+    the write lock), and the additions to the tiers. `since`: per tier, the first bucket
+    (Unix seconds) worth adding; an older one would go at the next pruning (a year of
+    history makes no 10-second buckets)."""
+    micros = {tier: since[tier] * 1_000_000 for tier in TIERS}
+    tens = _grouped(dialect, f"micros >= {micros[TEN]}", "tens", table)
+    minutes = _grouped(dialect, f"micros >= {min(micros[MINUTE], micros[HOUR])}", "minute", table)
+    columns = ", ".join(COLUMNS)
+    if dialect == "postgresql":
+        return [], [
+            f"""WITH tens (widget, bucket, {columns}) AS ({tens}),
+            minutes (widget, bucket, {columns}) AS ({minutes}),
+            ten AS ({_add(TEN, "tens")}), minute AS ({_add(MINUTE, "minutes", f"bucket >= {since[MINUTE]}")})
+            {_add(HOUR, "minutes", f"bucket >= {since[HOUR]}")}"""
+        ]
+    return [
+        *(
+            statement
+            for name, query in (("import_tens", tens), ("import_minutes", minutes))
+            for statement in (
+                f"DROP TABLE IF EXISTS temp.{name}",
+                f"CREATE TEMP TABLE {name} AS {query}",
+            )
+        )
+    ], [
+        _add(TEN, "temp.import_tens"),
+        _add(MINUTE, "temp.import_minutes", f"bucket >= {since[MINUTE]}"),
+        _add(HOUR, "temp.import_minutes", f"bucket >= {since[HOUR]}"),
     ]
 
 

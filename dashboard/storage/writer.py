@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .rollups import ROLL_UP_EVERY, roll_up_sql
+from .rollups import ROLL_UP_EVERY, import_roll_up_sql, roll_up_sql
 
 log = logging.getLogger("dashboard.writer")
 
@@ -50,7 +50,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 WRITERS_LOCK = 0x64617368_0001  # PostgreSQL advisory lock keys (any distinct bigints)
 MIGRATIONS_LOCK = 0x64617368_0002
 IMPORTS_LOCK = 0x64617368_0003
-BUSY_TIMEOUT_MS = 5000
+# How long a write waits for another's lock before it fails: an import moving its rows
+# in holds it about 2 s per million rows, and pushes had better wait than fail.
+BUSY_TIMEOUT_MS = 30_000
 _STAGE = "import_stage"
 
 
@@ -97,8 +99,9 @@ class Writer(Protocol):
 class ImportSession(Protocol):
     async def add(self, rows: list[ImportRow]) -> None: ...
 
-    async def commit(self) -> int:
-        """Move every row added into the samples table and roll them up; the rows moved."""
+    async def commit(self, since: dict[int, int]) -> int:
+        """Move every row added into the samples table and roll them up (per tier, from
+        the bucket `since` says on); the rows moved."""
         ...
 
     async def abort(self) -> None: ...
@@ -242,7 +245,7 @@ def _roll_up_sqlite(cursor: Any) -> int:
     return int(top - upto)
 
 
-def _move_staged(cursor: Any, count: int) -> int:
+def _move_staged(cursor: Any, count: int, additions: list[str]) -> int:
     low = _value(cursor, "SELECT min(id) FROM samples")
     top = min(low or 0, 0)
     # The stage's rowids are 1..count in file order: ids top-count .. top-1, in that order.
@@ -251,7 +254,7 @@ def _move_staged(cursor: Any, count: int) -> int:
         f"SELECT rowid + ?, widget, ts, value, 'ok', NULL FROM temp.{_STAGE}",
         (top - count - 1,),
     )
-    for statement in roll_up_sql("sqlite", "true", table=f"temp.{_STAGE}"):
+    for statement in additions:
         cursor.execute(statement)
     return count
 
@@ -338,13 +341,19 @@ class SqliteImport:
         await self.writer._run(stage)
         self.count += len(rows)
 
-    async def commit(self) -> int:
-        moved = await self.writer._run(_in_transaction, _move_staged, self.count)
+    async def commit(self, since: dict[int, int]) -> int:
+        # The aggregation reads and writes temporary tables only: it runs before the
+        # write lock is taken, which is then held for the move and the additions.
+        aggregation, additions = import_roll_up_sql("sqlite", f"temp.{_STAGE}", since)
+        await self.writer._run(_execute, *aggregation)
+        moved = await self.writer._run(_in_transaction, _move_staged, self.count, additions)
         await self.abort()
         return int(moved)
 
     async def abort(self) -> None:
-        await self.writer._run(_execute, f"DROP TABLE IF EXISTS temp.{_STAGE}")
+        await self.writer._run(
+            _execute, *(f"DROP TABLE IF EXISTS temp.{name}" for name in (_STAGE, "import_tens", "import_minutes"))
+        )
 
 
 # -- PostgreSQL -------------------------------------------------------------------------------
@@ -451,7 +460,7 @@ class PostgresImport:
         await self.conn.copy_records_to_table(_STAGE, records=rows, columns=("widget", "micros", "value"))
         self.count += len(rows)
 
-    async def commit(self) -> int:
+    async def commit(self, since: dict[int, int]) -> int:
         try:
             await self.conn.execute("SELECT pg_advisory_xact_lock($1)", IMPORTS_LOCK)
             top = min(await self.conn.fetchval("SELECT min(id) FROM samples") or 0, 0)
@@ -462,7 +471,7 @@ class PostgresImport:
                 f"value, 'ok', NULL FROM {_STAGE}",
                 top - self.count - 1,
             )
-            for statement in roll_up_sql("postgresql", "true", table=_STAGE):
+            for statement in import_roll_up_sql("postgresql", _STAGE, since)[1]:
                 await self.conn.execute(statement)
             await self._transaction.commit()
         except BaseException:
