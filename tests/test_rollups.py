@@ -288,14 +288,21 @@ async def test_migration_0002_builds_the_rollups_of_the_samples_already_there(re
             ("s", BASE + 60.0 * i, {"state": STATES[i % 3], "latency_ms": i, "detail": "\x00"}, "ok") for i in range(90)
         ]
         rows += [("a", BASE + 5.0, 1000, "error"), ("t", BASE, "text", "ok")]
+        ten_days_ago = datetime.now(UTC).timestamp() - 10 * DAY
+        old = [("old", ten_days_ago + 30 * i, i, "ok") for i in range(100)]
         async with store.engine.begin() as conn:  # as the server of revision 0001 wrote them
             await conn.execute(
-                samples_table.insert(), [dict(widget=w, ts=at(s), value=v, status=st) for w, s, v, st in rows]
+                samples_table.insert(), [dict(widget=w, ts=at(s), value=v, status=st) for w, s, v, st in rows + old]
             )
         await store.migrate()
         async with store.engine.connect() as conn:
             upto = (await conn.execute(text("SELECT upto FROM rollup_state"))).scalar()
-        assert upto == len(rows)
+            tiers = dict(
+                (await conn.execute(text("SELECT step, sum(n) FROM rollups WHERE widget = 'old' GROUP BY step"))).all()
+            )
+        assert upto == len(rows) + len(old)
+        # Ten days ago: no 10-second buckets (two days are kept), minutes and hours.
+        assert tiers == {MINUTE: 100, HOUR: 100}
         end = BASE + 4 * HOUR
         for step, tier in [(TEN, TEN), (MINUTE, MINUTE), (HOUR, HOUR)]:
             got = await store.series(["a", "s", "t"], Plan(BASE, end, step, tier))

@@ -1,13 +1,17 @@
 """rollups: per-10-second, per-minute and per-hour aggregates of each widget's samples; samples indexed by (widget, ts)
 
-Builds both tiers from the samples already stored, in SQL, by the rule of
-dashboard/storage/rollups.py (`measure`), written out here as it stands at this
-revision: a migration must do tomorrow what it does today.
+Builds the tiers from the samples already stored, in SQL, by the rule of
+dashboard/storage/rollups.py, written out here as it stands at this revision: a
+migration must do tomorrow what it does today. The 10-second buckets are made for the
+last two days and the minutes for the last 90 (the default retentions, which prune
+older ones anyway), the hours for everything.
 
 Revision ID: 0002
 Revises: 0001
 Create Date: 2026-12-04
 """
+
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from alembic import op
@@ -41,7 +45,8 @@ TERMS = {
 }
 
 
-def backfill(dialect: str, step: int, upto: int) -> str:
+def backfill(dialect: str, step: int, upto: int, since: str) -> str:
+    """The tier's buckets of the samples up to id `upto` and from time `since` on."""
     t = TERMS["postgresql" if dialect == "postgresql" else "sqlite"]
     valid = f"{t['state']} IN ('ok', 'warn', 'down')"
     return f"""
@@ -56,7 +61,7 @@ def backfill(dialect: str, step: int, upto: int) -> str:
             CASE WHEN {t["is_number"]} THEN {t["number"]}
                  WHEN {valid} THEN (CASE WHEN {t["has_latency"]} THEN {t["latency"]} END) END AS x,
             CASE WHEN {valid} THEN {t["state"]} END AS state
-        FROM samples WHERE status = 'ok' AND id <= {upto}
+        FROM samples WHERE status = 'ok' AND id <= {upto} AND ts >= '{since}'
     ) AS measured_samples
     WHERE x IS NOT NULL OR state IS NOT NULL
     GROUP BY widget, bucket
@@ -95,8 +100,12 @@ def upgrade() -> None:
     )
     bind = op.get_bind()
     upto = max(bind.execute(sa.text("SELECT max(id) FROM samples")).scalar() or 0, 0)
-    for step in (10, 60, 3600):
-        op.execute(backfill(bind.dialect.name, step, upto))
+    now = datetime.now(UTC)
+    for step, kept in ((10, timedelta(days=2)), (60, timedelta(days=90)), (3600, None)):
+        since = (now - kept).replace(tzinfo=None) if kept else datetime(1970, 1, 1)
+        # The text SQLite compares with stored times; PostgreSQL reads it as UTC.
+        text_since = since.isoformat(" ", "microseconds") + ("+00:00" if bind.dialect.name == "postgresql" else "")
+        op.execute(backfill(bind.dialect.name, step, upto, text_since))
     op.execute(sa.text(f"INSERT INTO rollup_state (id, upto) VALUES (1, {upto})"))
 
 
