@@ -1,6 +1,7 @@
-// Hand-written SVG charts: a sparkline, and a time-series chart with a time axis
-// and value grid, drawn in the element's own pixels so text is never stretched.
-// A point is [time ms, value, sample id].
+// Hand-written SVG charts: a sparkline, a time-series chart with a time axis and
+// value grid, drawn in the element's own pixels so text is never stretched, and an
+// uptime bar. The chart draws buckets [time ms, min, avg, max]: the band from min
+// to max, and the line through the averages.
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 const SECOND = 1000, MINUTE = 60 * SECOND, HOUR = 60 * MINUTE, DAY = 24 * HOUR;
@@ -33,12 +34,12 @@ function niceStep(span, count) {
 
 // The value range and its gridlines: configured bounds are kept as they are;
 // bounds from the data are widened a little and rounded to the grid step.
-export function valueScale(points, low, high, count) {
+export function valueScale(buckets, low, high, count) {
   let v0 = low ?? Infinity, v1 = high ?? -Infinity;
   if (low === null || high === null) {
-    for (const p of points) {
-      if (low === null) v0 = Math.min(v0, p[1]);
-      if (high === null) v1 = Math.max(v1, p[1]);
+    for (const b of buckets) {
+      if (low === null) v0 = Math.min(v0, b[1]);
+      if (high === null) v1 = Math.max(v1, b[3]);
     }
   }
   if (!Number.isFinite(v0) && !Number.isFinite(v1)) { v0 = 0; v1 = 1; }
@@ -82,21 +83,22 @@ function node(name, attributes, text) {
   return el;
 }
 
-// Draws `points` between `start` and `end` (ms). A silence longer than `gap` ms
-// breaks the line: an outage shows as a hole, not as a straight ramp.
-export function drawChart(svg, points, { start, end, low, high, gap, format, timeZone }) {
+// Draws `buckets` between `start` and `end` (ms). A silence longer than `gap` ms
+// breaks the band and the line: an outage shows as a hole, not as a straight ramp.
+// Returns where time runs on the x axis (for drag-to-zoom), or null when not drawn.
+export function drawChart(svg, buckets, { start, end, low, high, gap, format, timeZone }) {
   const box = svg.getBoundingClientRect();
   const width = Math.round(box.width), height = Math.round(box.height);
-  if (width < 20 || height < 20) return;
+  if (width < 20 || height < 20) return null;
   const font = parseFloat(getComputedStyle(svg).fontSize) || 12;
   const bottom = height - Math.ceil(font * 1.7); // room for the time labels
   const top = Math.ceil(font * 0.6);
-  const shown = points.filter((p) => p[0] >= start && p[0] <= end);
+  const shown = buckets.filter((b) => b[0] >= start && b[0] <= end);
   const scale = valueScale(shown, low, high, Math.max(2, Math.min(5, Math.floor(bottom / (font * 3.5)))));
   const labels = scale.ticks.map(format);
   const left = Math.ceil(Math.max(...labels.map((l) => l.length), 1) * font * 0.6 + font * 0.8); // the value gutter
   const x = (t) => left + ((t - start) / (end - start || 1)) * (width - left);
-  const y = (v) => bottom - ((v - scale.v0) / (scale.v1 - scale.v0 || 1)) * (bottom - top);
+  const y = (v) => Math.min(bottom, Math.max(top, bottom - ((v - scale.v0) / (scale.v1 - scale.v0 || 1)) * (bottom - top)));
 
   const parts = [];
   const grid = node("g", { class: "grid" });
@@ -121,30 +123,54 @@ export function drawChart(svg, points, { start, end, low, high, gap, format, tim
   parts.push(axis);
 
   if (shown.length) {
-    let line = "", area = "", segmentStart = null, previous = null;
-    const closeArea = () => {
-      if (segmentStart !== null) area += `L${x(previous[0]).toFixed(1)},${bottom}L${x(segmentStart).toFixed(1)},${bottom}Z`;
-    };
-    for (const p of shown) {
-      const px = x(p[0]).toFixed(1), py = Math.min(bottom, Math.max(top, y(p[1]))).toFixed(1);
-      if (previous === null || p[0] - previous[0] > gap) {
-        closeArea();
-        segmentStart = p[0];
-        line += `M${px},${py}`;
-        area += `M${px},${py}`;
-      } else {
-        line += `L${px},${py}`;
-        area += `L${px},${py}`;
+    let line = "", band = "";
+    const segments = [];
+    let segment = [];
+    for (const b of shown) {
+      if (segment.length && b[0] - segment[segment.length - 1][0] > gap) {
+        segments.push(segment);
+        segment = [];
       }
-      previous = p;
+      segment.push(b);
     }
-    closeArea();
-    parts.push(node("path", { class: "area", d: area }));
+    segments.push(segment);
+    for (const part of segments) {
+      const px = part.map((b) => x(b[0]).toFixed(1));
+      line += part.map((b, i) => `${i ? "L" : "M"}${px[i]},${y(b[2]).toFixed(1)}`).join("");
+      // Along the maxima, and back along the minima.
+      band += part.map((b, i) => `${i ? "L" : "M"}${px[i]},${y(b[3]).toFixed(1)}`).join("");
+      band += part.map((b, i) => `L${px[i]},${y(b[1]).toFixed(1)}`).reverse().join("") + "Z";
+    }
+    parts.push(node("path", { class: "band", d: band }));
     parts.push(node("path", { class: "line", d: line }));
     const last = shown[shown.length - 1];
-    parts.push(node("circle", { class: "dot", cx: x(last[0]).toFixed(1), cy: Math.min(bottom, Math.max(top, y(last[1]))).toFixed(1), r: Math.max(3, font * 0.3) }));
+    parts.push(node("circle", { class: "dot", cx: x(last[0]).toFixed(1), cy: y(last[2]).toFixed(1), r: Math.max(3, font * 0.3) }));
   }
   svg.removeAttribute("preserveAspectRatio");
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.dataset.start = String(Math.round(start));
+  svg.dataset.end = String(Math.round(end));
+  svg.replaceChildren(...parts);
+  return { left, right: width, top, bottom, start, end };
+}
+
+// The uptime bar: a segment per bucket over [start, end), coloured by its worst state,
+// the share of ok samples and the bucket's times in its title (shown on hover).
+export function drawUptime(svg, segments, { start, end, describe }) {
+  const span = Math.max(end - start, 1);
+  const parts = [];
+  for (const s of segments) {
+    const left = Math.max(s.t, start), right = Math.min(s.t + s.step, end);
+    if (right <= left) continue;
+    const rect = node("rect", {
+      class: `seg seg--${s.state}`,
+      x: (((left - start) / span) * 1000).toFixed(2),
+      y: 0,
+      width: Math.max(((right - left) / span) * 1000 - 0.6, 0.4).toFixed(2),
+      height: 10,
+    });
+    rect.append(node("title", {}, describe(s)));
+    parts.push(rect);
+  }
   svg.replaceChildren(...parts);
 }

@@ -22,17 +22,11 @@ function showConnection(name, text) {
   document.documentElement.dataset.connection = name;
 }
 
-// What the graphs lack after a gap: every sample after the newest point each has.
+// What the graphs lack after a gap (the stream replays what it can, but a long gap
+// gets the newest values only): each one's series again, for the range it shows.
 async function backfill() {
   state.backfills += 1;
-  await Promise.all([...widgets.points.keys()].map(async (id) => {
-    try {
-      const response = await fetch(`${data.history}${encodeURIComponent(id)}/history?since=${widgets.lastPointId(id)}`);
-      if (response.ok) widgets.merge(id, (await response.json()).samples || []);
-    } catch {
-      // the stream is down again: the next reconnect tries again
-    }
-  }));
+  await widgets.reload();
 }
 
 const source = connect(data, {

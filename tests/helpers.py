@@ -49,14 +49,26 @@ def build_widget_source(directory: Path, text: str, widget_id: str):
 
 
 @contextlib.contextmanager
-def opened_store(url: str, io_loop):
+def opened_store(url: str, io_loop, **options):
     """A Store, migrated and open, for a fixture to yield; closed at exit."""
-    store = Store(url)
+    store = Store(url, **options)
     io_loop.run_sync(store.open)
     try:
         yield store
     finally:
         io_loop.run_sync(store.close)
+
+
+def head_revision() -> str:
+    """The newest migration's revision: what a migrated database's alembic_version says."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from dashboard.storage.store import MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(config).get_current_head()
 
 
 async def store_sample(store: Store, widget: str, value, status: str = "ok", message: str | None = None):

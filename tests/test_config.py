@@ -86,7 +86,7 @@ ERROR_CASES = [
     (
         "unknown storage key",
         doc(top='[storage]\nretain = "1d"'),
-        'storage: unknown key "retain" (expected one of: url, retention, prune_every)',
+        'storage: unknown key "retain" (expected one of: url, retention, prune_every, retention_10s, retention_1m, retention_1h)',
     ),
     (
         "unknown hub key",
@@ -172,6 +172,16 @@ ERROR_CASES = [
         "history",
         doc(widget=W + '\nhistory = "0m"'),
         'widgets.cpu.history: expected a duration greater than 0, got "0m"',
+    ),
+    (
+        "history over a year",
+        doc(widget=W + '\nhistory = "367d"'),
+        'widgets.cpu.history: expected a duration of at most "366d" (a year), got "367d"',
+    ),
+    (
+        "rollup retention",
+        doc(top='[storage]\nretention_1m = "0s"'),
+        'storage.retention_1m: expected a duration greater than 0, got "0s"',
     ),
     ("title table", doc(widget=W + "\ntitle = { a = 1 }"), "widgets.cpu.title: expected a string, got a table"),
     # --- widgets
@@ -381,6 +391,11 @@ def test_defaults(tmp_path):
     assert (s.max_streams, s.max_streams_per_ip, s.max_stream_lifetime) == (10000, 1000, 3600.0)
     assert config.storage.url == f"sqlite+aiosqlite:///{tmp_path}/data/dashboard.db"
     assert (config.storage.retention, config.storage.prune_every) == (30 * 86400.0, 600.0)
+    assert (config.storage.retention_10s, config.storage.retention_1m, config.storage.retention_1h) == (
+        2 * 86400.0,
+        90 * 86400.0,
+        400 * 86400.0,
+    )
     assert (config.hub.backend, config.hub.url, config.hub.buffer) == ("memory", "", 1024)
     assert (dict(config.api.tokens), config.api.max_body, config.api.history_limit) == ({}, 65536, 1000)
 

@@ -1,8 +1,12 @@
 """kill -9 in the middle of heavy writes loses nothing that was acknowledged, and
 leaves a database that opens, migrates and passes SQLite's integrity check.
 
-Acknowledged means: the push API answered with the sample's id, or the sample
-went out on the event stream (the hub publishes only after the commit)."""
+The writes: pushes from many connections at once (single values and batches, which
+the group commit gathers into shared transactions) and several tickers as fast as the
+scheduler runs them. Acknowledged means: the push API answered with the sample's id,
+or the sample went out on the event stream (the hub publishes only after the commit).
+The rollups the writer had not taken yet when it was killed are taken when the store
+opens again: at the end they count every stored sample exactly once."""
 
 from __future__ import annotations
 
@@ -20,32 +24,37 @@ from tests.configs import dashboard, loopback_server, push_widgets, table, widge
 from tests.helpers import TOKEN, StreamClient
 from tests.process import ROOT, ServerProcess
 
+TICKERS = ("walk", "walk2", "walk3")
 CONFIG = (
     loopback_server(storage="sqlite+aiosqlite:///data/durable.db", grace="2s")
     # The pushers go as fast as they can: no rate limit gets in the way.
     + table("api", tokens={"test": TOKEN}, rate="1000000/s", burst=1000000)
-    + dashboard("main", ["pushed", "walk", "batch_a", "batch_b"])
+    + dashboard("main", ["pushed", *TICKERS, "batch_a", "batch_b"])
     + push_widgets(pushed="number", batch_a="number", batch_b="text")
     # As fast as the scheduler goes: a write per run, changed or not.
-    + widget(
-        "walk",
-        "number",
-        every="1ms",
-        timeout="1s",
-        on_change=False,
-        source={"kind": "random_walk", "start": 100.0, "volatility": 0.01},
+    + "".join(
+        widget(
+            name,
+            "number",
+            every="1ms",
+            timeout="1s",
+            on_change=False,
+            source={"kind": "random_walk", "start": 100.0, "volatility": 0.01},
+        )
+        for name in TICKERS
     )
 )
 
 ROUNDS = 3
-ACKNOWLEDGED_BEFORE_KILL = 800
-PUSHERS = 4
+ACKNOWLEDGED_BEFORE_KILL = 1500
+PUSHERS = 16  # connections pushing at once
 HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 
 
 async def push_forever(server: ServerProcess, acknowledged: set[int], pusher: int) -> None:
-    """Push single values and batches until the server is gone; keep every id it answered."""
-    client = AsyncHTTPClient()
+    """Push single values and batches until the server is gone; keep every id it answered.
+    Each pusher has a client, and so a connection, of its own."""
+    client = AsyncHTTPClient(force_instance=True)
     n = 0
     while True:
         n += 1
@@ -58,6 +67,7 @@ async def push_forever(server: ServerProcess, acknowledged: set[int], pusher: in
                 request[0], method="POST", body=json.dumps(request[1]), headers=HEADERS, request_timeout=10
             )
         except Exception:  # refused, reset, 599: the server was killed mid-request
+            client.close()
             return
         body = json.loads(response.body)
         acknowledged.update(body["ids"].values() if "ids" in body else [body["id"]])
@@ -90,6 +100,20 @@ def missing_ids(database, ids: set[int]) -> set[int]:
 def integrity(database) -> str:
     with sqlite3.connect(database) as conn:
         return conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def rollups_count_every_sample_once(database) -> None:
+    """Per widget and tier: the samples the rollups counted, and the numbers stored."""
+    with sqlite3.connect(database) as conn:
+        stored = dict(
+            conn.execute(
+                "SELECT widget, count(*) FROM samples WHERE status = 'ok' AND typeof(value) IN ('integer', 'real') "
+                "GROUP BY widget"
+            )
+        )
+        for step in (60, 3600):
+            counted = dict(conn.execute("SELECT widget, sum(n) FROM rollups WHERE step = ? GROUP BY widget", (step,)))
+            assert counted == stored, step
 
 
 @pytest.mark.gen_test(timeout=180)
@@ -132,3 +156,5 @@ async def test_kill_9_during_heavy_writes_loses_no_acknowledged_sample(tmp_path)
         assert migrate.returncode == 0, migrate.stderr
         assert "up to date" in migrate.stdout
     assert len(all_acknowledged) >= ROUNDS * ACKNOWLEDGED_BEFORE_KILL
+    # `migrate` opened the store after the last kill: the rollups caught up then.
+    rollups_count_every_sample_once(database)

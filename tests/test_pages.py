@@ -82,7 +82,13 @@ async def test_dashboard_page_has_current_values_server_rendered(servers):
     assert block["lastEventId"] == b.id  # c came later, but not on this dashboard
     assert c.id > block["lastEventId"]
     assert [w["id"] for w in block["widgets"]] == ["a", "b"]
-    assert [point[1] for point in block["graphs"]["a"]] == [41.5, a.value]
+    # a's history, downsampled: both samples in the buckets of its series; its value for
+    # the change arrow; the arrow itself, from the value before.
+    series = block["series"]["a"]
+    assert sum(series["n"]) == 2 and min(series["min"]) == 41.5 and max(series["max"]) == a.value
+    assert set(block["series"]) == {"a"}  # text has no history to draw
+    assert block["values"] == {"a": a.value}
+    assert "▲ +1.81%" in widget_section(body, "a")
 
 
 @pytest.mark.gen_test(timeout=20)

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from dashboard.config import load_config
 from dashboard.storage.retention import Pruner
-from dashboard.storage.schema import samples
+from dashboard.storage.schema import rollups, samples
 from dashboard.storage.store import Store
 from tests.helpers import BASE_CONFIG, opened_store, store_sample, wait_until, write_config
 
@@ -88,3 +88,32 @@ async def test_the_server_prunes_on_schedule_and_stops_pruning_when_it_stops(ser
     assert (await store.latest(["a"]))["a"].value == 9
     await server.stop()
     assert not [t for t in asyncio.all_tasks() if t.get_name() == "retention"]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_rollups_are_kept_longer_than_samples_each_tier_as_long_as_configured(store, tmp_path):
+    config = load_config(
+        write_config(
+            tmp_path,
+            BASE_CONFIG.replace(
+                "[storage]",
+                '[storage]\nretention = "1d"\nretention_10s = "1d"\nretention_1m = "3d"\nretention_1h = "10d"',
+            ),
+        )
+    )
+    now = datetime.now(UTC)
+    for days in (0.25, 2, 5, 20):  # one sample each, that long ago
+        await store.commit([store.encode([("a", days, "ok", None)])], ts=now - timedelta(days=days))
+    await store.roll_up()
+    pruner = Pruner(store, lambda: config, now=lambda: now)
+    assert await pruner.prune_once() == 3  # all samples but a's newest, of six hours ago
+
+    async def buckets(step: int) -> list[float]:
+        async with store.engine.connect() as conn:
+            rows = await conn.execute(select(rollups.c.bucket).where(rollups.c.step == step).order_by(rollups.c.bucket))
+            return [round((now.timestamp() - bucket) / 86400) for bucket in rows.scalars()]
+
+    assert await buckets(10) == [0]  # ten seconds: a day
+    assert await buckets(60) == [2, 0]  # minutes: 3 days
+    assert await buckets(3600) == [5, 2, 0]  # hours: 10 days
+    assert pruner.pruned_rollups == 3 + 2 + 1

@@ -294,7 +294,7 @@ async def test_stop_cancels_every_loop_and_closes_the_sources(pipeline):
 
 class Upstream:
     """A streaming source: each connection plays one script of values and
-    exceptions; None as the last item means the connection stays open."""
+    exceptions; HANG keeps the connection open, an asyncio.Event waits for the test."""
 
     def __init__(self, *connections):
         self.connections = list(connections)
@@ -306,6 +306,9 @@ class Upstream:
         for item in script:
             if item is HANG:
                 await asyncio.get_running_loop().create_future()
+            if isinstance(item, asyncio.Event):
+                await item.wait()
+                continue
             if isinstance(item, BaseException):
                 raise item
             await emit(item)
@@ -338,6 +341,33 @@ async def test_a_streaming_source_is_restarted_with_backoff(pipeline):
         (3, "ok", None),
     ]
     assert scheduler.states["a"].failures == 0
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_stream_does_not_wait_for_each_commit_and_keeps_its_order(pipeline):
+    values = [n // 3 for n in range(3000)]  # each value three times: stored once (on_change)
+    scheduler, store, hub, _time = await pipeline({"a": Upstream([*values, HANG])}, a=NUMBER)
+    scheduler.start()
+    await wait_until(lambda: hub.topic("main").last_id >= 1000, timeout=20, message="a thousand samples")
+    assert await stored(store, "a") == [(n, "ok", None) for n in range(1000)]
+    # Messages join the batch being gathered while the previous one commits.
+    assert scheduler.recorder.batches < 200
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_stream_value_whose_write_failed_is_stored_when_it_comes_again(pipeline):
+    closed, reopened = asyncio.Event(), asyncio.Event()
+    scheduler, store, _hub, _time = await pipeline({"a": Upstream([5, closed, 7, reopened, 7, HANG])}, a=NUMBER)
+    scheduler.start()
+    await wait_until(lambda: scheduler.last.get("a") and scheduler.last["a"].id, message="5 stored")
+    await store.close()  # every write fails now
+    closed.set()
+    # 7 was sent, its write failed: change detection goes back to the stored 5.
+    await wait_until(lambda: scheduler.last["a"].value == 5 and scheduler.last["a"].id, message="7 failed")
+    await store.open()
+    reopened.set()
+    await wait_until(lambda: scheduler.last["a"].value == 7 and scheduler.last["a"].id, message="7 stored")
+    assert await stored(store, "a") == [(5, "ok", None), (7, "ok", None)]
 
 
 class BadGoodbye(Script):

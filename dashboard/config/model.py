@@ -39,6 +39,9 @@ class StorageConfig:
     url: str
     retention: float
     prune_every: float
+    retention_10s: float = 2 * 86400.0  # per-10-second rollups (storage/rollups.py)
+    retention_1m: float = 90 * 86400.0  # per-minute rollups
+    retention_1h: float = 400 * 86400.0  # per-hour rollups: a year of graphs and then some
 
 
 @dataclasses.dataclass(frozen=True)

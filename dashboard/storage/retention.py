@@ -1,4 +1,7 @@
-"""Retention: delete samples older than `[storage] retention`, every `prune_every`.
+"""Retention: delete samples older than `[storage] retention`, every `prune_every`;
+and rollups older than their own retention (`retention_10s`, `retention_1m`,
+`retention_1h`): the minutes and hours outlive the raw samples by default, so graphs
+of long ranges do.
 
 Store.prune deletes in small batches, each under the write lock for a moment,
 and lets writers in between, so a first prune of months of history never
@@ -16,6 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from ..config import Config
+from .rollups import HOUR, MINUTE, TEN, TIERS
 from .store import Store
 
 log = logging.getLogger("dashboard.retention")
@@ -34,6 +38,7 @@ class Pruner:
         self._now = now
         self.rounds = 0  # finished rounds, for tests and the curious
         self.pruned = 0
+        self.pruned_rollups = 0
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -46,13 +51,20 @@ class Pruner:
             self._task = None
 
     async def prune_once(self) -> int:
+        """One round; the samples it deleted."""
         storage = self.config().storage
-        cutoff = self._now() - timedelta(seconds=storage.retention)
+        now = self._now()
+        cutoff = now - timedelta(seconds=storage.retention)
         deleted = await self.store.prune(cutoff)
         self.pruned += deleted
-        self.rounds += 1
         if deleted:
             log.info("pruned %d sample(s) older than %s", deleted, cutoff.isoformat(timespec="seconds"))
+        kept = {TEN: storage.retention_10s, MINUTE: storage.retention_1m, HOUR: storage.retention_1h}
+        buckets = await self.store.prune_rollups({step: int(now.timestamp() - kept[step]) for step in TIERS})
+        self.pruned_rollups += buckets
+        if buckets:
+            log.info("pruned %d rollup bucket(s) past their retention", buckets)
+        self.rounds += 1
         return deleted
 
     async def _run(self) -> None:

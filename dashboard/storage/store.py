@@ -1,35 +1,35 @@
-"""The SQL store: engine, schema migrations, and the few queries the app needs.
+"""The SQL store: engine, schema migrations, the writes (through storage/writer.py),
+and the few queries the app needs.
 
-All writes go through one asyncio.Lock, so ids are handed out in the order the
-caller sees them committed. SQLite runs in WAL mode with synchronous=NORMAL:
-a crashed process loses nothing committed (only a power cut could), and readers
-never block the writer.
+Writes go through the store's writer: one transaction per batch, ids handed out in
+commit order (see writer.py for how, per database). SQLite runs in WAL mode with
+synchronous=NORMAL: a crashed process loses nothing committed (only a power cut
+could), and readers never block the writer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, event, func, select, text
+from sqlalchemy import DateTime, bindparam, delete, event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ..core.samples import Sample, utc
-from .schema import samples
+from .rollups import COLUMNS, ROLL_UP_EVERY, Plan, raw_series_sql, tier_series_sql
+from .schema import rollups, samples
+from .writer import MIGRATIONS_LOCK, ImportSession, Row, Writer, make_writer
 
 log = logging.getLogger("dashboard.store")
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
-# PostgreSQL advisory lock keys (any two distinct bigints): one for writers, one for migrations.
-WRITERS_LOCK = 0x64617368_0001
-MIGRATIONS_LOCK = 0x64617368_0002
-
-INSERT_SAMPLE = samples.insert()
+Item = tuple[str, Any, str, str | None]  # widget, value, status, message
 
 
 async def _take_lock(conn, key: int) -> None:
@@ -68,79 +68,117 @@ def ensure_sqlite_dir(url: str) -> None:
         Path(url[len(prefix) :]).parent.mkdir(parents=True, exist_ok=True)
 
 
+def encode_value(value: Any) -> str:
+    """The JSON text a value is stored as (what SQLAlchemy's JSON type would write);
+    TypeError or ValueError for a value with no JSON form (a set, NaN)."""
+    return json.dumps(value, allow_nan=False)
+
+
 class Store:
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, roll_up_every: float | None = ROLL_UP_EVERY):
         self.url = url
-        self._engine: AsyncEngine | None = None
-        self._write_lock = asyncio.Lock()
+        self.roll_up_every = roll_up_every  # seconds between roll-up passes; None: only roll_up()
+        self.engine: AsyncEngine | None = None
+        self.writer: Writer | None = None
+        # Retention's deletes take turns with each other (and leave the writer be).
+        self._prune_lock = asyncio.Lock()
 
     async def open(self, *, migrate: bool = True) -> None:
         ensure_sqlite_dir(self.url)
-        self._engine = create_async_engine(self.url)
-        if self._engine.dialect.name == "sqlite":
-            event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
+        self.engine = create_async_engine(self.url)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         if migrate:
             await self.migrate()
-
-    @property
-    def engine(self) -> AsyncEngine:
-        if self._engine is None:
-            raise RuntimeError("the store is not open")
-        return self._engine
+        self.writer = await make_writer(self.engine, roll_up_every=self.roll_up_every)
+        if migrate:
+            await self.roll_up()  # what a crash left out of the rollups, before anything prunes it
 
     async def migrate(self) -> None:
-        async with self.engine.begin() as conn:
+        async with self._engine.begin() as conn:
             # Several processes starting at once would otherwise create the same table twice.
             await _take_lock(conn, MIGRATIONS_LOCK)
             await conn.run_sync(_alembic_upgrade)
 
     async def close(self) -> None:
-        # Waiting for the lock lets a write in progress finish before the engine goes.
-        async with self._write_lock:
-            if self._engine is not None:
-                await self._engine.dispose()
-                self._engine = None
+        # The writer finishes the write in progress before it lets go of its connection.
+        if self.writer is not None:
+            try:
+                await self.roll_up()  # leave the rollups complete
+            except Exception as exc:  # the next start catches up
+                log.warning("the last roll-up pass failed: %s", exc)
+            await self.writer.close()
+            self.writer = None
+        async with self._prune_lock:
+            if self.engine is not None:
+                await self.engine.dispose()
+                self.engine = None
 
     async def ping(self) -> bool:
         try:
-            async with self.engine.connect() as conn:
+            async with self._engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
             return True
         except Exception:  # any failure means "not reachable" to a health check
             return False
 
-    async def append_many(self, items: Sequence[tuple[str, Any, str, str | None]]) -> list[Sample]:
-        """Insert samples in one transaction, all or nothing; the committed samples, in id
-        order (the caller publishes them: see Recorder)."""
-        async with self._write_lock:
-            ts = datetime.now(UTC)
-            out = []
-            async with self.engine.begin() as conn:
-                # Other processes write too (web processes take pushes, a worker runs the
-                # tickers). A sequence hands out ids at insert but rows appear at commit: a
-                # reader could see id 101 before 100 commits, move its cursor past 100 and
-                # never send it. One lock for all writers makes commit order id order.
-                await _take_lock(conn, WRITERS_LOCK)
-                for widget, value, status, message in items:
-                    # One statement object with parameters: its compiled form is cached, where
-                    # insert().values(...) would be built and looked up anew for each sample.
-                    result = await conn.execute(
-                        INSERT_SAMPLE,
-                        {"widget": widget, "ts": ts, "value": value, "status": status, "message": message},
-                    )
-                    key = result.inserted_primary_key
-                    assert key is not None  # an insert into a table with a primary key
-                    out.append(Sample(key[0], widget, ts, value, status, message))
-            return out
+    @staticmethod
+    def encode(items: Sequence[Item]) -> list[Row]:
+        """The rows to write for these items; TypeError or ValueError when a value has no
+        JSON form (checked before any transaction, so that one bad value fails alone)."""
+        return [(widget, value, encode_value(value), status, message) for widget, value, status, message in items]
+
+    @property
+    def _writer(self) -> Writer:
+        if self.writer is None:
+            raise RuntimeError("the store is not open")
+        return self.writer
+
+    @property
+    def _engine(self) -> AsyncEngine:
+        if self.engine is None:
+            raise RuntimeError("the store is not open")
+        return self.engine
+
+    async def commit(self, batches: Sequence[Sequence[Row]], *, ts: datetime | None = None) -> list[list[Sample]]:
+        """Insert every batch in one transaction, all or nothing; the committed samples of
+        each batch, in id order (the caller publishes them: see Recorder). They are taken
+        now, or at `ts` (a test placing samples in time)."""
+        ts = ts or datetime.now(UTC)
+        rows = [row for batch in batches for row in batch]
+        ids = iter(await self._writer.append(rows, ts))
+        return [
+            [Sample(next(ids), widget, ts, value, status, message) for widget, value, _, status, message in batch]
+            for batch in batches
+        ]
+
+    async def append_many(self, items: Sequence[Item]) -> list[Sample]:
+        """Insert samples in one transaction, all or nothing (not published: see Recorder)."""
+        (out,) = await self.commit([self.encode(items)])
+        return out
+
+    async def roll_up(self) -> int:
+        """Add the samples written since the last roll-up pass to the rollups now (the
+        writer does it about once a second); how many it took."""
+        return await self._writer.roll_up()
+
+    async def begin_import(self) -> ImportSession:
+        """A staged import (storage/importer.py): rows added as a file is read, moved into
+        the samples table in one transaction at commit, with their rollups."""
+        return await self._writer.begin_import()
 
     async def latest(self, widgets: Iterable[str]) -> dict[str, Sample]:
-        """The newest sample of each widget that has one."""
+        """The newest sample of each widget that has one (by time; for live samples that is
+        also the highest id)."""
         out = {}
-        async with self.engine.connect() as conn:
+        async with self._engine.connect() as conn:
             for widget in widgets:
                 row = (
                     await conn.execute(
-                        select(samples).where(samples.c.widget == widget).order_by(samples.c.id.desc()).limit(1)
+                        select(samples)
+                        .where(samples.c.widget == widget)
+                        .order_by(samples.c.ts.desc(), samples.c.id.desc())
+                        .limit(1)
                     )
                 ).first()
                 if row is not None:
@@ -148,29 +186,34 @@ class Store:
         return out
 
     async def last_id(self) -> int:
-        async with self.engine.connect() as conn:
-            return (await conn.execute(select(func.max(samples.c.id)))).scalar() or 0
+        """The newest event id (imported rows, below zero, are not events)."""
+        async with self._engine.connect() as conn:
+            return max((await conn.execute(select(func.max(samples.c.id)))).scalar() or 0, 0)
 
     async def history(
         self,
         widget: str,
         *,
-        since: int = 0,
+        since: int | None = None,
         limit: int = 1000,
         after: datetime | None = None,
         upto: int | None = None,
     ) -> list[Sample]:
-        """Samples of one widget with since < id <= upto (and ts >= after), oldest first.
+        """Samples of one widget, oldest first by time: all of them, or with since < id <=
+        upto (and ts >= after). Imported rows may be older than live ones: ids are the
+        stream's order, time is history's.
 
         With a limit, the newest `limit` of them: a graph wants the recent end.
         """
-        query = select(samples).where(samples.c.widget == widget, samples.c.id > since)
+        query = select(samples).where(samples.c.widget == widget)
+        if since is not None:
+            query = query.where(samples.c.id > since)
         if after is not None:
             query = query.where(samples.c.ts >= after)
         if upto is not None:
             query = query.where(samples.c.id <= upto)
-        query = query.order_by(samples.c.id.desc()).limit(limit)
-        async with self.engine.connect() as conn:
+        query = query.order_by(samples.c.ts.desc(), samples.c.id.desc()).limit(limit)
+        async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [_row_to_sample(row) for row in reversed(rows)]
 
@@ -185,34 +228,93 @@ class Store:
         if upto is not None:
             query = query.where(samples.c.id <= upto)
         query = query.order_by(samples.c.id).limit(limit + 1)
-        async with self.engine.connect() as conn:
+        async with self._engine.connect() as conn:
             return [_row_to_sample(row) for row in (await conn.execute(query)).all()]
 
     async def prune(self, older_than: datetime, *, batch: int = 500) -> int:
         """Delete samples older than `older_than` in small batches, never a widget's newest."""
-        total = 0
         # Each batch must cost the same however big the table: the "newest of its widget"
         # test is one index lookup per row (not a max() over every widget per batch), and
         # rows are taken in ts order, the order of ix_samples_ts, so nothing is sorted.
+        # The newest of each widget also keeps the highest id, so SQLite's ids keep growing.
         newer = samples.alias("newer")
-        newest_of_widget = select(func.max(newer.c.id)).where(newer.c.widget == samples.c.widget).scalar_subquery()
+        newest_of_widget = (
+            select(newer.c.id)
+            .where(newer.c.widget == samples.c.widget)
+            .order_by(newer.c.ts.desc(), newer.c.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        oldest = (
+            select(samples.c.id)
+            .where(samples.c.ts < older_than, samples.c.id != newest_of_widget)
+            .order_by(samples.c.ts)
+            .limit(batch)
+        )
+        total = 0
         while True:
-            async with self._write_lock, self.engine.begin() as conn:
-                ids = (
-                    (
-                        await conn.execute(
-                            select(samples.c.id)
-                            .where(samples.c.ts < older_than, samples.c.id < newest_of_widget)
-                            .order_by(samples.c.ts)
-                            .limit(batch)
-                        )
-                    )
-                    .scalars()
-                    .all()
-                )
+            # Each batch is a transaction of its own, so the writer waits for one at most.
+            async with self._prune_lock, self._engine.begin() as conn:
+                ids = (await conn.execute(oldest)).scalars().all()
                 if ids:
                     await conn.execute(delete(samples).where(samples.c.id.in_(ids)))
             total += len(ids)
             if len(ids) < batch:
                 return total
             await asyncio.sleep(0)  # let writers in between batches
+
+    async def prune_rollups(self, older_than: dict[int, int], *, batch: int = 500) -> int:
+        """Delete each tier's buckets that start before its cutoff (tier step -> Unix
+        seconds), oldest first, about `batch` rows per transaction."""
+        total = 0
+        for step, cutoff in older_than.items():
+            oldest = rollups.c.step == step, rollups.c.bucket < cutoff
+            while True:
+                async with self._prune_lock, self._engine.begin() as conn:
+                    # The bucket `batch` rows in: everything up to it goes (all widgets' rows of
+                    # that bucket with it), everything before the cutoff when there is none.
+                    edge = (
+                        await conn.execute(
+                            select(rollups.c.bucket)
+                            .where(*oldest)
+                            .order_by(rollups.c.bucket)
+                            .offset(batch - 1)
+                            .limit(1)
+                        )
+                    ).scalar()
+                    upto = cutoff if edge is None else edge + 1
+                    result = await conn.execute(delete(rollups).where(rollups.c.step == step, rollups.c.bucket < upto))
+                    total += result.rowcount
+                if edge is None:
+                    break
+                await asyncio.sleep(0)
+        return total
+
+    async def series(self, widgets: Sequence[str], plan: Plan) -> dict[str, dict[str, list]]:
+        """Each widget's buckets in the plan's range: {"t": [bucket start, Unix seconds],
+        "n": [...], "measured", "total", "low", "high", "ok", "warn", "down"}. Buckets
+        without a sample that counts are left out."""
+        out: dict[str, dict[str, list]] = {w: {"t": [], **{c: [] for c in COLUMNS}} for w in widgets}
+        if not widgets:
+            return out
+        times = [bindparam(name, type_=DateTime(timezone=True)) for name in ("start_ts", "end_ts")]
+        params: dict[str, Any] = {
+            "widgets": list(widgets),
+            "step": plan.step,
+            "start_ts": datetime.fromtimestamp(plan.start, UTC),
+            "end_ts": datetime.fromtimestamp(plan.end, UTC),
+        }
+        if plan.tier:
+            sql = tier_series_sql(self._engine.dialect.name)
+            params.update(tier=plan.tier, start=plan.start, end=plan.end)
+        else:
+            sql = raw_series_sql(self._engine.dialect.name)
+        query = text(sql).bindparams(bindparam("widgets", expanding=True), *times)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query, params)).all()
+        for widget, bucket, *values in rows:
+            columns = out[widget]
+            columns["t"].append(int(bucket))
+            for name, value in zip(COLUMNS, values, strict=True):
+                columns[name].append(value)
+        return out

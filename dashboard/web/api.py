@@ -71,7 +71,8 @@ class HistoryHandler(ApiHandler):
     async def get(self, widget_id: str) -> None:
         widget = self.widget_or_404(widget_id)
         cap = self.config.api.history_limit
-        since = self.int_argument("since", 0, low=0)
+        # Without `since`, every sample (imported ones too); with it, the events after that id.
+        since = self.int_argument("since", 0, low=0) if self.get_query_argument("since", None) else None
         limit = self.int_argument("limit", cap, low=1, high=cap)
         samples = await self.runtime.store.history(widget.id, since=since, limit=limit)
         self.write_json(

@@ -22,6 +22,7 @@ from .push import WidgetPushHandler, WidgetsPushHandler
 from .ratelimit import RateLimiter
 from .runtime import Runtime
 from .security import SecureStaticFileHandler
+from .series import SeriesHandler
 from .stream import LiveStream, StreamHandler, topic_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,6 +73,7 @@ def make_app(runtime: Runtime, **settings: Any) -> tornado.web.Application:
         (r"/api/widgets", WidgetsPushHandler, push_args),
         (rf"/api/widgets/{ID}", WidgetPushHandler, push_args),
         (rf"/api/widgets/{ID}/history", HistoryHandler, handler_args),
+        (rf"/api/widgets/{ID}/series", SeriesHandler, handler_args),
         (r"/healthz", HealthHandler, handler_args),
         (r"/metrics", MetricsHandler, handler_args),
         (r"/login", LoginHandler, dict(runtime=runtime, limiter=RateLimiter())),  # attempts per client address

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import tornado.web
 
@@ -10,9 +10,8 @@ from .. import __version__
 from ..core import auth, views
 from ..core.samples import format_ts
 from .base import BaseHandler
+from .series import first_paint
 from .sessions import exchange_kiosk_token, guard_page, login_url
-
-GRAPH_POINTS = 600  # at most this many points of history per graph in the page
 
 
 class IndexHandler(BaseHandler):
@@ -56,17 +55,10 @@ class DashboardHandler(BaseHandler):
         controls = topic.controls if topic else 0
         latest = runtime.hub.latest(dashboard.id)
         widgets = [runtime.config.widgets[w] for w in dashboard.widgets]
-        graphs = {}
-        graph_ids = {}
         now = datetime.now(UTC)
-        for widget in widgets:
-            if views.VIEWS[widget.view].points:
-                samples = await runtime.store.history(
-                    widget.id, limit=GRAPH_POINTS, after=now - timedelta(seconds=widget.history), upto=last_id
-                )
-                samples = [s for s in samples if s.status == "ok" and _is_number(s.value)]
-                graphs[widget.id] = [[int(s.ts.timestamp() * 1000), s.value] for s in samples]
-                graph_ids[widget.id] = [s.id for s in samples]  # the page merges later history by id
+        # Each graph's whole configured range, downsampled: its cost does not grow with
+        # the samples in it (the page extends the last bucket with live samples).
+        series, graphs = await first_paint(runtime, widgets, latest, now.timestamp())
         handler.render(
             "dashboard.html",
             title=dashboard.title,
@@ -75,7 +67,9 @@ class DashboardHandler(BaseHandler):
             widgets=widgets,
             latest=latest,
             graphs=graphs,
-            graph_ids=graph_ids,
+            series=series,
+            # A number's change arrow compares the next value with the one shown.
+            values={w.id: latest[w.id].value for w in widgets if w.view == "number" and w.id in latest},
             last_id=last_id,
             controls=controls,
             now=format_ts(now),
@@ -94,10 +88,6 @@ def _next_dashboard(dashboards, current):
         return None
     index = next(i for i, d in enumerate(dashboards) if d.id == current.id)
     return dashboards[(index + 1) % len(dashboards)]
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def widgets_json(widgets) -> list[dict]:

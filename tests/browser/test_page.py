@@ -92,8 +92,12 @@ async def test_first_paint_needs_no_stream(servers, browser):
     # The script took over the graph: drawn in pixels, with a time axis and a value grid.
     assert await page.eval_on_selector_all("#w-chart .x-label", "els => els.length") >= 2
     assert await page.eval_on_selector_all("#w-chart .y-label", "els => els.length") >= 2
-    ids = await page.evaluate("window.dashboard.widgets.points.get('chart').map(p => p[2])")
-    assert len(ids) == 3 and ids == sorted(ids)
+    # Its history from the page's own JSON: the buckets of the configured range, drawn as
+    # a band from min to max and a line through the averages.
+    series = await page.evaluate("window.dashboard.widgets.series.get('chart')")
+    assert sum(series["n"]) == 3 and (min(series["min"]), max(series["max"])) == (10, 30)
+    assert await page.eval_on_selector_all("#w-chart path.band", "els => els.length") == 1
+    assert await page.eval_on_selector_all("#w-chart path.line", "els => els.length") == 1
 
 
 @pytest.mark.gen_test(timeout=60)

@@ -1,0 +1,223 @@
+"""Backfill: history from elsewhere, read from CSV or NDJSON files into the samples
+and the rollups (`run.py import`, dashboard/service/cli.py).
+
+- CSV has a header naming the columns widget, ts and value (in any order); NDJSON
+  has one object {"widget": ..., "ts": ..., "value": ...} a line. A file is NDJSON
+  when its first character is "{".
+- ts is ISO 8601 (no offset: UTC) or Unix seconds; a CSV value is a number or JSON
+  (text in double quotes), an NDJSON value any JSON.
+- Each widget must exist and take values, and each value goes through the same
+  check as every other way in (dashboard.core.views.accept).
+- A file is imported all or nothing: rows are staged as the file is read and moved
+  into the samples table in one transaction at its end (storage/writer.py); the
+  first bad row stops it with ImportFailed, which says the file, the line and what
+  was wrong, and nothing of that file is stored.
+
+Imported rows may be older than live ones: they take ids below every existing one
+(they are history, not events: no stream replays them), and history queries and
+graphs order by time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+from ..config import Config
+from ..core.times import parse_time
+from ..core.views import VIEWS, ValueRejected, accept
+from .rollups import HOUR, MINUTE, TEN, TIERS
+from .store import Store
+from .writer import ImportRow
+
+CHUNK = 20_000  # rows staged at a time
+BOM = b"\xef\xbb\xbf"
+COLUMNS = ("widget", "ts", "value")
+# (bytes read, bytes in the file, rows read): called every chunk, and once at the end.
+Progress = Callable[[int, int, int], None]
+
+
+class ImportFailed(Exception):
+    """A file that was not imported; str() is "FILE:LINE: what was wrong"."""
+
+    def __init__(self, file: str, line: int | None, problem: str):
+        super().__init__(f"{file}:{line}: {problem}" if line else f"{file}: {problem}")
+        self.file = file
+        self.line = line
+        self.problem = problem
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")  # json.loads would take NaN and Infinity otherwise
+
+
+# One decoder for every value: json.loads() with an argument builds a new one each call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _shown(text: str) -> str:
+    return json.dumps(text if len(text) <= 40 else text[:37] + "...")
+
+
+class Rows:
+    """What a file says, row by row, checked: (widget, Unix microseconds, value as JSON)."""
+
+    def __init__(self, config: Config):
+        # Each widget that takes values, and its view.
+        self.views = {w.id: w.view for w in config.widgets.values() if w.source is not None and VIEWS[w.view].values}
+        self.config = config
+
+    def row(self, widget: Any, ts: Any, value: Any) -> ImportRow:
+        """ValueError with what is wrong."""
+        view = self.views.get(widget) if isinstance(widget, str) else None
+        if view is None:
+            raise ValueError(self._widget_problem(widget))
+        if isinstance(ts, str):
+            try:
+                seconds = float(ts)  # Unix seconds, the common case, fast
+            except ValueError:
+                seconds = parse_time(ts)
+        elif isinstance(ts, (int, float)) and not isinstance(ts, bool):
+            seconds = float(ts)
+        else:
+            raise ValueError(f"ts: expected ISO 8601 or Unix seconds, got {json.dumps(ts)}")
+        if not (math.isfinite(seconds) and 0 <= seconds < 253402300800):  # 1970 to 9999
+            raise ValueError(f"ts: expected a time from 1970 on, got {ts!r}")
+        try:
+            stored = accept(view, value)
+        except ValueRejected as exc:
+            raise ValueError(f"value: widget {_shown(widget)} ({view}): {exc}") from None
+        kind = type(stored)
+        encoded = repr(stored) if kind is float else str(stored) if kind is int else json.dumps(stored, allow_nan=False)
+        return widget, round(seconds * 1_000_000), encoded
+
+    def _widget_problem(self, widget: Any) -> str:
+        if not isinstance(widget, str):
+            return f"widget: expected a widget id, got {json.dumps(widget)}"
+        known = self.config.widgets.get(widget)
+        if known is None:
+            return f"widget: unknown widget {_shown(widget)}"
+        return f"widget: widget {_shown(widget)} is a {known.view} and takes no values"
+
+    def csv_rows(self, lines: Iterator[str], name: str) -> Iterator[ImportRow]:
+        reader = csv.reader(lines)
+        header = next(reader, None)
+        if header is None:
+            return
+        header = [column.strip() for column in header]
+        if sorted(header) != sorted(COLUMNS):
+            got = _shown(",".join(header))
+            raise ImportFailed(name, 1, f"expected a header with the columns widget, ts and value, got {got}")
+        w, t, v = (header.index(column) for column in COLUMNS)
+        for fields in reader:
+            if fields:  # not a blank line
+                yield self._csv_row(fields, w, t, v, name, reader.line_num)
+
+    def _csv_row(self, fields: list[str], w: int, t: int, v: int, name: str, line: int) -> ImportRow:
+        if len(fields) != 3:
+            raise ImportFailed(name, line, f"expected 3 fields (widget, ts, value), got {len(fields)}")
+        try:
+            value = _DECODER.decode(fields[v])
+        except (ValueError, RecursionError):
+            got = _shown(fields[v])
+            raise ImportFailed(
+                name, line, f'value: expected a number or JSON (text in double quotes: """text"""), got {got}'
+            ) from None
+        try:
+            return self.row(fields[w], fields[t], value)
+        except ValueError as exc:
+            raise ImportFailed(name, line, str(exc)) from None
+
+    def ndjson_rows(self, lines: Iterator[str], name: str) -> Iterator[ImportRow]:
+        for line, raw in enumerate(lines, start=1):
+            if raw.strip():  # not a blank line
+                yield self._ndjson_row(raw, name, line)
+
+    def _ndjson_row(self, raw: str, name: str, line: int) -> ImportRow:
+        try:
+            item = _DECODER.decode(raw)
+        except (ValueError, RecursionError) as exc:
+            raise ImportFailed(name, line, f"expected a JSON object, got invalid JSON ({exc})") from None
+        if not isinstance(item, dict) or sorted(item) != sorted(COLUMNS):
+            raise ImportFailed(name, line, 'expected an object with exactly "widget", "ts" and "value"')
+        try:
+            return self.row(item["widget"], item["ts"], item["value"])
+        except ValueError as exc:
+            raise ImportFailed(name, line, str(exc)) from None
+
+
+async def import_file(
+    store: Store, config: Config, path: str | os.PathLike, *, progress: Progress | None = None
+) -> int:
+    """Import one file, all or nothing; the rows imported. ImportFailed for a bad row
+    (nothing of the file is then stored); OSError when it cannot be read."""
+    name = str(path)
+    rows = Rows(config)
+    # Read in the loop on purpose: parsing is the import's work, and the loop has nothing
+    # else to do meanwhile but hand chunks to the writer.
+    with open(path, "rb") as raw:  # noqa: ASYNC230
+        size = os.fstat(raw.fileno()).st_size
+        first = raw.read(4).removeprefix(BOM)[:1]
+        raw.seek(0)
+        parse = rows.ndjson_rows if first == b"{" else rows.csv_rows
+        session = await store.begin_import()
+        try:
+            count = await _stage(session, parse(_lines(raw, name), name), raw, size, progress)
+        except BaseException:
+            await session.abort()
+            raise
+        committed = await session.commit(_worth_keeping(config, time.time()))
+    if progress is not None:
+        progress(size, size, count)
+    return committed
+
+
+def _worth_keeping(config: Config, now: float) -> dict[int, int]:
+    """Per tier, the first bucket that its retention keeps: older ones are not made."""
+    storage = config.storage
+    kept = {TEN: storage.retention_10s, MINUTE: storage.retention_1m, HOUR: storage.retention_1h}
+    return {tier: int(now - kept[tier]) // tier * tier for tier in TIERS}
+
+
+def _lines(raw: IO[bytes], name: str) -> Iterator[str]:
+    """The file's lines as text, each decoded on its own: a byte that is not UTF-8 is
+    reported on its line (a decoder reading ahead would say "somewhere")."""
+    for number, line in enumerate(raw, start=1):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ImportFailed(name, number, f"expected UTF-8 text, got other bytes ({exc.reason})") from None
+        yield text.removeprefix("\ufeff") if number == 1 else text
+
+
+async def _stage(session: Any, parsed: Iterator[ImportRow], raw: IO[bytes], size: int, progress) -> int:
+    """Stage the rows in chunks. While one chunk is written (in the writer's thread or
+    to PostgreSQL), the next is parsed."""
+    count = 0
+    pending: asyncio.Future[None] | None = None
+    chunk: list[ImportRow] = []
+    try:
+        for row in parsed:
+            chunk.append(row)
+            if len(chunk) == CHUNK:
+                if pending is not None:
+                    await pending
+                pending = asyncio.ensure_future(session.add(chunk))
+                count += len(chunk)
+                chunk = []
+                if progress is not None:
+                    progress(raw.tell(), size, count)
+                await asyncio.sleep(0)  # let the staging start
+    finally:
+        if pending is not None:
+            await pending
+    if chunk:
+        await session.add(chunk)
+        count += len(chunk)
+    return count
