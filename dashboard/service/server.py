@@ -15,7 +15,9 @@ import tornado.httpserver
 import tornado.netutil
 
 from ..config import Config, ConfigError
-from ..core.samples import ERROR, OK
+from ..core.samples import ERROR, OK, Sample
+from ..core.values import fitting_sample
+from ..core.views import accept
 from ..sources import build_sources
 from ..sources.scheduler import Scheduler
 from ..storage.retention import Pruner
@@ -72,7 +74,7 @@ class Server:
         instance = uuid.uuid4().hex[:12]
         hub = make_hub(config, self.role, instance)
         runtime = make_runtime(config, hub, store, instance)
-        latest = await store.latest(config.widgets)
+        latest = self._fitting(await store.latest(config.widgets))
         hub.seed({d.id: d.widgets for d in config.dashboards}, latest, await store.last_id())
         await hub.start(lambda after, upto, limit: store.since(None, after, upto=upto, limit=limit))
         # Even with no ticker yet: a reload may add some.
@@ -107,6 +109,12 @@ class Server:
         if self.watchdog_interval:
             self.watchdog = Watchdog(self.notifier, self.watchdog_interval, self.healthy)
             self.watchdog.start()
+
+    def _fitting(self, latest: dict[str, Sample]) -> dict[str, Sample]:
+        """Stored samples as their widgets show them: a value the widget's view does not take
+        (stored for another view) is an error, in the streams' snapshots as on the page."""
+        widgets = self.config.widgets
+        return {w: fitting_sample(s, widgets[w].view, accept) if w in widgets else s for w, s in latest.items()}
 
     def _scheduler(self, runtime: Runtime, sources: dict, latest: dict) -> Scheduler:
         options = {"on_run": runtime.metrics.source_ran, **self.scheduler_options}

@@ -9,6 +9,7 @@ never block the writer.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from sqlalchemy import delete, event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ..core.samples import Sample, utc
+from ..core.values import Unreadable, checked_sample
 from .schema import samples
 
 log = logging.getLogger("dashboard.store")
@@ -39,7 +41,14 @@ async def _take_lock(conn, key: int) -> None:
         await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
+def _decode_text(data: bytes) -> str:
+    # sqlite3 would fail the whole query on one row with bytes that are not UTF-8 (written
+    # by another program): such a value is read with U+FFFD in their place instead.
+    return data.decode("utf-8", "replace")
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    dbapi_connection.driver_connection.text_factory = _decode_text
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -48,7 +57,19 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 def _row_to_sample(row) -> Sample:
-    return Sample(row.id, row.widget, utc(row.ts), row.value, row.status, row.message)
+    # What was stored before the values were checked (views.accept), or by another
+    # process, may not be showable: it becomes an error on its widget, not a broken page.
+    return checked_sample(Sample(row.id, row.widget, utc(row.ts), row.value, row.status, row.message))
+
+
+def _read_json(text: str | bytes) -> Any:
+    """A stored value; one that is not JSON is handed on as Unreadable (checked_sample
+    turns it into an error on its widget) rather than failing the whole query."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        return Unreadable(f"not JSON: {reason}")
 
 
 def _alembic_upgrade(sync_connection, revision: str = "head") -> None:
@@ -76,7 +97,7 @@ class Store:
 
     async def open(self, *, migrate: bool = True) -> None:
         ensure_sqlite_dir(self.url)
-        self.engine = create_async_engine(self.url)
+        self.engine = create_async_engine(self.url, json_deserializer=_read_json)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         if migrate:
