@@ -160,7 +160,35 @@ ERROR_CASES = [
     ),
     ("bool", doc(widget=W + '\non_change = "yes"'), 'widgets.cpu.on_change: expected true or false, got "yes"'),
     ("number", doc(widget=W + '\nmin = "low"'), 'widgets.cpu.min: expected a number, got "low"'),
-    ("nan", doc(widget=W + "\nwarn = nan"), "widgets.cpu.warn: expected a number, got nan"),
+    ("nan", doc(widget=W + "\nwarn = nan"), "widgets.cpu.warn: expected a finite number, got nan"),
+    # inf and nan are refused anywhere: a page's data would not parse, a source would fail
+    ("inf", doc(widget=W + "\nmax = inf"), "widgets.cpu.max: expected a finite number, got inf"),
+    (
+        "inf in a source",
+        doc(widget='view = "number"\nsource = { kind = "random_walk", start = -inf }'),
+        "widgets.cpu.source.start: expected a finite number, got -inf",
+    ),
+    (
+        "nan deep in a source",
+        doc(widget='view = "number"\nsource = { kind = "python", args = { a = [1, { b = nan }] } }'),
+        "widgets.cpu.source.args.a[1].b: expected a finite number, got nan",
+    ),
+    # NUL anywhere: the OS refuses it in arguments, variables and paths; HTML drops it
+    (
+        "NUL in a title",
+        doc(widget=W + '\ntitle = "a\\u0000"'),
+        "widgets.cpu.title: expected text without NUL (\\u0000)",
+    ),
+    (
+        "NUL in a key",
+        doc(widget=W + '\n"a\\u0000" = 1'),
+        'widgets.cpu."a\\u0000": expected a key without NUL (\\u0000)',
+    ),
+    (
+        "NUL in a secret, not echoed",
+        doc(top='[api]\ntokens = { ci = "secret-token\\u0000" }'),
+        "api.tokens.ci: expected text without NUL (\\u0000)",
+    ),
     (
         "min >= max",
         doc(widget=W + "\nmin = 10\nmax = 5"),

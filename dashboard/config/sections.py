@@ -26,7 +26,7 @@ from .model import (
     StorageConfig,
     WidgetConfig,
 )
-from .reader import MISSING, ConfigError, Table, error, join, quote, show, table_array
+from .reader import MISSING, ConfigError, Table, check_scalars, error, join, quote, show, table_array
 
 THEMES = ("auto", "dark", "light")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -470,5 +470,6 @@ def load_config(path: str | os.PathLike, *, env: Mapping[str, str] | None = None
     """Read, interpolate ${NAME} from env (default os.environ), and validate."""
     file = os.fsdecode(path)
     document = interpolate(_read_toml(file), os.environ if env is None else env, file)
+    check_scalars(document, file)
     base_dir = Path(os.path.abspath(file)).parent
     return _build(Table(file, "", document), base_dir)
