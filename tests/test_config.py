@@ -57,7 +57,7 @@ WIDGET_KEYS = (
 SERVER_KEYS = (
     "host, port, keepalive, log_level, grace, batch, max_streams, "
     "max_streams_per_ip, max_stream_lifetime, trusted_proxies, frame_ancestors, "
-    "max_body, max_header, metrics_token"
+    "max_body, max_header, metrics_token, header_timeout, body_timeout, max_incomplete_requests"
 )
 VIEWS = "number, meter, graph, text, list, status, clock"
 SIZE = 'expected a size like "64KiB", "1MiB" or "512B", got'
@@ -319,6 +319,16 @@ ERROR_CASES = [
     ("decimal size unit", doc(top='[api]\nmax_body = "64kb"'), f'api.max_body: {SIZE} "64kb"'),
     ("zero size", doc(top="[api]\nmax_body = 0"), f"api.max_body: {SIZE} 0"),
     ("bool size", doc(top="[api]\nmax_body = true"), f"api.max_body: {SIZE} true"),
+    (
+        "header_timeout",
+        doc(top='[server]\nheader_timeout = "0s"'),
+        'server.header_timeout: expected a duration greater than 0, got "0s"',
+    ),
+    (
+        "max_incomplete_requests",
+        doc(top="[server]\nmax_incomplete_requests = 0"),
+        "server.max_incomplete_requests: expected an integer >= 1, got 0",
+    ),
     ("history_limit", doc(top="[api]\nhistory_limit = 0"), "api.history_limit: expected an integer >= 1, got 0"),
     # --- ${NAME} interpolation
     (
@@ -979,6 +989,7 @@ def test_security_keys_default_to_an_open_loopback_server(tmp_path):
     server = config.server
     assert (server.trusted_proxies, server.frame_ancestors, server.metrics_token) == ((), ("'self'",), "")
     assert (server.max_body, server.max_header) == (64 * 1024, 16 * 1024)
+    assert (server.header_timeout, server.body_timeout, server.max_incomplete_requests) == (10.0, 30.0, 1024)
     assert (config.api.rate, config.api.burst) == (10.0, 20)
     assert (config.auth.secret, config.auth.session_lifetime, config.auth.proxy_header) == (
         "",

@@ -76,6 +76,9 @@ def _server(t: Table) -> ServerConfig:
         max_body=t.size("max_body", 64 * 1024),
         max_header=t.size("max_header", 16 * 1024),
         metrics_token=_secret_token(t, "metrics_token", 8),
+        header_timeout=t.duration("header_timeout", "10s", positive=True),
+        body_timeout=t.duration("body_timeout", "30s", positive=True),
+        max_incomplete_requests=t.int("max_incomplete_requests", 1024, min=1),
     )
     if server.max_header < 1024:
         raise t.error("max_header", f"expected a size of at least 1KiB, got {show(t.raw('max_header'))}")

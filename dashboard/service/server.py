@@ -11,7 +11,6 @@ import signal
 import uuid
 from collections.abc import Callable
 
-import tornado.httpserver
 import tornado.netutil
 
 from ..config import Config, ConfigError
@@ -25,6 +24,7 @@ from ..storage.store import Store
 from ..web.app import make_app, make_runtime
 from ..web.runtime import Runtime
 from . import reload as reloading
+from .connections import ConnectionLimits, GuardedHTTPServer
 from .roles import ROLES, make_hub, make_lease, worker_app
 from .systemd import Notifier, Watchdog
 
@@ -62,7 +62,7 @@ class Server:
         self.run_sources = run_sources
         self.scheduler_options = scheduler_options or {}
         self.runtime: Runtime | None = None
-        self.http: tornado.httpserver.HTTPServer | None = None
+        self.http: GuardedHTTPServer | None = None
         self.port: int | None = None
         self._stopped = asyncio.Event()
 
@@ -89,10 +89,11 @@ class Server:
             self.pruner.start()
         self.runtime = runtime
         app = make_app(runtime) if self.role.web else worker_app(make_app(runtime))
-        # Tornado's defaults take 100 MB bodies and 64 KB of headers from anyone; a push
-        # raises its own request's body limit to [api] max_body (web/push.py).
-        self.http = tornado.httpserver.HTTPServer(
-            app, max_body_size=config.server.max_body, max_header_size=config.server.max_header
+        # Tornado's defaults take 100 MB bodies and 64 KB of headers from anyone, and wait an
+        # hour for a head, for ever for a body; a push raises its own request's body limit to
+        # [api] max_body (web/push.py). The limits and the accept loop: connections.py.
+        self.http = GuardedHTTPServer(
+            app, limits=ConnectionLimits.of(config.server), max_body_size=config.server.max_body
         )
         # After a restart every open dashboard reconnects within seconds: Tornado's
         # listen backlog of 128 would drop most of those SYNs, each then retried 1 s later.
