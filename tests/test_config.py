@@ -320,6 +320,11 @@ ERROR_CASES = [
     ("zero size", doc(top="[api]\nmax_body = 0"), f"api.max_body: {SIZE} 0"),
     ("bool size", doc(top="[api]\nmax_body = true"), f"api.max_body: {SIZE} true"),
     (
+        "host that cannot be listened on",
+        doc(top='[server]\nhost = "http://127.0.0.1/"'),
+        'server.host: expected an IP address or a host name that resolves, got "http://127.0.0.1/"',
+    ),
+    (
         "header_timeout",
         doc(top='[server]\nheader_timeout = "0s"'),
         'server.header_timeout: expected a duration greater than 0, got "0s"',

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -62,7 +63,7 @@ def _id_problem(text: str) -> str | None:
 
 def _server(t: Table) -> ServerConfig:
     server = ServerConfig(
-        host=t.str("host", "127.0.0.1"),
+        host=_listen_host(t),
         port=t.int("port", 8888, min=0, max=65535),
         keepalive=t.duration("keepalive", "15s", positive=True),
         log_level=t.str("log_level", "info", choices=LOG_LEVELS),
@@ -84,6 +85,17 @@ def _server(t: Table) -> ServerConfig:
         raise t.error("max_header", f"expected a size of at least 1KiB, got {show(t.raw('max_header'))}")
     t.done()
     return server
+
+
+def _listen_host(t: Table) -> str:
+    """An address to listen on: an IP address, or a name that resolves now (it is looked
+    up again when the server starts; one that does not resolve would stop it there)."""
+    host = t.str("host", "127.0.0.1")
+    try:
+        socket.getaddrinfo(host or None, 0, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError):
+        raise t.error("host", f"expected an IP address or a host name that resolves, got {show(host)}") from None
+    return host
 
 
 def _trusted_proxies(t: Table) -> tuple:
