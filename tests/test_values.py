@@ -4,6 +4,7 @@ size and depth; and what a stored value becomes when it is read back."""
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 from datetime import UTC, datetime
@@ -27,6 +28,15 @@ from dashboard.core.values import (
 )
 from dashboard.core.views import VIEWS, accept
 
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+class Name(str):
+    pass
+
+
 ACCEPTED = [
     # Lone surrogates and NUL become U+FFFD, in values, rows, details and keys alike.
     ("text", "a\ud800b", "a\ufffdb"),
@@ -44,6 +54,9 @@ ACCEPTED = [
     ("text", 10**300, "1" + "0" * 300),  # as text it is exact
     ("list", [["big", 10**20]], [{"label": "big", "value": 1e20}]),
     ("list", [("a", 1)], [{"label": "a", "value": 1}]),  # tuples become lists, as JSON makes them
+    # What a Python source may return: subclasses of JSON's types become those types.
+    ("number", Level.HIGH, 3),
+    ("text", Name("a\x00"), "a\ufffd"),
 ]
 
 
@@ -94,6 +107,13 @@ def test_showable_refuses_what_json_or_the_page_cannot_hold(value, message):
     with pytest.raises(ValueRejected) as info:
         showable(value)
     assert str(info.value) == message
+
+
+def test_the_size_counts_numbers_and_keys_too():
+    assert len(showable([1.5] * 2000)) == 2000
+    for too_large in ([1.5] * 5000, {f"key {i}": None for i in range(8000)}):
+        with pytest.raises(ValueRejected, match="too large"):
+            showable(too_large)
 
 
 def test_clean_text_and_messages():

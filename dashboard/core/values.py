@@ -60,6 +60,8 @@ class Unreadable:
 
 def clean_text(text: str) -> str:
     """The text with each lone surrogate and each NUL replaced by U+FFFD."""
+    if text.isascii():  # the common case, and no surrogate in it: two passes in C
+        return text.replace("\x00", REPLACEMENT) if "\x00" in text else text
     return _UNSHOWABLE.sub(REPLACEMENT, text) if _UNSHOWABLE.search(text) else text
 
 
@@ -88,8 +90,10 @@ def guarded(view_accept: Callable[[Any], Any], value: Any) -> Any:
 def showable(value: Any) -> Any:
     """The value as every part can carry and show it (see the module docstring), or
     ValueRejected. Tuples become lists, as JSON would make them."""
-    budget = [MAX_VALUE_BYTES]
-    return _showable(value, 0, budget)
+    budget = [MAX_VALUE_BYTES]  # bytes left; the hot paths subtract, and it is checked at the end
+    shown = _showable(value, 0, budget)
+    _take(budget, 0)
+    return shown
 
 
 def _take(budget: list[int], size: int) -> None:
@@ -99,24 +103,45 @@ def _take(budget: list[int], size: int) -> None:
 
 
 def _showable(value: Any, depth: int, budget: list[int]) -> Any:
-    if value is None or isinstance(value, bool):
+    kind = type(value)  # exact types first: this runs for every sample
+    if kind is str:
+        text = clean_text(value)
+        budget[0] -= 2 + (len(text) if text.isascii() else len(text.encode("utf-8")))
+        if budget[0] < 0:
+            _take(budget, 0)
+        return text
+    if kind is float:
+        if not math.isfinite(value):
+            raise ValueRejected(f"expected a finite number, got {value}")
+        budget[0] -= 24
+        return value
+    if kind is int and -MAX_EXACT_INTEGER <= value <= MAX_EXACT_INTEGER:
+        budget[0] -= 24
+        return value
+    if kind is int:
+        return _number(value, budget)
+    if value is None or kind is bool:
         _take(budget, 5)
         return value
-    if isinstance(value, int):
-        return _number(value, budget)
-    if isinstance(value, float):
-        return _number(value, budget)
-    if isinstance(value, str):
-        text = clean_text(value)
-        _take(budget, 2 + (len(text) if text.isascii() else len(text.encode("utf-8"))))
-        return text
-    if isinstance(value, (list, tuple, dict)):
+    if kind is dict or kind is list or kind is tuple:
         if depth >= MAX_DEPTH:
             raise ValueRejected(f"nested too deeply: at most {MAX_DEPTH} levels of lists and objects")
         _take(budget, 2)
-        if isinstance(value, dict):
+        if kind is dict:
             return {_key(key, budget): _showable(item, depth + 1, budget) for key, item in value.items()}
         return [_showable(item, depth + 1, budget) for item in value]
+    return _showable_subclass(value, depth, budget)
+
+
+def _showable_subclass(value: Any, depth: int, budget: list[int]) -> Any:
+    """What a Python source may return beyond JSON's own types: subclasses of them
+    (an IntEnum, an OrderedDict) as their base type; anything else is refused."""
+    if isinstance(value, bool):
+        return _showable(bool(value), depth, budget)
+    for base in (str, int, float, dict, list, tuple):
+        if isinstance(value, base):
+            original: Any = value  # (not narrowed: each base takes it)
+            return _showable(base(original), depth, budget)
     if isinstance(value, Unreadable):
         raise ValueRejected(value.reason)
     raise ValueRejected(f"cannot be shown: {type(value).__name__} is not a JSON value")
@@ -126,7 +151,7 @@ def _key(key: Any, budget: list[int]) -> str:
     if not isinstance(key, str):
         raise ValueRejected(f"expected text keys in an object, got {_shown(key)}")
     text = clean_text(key)
-    _take(budget, 3 + len(text.encode("utf-8")))
+    budget[0] -= 3 + (len(text) if text.isascii() else len(text.encode("utf-8")))
     return text
 
 
