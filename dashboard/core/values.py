@@ -185,6 +185,11 @@ def _shown(value: Any) -> str:
 def checked_sample(sample: Sample) -> Sample:
     """A sample read back from the database, as every part can show it: its message
     cleaned; a value that cannot be shown replaced by an error that says why."""
+    value, kind = sample.value, type(sample.value)
+    if sample.message is None and (
+        (kind is float and math.isfinite(value)) or (kind is int and -MAX_EXACT_INTEGER <= value <= MAX_EXACT_INTEGER)
+    ):
+        return sample  # most rows (a history of a graph, say): a plain number
     message = clean_message(sample.message)
     try:
         value = showable(sample.value)
