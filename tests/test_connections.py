@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from dashboard.config import load_config
 from tests.helpers import BASE_CONFIG, TOKEN, StreamClient, config_with, wait_until
 from tests.process import ServerProcess
 from tests.webclient import WebClient
@@ -123,6 +124,19 @@ async def test_past_max_incomplete_requests_a_new_connection_closes_the_oldest_w
         assert (await closed_by_server(reader, timeout=5)).startswith(b"HTTP/1.1 200")
     for _, writer in waiting + newer:
         writer.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_the_limits_follow_a_config_reload(servers, tmp_path):
+    path = tmp_path / "config.toml"
+    server = await servers.start(config_with(header_timeout='"60s"'), config_loader=lambda: load_config(path))
+    path.write_text(config_with(header_timeout='"1s"', max_header='"4KiB"'))
+    assert await server.server.reload() is True
+    reader, writer = await half_request(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n")
+    assert await closed_by_server(reader, timeout=1 + 3) == b""
+    writer.close()
+    answer = await raw_exchange(server.port, b"GET / HTTP/1.1\r\nX-Padding: " + b"a" * 5000 + b"\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 431 ")
 
 
 # --- out of file descriptors, in a process of its own ---------------------------------------

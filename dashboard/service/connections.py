@@ -227,11 +227,7 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
             **kwargs,
         )
         assert self.ssl_options is None, "TLS ends at a proxy: connections are plain RequestStreams"
-        self.limits = limits
-        descriptors = descriptor_limit()
-        self.max_waiting = (
-            limits.max_incomplete if descriptors is None else max(1, min(limits.max_incomplete, descriptors // 2))
-        )
+        self.apply(limits)
         self.waiting: collections.OrderedDict[IOStream, _Waiting] = collections.OrderedDict()  # oldest first
         self._reserve = _open_reserve()
         self.closings = Tally(logging.INFO, lambda: "connections closed before their request arrived")
@@ -239,6 +235,20 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
             logging.WARNING, lambda: f"file descriptors exhausted (limit {descriptor_limit()}; raise LimitNOFILE)"
         )
         logging.getLogger("tornado.general").addFilter(QUIET_TIMEOUTS)
+
+    def apply(self, limits: ConnectionLimits, max_body: int | None = None) -> None:
+        """These limits from the next request on (a config reload); connections share
+        conn_params, which each request reads as it starts."""
+        self.limits = limits
+        self.conn_params.header_timeout = limits.header_timeout
+        self.conn_params.body_timeout = limits.body_timeout
+        self.conn_params.max_header_size = limits.max_header
+        if max_body is not None:
+            self.conn_params.max_body_size = max_body
+        descriptors = descriptor_limit()
+        self.max_waiting = (
+            limits.max_incomplete if descriptors is None else max(1, min(limits.max_incomplete, descriptors // 2))
+        )
 
     # -- accepting ---------------------------------------------------------------------------
 

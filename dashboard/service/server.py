@@ -214,6 +214,8 @@ class Server:
         else:  # no tickers in this process, or another process holds the lease
             reloading.close_sources(sources.values())
         runtime.metrics.forget_widgets(changes.widgets_removed, (OK, ERROR))
+        if self.http is not None:
+            self.http.apply(ConnectionLimits.of(config.server), config.server.max_body)
         if config.server.log_level != old.server.log_level:
             logging.getLogger().setLevel(config.server.log_level.upper())
         log.info("config reloaded: %s", changes.describe())
