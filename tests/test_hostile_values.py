@@ -326,7 +326,8 @@ def nested(depth: int) -> list:
 
 
 @pytest.fixture
-def polled_server(servers, io_loop, tmp_path):
+def polled_server(servers, io_loop, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the python source puts the config's directory first
     (tmp_path / f"{HOSTILE_MODULE}.py").write_text("VALUE = 0\n\n\ndef current():\n    return VALUE\n")
     (tmp_path / "document").write_bytes(b"0")
     document = [b"0"]
