@@ -67,7 +67,13 @@ class NotifySocket:
 
 class ServerProcess:
     def __init__(
-        self, directory: Path, config_text: str, *, watchdog_usec: int | None = None, env: dict[str, str] | None = None
+        self,
+        directory: Path,
+        config_text: str,
+        *,
+        watchdog_usec: int | None = None,
+        env: dict[str, str] | None = None,
+        preexec_fn=None,
     ):
         self.directory = Path(directory)
         self.config_path = write_config(self.directory, config_text)
@@ -76,6 +82,7 @@ class ServerProcess:
         self.notify = NotifySocket()
         self.watchdog_usec = watchdog_usec
         self.extra_env = env or {}
+        self.preexec_fn = preexec_fn  # run in the child before it starts (resource limits, say)
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
 
@@ -92,6 +99,7 @@ class ServerProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
+                preexec_fn=self.preexec_fn,
             )
 
     async def ready(self, timeout: float = 30.0) -> dict[str, str]:

@@ -91,6 +91,18 @@ BAD_CONFIGS = [
         GOOD.replace('id = "main"', 'id = "${DASHBOARD_TEST_UNSET_VARIABLE}"'),
         "environment variable DASHBOARD_TEST_UNSET_VARIABLE is not set",
     ),
+    # What used to pass `check` and then fail at run time (a page that never goes live; a
+    # command source failing every run with a traceback in the log).
+    (
+        "max = inf",
+        GOOD.replace('every = "100ms"', 'every = "100ms"\nmax = inf'),
+        "widgets.rate.max: expected a finite number, got inf",
+    ),
+    (
+        "NUL in a command's environment",
+        GOOD + widget("kernel", "text", source={"kind": "command", "argv": ["uname"], "env": {"LANG": "C\x00"}}),
+        "widgets.kernel.source.env.LANG: expected text without NUL",
+    ),
     (
         "bad storage url",
         GOOD.replace("sqlite+aiosqlite:///data/cli.db", "mysql://user:secret@db/x"),

@@ -57,7 +57,7 @@ WIDGET_KEYS = (
 SERVER_KEYS = (
     "host, port, keepalive, log_level, grace, batch, max_streams, "
     "max_streams_per_ip, max_stream_lifetime, trusted_proxies, frame_ancestors, "
-    "max_body, max_header, metrics_token"
+    "max_body, max_header, metrics_token, header_timeout, body_timeout, max_incomplete_requests"
 )
 VIEWS = "number, meter, graph, text, list, status, clock"
 SIZE = 'expected a size like "64KiB", "1MiB" or "512B", got'
@@ -160,7 +160,35 @@ ERROR_CASES = [
     ),
     ("bool", doc(widget=W + '\non_change = "yes"'), 'widgets.cpu.on_change: expected true or false, got "yes"'),
     ("number", doc(widget=W + '\nmin = "low"'), 'widgets.cpu.min: expected a number, got "low"'),
-    ("nan", doc(widget=W + "\nwarn = nan"), "widgets.cpu.warn: expected a number, got nan"),
+    ("nan", doc(widget=W + "\nwarn = nan"), "widgets.cpu.warn: expected a finite number, got nan"),
+    # inf and nan are refused anywhere: a page's data would not parse, a source would fail
+    ("inf", doc(widget=W + "\nmax = inf"), "widgets.cpu.max: expected a finite number, got inf"),
+    (
+        "inf in a source",
+        doc(widget='view = "number"\nsource = { kind = "random_walk", start = -inf }'),
+        "widgets.cpu.source.start: expected a finite number, got -inf",
+    ),
+    (
+        "nan deep in a source",
+        doc(widget='view = "number"\nsource = { kind = "python", args = { a = [1, { b = nan }] } }'),
+        "widgets.cpu.source.args.a[1].b: expected a finite number, got nan",
+    ),
+    # NUL anywhere: the OS refuses it in arguments, variables and paths; HTML drops it
+    (
+        "NUL in a title",
+        doc(widget=W + '\ntitle = "a\\u0000"'),
+        "widgets.cpu.title: expected text without NUL (\\u0000)",
+    ),
+    (
+        "NUL in a key",
+        doc(widget=W + '\n"a\\u0000" = 1'),
+        'widgets.cpu."a\\u0000": expected a key without NUL (\\u0000)',
+    ),
+    (
+        "NUL in a secret, not echoed",
+        doc(top='[api]\ntokens = { ci = "secret-token\\u0000" }'),
+        "api.tokens.ci: expected text without NUL (\\u0000)",
+    ),
     (
         "min >= max",
         doc(widget=W + "\nmin = 10\nmax = 5"),
@@ -301,6 +329,21 @@ ERROR_CASES = [
     ("decimal size unit", doc(top='[api]\nmax_body = "64kb"'), f'api.max_body: {SIZE} "64kb"'),
     ("zero size", doc(top="[api]\nmax_body = 0"), f"api.max_body: {SIZE} 0"),
     ("bool size", doc(top="[api]\nmax_body = true"), f"api.max_body: {SIZE} true"),
+    (
+        "host that cannot be listened on",
+        doc(top='[server]\nhost = "http://127.0.0.1/"'),
+        'server.host: expected an IP address or a host name that resolves, got "http://127.0.0.1/"',
+    ),
+    (
+        "header_timeout",
+        doc(top='[server]\nheader_timeout = "0s"'),
+        'server.header_timeout: expected a duration greater than 0, got "0s"',
+    ),
+    (
+        "max_incomplete_requests",
+        doc(top="[server]\nmax_incomplete_requests = 0"),
+        "server.max_incomplete_requests: expected an integer >= 1, got 0",
+    ),
     ("history_limit", doc(top="[api]\nhistory_limit = 0"), "api.history_limit: expected an integer >= 1, got 0"),
     # --- ${NAME} interpolation
     (
@@ -966,6 +1009,7 @@ def test_security_keys_default_to_an_open_loopback_server(tmp_path):
     server = config.server
     assert (server.trusted_proxies, server.frame_ancestors, server.metrics_token) == ((), ("'self'",), "")
     assert (server.max_body, server.max_header) == (64 * 1024, 16 * 1024)
+    assert (server.header_timeout, server.body_timeout, server.max_incomplete_requests) == (10.0, 30.0, 1024)
     assert (config.api.rate, config.api.burst) == (10.0, 20)
     assert (config.auth.secret, config.auth.session_lifetime, config.auth.proxy_header) == (
         "",

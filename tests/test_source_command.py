@@ -227,6 +227,16 @@ CONFIG_ERRORS = [
     ({"argv": ["ls"], "env": {"PATH": "/nowhere"}}, "widgets.w.source.argv: no executable program 'ls' (on PATH)"),
     ({"argv": ["ls"], "cwd": "nowhere"}, "widgets.w.source.cwd: not a directory: '{dir}/nowhere'"),
     ({"argv": ["ls"], "env": {"N": 1}}, "widgets.w.source.env.N: expected a string, got 1"),
+    # What the OS refuses at every run: NUL in an argument, a variable or a path; "=" in a name.
+    ({"argv": ["ls", "a\x00b"]}, "widgets.w.source.argv[1]: expected text without NUL (\\u0000)"),
+    ({"argv": ["ls"], "env": {"N": "a\x00"}}, "widgets.w.source.env.N: expected text without NUL (\\u0000)"),
+    ({"argv": ["ls"], "cwd": "\x00"}, "widgets.w.source.cwd: expected text without NUL (\\u0000)"),
+    ({"argv": "ls\x00", "shell": True}, "widgets.w.source.argv: expected text without NUL (\\u0000)"),
+    (
+        {"argv": ["ls"], "env": {"A=B": "x"}},
+        'widgets.w.source.env."A=B": expected a variable name (not empty, without "=")',
+    ),
+    ({"argv": ["ls"], "env": {"": "x"}}, 'widgets.w.source.env."": expected a variable name (not empty, without "=")'),
     ({"argv": ["ls"], "shell": "yes"}, 'widgets.w.source.shell: expected true or false, got "yes"'),
     (
         {"argv": ["ls"], "parse": "yaml"},

@@ -58,6 +58,16 @@ def gives_up():
     raise SourceError("the queue server said no")
 
 
+def exits():
+    import sys
+
+    sys.exit(4)
+
+
+async def exits_async():
+    raise SystemExit("bye")
+
+
 class Poller:
     async def __call__(self, n=1):
         return n * 2
@@ -126,6 +136,9 @@ async def test_each_call_gets_fresh_arguments(tmp_path, jobs):
         ("fails", '{ message = "rate limit" }', "ValueError: rate limit"),
         ("fails_async", "{}", "KeyError: 'EUR'"),
         ("gives_up", "{}", "the queue server said no"),
+        # SystemExit would end the server, from the loop or from a worker thread alike.
+        ("exits", "{}", "the function called sys.exit(4)"),
+        ("exits_async", "{}", "the function called sys.exit('bye')"),
     ],
 )
 @pytest.mark.gen_test(timeout=20)
@@ -165,7 +178,7 @@ CONFIG_ERRORS = [
     ("function = 1", "widgets.w.source.function: expected a string, got 1"),
     (
         'function = "{jobs}:rate", every = "5s"',
-        'widgets.w.source: unknown key "every" (expected one of: function, args)',
+        'widgets.w.source: unknown key "every" (expected one of: function, import_timeout, args)',
     ),
 ]
 
@@ -195,6 +208,37 @@ def test_a_module_that_fails_to_import_is_a_config_error(tmp_path, monkeypatch, 
     assert str(info.value).startswith(prefix)
 
 
+def test_a_module_that_exits_while_imported_is_a_config_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    name = f"exits_{tmp_path.name}".replace("-", "_")
+    (tmp_path / f"{name}.py").write_text("import sys\n\nsys.exit(3)\n")
+    with pytest.raises(ConfigError) as info:
+        make_source(tmp_path, f'{{ kind = "python", function = "{name}:f" }}')
+    assert str(info.value) == (
+        f'{tmp_path / "config.toml"}: widgets.w.source.function: module "{name}" called sys.exit(3) while being '
+        'imported (a script\'s own code belongs under if __name__ == "__main__":)'
+    )
+
+
+def test_a_module_that_hangs_while_imported_is_a_config_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    name = f"hangs_{tmp_path.name}".replace("-", "_")
+    release = tmp_path / "release"
+    (tmp_path / f"{name}.py").write_text(
+        f"import os\nimport time\n\nwhile not os.path.exists({str(release)!r}):\n    time.sleep(0.01)\n"
+    )
+    try:
+        with pytest.raises(ConfigError) as info:
+            make_source(tmp_path, f'{{ kind = "python", function = "{name}:f", import_timeout = "200ms" }}')
+        assert str(info.value) == (
+            f'{tmp_path / "config.toml"}: widgets.w.source.function: importing module "{name}" '
+            "took longer than 0.2s (import_timeout)"
+        )
+    finally:
+        release.touch()  # the import, left running in its thread, ends
+        sys.modules.pop(name, None)
+
+
 def run_check(config: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT / "run.py"), "check", "--config", str(config)],
@@ -212,6 +256,32 @@ def test_run_py_check_reports_a_missing_module(tmp_path):
     assert result.stderr.strip() == (
         f"error: {config}: widgets.w.source.function: cannot import module \"foo\": No module named 'foo'"
     )
+
+
+@pytest.mark.parametrize(
+    "module_text, import_timeout, message",
+    [
+        ("import sys\n\nsys.exit(3)\n", "10s", 'module "{name}" called sys.exit(3) while being imported'),
+        # argparse at import time, as in a script: its usage goes to stderr, then exit 2
+        (
+            "import argparse\n\nargparse.ArgumentParser().parse_args(['--nope'])\n",
+            "10s",
+            'module "{name}" called sys.exit(2) while being imported',
+        ),
+        ("import time\n\ntime.sleep(3600)\n", "500ms", 'importing module "{name}" took longer than 0.5s'),
+    ],
+    ids=["sys.exit", "argparse", "hang"],
+)
+def test_run_py_check_names_a_module_that_exits_or_hangs_and_exits_2(tmp_path, module_text, import_timeout, message):
+    name = f"script_{tmp_path.name}".replace("-", "_")
+    (tmp_path / f"{name}.py").write_text(module_text)
+    source = f'{{ kind = "python", function = "{name}:f", import_timeout = "{import_timeout}" }}'
+    config = write_config(tmp_path, one_widget("w", "number", source))
+    result = run_check(config)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    last = result.stderr.splitlines()[-1]  # argparse prints its usage before it exits
+    assert last.startswith(f"error: {config}: widgets.w.source.function: " + message.format(name=name)), last
+    assert "Traceback" not in result.stderr
 
 
 def test_run_py_check_passes_the_examples():

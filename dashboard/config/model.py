@@ -32,6 +32,10 @@ class ServerConfig:
     max_body: int = 64 * 1024  # the largest request body, pushes aside (those have [api] max_body)
     max_header: int = 16 * 1024
     metrics_token: str = ""  # when set, /metrics and the details of /healthz need it
+    # Time limits and a bound for connections whose request has not arrived (service/connections.py).
+    header_timeout: float = 10.0  # seconds for a request's head; also an idle keep-alive connection's
+    body_timeout: float = 30.0  # seconds for a request's body
+    max_incomplete_requests: int = 1024  # connections waiting for (the rest of) a request
 
 
 @dataclasses.dataclass(frozen=True)

@@ -192,10 +192,8 @@ class Table:
         found, value = self._get(key, default)
         if not found:
             return value
-        if (
-            not isinstance(value, (int, float)) or isinstance(value, bool) or value != value
-        ):  # nan compares false with everything
-            raise self._expected(key, "a number", value)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise self._expected(key, "a finite number" if isinstance(value, float) else "a number", value)
         self._check_range(key, "a number", value, min, max)
         return value
 
@@ -268,6 +266,27 @@ class Table:
             if key not in self._asked:
                 known = f" (expected one of: {', '.join(self._asked)})" if self._asked else ""
                 raise error(self.file, self.path, f"unknown key {quote(key)}{known}")
+
+
+def check_scalars(value: Any, file: str, path: str = "") -> None:
+    """Reject, anywhere in a document, what no part of the server can use: inf and nan
+    (JSON has no such numbers: a page's data would not parse), and NUL in a string or
+    key (the OS refuses it in a program's arguments, environment and paths; the HTML
+    parser drops it). Found here, `check` reports it instead of a run failing later."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise error(file, path, f"expected a finite number, got {show(value)}")
+    if isinstance(value, str) and "\0" in value:
+        # Not echoed: the string may be a secret (a token, a password).
+        raise error(file, path, "expected text without NUL (\\u0000)")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            where = join(path, key)
+            if "\0" in key:
+                raise error(file, where, "expected a key without NUL (\\u0000)")
+            check_scalars(item, file, where)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_scalars(item, file, join(path, index))
 
 
 def table_array(parent: Table, key: str) -> list[Table]:

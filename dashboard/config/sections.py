@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -27,7 +28,7 @@ from .model import (
     StorageConfig,
     WidgetConfig,
 )
-from .reader import MISSING, ConfigError, Table, error, join, quote, show, table_array
+from .reader import MISSING, ConfigError, Table, check_scalars, error, join, quote, show, table_array
 
 THEMES = ("auto", "dark", "light")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -64,7 +65,7 @@ def _id_problem(text: str) -> str | None:
 
 def _server(t: Table) -> ServerConfig:
     server = ServerConfig(
-        host=t.str("host", "127.0.0.1"),
+        host=_listen_host(t),
         port=t.int("port", 8888, min=0, max=65535),
         keepalive=t.duration("keepalive", "15s", positive=True),
         log_level=t.str("log_level", "info", choices=LOG_LEVELS),
@@ -78,11 +79,25 @@ def _server(t: Table) -> ServerConfig:
         max_body=t.size("max_body", 64 * 1024),
         max_header=t.size("max_header", 16 * 1024),
         metrics_token=_secret_token(t, "metrics_token", 8),
+        header_timeout=t.duration("header_timeout", "10s", positive=True),
+        body_timeout=t.duration("body_timeout", "30s", positive=True),
+        max_incomplete_requests=t.int("max_incomplete_requests", 1024, min=1),
     )
     if server.max_header < 1024:
         raise t.error("max_header", f"expected a size of at least 1KiB, got {show(t.raw('max_header'))}")
     t.done()
     return server
+
+
+def _listen_host(t: Table) -> str:
+    """An address to listen on: an IP address, or a name that resolves now (it is looked
+    up again when the server starts; one that does not resolve would stop it there)."""
+    host = t.str("host", "127.0.0.1")
+    try:
+        socket.getaddrinfo(host or None, 0, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError):
+        raise t.error("host", f"expected an IP address or a host name that resolves, got {show(host)}") from None
+    return host
 
 
 def _trusted_proxies(t: Table) -> tuple[Network, ...]:
@@ -485,5 +500,6 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
     """Read, interpolate ${NAME} from env (default os.environ), and validate."""
     file = os.fsdecode(path)
     document = interpolate(_read_toml(file), os.environ if env is None else env, file)
+    check_scalars(document, file)
     base_dir = Path(os.path.abspath(file)).parent
     return _build(Table(file, "", document), base_dir)

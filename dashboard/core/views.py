@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+# What every view shares (text, numbers, size) is decided in values.py; accept() applies it.
+from .values import ValueRejected as ValueRejected
+from .values import guarded, showable
+
 STATUS_LEVELS = MappingProxyType({"ok": "ok", "warn": "warn", "down": "crit"})  # a status's state -> level
 STATUS_STATES = tuple(STATUS_LEVELS)
 MAX_LIST_ROWS = 200
-
-
-class ValueRejected(ValueError):
-    """The value does not fit the widget's view; str() says why."""
 
 
 def _number(value: Any) -> float | int:
@@ -125,8 +125,9 @@ VIEWS: Mapping[str, View] = MappingProxyType(
 
 
 def accept(view: str, value: Any) -> Any:
-    """The value as the view stores it, or ValueRejected."""
-    return VIEWS[view].accept(value)
+    """The value as the view stores it, or ValueRejected: what the view takes, then
+    what every part can carry and show (values.showable)."""
+    return showable(guarded(VIEWS[view].accept, value))
 
 
 def _describe(value: Any) -> str:
@@ -205,5 +206,13 @@ def graph_path(
     v1 = max(vs) if high is None else high
     if v1 == v0:
         v0, v1 = v0 - 1, v1 + 1
+    scale = 1.0
+    if v1 - v0 == 0 or not math.isfinite(v1 - v0):  # past 2**53 +-1 moves nothing; near 1e308 the span overflows
+        scale = max(abs(v0), abs(v1))
+        v0, v1 = v0 / scale, v1 / scale
+        if v1 == v0:
+            v0, v1 = v0 - 1, v1 + 1
     span = (t1 - t0) or 1.0
-    return " ".join(f"{(t - t0) / span * width:.1f},{height - (v - v0) / (v1 - v0) * height:.1f}" for t, v in points)
+    return " ".join(
+        f"{(t - t0) / span * width:.1f},{height - (v / scale - v0) / (v1 - v0) * height:.1f}" for t, v in points
+    )

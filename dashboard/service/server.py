@@ -12,11 +12,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import tornado.httpserver
 import tornado.netutil
 
 from ..config import Config, ConfigError
 from ..core.samples import ERROR, OK, Sample
+from ..core.values import fitting_sample
+from ..core.views import accept
 from ..sources import build_sources
 from ..sources.scheduler import Scheduler
 from ..storage.retention import Pruner
@@ -24,6 +25,7 @@ from ..storage.store import Store
 from ..web.app import make_app, make_runtime
 from ..web.runtime import Runtime
 from . import reload as reloading
+from .connections import ConnectionLimits, GuardedHTTPServer
 from .roles import ROLES, make_hub, make_lease, worker_app
 from .systemd import Notifier, Watchdog
 
@@ -62,7 +64,7 @@ class Server:
         self.scheduler_options = scheduler_options or {}
         self.runtime: Runtime | None = None
         self.scheduler: Scheduler | None = None  # the tickers, when this process runs them
-        self.http: tornado.httpserver.HTTPServer | None = None
+        self.http: GuardedHTTPServer | None = None
         self.port: int | None = None
         self._stopped = asyncio.Event()
 
@@ -74,7 +76,7 @@ class Server:
         instance = uuid.uuid4().hex[:12]
         hub = make_hub(config, self.role, instance)
         runtime = make_runtime(config, hub, store, instance)
-        latest = await store.latest(config.widgets)
+        latest = self._fitting(await store.latest(config.widgets))
         hub.seed({d.id: d.widgets for d in config.dashboards}, latest, await store.last_id())
         await hub.start(lambda after, upto, limit: store.since(None, after, upto=upto, limit=limit))
         # Even with no ticker yet: a reload may add some.
@@ -88,10 +90,11 @@ class Server:
             self.pruner.start()
         self.runtime = runtime
         app = make_app(runtime) if self.role.web else worker_app(make_app(runtime))
-        # Tornado's defaults take 100 MB bodies and 64 KB of headers from anyone; a push
-        # raises its own request's body limit to [api] max_body (web/push.py).
-        self.http = http = tornado.httpserver.HTTPServer(
-            app, max_body_size=config.server.max_body, max_header_size=config.server.max_header
+        # Tornado's defaults take 100 MB bodies and 64 KB of headers from anyone, and wait an
+        # hour for a head, for ever for a body; a push raises its own request's body limit to
+        # [api] max_body (web/push.py). The limits and the accept loop: connections.py.
+        self.http = http = GuardedHTTPServer(
+            app, limits=ConnectionLimits.of(config.server), max_body_size=config.server.max_body
         )
         # After a restart every open dashboard reconnects within seconds: Tornado's
         # listen backlog of 128 would drop most of those SYNs, each then retried 1 s later.
@@ -109,7 +112,14 @@ class Server:
             self.watchdog = Watchdog(self.notifier, self.watchdog_interval, self.healthy)
             self.watchdog.start()
 
+    def _fitting(self, latest: dict[str, Sample]) -> dict[str, Sample]:
+        """Stored samples as their widgets show them: a value the widget's view does not take
+        (stored for another view) is an error, in the streams' snapshots as on the page."""
+        widgets = self.config.widgets
+        return {w: fitting_sample(s, widgets[w].view, accept) if w in widgets else s for w, s in latest.items()}
+
     def _scheduler(self, runtime: Runtime, sources: dict[str, Any], latest: dict[str, Sample]) -> Scheduler:
+
         options = {"on_run": runtime.metrics.source_ran, **self.scheduler_options}
         return Scheduler(dict(runtime.config.widgets), sources, runtime.recorder, latest, **options)
 
@@ -220,6 +230,8 @@ class Server:
         else:  # no tickers in this process, or another process holds the lease
             reloading.close_sources(sources.values())
         runtime.metrics.forget_widgets(changes.widgets_removed, (OK, ERROR))
+        if self.http is not None:
+            self.http.apply(ConnectionLimits.of(config.server), config.server.max_body)
         if config.server.log_level != old.server.log_level:
             logging.getLogger().setLevel(config.server.log_level.upper())
         log.info("config reloaded: %s", changes.describe())

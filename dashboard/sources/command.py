@@ -210,6 +210,10 @@ def _read_argv(options, shell: bool) -> tuple[str, ...]:
 
 def _read_env(options) -> dict[str, str]:
     table = options.table("env", {})
+    for name in table:
+        # The OS takes NAME=value pairs: a name with "=" (or none) fails every run.
+        if not name or "=" in name:
+            raise table.error(name, 'expected a variable name (not empty, without "=")')
     return {name: table.str(name) for name in table}
 
 

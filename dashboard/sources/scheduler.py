@@ -19,6 +19,7 @@ from typing import Any
 
 from ..config import WidgetConfig
 from ..core.samples import ERROR, OK, Sample, format_ts
+from ..core.values import clean_message
 from ..core.views import ValueRejected, accept
 from ..storage.recorder import Recorder
 from . import SourceError
@@ -223,6 +224,7 @@ class Scheduler:
         wait: bool = True,
     ) -> None:
         state = self.states[widget.id]
+        message = clean_message(message) or "failed"  # what the page and the stream can show, like a value
         if not state.failures:
             # The traceback of a bug goes with this one line, not with every failed run.
             log.warning("widget %s failing: %s", widget.id, message, exc_info=unexpected)

@@ -21,6 +21,7 @@ from sqlalchemy import DateTime, bindparam, delete, event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ..core.samples import Sample, utc
+from ..core.values import Unreadable, checked_sample
 from .rollups import COLUMNS, ROLL_UP_EVERY, Plan, raw_series_sql, tier_series_sql
 from .schema import rollups, samples
 from .writer import MIGRATIONS_LOCK, ImportSession, Row, Writer, make_writer
@@ -39,7 +40,14 @@ async def _take_lock(conn, key: int) -> None:
         await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
+def _decode_text(data: bytes) -> str:
+    # sqlite3 would fail the whole query on one row with bytes that are not UTF-8 (written
+    # by another program): such a value is read with U+FFFD in their place instead.
+    return data.decode("utf-8", "replace")
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    dbapi_connection.driver_connection.text_factory = _decode_text
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -48,7 +56,19 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 def _row_to_sample(row) -> Sample:
-    return Sample(row.id, row.widget, utc(row.ts), row.value, row.status, row.message)
+    # What was stored before the values were checked (views.accept), or by another
+    # process, may not be showable: it becomes an error on its widget, not a broken page.
+    return checked_sample(Sample(row.id, row.widget, utc(row.ts), row.value, row.status, row.message))
+
+
+def _read_json(text: str | bytes) -> Any:
+    """A stored value; one that is not JSON is handed on as Unreadable (checked_sample
+    turns it into an error on its widget) rather than failing the whole query."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        return Unreadable(f"not JSON: {reason}")
 
 
 def _alembic_upgrade(sync_connection, revision: str = "head") -> None:
@@ -85,7 +105,7 @@ class Store:
 
     async def open(self, *, migrate: bool = True) -> None:
         ensure_sqlite_dir(self.url)
-        self.engine = create_async_engine(self.url)
+        self.engine = create_async_engine(self.url, json_deserializer=_read_json)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         if migrate:

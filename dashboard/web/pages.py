@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
+import markupsafe
 import tornado.web
 
 from .. import __version__
 from ..core import auth, views
-from ..core.samples import format_ts
+from ..core.samples import Sample, format_ts
+from ..core.values import fitting_sample
 from .base import BaseHandler
 from .series import first_paint
 from .sessions import exchange_kiosk_token, guard_page, login_url
+
+log = logging.getLogger("dashboard.pages")
 
 
 class IndexHandler(BaseHandler):
@@ -53,8 +58,8 @@ class DashboardHandler(BaseHandler):
         # Control events (reload) already sent after last_id: the page skips them when
         # the stream replays them, else a reload would reload the reloaded page.
         controls = topic.controls if topic else 0
-        latest = runtime.hub.latest(dashboard.id)
         widgets = [runtime.config.widgets[w] for w in dashboard.widgets]
+        latest = shown_samples(widgets, runtime.hub.latest(dashboard.id))
         now = datetime.now(UTC)
         # Each graph's whole configured range, downsampled: its cost does not grow with
         # the samples in it (the page extends the last bucket with live samples).
@@ -77,9 +82,27 @@ class DashboardHandler(BaseHandler):
             kiosk=handler.get_query_argument("kiosk", "") in ("1", "true", "yes"),
             views=views,
             widgets_json=widgets_json,
+            widget_body=widget_body,
             format_ts=format_ts,
             version=__version__,
         )
+
+
+def shown_samples(widgets, latest: dict[str, Sample]) -> dict[str, Sample]:
+    """The sample each widget shows. Stored values were checked when read (store.py), but
+    not against this widget's view: one its view does not take becomes an error on its
+    widget (values.fitting_sample), and the rest of the page renders."""
+    return {w.id: fitting_sample(latest[w.id], w.view, views.accept) for w in widgets if w.id in latest}
+
+
+def widget_body(macro, widget, sample, graph) -> markupsafe.Markup:
+    """A widget's body from its view's macro (templates/widgets.html); should that fail,
+    the widget says so and the rest of the page renders."""
+    try:
+        return macro(widget, sample, graph)
+    except Exception:
+        log.exception("widget %s could not be rendered", widget.id)
+        return markupsafe.Markup('<p class="text" data-role="value">this value cannot be shown</p>')
 
 
 def _next_dashboard(dashboards, current):

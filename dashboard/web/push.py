@@ -27,6 +27,7 @@ from tornado.http1connection import HTTP1Connection
 
 from ..core.auth import match_token
 from ..core.samples import ERROR, OK, format_ts
+from ..core.values import clean_message
 from ..core.views import ValueRejected, accept
 from .api import ApiHandler, WidgetHandler, WidgetsHandler
 from .ratelimit import RateLimiter, retry_after
@@ -252,7 +253,7 @@ class WidgetPushHandler(PushBase, WidgetHandler):
             # the page shows it, marked as failing.
             latest = (await self.runtime.store.latest([widget.id])).get(widget.id)
             value = latest.value if latest is not None else None
-        sample = await self.runtime.recorder.record(widget.id, value, status, message)
+        sample = await self.runtime.recorder.record(widget.id, value, status, clean_message(message))
         log.debug("widget %s pushed by token %s: event %d", widget.id, caller, sample.id)
         self.write_json({"id": sample.id, "widget": sample.widget, "ts": format_ts(sample.ts)})
 

@@ -57,6 +57,13 @@ class SecureStaticFileHandler(tornado.web.StaticFileHandler):
         set_common_headers(self)
         self.set_header("Content-Security-Policy", ASSET_POLICY)
 
+    def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
+        # No file here has a NUL in its name, and the OS would refuse to look one up
+        # with a ValueError (a 500) rather than say it is not there.
+        if "\0" in absolute_path:
+            raise tornado.web.HTTPError(404)
+        return super().validate_absolute_path(root, absolute_path)
+
 
 def redact_uri(uri: str) -> str:
     """The URI with the value of every secret query parameter replaced, for logs.

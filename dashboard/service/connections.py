@@ -1,0 +1,391 @@
+"""The listening side: Tornado's HTTPServer with limits on what a connection may
+cost before its request has arrived, and an accept loop that survives running
+out of file descriptors.
+
+- A request's head must arrive within [server] header_timeout (Tornado's
+  idle_connection_timeout, which is also how long an idle keep-alive connection
+  waits for its next request), its body within body_timeout (Tornado's
+  body_timeout). Both are Tornado's own; this module only counts what they close.
+- At most [server] max_incomplete_requests connections may be waiting for (the
+  rest of) a request, and never more than half the process's descriptor limit
+  (RLIMIT_NOFILE): the other half stays for open streams, the database and the
+  sources. Past it a new connection closes the one that has waited longest.
+  Open event streams are not requests: they leave the count once their request
+  is read, and none of these limits applies to them.
+- A request head over [server] max_header is answered 431 (Tornado's IOStream
+  closes such a connection without a word: its read_until_regex(max_bytes=...)
+  raises UnsatisfiableReadError and closes the stream; RequestStream answers first).
+- accept() failing with EMFILE/ENFILE: Tornado's accept handler lets the error
+  out, the listening socket stays readable, and the loop spins at 100% CPU writing
+  a traceback per turn, while every connection in the backlog waits for ever. Here
+  one descriptor is kept in reserve: it is freed to accept the waiting connection,
+  the oldest unfinished request is closed to make room for it (or, with none, the
+  new connection is closed), and the reserve is taken again. So the server keeps
+  serving what is open, a probe of /healthz still gets in, and the log gets one
+  line per interval with counts.
+
+Deliberate oddities, please read before "fixing":
+- The limits' closings are logged as counts, once per LOG_EVERY seconds, and
+  Tornado's own per-connection lines for them are filtered out (QuietTimeouts): a
+  few hundred stalled clients must not become a few hundred log lines each time.
+- The server speaks plain HTTP (TLS ends at a proxy): connections are wrapped in
+  RequestStream directly, as TCPServer would wrap them in an IOStream.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import errno
+import json
+import logging
+import os
+import resource
+import socket
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+import tornado.httpserver
+import tornado.httputil
+from tornado.ioloop import IOLoop
+from tornado.iostream import IOStream, UnsatisfiableReadError
+from tornado.log import app_log
+
+log = logging.getLogger("dashboard.connections")
+
+ACCEPT_BATCH = 128  # connections taken per wake-up (Tornado's figure), so that other work gets a turn
+ACCEPT_PAUSE = 0.5  # seconds the accept loop rests when not even the reserve descriptor can be had
+LOG_EVERY = 10.0  # seconds between two lines about the same kind of trouble
+NO_DESCRIPTOR = (errno.EMFILE, errno.ENFILE)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectionLimits:
+    header_timeout: float  # seconds for a request's head (and an idle keep-alive connection)
+    body_timeout: float  # seconds for a request's body
+    max_incomplete: int  # connections waiting for (the rest of) a request, at most
+    max_header: int  # bytes of a request head
+
+    @classmethod
+    def of(cls, server) -> ConnectionLimits:
+        """The limits of a [server] config (ServerConfig)."""
+        return cls(server.header_timeout, server.body_timeout, server.max_incomplete_requests, server.max_header)
+
+
+class Tally:
+    """Events counted and logged at most once per `every` seconds: the first at once,
+    then what happened during each interval, in one line."""
+
+    def __init__(self, level: int, subject: Callable[[], str], every: float = LOG_EVERY):
+        self.level = level
+        self.subject = subject  # what the line is about, e.g. "file descriptors exhausted (limit 256)"
+        self.every = every
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.total = 0
+        self._timer: object | None = None
+        self._closed = False
+
+    def note(self, what: str) -> None:
+        self.counts[what] += 1
+        self.total += 1
+        if self._timer is None and not self._closed:
+            self._flush("")
+            self._timer = IOLoop.current().call_later(self.every, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        if self.counts and not self._closed:
+            self._flush(f" in the last {self.every:g}s")
+            self._timer = IOLoop.current().call_later(self.every, self._tick)
+
+    def _flush(self, period: str) -> None:
+        parts = ", ".join(f"{what} ({count}x)" for what, count in self.counts.items())
+        log.log(self.level, "%s: %s%s", self.subject(), parts, period)
+        self.counts.clear()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._timer is not None:
+            IOLoop.current().remove_timeout(self._timer)
+            self._timer = None
+
+
+class QuietTimeouts(logging.Filter):
+    """Drops Tornado's line per connection for what the Tally here counts."""
+
+    MESSAGES = ("Timeout reading body from", "Unsatisfiable read, closing connection")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith(self.MESSAGES))
+
+
+QUIET_TIMEOUTS = QuietTimeouts()  # one instance: addFilter() adds it once however many servers start
+
+
+def _error_of(exc_info: Any) -> BaseException | None:
+    if exc_info is True:
+        return sys.exc_info()[1]
+    if isinstance(exc_info, tuple):
+        return exc_info[1]
+    return exc_info if isinstance(exc_info, BaseException) else None
+
+
+class RequestStream(IOStream):
+    """An accepted connection, which answers a request head over the limit with 431
+    before it closes (see the module docstring)."""
+
+    def __init__(self, connection: socket.socket, server: GuardedHTTPServer, **kwargs: Any):
+        super().__init__(connection, **kwargs)
+        self.server = server
+        self.reading_head = True  # set by GuardedHTTPServer as each request starts and its head arrives
+
+    def close(self, exc_info: Any = False) -> None:
+        if self.reading_head and not self.closed() and isinstance(_error_of(exc_info), UnsatisfiableReadError):
+            self._refuse_head()
+        super().close(exc_info)
+
+    def _refuse_head(self) -> None:
+        limit = self.server.limits.max_header
+        body = json.dumps({"error": f"request head too large: at most {limit} bytes ([server] max_header)"})
+        answer = (
+            "HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            "Content-Type: application/json; charset=utf-8\r\n"
+            "X-Content-Type-Options: nosniff\r\n"
+            "Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}"
+        ).encode("ascii")
+        sock = self.socket
+        try:
+            sock.send(answer)  # a few hundred bytes into an empty send buffer: no wait
+            sock.shutdown(socket.SHUT_WR)
+            # Closing with unread bytes makes the kernel send a reset, which may reach the
+            # client before it read the answer: read what already arrived first.
+            for _ in range(16):
+                if not sock.recv(65536):
+                    break
+        except OSError:
+            pass  # gone already, or nothing more to read now
+        self.server.closings.note(f"heads over max_header answered 431 ({limit} bytes)")
+
+
+@dataclasses.dataclass(eq=False)
+class _Waiting:
+    """A connection waiting for (the rest of) a request."""
+
+    since: float  # when its head (or its body) began to be waited for, IOLoop time
+    first: bool  # its first request (not an idle keep-alive connection)
+    body: bool = False  # its head arrived, its body has not
+
+
+class _Watched(tornado.httputil.HTTPMessageDelegate):
+    """The application's delegate for one request, telling the server when the request's
+    head and then all of it have arrived."""
+
+    def __init__(self, delegate: tornado.httputil.HTTPMessageDelegate, server: GuardedHTTPServer, stream: IOStream):
+        self.delegate = delegate
+        self.server = server
+        self.stream = stream
+
+    def headers_received(self, start_line: Any, headers: tornado.httputil.HTTPHeaders) -> Any:
+        self.server._head_arrived(self.stream)
+        return self.delegate.headers_received(start_line, headers)
+
+    def data_received(self, chunk: bytes) -> Any:
+        return self.delegate.data_received(chunk)
+
+    def finish(self) -> None:
+        self.server._request_arrived(self.stream)
+        self.delegate.finish()
+
+    def on_connection_close(self) -> None:
+        self.delegate.on_connection_close()
+
+
+def _open_reserve() -> int | None:
+    try:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def descriptor_limit() -> int | None:
+    """The process's limit of open file descriptors (RLIMIT_NOFILE); None: unlimited."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return None if soft == resource.RLIM_INFINITY or soft <= 0 else soft
+
+
+class GuardedHTTPServer(tornado.httpserver.HTTPServer):
+    """HTTPServer(app, limits=ConnectionLimits(...), **HTTPServer's own options)."""
+
+    def initialize(self, request_callback: Any, *, limits: ConnectionLimits, **kwargs: Any) -> None:  # type: ignore[override]
+        super().initialize(
+            request_callback,
+            idle_connection_timeout=limits.header_timeout,
+            body_timeout=limits.body_timeout,
+            max_header_size=limits.max_header,
+            **kwargs,
+        )
+        assert self.ssl_options is None, "TLS ends at a proxy: connections are plain RequestStreams"
+        self.apply(limits)
+        self.waiting: collections.OrderedDict[IOStream, _Waiting] = collections.OrderedDict()  # oldest first
+        self._reserve = _open_reserve()
+        self.closings = Tally(logging.INFO, lambda: "connections closed before their request arrived")
+        self.pressure = Tally(
+            logging.WARNING, lambda: f"file descriptors exhausted (limit {descriptor_limit()}; raise LimitNOFILE)"
+        )
+        logging.getLogger("tornado.general").addFilter(QUIET_TIMEOUTS)
+
+    def apply(self, limits: ConnectionLimits, max_body: int | None = None) -> None:
+        """These limits from the next request on (a config reload); connections share
+        conn_params, which each request reads as it starts."""
+        self.limits = limits
+        self.conn_params.header_timeout = limits.header_timeout
+        self.conn_params.body_timeout = limits.body_timeout
+        self.conn_params.max_header_size = limits.max_header
+        if max_body is not None:
+            self.conn_params.max_body_size = max_body
+        descriptors = descriptor_limit()
+        self.max_waiting = (
+            limits.max_incomplete if descriptors is None else max(1, min(limits.max_incomplete, descriptors // 2))
+        )
+
+    # -- accepting ---------------------------------------------------------------------------
+
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        sockets = list(sockets)
+        super().add_sockets(sockets)  # Tornado's bookkeeping: stop() unregisters and closes them
+        loop = IOLoop.current()
+        for sock in sockets:
+            loop.remove_handler(sock)  # Tornado's accept loop (see the module docstring) ...
+            loop.add_handler(sock, self._accept, IOLoop.READ)  # ... and ours in its place
+
+    def _accept(self, sock: socket.socket, _events: int) -> None:
+        for _ in range(ACCEPT_BATCH):
+            if sock.fileno() == -1:
+                return  # stopped
+            try:
+                connection, address = sock.accept()
+            except BlockingIOError:
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                if exc.errno not in NO_DESCRIPTOR:
+                    self.pressure.note(f"accept() failed: {exc.strerror or exc}; pausing")
+                    self._pause(sock)
+                    return
+                taken = self._accept_with_reserve(sock)
+                if taken is None:
+                    return
+                if taken is False:
+                    continue
+                connection, address = taken
+            self._serve(connection, address)
+
+    def _accept_with_reserve(self, sock: socket.socket) -> tuple[socket.socket, Any] | Literal[False] | None:
+        """Out of descriptors: the connection waiting to be accepted, taken with the reserve
+        descriptor and given room by closing the oldest unfinished request; False when it
+        had to be closed for want of one; None when there is nothing more to accept now."""
+        if self._reserve is None:
+            self._reserve = _open_reserve()  # one may have been freed since
+            if self._reserve is None:
+                self.pressure.note("no descriptor in reserve: accepting paused")
+                self._pause(sock)
+                return None
+        os.close(self._reserve)
+        self._reserve = None
+        try:
+            connection, address = sock.accept()
+        except OSError:
+            connection = None
+        outcome: tuple[socket.socket, Any] | Literal[False] | None = None
+        if connection is not None:
+            if self._close_oldest_waiting():
+                self.pressure.note("closed the oldest unfinished request to take a new connection")
+                outcome = (connection, address)
+            else:
+                connection.close()
+                self.pressure.note("closed a new connection: no unfinished request to make room")
+                outcome = False
+        self._reserve = _open_reserve()
+        return outcome
+
+    def _pause(self, sock: socket.socket) -> None:
+        loop = IOLoop.current()
+        loop.remove_handler(sock)
+
+        def resume() -> None:
+            if sock.fileno() != -1:  # not stopped meanwhile
+                loop.add_handler(sock, self._accept, IOLoop.READ)
+
+        loop.call_later(ACCEPT_PAUSE, resume)
+
+    def _serve(self, connection: socket.socket, address: Any) -> None:
+        try:
+            stream = RequestStream(
+                connection, self, max_buffer_size=self.max_buffer_size, read_chunk_size=self.read_chunk_size
+            )
+            self.handle_stream(stream, address)
+        except Exception:
+            app_log.error("Error in connection callback", exc_info=True)
+
+    # -- connections waiting for a request -----------------------------------------------------
+
+    def handle_stream(self, stream: IOStream, address: tuple) -> None:
+        self.waiting[stream] = _Waiting(IOLoop.current().time(), first=True)
+        self._within_bound()
+        super().handle_stream(stream, address)
+
+    def start_request(
+        self, server_conn: object, request_conn: tornado.httputil.HTTPConnection
+    ) -> tornado.httputil.HTTPMessageDelegate:
+        stream = server_conn.stream  # type: ignore[attr-defined]
+        if stream not in self.waiting and not stream.closed():  # the next request on a keep-alive connection
+            self.waiting[stream] = _Waiting(IOLoop.current().time(), first=False)
+            self._within_bound()
+        if isinstance(stream, RequestStream):
+            stream.reading_head = True
+        return _Watched(super().start_request(server_conn, request_conn), self, stream)
+
+    def _head_arrived(self, stream: IOStream) -> None:
+        if isinstance(stream, RequestStream):
+            stream.reading_head = False
+        waiting = self.waiting.get(stream)
+        if waiting is not None:
+            waiting.body = True
+            waiting.since = IOLoop.current().time()
+
+    def _request_arrived(self, stream: IOStream) -> None:
+        self.waiting.pop(stream, None)
+
+    def on_close(self, server_conn: object) -> None:
+        super().on_close(server_conn)
+        waiting = self.waiting.pop(server_conn.stream, None)  # type: ignore[attr-defined]
+        if waiting is None:
+            return
+        waited = IOLoop.current().time() - waiting.since
+        # Closed while waiting: by a time limit (Tornado's), or the client left (not counted).
+        if waiting.body and waited >= self.limits.body_timeout:
+            self.closings.note(f"bodies not sent within body_timeout ({self.limits.body_timeout:g}s)")
+        elif not waiting.body and waiting.first and waited >= self.limits.header_timeout:
+            self.closings.note(f"heads not sent within header_timeout ({self.limits.header_timeout:g}s)")
+
+    def _within_bound(self) -> None:
+        while len(self.waiting) > self.max_waiting and self._close_oldest_waiting():
+            self.closings.note(f"closed to stay within max_incomplete_requests ({self.max_waiting})")
+
+    def _close_oldest_waiting(self) -> bool:
+        if not self.waiting:
+            return False
+        stream, _ = self.waiting.popitem(last=False)
+        stream.close()  # its descriptor is free at once; Tornado winds the connection down later
+        return True
+
+    def stop(self) -> None:
+        super().stop()
+        self.closings.close()
+        self.pressure.close()
+        if self._reserve is not None:
+            os.close(self._reserve)
+            self._reserve = None
