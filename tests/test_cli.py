@@ -144,7 +144,7 @@ def test_migrate_creates_the_database_and_can_run_again(tmp_path):
         assert "up to date" in result.stdout
         assert "Traceback" not in result.stderr
     with closing(sqlite3.connect(tmp_path / "data" / "cli.db")) as db, db:
-        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
         assert db.execute("SELECT count(*) FROM samples").fetchone() == (0,)
 
 

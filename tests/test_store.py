@@ -182,7 +182,7 @@ async def test_migrations_run_on_a_fresh_file_and_are_idempotent(db_path):
     await store.close()
 
     with closing(sqlite3.connect(db_path)) as conn, conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
         assert conn.execute("SELECT count(*) FROM samples").fetchone() == (1,)
         indexes = {row[1] for row in conn.execute("PRAGMA index_list(samples)")}
     assert {"ix_samples_widget_id", "ix_samples_ts"} <= indexes
