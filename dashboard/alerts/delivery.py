@@ -88,6 +88,10 @@ class Delivery:
         self.health: dict[str, NotifierHealth] = {name: NotifierHealth() for name in config.notifiers}
         self.queued: dict[str, int] = {}  # notifier -> items and notifications waiting
         self._in_flight: dict[str, asyncio.Task[None]] = {}
+        # notification id -> attempts made: a read of the database that was older than
+        # the end of an attempt must not start that attempt again.
+        self._attempted: dict[int, int] = {}
+        self._round = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -136,8 +140,16 @@ class Delivery:
     async def run_once(self, *, wait: bool = False) -> float:
         """Group what is due and start the attempts that are due; the seconds until
         something else will be. With wait=True the attempts are awaited (tests)."""
+        async with self._round:
+            started, wait_for = await self._round_once()
+        if wait and started:
+            await asyncio.gather(*started, return_exceptions=True)
+        return wait_for
+
+    async def _round_once(self) -> tuple[list[asyncio.Task[None]], float]:
         now = self._clock()
         sending = await self.store.sending()
+        self._attempted = {n.id: self._attempted[n.id] for n in sending if n.id in self._attempted}
         busy = {n.notifier for n in sending}
         items = await self.store.unsent_items()
         by_notifier: dict[str, list[OutboxItem]] = {}
@@ -158,7 +170,10 @@ class Delivery:
             sending.append(await self.store.group(notifier, waiting, now))
         started = []
         for notification in sending:
-            if notification.notifier in self._in_flight:
+            if (
+                notification.notifier in self._in_flight
+                or self._attempted.get(notification.id, 0) > notification.attempts
+            ):
                 continue
             if notification.next_attempt_at > now:
                 next_due = min(next_due, notification.next_attempt_at)
@@ -167,9 +182,7 @@ class Delivery:
             self._in_flight[notification.notifier] = task
             task.add_done_callback(functools.partial(self._done, notification.notifier))
             started.append(task)
-        if wait and started:
-            await asyncio.gather(*started, return_exceptions=True)
-        return max(0.0, next_due - self._clock())
+        return started, max(0.0, next_due - self._clock())
 
     def _done(self, notifier: str, _task: asyncio.Task[None]) -> None:
         self._in_flight.pop(notifier, None)
@@ -180,6 +193,7 @@ class Delivery:
         health = self.health.setdefault(name, NotifierHealth())
         notifier = self.notifiers.get(name)
         attempts = notification.attempts + 1
+        self._attempted[notification.id] = attempts
         try:
             if notifier is None:
                 raise NotifyError(f"notifier {name!r} is no longer configured")

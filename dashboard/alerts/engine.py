@@ -104,7 +104,8 @@ class AlertEngine:
         self._task: asyncio.Task[None] | None = None
         self._failing = False
         self._last_prune = 0.0
-        self.started = False
+        self.started = False  # evaluating: this process judges the alerts and sends the notifications
+        self._accepting = False  # samples are queued from the start of start() on
         self.rounds = 0
         self._configure(config)
 
@@ -144,6 +145,7 @@ class AlertEngine:
     async def start(self, latest: Mapping[str, Sample] | None = None, *, run: bool = True) -> None:
         """Load the open alerts and silences, judge the newest samples, then evaluate on
         every sample and every tick (run=False: tests call evaluate() themselves)."""
+        self._accepting = True  # before any await: no sample written from now on is missed
         now = self.clock()
         records = await self.store.open_alerts()
         self.silences = await self.store.silences(active_at=now)
@@ -168,11 +170,18 @@ class AlertEngine:
             self._task = asyncio.create_task(self._run(), name="alerts")
 
     async def stop(self) -> None:
+        """Stop judging and sending (a notification cut short is sent again by whoever
+        starts next, with the same id); what is open stays in the database."""
+        self._accepting = self.started = False
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         await self.delivery.stop()
+        self._queue.clear()
+        self.records.clear()
+        self._silenced.clear()
+        self.watches = {key: Watch(rule) for key, rule in self.rules.items()}
 
     def wake(self) -> None:
         self._wake.set()
@@ -197,6 +206,8 @@ class AlertEngine:
     def observe(self, samples: Iterable[Sample]) -> None:
         """Committed samples, in id order (the recorder's publish). Queues those of
         widgets with rules and wakes the engine; never waits (see the module docstring)."""
+        if not self._accepting:
+            return  # not judging here (another process does, or not yet)
         by_widget = self.by_widget
         queued = False
         for sample in samples:
@@ -398,7 +409,10 @@ class AlertEngine:
 
     def opening(self, dashboard: DashboardConfig) -> list[bytes]:
         """What a stream of this dashboard opens with: every open alert in its scope (the
-        page replaces what it had), or nothing when no alert concerns it."""
+        page replaces what it had), or nothing when no alert concerns it (or when another
+        process judges the alerts)."""
+        if not self.started:
+            return []
         scope = alert_scope(self.config, dashboard) if self._has_view(dashboard) else frozenset(dashboard.widgets)
         if not any(widget in self.by_widget for widget in scope):
             return []

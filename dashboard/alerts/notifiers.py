@@ -30,6 +30,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.simple_httpclient import HTTPTimeoutError
 
 from .. import __version__
 from ..config.alerts import (
@@ -75,13 +76,12 @@ async def post_json(url: str, body: object, *, timeout: float, headers: dict[str
     )
     try:
         response = await AsyncHTTPClient().fetch(request, raise_error=False)
-    except HTTPClientError as exc:  # pragma: no cover: raise_error=False turns these into answers
-        raise NotifyError(f"HTTP {exc.code} from {where(url)}") from None
+    except HTTPTimeoutError:
+        raise NotifyError(f"no answer from {where(url)}: timed out") from None
+    except HTTPClientError as exc:  # with raise_error=False: errors without an answer
+        raise NotifyError(f"no answer from {where(url)}: {exc.message or exc.code}") from None
     except OSError as exc:
         raise NotifyError(f"cannot reach {where(url)}: {exc.strerror or exc}") from None
-    if response.code == 599:
-        reason = "timed out" if "Timeout" in str(response.error) else str(response.error or "no answer")
-        raise NotifyError(f"no answer from {where(url)}: {reason}")
     if not 200 <= response.code < 300:
         raise NotifyError(f"HTTP {response.code} from {where(url)}")
     return f"HTTP {response.code}"

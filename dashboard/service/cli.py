@@ -1,4 +1,4 @@
-"""The command line: serve (the default), check, migrate, hash-password.
+"""The command line: serve (the default), check, migrate, hash-password, notify-test.
 
 run.py (a checkout) and `python -m dashboard` both call main()."""
 
@@ -23,10 +23,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "command",
         nargs="?",
         default="serve",
-        choices=("serve", "check", "migrate", "hash-password"),
-        help="serve the dashboards (default), check the config, migrate the database, or "
-        "hash-password: read a password from stdin and print its hash for [auth] users",
+        choices=("serve", "check", "migrate", "hash-password", "notify-test"),
+        help="serve the dashboards (default), check the config, migrate the database, "
+        "hash-password: read a password from stdin and print its hash for [auth] users, or "
+        "notify-test NAME: send a test message through one notifier",
     )
+    parser.add_argument("name", nargs="?", help="notify-test: the notifier ([notifiers.<name>])")
     parser.add_argument("--config", default="config.toml", help="the configuration file (default: ./config.toml)")
     parser.add_argument("--host", help="listen on this address (overrides [server] host)")
     parser.add_argument("--port", type=int, help="listen on this port (overrides [server] port)")
@@ -87,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
 
         build_sources(config)  # validates every source's options
         warnings = check_processes(args, config)
+        if args.command == "notify-test":
+            from dashboard.service.notify_test import check_name
+
+            check_name(config, args.name)
+        elif args.name is not None:
+            raise ConfigError(f"{args.command}: unexpected argument {args.name!r}")
         if args.command == "serve":
             warnings += exposure_warnings(args, config)
     except ConfigError as exc:
@@ -96,8 +104,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     setup_logging(config.server.log_level)
     if args.command == "check":
-        print(f"{args.config}: ok ({len(config.dashboards)} dashboard(s), {len(config.widgets)} widget(s))")
+        rules = sum(len(w.alert.on) for w in config.widgets.values() if w.alert is not None)
+        alerting = f", {rules} alert rule(s), {len(config.notifiers)} notifier(s)" if rules or config.notifiers else ""
+        print(f"{args.config}: ok ({len(config.dashboards)} dashboard(s), {len(config.widgets)} widget(s){alerting})")
         return 0
+    if args.command == "notify-test":
+        from dashboard.service.notify_test import notify_test
+
+        return notify_test(config, args.name)
     if args.command == "migrate":
         return asyncio.run(migrate(config))
     if args.processes > 1:

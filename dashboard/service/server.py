@@ -85,6 +85,10 @@ class Server:
                 runtime.scheduler.start()
             self.pruner = Pruner(store, lambda: runtime.config)
             self.pruner.start()
+        if self.role.tickers and self.lease is None and runtime.alerts is not None:
+            # The alerts are judged where the tickers run (with the Redis hub: by the
+            # process holding the lease, see _start_leased_tickers).
+            await runtime.alerts.start(latest)
         self.runtime = runtime
         app = make_app(runtime) if self.role.web else worker_app(make_app(runtime))
         # Tornado's defaults take 100 MB bodies and 64 KB of headers from anyone; a push
@@ -149,6 +153,8 @@ class Server:
             await self.lease.stop()  # stops the tickers here, and lets a standby take them now
         if runtime.scheduler is not None:
             await runtime.scheduler.stop()
+        if runtime.alerts is not None:
+            await runtime.alerts.stop()  # a notification cut short is sent again at the next start, same id
         if self.pruner is not None:
             await self.pruner.stop()
         await runtime.hub.stop()
@@ -169,11 +175,16 @@ class Server:
         latest = await runtime.store.latest(runtime.config.widgets)
         runtime.scheduler = self._scheduler(runtime, build_sources(runtime.config), latest)
         runtime.scheduler.start()
+        if runtime.alerts is not None and not runtime.alerts.started:
+            await runtime.alerts.start(latest)
 
     async def _stop_leased_tickers(self) -> None:
         scheduler, self.runtime.scheduler = self.runtime.scheduler, None
         if scheduler is not None:
             await scheduler.stop()
+        alerts = self.runtime.alerts if self.runtime is not None else None
+        if alerts is not None:
+            await alerts.stop()
 
     async def reload(self) -> bool:
         """Re-read the config file and apply it (see dashboard/reload.py); False, with

@@ -48,6 +48,7 @@ class HealthHandler(BaseHandler):
                 "scheduler": scheduler,
                 "sources": runtime.scheduler.report() if runtime.scheduler is not None else {},
                 "hub": runtime.hub.link(),
+                "alerts": runtime.alerts.report() if runtime.alerts is not None and runtime.alerts.started else "off",
                 "clients": len(runtime.streams),
                 "instance": runtime.instance,
                 "version": __version__,

@@ -135,7 +135,9 @@ class StreamHandler(BaseHandler):
             self._watch_access(dashboard, stream)
             cursor, chunks = await self._opening(topic, dashboard.widgets)
             hello = Hello(server=self.runtime.instance, version=__version__)
-            await self._send(stream, [encode_retry(RETRY_MS), hello.encode(), *chunks])
+            # Last, the alerts open now: whatever a replay said of them before is older.
+            alerts = self.runtime.alerts.opening(dashboard) if self.runtime.alerts is not None else []
+            await self._send(stream, [encode_retry(RETRY_MS), hello.encode(), *chunks, *alerts])
         except StreamClosedError:
             self._closed = True
         except BaseException:
