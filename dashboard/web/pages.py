@@ -9,6 +9,7 @@ import tornado.web
 from .. import __version__
 from ..core import auth, views
 from ..core.samples import format_ts
+from .alerts_page import alert_context
 from .base import BaseHandler
 from .sessions import exchange_kiosk_token, guard_page, login_url
 
@@ -55,6 +56,8 @@ class DashboardHandler(BaseHandler):
         # the stream replays them, else a reload would reload the reloaded page.
         controls = topic.controls if topic else 0
         latest = runtime.hub.latest(dashboard.id)
+        # The open alerts as of that same moment: the stream's alert events after N follow.
+        alerts = alert_context(handler, dashboard)
         widgets = [runtime.config.widgets[w] for w in dashboard.widgets]
         graphs = {}
         graph_ids = {}
@@ -85,6 +88,7 @@ class DashboardHandler(BaseHandler):
             widgets_json=widgets_json,
             format_ts=format_ts,
             version=__version__,
+            **alerts,
         )
 
 
