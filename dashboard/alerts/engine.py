@@ -276,7 +276,13 @@ class AlertEngine:
                 del self.records[rule.key]
             return
         if record is None:
-            record = AlertRecord(rule.widget, rule.condition, rule.severity, PENDING, started_at=watch.started or now)
+            record = AlertRecord(
+                rule.widget,
+                rule.condition,
+                rule.severity,
+                PENDING,
+                started_at=watch.started if watch.started is not None else now,
+            )
             self.records[rule.key] = record
         firing = transition in (PENDING, FIRING)
         record.value = value

@@ -197,7 +197,7 @@ class Watch:
             if not holds:
                 self.state, self.started = OK, None
                 return CANCELLED
-            if now - (self.started or now) >= self.rule.hold:
+            if now - (self.started if self.started is not None else now) >= self.rule.hold:
                 self.state, self.fired = FIRING, now
                 return FIRING
             return None

@@ -88,14 +88,14 @@ class NotifierConfig:
 
 @dataclasses.dataclass(frozen=True)
 class WebhookNotifierConfig(NotifierConfig):
-    url: str
+    url: str = dataclasses.field(repr=False)  # a webhook's URL is often its secret
     format: str  # json (the documented body), slack or mattermost (incoming webhooks)
     headers: Mapping[str, str] = dataclasses.field(repr=False)  # may hold a secret
 
 
 @dataclasses.dataclass(frozen=True)
 class NtfyNotifierConfig(NotifierConfig):
-    url: str  # the topic URL: https://ntfy.sh/<topic>
+    url: str = dataclasses.field(repr=False)  # the topic URL, https://ntfy.sh/<topic>: whoever knows it may read
     token: str = dataclasses.field(repr=False)  # an access token (Authorization: Bearer), or ""
     priority: Mapping[str, int]  # warn, crit, resolved -> 1..5
     tags: Mapping[str, tuple[str, ...]]  # warn, crit, resolved -> tags
@@ -282,7 +282,10 @@ def _url(t: Table, example: str) -> str:
     if not _http_url(url):
         # Only the scheme and host: the rest of a webhook URL is often its secret.
         parts = urlsplit(url)
-        shown = f"{parts.scheme}://{parts.hostname or ''}/..." if parts.scheme else url
+        if parts.scheme:
+            shown = f"{parts.scheme}://{parts.hostname or ''}/..."
+        else:
+            shown = url.split("/", 1)[0] + ("/..." if "/" in url else "")
         raise t.error("url", f"expected an http:// or https:// URL like {quote(example)}, got {show(shown)}")
     return url
 
