@@ -17,14 +17,16 @@ from dashboard.alerts.store import AlertStore
 from dashboard.config import load_config
 from dashboard.storage.store import Store
 from tests.alerting import Clock, Inbox, alert_table, notifier, receiver_routes
-from tests.configs import dashboard, loopback_server, push_widget, table
+from tests.configs import TEST_DB, dashboard, loopback_server, push_widget, table
 from tests.helpers import write_config
 from tests.peers import serving
 
 
-def config_text(port: int, *, cpu_alert: dict | None = None, alerts: dict | None = None, extra: str = "") -> str:
+def config_text(
+    port: int, *, cpu_alert: dict | None = None, alerts: dict | None = None, extra: str = "", storage: str = TEST_DB
+) -> str:
     return (
-        loopback_server()
+        loopback_server(storage=storage)
         + table("alerts", **{"notify": ["hook"], "group_window": "0s", "repeat_interval": "1h", **(alerts or {})})
         + notifier("hook", "webhook", url=f"http://127.0.0.1:{port}/hook", timeout="2s", retries=2)
         + dashboard("main", ["cpu", "disk", "site"])
@@ -465,3 +467,39 @@ async def test_changes_are_undone_and_retried_when_the_database_is_locked(tmp_pa
 def test_engine_module_never_awaits_in_observe():
     """observe() runs inside the recorder's call: it must be a plain function."""
     assert not asyncio.iscoroutinefunction(AlertEngine.observe)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_the_same_on_postgresql(tmp_path, receiver, pg_url):
+    inbox, port = receiver
+    clock = Clock()
+    text = config_text(port, cpu_alert={"on": ["crit"]}, storage=pg_url)
+    rig = Rig(tmp_path, text, clock)
+    await rig.open()
+    try:
+        await rig.push("cpu", 95)
+        await rig.push("disk", 5)
+        (cpu,) = [a for a in rig.engine.current() if a["widget"] == "cpu"]
+        await rig.engine.acknowledge(cpu["id"], "alice")
+        silence = await rig.engine.silence(["disk"], 60, "on purpose", "test")
+        assert events_of(inbox) == [[("firing", "cpu:crit")], [("firing", "disk:crit")]]
+    finally:
+        await rig.close()
+    rig = Rig(tmp_path, text, clock)
+    await rig.open()
+    try:
+        assert rig.firing() == ["cpu:crit", "disk:crit"]
+        assert [a["acked_by"] for a in rig.engine.current()] == ["alice", None]
+        assert rig.engine.current()[1]["silenced"] == f"silence {silence.id}"
+        await rig.push("cpu", 10)
+        await rig.push("disk", 50)
+        assert events_of(inbox)[2:] == [[("resolved", "cpu:crit")], [("resolved", "disk:crit")]]
+        (row,) = await rig.engine.store.find(widgets=["cpu"])
+        assert [e["state"] for e in await rig.engine.store.events(row.id)] == ["firing", "acknowledged", "resolved"]
+        sent = await rig.engine.store.notifications()
+        assert [n["status"] for n in sent] == ["sent"] * 4
+        clock.advance(31 * 86400)
+        assert await rig.engine.store.prune(clock() - 30 * 86400) == 2
+        assert await rig.engine.store.find() == []
+    finally:
+        await rig.close()

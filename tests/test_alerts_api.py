@@ -9,9 +9,10 @@ import json
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from dashboard.config import load_config
 from tests.alerting import Inbox, alert_table, notifier, receiver_routes
 from tests.configs import dashboard, loopback_server, push_widget, table
-from tests.helpers import StreamClient, data, health, wait_until
+from tests.helpers import StreamClient, data, health, wait_until, write_config
 from tests.peers import refused_url, serving
 from tests.test_auth import ALICE_HASH, ALICE_PASSWORD, PUSH_TOKEN, SECRET
 from tests.webclient import WebClient, xsrf_field
@@ -288,3 +289,22 @@ async def test_healthz_and_metrics_show_alerts_and_each_notifier(servers, receiv
     assert samples[("dashboard_notifications_sent_total", (("notifier", "hook"),))] >= 1
     assert samples[("dashboard_notifications_failed_total", (("notifier", "gone"),))] == 1
     assert samples[("dashboard_notifications_dropped_total", (("notifier", "gone"),))] == 1
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_reload_applies_new_rules_and_resolves_the_alerts_of_removed_ones(servers, receiver, tmp_path):
+    inbox, port = receiver
+    text = config_text(port)
+    server = await servers.start(text, config_loader=lambda: load_config(tmp_path / "config.toml"))
+    client = WebClient(server.port)
+    await server.record("cpu", 99)
+    await firing(client, "cpu")
+    # The cpu loses its alert table; the note gets one.
+    changed = text.replace('\n[widgets.cpu.alert]\non = ["crit"]\n', "\n") + alert_table("note", on=["failing"])
+    write_config(tmp_path, changed)
+    assert await server.server.reload()
+    await wait_until(lambda: told(inbox, "resolved", "cpu"), message="the cpu resolved")
+    resolved = [a for body in inbox.bodies() for a in body["alerts"] if a["event"] == "resolved"]
+    assert resolved[0]["message"].endswith("no longer watched (the configuration changed)")
+    await server.record("note", None, "error", "no such file")
+    await firing(client, "note")
