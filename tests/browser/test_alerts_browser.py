@@ -69,12 +69,12 @@ async def test_the_alerts_view_and_the_widget_mark_update_live(servers, browser)
     assert await text(page, "#w-cpu [data-role=alert-mark]") == "▲ CRIT"
     assert "CPU 95 % is above crit (90 %)" in await text(page, "#w-board .alert-row")
     assert await page.is_hidden("#w-board .alert-none")
+    assert await page.locator("button[data-ack]").count() == 0  # an anonymous viewer: no Ack button
     await server.record("cpu", 10)
     await wait_rows(page, [])
     assert "has-alert" not in await page.get_attribute("#w-cpu", "class")
     assert await text(page, "#w-cpu [data-role=alert-mark]") == ""
     assert await page.is_visible("#w-board .alert-none")
-    assert await page.locator("button[data-ack]").count() == 0  # an anonymous viewer: no Ack button
     assert await csp_violations(page) == []
     assert log.problems() == []
 
