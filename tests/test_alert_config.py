@@ -335,3 +335,28 @@ def test_run_py_check_reports_an_unknown_notifier_in_one_line(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{good}: ok (1 dashboard(s), 4 widget(s), 2 alert rule(s), 1 notifier(s))\n"
+
+
+def test_notifier_secrets_come_from_the_environment(tmp_path):
+    text = (
+        BASE
+        + notifier("ops", "webhook", url="https://hooks.example.org/${HOOK_PATH}", headers={"X-Key": "${HOOK_KEY}"})
+        + notifier(
+            "mail",
+            "email",
+            host="smtp.example.org",
+            username="alerts",
+            password="${SMTP_PASSWORD}",
+            to="a@example.org",
+            **{"from": "a@example.org"},
+        )
+    )
+    path = write_config(tmp_path, text)
+    env = {"HOOK_PATH": "T0/B0/xyz", "HOOK_KEY": "k3y", "SMTP_PASSWORD": "pa55"}
+    config = load_config(path, env=env)
+    assert config.notifiers["ops"].url == "https://hooks.example.org/T0/B0/xyz"
+    assert config.notifiers["ops"].headers["X-Key"] == "k3y"
+    assert config.notifiers["mail"].password == "pa55"
+    with pytest.raises(ConfigError) as missing:
+        load_config(path, env={"HOOK_PATH": "x", "HOOK_KEY": "y"})
+    assert str(missing.value) == f"{path}: notifiers.mail.password: environment variable SMTP_PASSWORD is not set"

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dashboard.config import load_config
 from tests.alerting import Inbox, alert_table, notifier, receiver_routes
-from tests.configs import dashboard, loopback_server, push_widget, table
+from tests.configs import dashboard, loopback_server, push_widget, table, widget
 from tests.helpers import StreamClient, data, health, wait_until, write_config
 from tests.peers import refused_url, serving
 from tests.test_auth import ALICE_HASH, ALICE_PASSWORD, PUSH_TOKEN, SECRET
@@ -308,3 +308,26 @@ async def test_a_reload_applies_new_rules_and_resolves_the_alerts_of_removed_one
     assert resolved[0]["message"].endswith("no longer watched (the configuration changed)")
     await server.record("note", None, "error", "no such file")
     await firing(client, "note")
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_viewer_signed_in_by_the_proxy_acknowledges_from_the_page(servers, receiver):
+    _, port = receiver
+    text = (
+        config_text(port).replace("[server]\n", '[server]\ntrusted_proxies = ["127.0.0.2"]\n', 1)
+        + dashboard("sso", ["cpu", "board"], auth="proxy")
+        + widget("board", "alerts")
+    )
+    server = await servers.start(text)
+    await server.record("cpu", 99)
+    cpu = await firing(WebClient(server.port), "cpu")
+    proxy = WebClient(server.port, source="127.0.0.2", headers={"X-Forwarded-User": "carol@example.org"})
+    page = await proxy.get("/d/sso")
+    assert page.status == 200 and 'data-ack="' in page.text  # the page has the Ack button, and the XSRF cookie
+    reply = await proxy.request("POST", f"/api/alerts/{cpu['id']}/ack", {"X-XSRFToken": proxy.jar["_xsrf"]})
+    assert reply.status == 200, reply.text
+    assert reply.json()["acked_by"] == "carol@example.org"
+    # The same page for a stranger on the public dashboard: no button, no XSRF cookie made for it.
+    stranger = WebClient(server.port)
+    public = await stranger.get("/d/main")
+    assert "data-ack=" not in public.text and "_xsrf" not in stranger.jar

@@ -175,8 +175,9 @@ class Server:
         latest = await runtime.store.latest(runtime.config.widgets)
         runtime.scheduler = self._scheduler(runtime, build_sources(runtime.config), latest)
         runtime.scheduler.start()
-        if runtime.alerts is not None and not runtime.alerts.started:
-            await runtime.alerts.start(latest)
+        alerts = runtime.alerts if runtime is not None else None
+        if alerts is not None and not alerts.started:
+            await alerts.start(latest)
 
     async def _stop_leased_tickers(self) -> None:
         scheduler, self.runtime.scheduler = self.runtime.scheduler, None

@@ -23,7 +23,7 @@ from ..alerts.engine import AlertEngine
 from ..alerts.silences import Silence, window_active
 from ..alerts.store import AlertStore, iso
 from ..config import parse_duration
-from ..config.alerts import duration_text
+from ..config.alerts import WEEKDAYS, duration_text
 from ..core import auth
 from .api import ApiHandler
 from .push import HOW_TO_ENABLE, bad_request, describe, http_error, is_json_content_type, quoted
@@ -207,7 +207,7 @@ class SilencesHandler(AlertsApiHandler):
         windows = [
             {
                 "name": w.name,
-                "weekdays": [("mon", "tue", "wed", "thu", "fri", "sat", "sun")[d] for d in w.weekdays],
+                "weekdays": [WEEKDAYS[d] for d in w.weekdays],
                 "start": f"{w.start:%H:%M}",
                 "end": f"{w.end:%H:%M}",
                 "timezone": w.timezone,

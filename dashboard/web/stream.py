@@ -136,7 +136,8 @@ class StreamHandler(BaseHandler):
             cursor, chunks = await self._opening(topic, dashboard.widgets)
             hello = Hello(server=self.runtime.instance, version=__version__)
             # Last, the alerts open now: whatever a replay said of them before is older.
-            alerts = self.runtime.alerts.opening(dashboard) if self.runtime.alerts is not None else []
+            engine = self.runtime.alerts if self.runtime is not None else None
+            alerts = engine.opening(dashboard) if engine is not None else []
             await self._send(stream, [encode_retry(RETRY_MS), hello.encode(), *chunks, *alerts])
         except StreamClosedError:
             self._closed = True
