@@ -22,6 +22,12 @@ Deliberate oddities, please read before "fixing":
   restarts in between: who was told is in the alert's row.
 - A resolved alert is told to the notifiers that heard it fire, and to them only,
   silence or not: nobody is left believing that something still fires.
+- Several processes (the Redis hub): one judges, the one holding the tickers' lease,
+  and it reads the samples from the database (`tail`), since pushes are written by
+  web processes whose samples it never sees otherwise; each round it also reads the
+  acknowledgements and silences that other processes wrote. The web processes
+  `follow`: they read the open alerts every tick, tell their pages what changed,
+  and write acknowledgements and silences for the judge to find.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ from .store import AlertRecord, AlertStore, Writes
 log = logging.getLogger("dashboard.alerts")
 
 TICK = 1.0  # seconds between rounds without samples: holds, staleness, repeats, silences
+TAIL_BATCH = 1000  # samples read from the database at once, by a judge that reads them there
+JUDGE, FOLLOW = "judge", "follow"
 ALERTS_VIEW = "alerts"
 SendControl = Callable[[Iterable[str], Alert], None]
 
@@ -104,7 +112,9 @@ class AlertEngine:
         self._task: asyncio.Task[None] | None = None
         self._failing = False
         self._last_prune = 0.0
-        self.started = False  # evaluating: this process judges the alerts and sends the notifications
+        self.mode: str | None = None  # judge (evaluates and notifies), follow (reads what a judge wrote), or off
+        self.tail = False  # a judge that reads the samples from the database (several processes)
+        self._tail_id = 0  # the newest sample id read from there
         self._accepting = False  # samples are queued from the start of start() on
         self.rounds = 0
         self._configure(config)
@@ -133,6 +143,16 @@ class AlertEngine:
     def enabled(self) -> bool:
         return bool(self.rules)
 
+    @property
+    def started(self) -> bool:
+        """This process judges the alerts and sends the notifications."""
+        return self.mode == JUDGE
+
+    @property
+    def active(self) -> bool:
+        """This process knows the open alerts (it judges them, or follows the judge)."""
+        return self.mode is not None
+
     def apply(self, config: Config) -> None:
         """A reload: new rules are watched from now, changed ones keep their alert, and the
         open alerts of removed rules are resolved at the next round."""
@@ -142,10 +162,15 @@ class AlertEngine:
 
     # --- lifecycle ----------------------------------------------------------------------
 
-    async def start(self, latest: Mapping[str, Sample] | None = None, *, run: bool = True) -> None:
+    async def start(self, latest: Mapping[str, Sample] | None = None, *, run: bool = True, tail: bool = False) -> None:
         """Load the open alerts and silences, judge the newest samples, then evaluate on
-        every sample and every tick (run=False: tests call evaluate() themselves)."""
-        self._accepting = True  # before any await: no sample written from now on is missed
+        every sample and every tick (run=False: tests call evaluate() themselves). With
+        `tail`, samples are read from the database instead of observed."""
+        await self.stop()  # a follower that becomes the judge
+        self.tail = tail
+        self._accepting = not tail  # before any await: no sample written from now on is missed
+        if tail:
+            self._tail_id = await self.store.store.last_id()
         now = self.clock()
         records = await self.store.open_alerts()
         self.silences = await self.store.silences(active_at=now)
@@ -163,16 +188,26 @@ class AlertEngine:
         # Nothing has updated since before the start: staleness counts from now.
         for widget in self.by_widget:
             self.seen[widget] = now
-        self.started = True
+        self.mode = JUDGE
         await self.evaluate()
         if run:
             self.delivery.start()
             self._task = asyncio.create_task(self._run(), name="alerts")
 
+    async def follow(self, *, run: bool = True) -> None:
+        """Show what the judge (another process) decides: read the open alerts and the
+        silences now and every tick, and tell the pages what changed."""
+        await self.stop()
+        self.mode = FOLLOW
+        await self.refresh()
+        if run:
+            self._task = asyncio.create_task(self._follow(), name="alerts-follow")
+
     async def stop(self) -> None:
         """Stop judging and sending (a notification cut short is sent again by whoever
-        starts next, with the same id); what is open stays in the database."""
-        self._accepting = self.started = False
+        starts next, with the same id), or following; what is open stays in the database."""
+        self._accepting = False
+        self.mode = None
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -185,6 +220,57 @@ class AlertEngine:
 
     def wake(self) -> None:
         self._wake.set()
+
+    async def _follow(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick)
+            try:
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database is away for a moment: the next tick tries again
+                log.warning("reading the alerts failed", exc_info=True)
+
+    async def refresh(self) -> None:
+        """A follower's round: the open alerts and silences as the database has them."""
+        async with self._lock:
+            now = self.clock()
+            records = {record.key: record for record in await self.store.open_alerts()}
+            self.silences = await self.store.silences(active_at=now)
+            changed: dict[str, AlertRecord] = {}
+            for key, record in records.items():
+                old = self.records.get(key)
+                if old is None or _shown(old) != _shown(record):
+                    changed[key] = record
+            for key, old in self.records.items():
+                if key not in records or records[key].id != old.id:
+                    gone = await self.store.get(old.id) if old.id is not None else None
+                    if gone is None:  # a pending alert that never fired is deleted
+                        gone = old.copy()
+                        gone.state = CANCELLED
+                    changed[f"{key}#{old.id}"] = gone
+            self.records = records
+            self._announce(now, changed)
+
+    async def _pull(self) -> None:
+        """A judge of several processes: the samples written since the last round, by
+        any process, in id order (the writers' lock makes ids visible in that order)."""
+        while self.by_widget:
+            samples = await self.store.store.since(list(self.by_widget), self._tail_id, limit=TAIL_BATCH)
+            for sample in samples[:TAIL_BATCH]:
+                self._queue.append(sample)
+                self._tail_id = sample.id
+            if len(samples) <= TAIL_BATCH:
+                return
+
+    async def _shared_state(self, now: float, changed: dict[str, AlertRecord]) -> None:
+        """A judge of several processes: what the others wrote (acknowledgements, silences)."""
+        firing = {r.id: r for r in self.records.values() if r.id is not None and r.acked_by is None}
+        for alert_id, (by, at) in (await self.store.acknowledgements(firing)).items():
+            record = firing[alert_id]
+            record.acked_by, record.acked_at = by, at
+            changed[record.key] = record
+        self.silences = await self.store.silences(active_at=now)
 
     async def _run(self) -> None:
         while True:
@@ -224,12 +310,15 @@ class AlertEngine:
         must be told what; committed in one transaction, then announced."""
         async with self._lock:
             now = self.clock()
+            changed: dict[str, AlertRecord] = {}
+            if self.tail:
+                await self._pull()
+                await self._shared_state(now, changed)
             watches = {
                 key: Watch(w.rule, w.state, w.started, w.fired, w.clear_since) for key, w in self.watches.items()
             }
             records = {key: record.copy() for key, record in self.records.items()}
             writes = Writes()
-            changed: dict[str, AlertRecord] = {}
             while self._queue:
                 sample = self._queue.popleft()
                 self.last[sample.widget] = sample
@@ -417,7 +506,7 @@ class AlertEngine:
         """What a stream of this dashboard opens with: every open alert in its scope (the
         page replaces what it had), or nothing when no alert concerns it (or when another
         process judges the alerts)."""
-        if not self.started:
+        if not self.active:
             return []
         scope = alert_scope(self.config, dashboard) if self._has_view(dashboard) else frozenset(dashboard.widgets)
         if not any(widget in self.by_widget for widget in scope):
@@ -441,7 +530,10 @@ class AlertEngine:
     def report(self) -> dict[str, Any]:
         """For /healthz."""
         firing = self.firing_by_severity()
+        if self.mode == FOLLOW:  # another process judges, and sends
+            return {"mode": FOLLOW, "rules": len(self.rules), "firing": sum(firing.values())}
         return {
+            "mode": JUDGE,
             "rules": len(self.rules),
             "firing": sum(firing.values()),
             "pending": sum(1 for r in self.records.values() if r.state == PENDING),
@@ -457,15 +549,18 @@ class AlertEngine:
         twice keeps the first)."""
         async with self._lock:
             record = next((r for r in self.records.values() if r.id == alert_id), None)
+            if record is None and self.mode == FOLLOW:  # it may have fired since the last refresh
+                record = await self.store.get(alert_id)
+                if record is None or record.state not in (PENDING, FIRING):
+                    return None
+                self.records[record.key] = record
             if record is None:
                 return None
             if record.acked_by is None and record.state == FIRING:
                 now = self.clock()
-                updated = record.copy()
-                updated.acked_by, updated.acked_at = by, now
                 writes = Writes()
-                writes.save(updated)
-                writes.event(updated, "acknowledged", now, updated.value, updated.message, actor=by)
+                writes.acknowledge(record, by, now)
+                writes.event(record, "acknowledged", now, record.value, record.message, actor=by)
                 await self.store.apply(writes)
                 record.acked_by, record.acked_at = by, now
                 log.info("alert %d (%s) acknowledged by %s", alert_id, record.key, by)
@@ -494,3 +589,8 @@ class AlertEngine:
             log.info("silence %d ended", silence_id)
         self.wake()  # alerts it kept quiet are told now
         return silence
+
+
+def _shown(record: AlertRecord) -> tuple[Any, ...]:
+    """What a page shows of an alert: a change of any of it is announced."""
+    return (record.id, record.state, record.severity, record.message, record.acked_by, record.fired_at)

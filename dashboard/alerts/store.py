@@ -90,8 +90,10 @@ class AlertRecord:
             "silenced": silenced,
         }
 
-    def row(self) -> dict[str, Any]:
-        return {
+    def row(self, *, acknowledgement: bool = True) -> dict[str, Any]:
+        """The row's values; without the acknowledgement for an update, which must never
+        undo one that another process (or request) wrote meanwhile."""
+        row = {
             "widget": self.widget,
             "condition": self.condition,
             "severity": self.severity,
@@ -106,6 +108,9 @@ class AlertRecord:
             "notified_to": list(self.notified_to),
             "notified_at": to_datetime(self.notified_at),
         }
+        if not acknowledgement:
+            del row["acked_by"], row["acked_at"]
+        return row
 
 
 def _new_id(result: Any) -> int:
@@ -146,6 +151,10 @@ class Writes:
     def save(self, record: AlertRecord) -> None:
         """Insert the alert (its id is set at commit) or update it."""
         self.steps.append(("save", record))
+
+    def acknowledge(self, record: AlertRecord, by: str, at: float) -> None:
+        """Set who acknowledged the alert, unless somebody did already."""
+        self.steps.append(("ack", (record, by, at)))
 
     def drop(self, record: AlertRecord) -> None:
         """A pending alert that never fired: it and its transitions go."""
@@ -238,7 +247,15 @@ class AlertStore:
                 result = await conn.execute(insert(alerts).values(**record.row()))
                 record.id = _new_id(result)
             else:
-                await conn.execute(update(alerts).where(alerts.c.id == record.id).values(**record.row()))
+                values = record.row(acknowledgement=False)
+                await conn.execute(update(alerts).where(alerts.c.id == record.id).values(**values))
+        elif kind == "ack":
+            record, by, at = step
+            await conn.execute(
+                update(alerts)
+                .where(alerts.c.id == record.id, alerts.c.acked_by.is_(None))
+                .values(acked_by=by, acked_at=to_datetime(at))
+            )
         elif kind == "drop":
             if step.id is not None:
                 await conn.execute(delete(alert_events).where(alert_events.c.alert_id == step.id))
@@ -258,6 +275,18 @@ class AlertStore:
                     notifier=notifier, alert_id=record.id, event=event, created_at=to_datetime(ts), payload=payload
                 )
             )
+
+    async def acknowledgements(self, alert_ids: Iterable[int]) -> dict[int, tuple[str, float]]:
+        """Who acknowledged which of these alerts, and when (another process may have)."""
+        ids = list(alert_ids)
+        if not ids:
+            return {}
+        query = select(alerts.c.id, alerts.c.acked_by, alerts.c.acked_at).where(
+            alerts.c.id.in_(ids), alerts.c.acked_by.is_not(None)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {row.id: (row.acked_by, to_seconds(row.acked_at) or 0.0) for row in rows}
 
     async def get(self, alert_id: int) -> AlertRecord | None:
         async with self.engine.connect() as conn:

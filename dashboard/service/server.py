@@ -85,10 +85,12 @@ class Server:
                 runtime.scheduler.start()
             self.pruner = Pruner(store, lambda: runtime.config)
             self.pruner.start()
-        if self.role.tickers and self.lease is None and runtime.alerts is not None:
-            # The alerts are judged where the tickers run (with the Redis hub: by the
-            # process holding the lease, see _start_leased_tickers).
-            await runtime.alerts.start(latest)
+        # The alerts are judged where the tickers run (with the Redis hub: by the process
+        # holding the lease, see _start_leased_tickers); web processes follow the judge.
+        if runtime.alerts is not None and self.role.tickers and self.lease is None:
+            await runtime.alerts.start(latest, tail=self._shared())
+        elif runtime.alerts is not None and self.role.web:
+            await runtime.alerts.follow()
         self.runtime = runtime
         app = make_app(runtime) if self.role.web else worker_app(make_app(runtime))
         # Tornado's defaults take 100 MB bodies and 64 KB of headers from anyone; a push
@@ -176,8 +178,8 @@ class Server:
         runtime.scheduler = self._scheduler(runtime, build_sources(runtime.config), latest)
         runtime.scheduler.start()
         alerts = runtime.alerts if runtime is not None else None
-        if alerts is not None and not alerts.started:
-            await alerts.start(latest)
+        if alerts is not None:
+            await alerts.start(latest, tail=self._shared())
 
     async def _stop_leased_tickers(self) -> None:
         scheduler, self.runtime.scheduler = self.runtime.scheduler, None
@@ -186,6 +188,12 @@ class Server:
         alerts = self.runtime.alerts if self.runtime is not None else None
         if alerts is not None:
             await alerts.stop()
+            if self.role.web:
+                await alerts.follow()
+
+    def _shared(self) -> bool:
+        """Other processes write samples too (the Redis hub): the judge reads them from the database."""
+        return self.config.hub.backend == "redis"
 
     async def reload(self) -> bool:
         """Re-read the config file and apply it (see dashboard/reload.py); False, with

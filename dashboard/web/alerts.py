@@ -63,8 +63,8 @@ class AlertsApiHandler(ApiHandler):
     @property
     def engine(self) -> AlertEngine:
         engine = self.alert_engine
-        if engine is None or not engine.started:
-            raise http_error(503, "alerts are not judged in this process (see the worker)")
+        if engine is None or not engine.active:
+            raise http_error(503, "alerting is not running in this process")
         return engine
 
     @property

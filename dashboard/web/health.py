@@ -49,7 +49,7 @@ class HealthHandler(BaseHandler):
                 "scheduler": scheduler,
                 "sources": runtime.scheduler.report() if runtime.scheduler is not None else {},
                 "hub": runtime.hub.link(),
-                "alerts": alerts.report() if alerts is not None and alerts.started else "off",
+                "alerts": alerts.report() if alerts is not None and alerts.active else "off",
                 "clients": len(runtime.streams),
                 "instance": runtime.instance,
                 "version": __version__,
