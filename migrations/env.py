@@ -11,6 +11,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import dashboard.alerts.schema  # noqa: F401 (puts the alerting tables on the metadata)
 from dashboard.storage.schema import metadata
 
 target_metadata = metadata

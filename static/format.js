@@ -73,3 +73,10 @@ export function longDate(date, timeZone) {
 export function fullTime(date) {
   return date.toLocaleString([], { dateStyle: "medium", timeStyle: "medium" });
 }
+
+// What marks a widget with a firing alert (as templates/widgets.html alert_mark says it).
+export function alertMark(alert) {
+  if (!alert) return "";
+  const note = alert.silenced ? " · silenced" : alert.acked_by ? " · acked" : "";
+  return `${alert.acked_by ? "✓" : "▲"} ${alert.severity.toUpperCase()}${note}`;
+}

@@ -2,12 +2,14 @@
 // state, fills gaps in graphs after a reconnect, and rotates through dashboards.
 import { connect } from "./stream.js";
 import { Widgets } from "./widgets.js";
+import { AlertBoard } from "./alerts.js";
 import { clockTime } from "./format.js";
 
 const data = JSON.parse(document.getElementById("dashboard-data").textContent);
 const offset = Date.parse(data.now) - Date.now(); // the server's clock minus ours
 const serverNow = () => Date.now() + offset;
 const widgets = new Widgets(data, serverNow);
+const alerts = new AlertBoard(data, widgets);
 const indicator = document.getElementById("connection");
 const offline = document.getElementById("offline");
 const state = { live: false, downSince: null, server: null, backfills: 0 };
@@ -55,16 +57,25 @@ const source = connect(data, {
   sample(id, sample, eventId) {
     widgets.update(id, sample, eventId);
   },
+  alert(event) {
+    alerts.apply(event);
+  },
 });
 
 // Rotation waits for a live connection: navigating while the server is away would
-// leave a wall screen on the browser's own error page, which never comes back.
+// leave a wall screen on the browser's own error page, which never comes back. It also
+// stays on a dashboard while one of its crit alerts fires unacknowledged, and moves on
+// once that resolved or was acknowledged.
+const held = document.getElementById("rotation-held");
 function rotate() {
-  if (state.live) window.location.assign(data.next);
+  const hold = alerts.holdsRotation();
+  held.hidden = !hold;
+  document.documentElement.dataset.rotation = hold ? "held" : "due";
+  if (state.live && !hold) window.location.assign(data.next);
   else setTimeout(rotate, 1000);
 }
 if (data.rotate > 0 && data.next) setTimeout(rotate, data.rotate * 1000);
 
 setInterval(() => widgets.tick(), 1000);
 new ResizeObserver(() => widgets.tick()).observe(document.querySelector("main.grid"));
-window.dashboard = { data, source, widgets, state };
+window.dashboard = { data, source, widgets, state, alerts };

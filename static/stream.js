@@ -25,6 +25,12 @@ export function connect(data, on) {
     if (skip > 0) skip -= 1;
     else on.reload();
   });
+  // An alert event is applied even when it is one of the skipped ones: each says how
+  // its alerts are now, and the stream's opening ends with all of them as they are.
+  source.addEventListener("alert", (event) => {
+    if (skip > 0) skip -= 1;
+    on.alert(JSON.parse(event.data));
+  });
   for (const widget of data.widgets) {
     source.addEventListener(widget.id, (event) => {
       skip = 0; // controls older than the page come before any sample newer than it

@@ -11,7 +11,9 @@
 // and ok, warn, down for a status), first from the page's JSON, later fetched for the
 // range a viewer picks; live samples extend its last bucket while the range is the
 // one that ends now.
-import { change, clockTime, formatAge, formatNumber, fullTime, isNumber, level, longDate } from "./format.js";
+import {
+  alertMark, change, clockTime, formatAge, formatDuration, formatNumber, fullTime, isNumber, level, longDate,
+} from "./format.js";
 import { drawChart, drawUptime, sparkPoints } from "./chart.js";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -335,6 +337,62 @@ export class Widgets {
     svg?.addEventListener("pointermove", (event) => this.dragMove(svg, event));
     svg?.addEventListener("pointerup", (event) => this.dragEnd(w, el, svg, event));
     svg?.addEventListener("pointercancel", () => this.dragStop());
+  }
+
+  // A widget with a firing alert: a frame, stripes and a label that says the severity
+  // (app.css), so that it is seen from across a room and not by colour alone.
+  markAlert(el, alert) {
+    el.classList.toggle("has-alert", Boolean(alert));
+    for (const severity of ["warn", "crit"]) el.classList.toggle(`alert--${severity}`, alert?.severity === severity);
+    el.classList.toggle("is-acked", Boolean(alert?.acked_by));
+    el.classList.toggle("is-silenced", Boolean(alert?.silenced));
+    setText(this.role(el, "alert-mark"), alertMark(alert));
+  }
+
+  // The alerts view: the firing alerts it may show, crit first (see static/alerts.js).
+  render_alerts(w, el, alerts, canAck) {
+    const rows = alerts.map((alert) => {
+      const li = document.createElement("li");
+      li.className = `alert-row alert-row--${alert.severity}${alert.acked_by ? " is-acked" : ""}${alert.silenced ? " is-silenced" : ""}`;
+      li.dataset.alert = String(alert.id);
+      const cell = (name, text) => {
+        const span = document.createElement("span");
+        span.className = name;
+        span.textContent = text;
+        li.append(span);
+        return span;
+      };
+      cell("alert-severity", alertMark(alert));
+      cell("alert-title", alert.title);
+      cell("alert-message", alert.message || "");
+      const when = cell("alert-since", "");
+      when.dataset.since = alert.fired_at;
+      this.since(when);
+      cell("alert-note", alert.acked_by ? `acknowledged by ${alert.acked_by}` + (alert.acked_at ? ` at ${clockTime(new Date(Date.parse(alert.acked_at)), undefined, false)}` : "")
+        : alert.silenced ? `silenced: ${alert.silenced}` : "");
+      if (canAck && !alert.acked_by) {
+        const button = document.createElement("button");
+        button.type = "button";
+        button.className = "ack";
+        button.dataset.ack = String(alert.id);
+        button.textContent = "Ack";
+        li.append(button);
+      }
+      return li;
+    });
+    this.role(el, "alerts")?.replaceChildren(...rows);
+    const none = this.role(el, "alerts-none");
+    if (none) none.hidden = rows.length > 0;
+  }
+
+  since(element) {
+    const since = new Date(Date.parse(element.dataset.since));
+    setText(element, `since ${clockTime(since, undefined, false)} · ${formatDuration(this.now() - since)}`);
+    element.title = fullTime(since);
+  }
+
+  tick_alerts(w, el) {
+    for (const element of el.querySelectorAll("[data-since]")) this.since(element);
   }
 
   dragStart(w, el, svg, event) {

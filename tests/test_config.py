@@ -52,14 +52,14 @@ def load_error(tmp_path: Path, text: str | bytes, env: dict | None = None) -> st
 
 WIDGET_KEYS = (
     "view, title, every, timeout, on_change, unit, decimals, min, max, warn, "
-    "crit, history, width, height, timezone, source, enabled"
+    "crit, history, width, height, timezone, source, enabled, alert"
 )
 SERVER_KEYS = (
     "host, port, keepalive, log_level, grace, batch, max_streams, "
     "max_streams_per_ip, max_stream_lifetime, trusted_proxies, frame_ancestors, "
     "max_body, max_header, metrics_token, header_timeout, body_timeout, max_incomplete_requests"
 )
-VIEWS = "number, meter, graph, text, list, status, clock"
+VIEWS = "number, meter, graph, text, list, status, clock, alerts"
 SIZE = 'expected a size like "64KiB", "1MiB" or "512B", got'
 ID_RULE = 'letters, digits, "_" and "-" only (1-64 characters)'
 
@@ -76,7 +76,7 @@ ERROR_CASES = [
     (
         "unknown root key",
         doc(top='[dashboard]\nid = "x"'),
-        'unknown key "dashboard" (expected one of: server, storage, hub, api, auth, widgets, dashboards)',
+        'unknown key "dashboard" (expected one of: server, storage, hub, api, auth, alerts, notifiers, widgets, dashboards, maintenance)',
     ),
     (
         "unknown server key",
@@ -106,7 +106,7 @@ ERROR_CASES = [
     (
         "unknown dashboard key",
         doc(dashboard=D + "\ncols = 3"),
-        'dashboards[0]: unknown key "cols" (expected one of: id, title, widgets, columns, theme, rotate, auth, users)',
+        'dashboards[0]: unknown key "cols" (expected one of: id, title, widgets, columns, theme, rotate, auth, users, alert_sound, alert_notifications)',
     ),
     (
         "odd unknown key is quoted",

@@ -32,7 +32,7 @@ async def test_migrations_build_the_schema_on_postgresql(pg_store):
             lambda sync: {c["name"]: str(c["type"]) for c in inspect(sync).get_columns("samples")}["id"]
         )
     assert version == head_revision()
-    assert {"samples", "rollups", "alembic_version"} <= set(tables)
+    assert {"samples", "rollups", "alerts", "alembic_version"} <= set(tables)
     assert {"ix_samples_widget_ts", "ix_samples_ts"} <= indexes
     assert id_type == "BIGINT"
     # Migrating again (the next process to start) changes nothing.

@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..core.auth import Network
+from .alerts import AlertsConfig, MaintenanceWindow, NotifierConfig, WidgetAlertConfig
 from .reader import Table, join
 
 # --- the config dataclasses ---------------------------------------------------
@@ -104,6 +105,7 @@ class WidgetConfig:
     timezone: str
     source: SourceConfig | None
     enabled: bool = True  # a disabled widget is validated but neither runs nor shows
+    alert: WidgetAlertConfig | None = None  # `[widgets.<id>.alert]`: when the widget alerts
 
     @property
     def pushed(self) -> bool:
@@ -121,6 +123,8 @@ class DashboardConfig:
     rotate: float  # 0.0 when off
     auth: str = "public"  # public, token, password or proxy
     users: tuple[str, ...] | None = None  # who of that kind may see it; None: everyone of that kind
+    alert_sound: bool = False  # the page beeps when an alert of it fires
+    alert_notifications: bool = False  # the page shows a browser notification when one fires
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +140,9 @@ class Config:
     # `enabled = false`: kept only so their sources can be validated too
     disabled_widgets: Mapping[str, WidgetConfig] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     auth: AuthConfig = dataclasses.field(default_factory=AuthConfig)
+    alerts: AlertsConfig = dataclasses.field(default_factory=AlertsConfig)
+    notifiers: Mapping[str, NotifierConfig] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    maintenance: tuple[MaintenanceWindow, ...] = ()
 
     def source_options(self, widget_id: str) -> Table:
         """The widget's source options, for the source module to read and done()."""

@@ -13,7 +13,7 @@ import datetime
 import math
 import re
 from collections.abc import Iterator, KeysView, Mapping
-from typing import Any
+from typing import Any, overload
 
 
 class ConfigError(Exception):
@@ -238,6 +238,14 @@ class Table:
         if not (rate > 0 and math.isfinite(rate)):
             raise self.error(key, f'expected a rate like "10/s", "30/m" or "100/h", got {show(value)}')
         return rate
+
+    @overload
+    def str_list(self, key: builtins.str, default: None) -> tuple[builtins.str, ...] | None: ...
+
+    @overload
+    def str_list(
+        self, key: builtins.str, default: tuple[builtins.str, ...] | list[builtins.str] = ...
+    ) -> tuple[builtins.str, ...]: ...
 
     def str_list(self, key: builtins.str, default: Any = MISSING) -> tuple[builtins.str, ...] | None:
         found, value = self._get(key, default)

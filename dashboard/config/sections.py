@@ -3,6 +3,7 @@ and loading a file."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import socket
@@ -16,6 +17,15 @@ from ..core import auth as viewer_auth
 from ..core.auth import Network
 from ..core.events import RESERVED_NAMES
 from ..core.views import VIEWS
+from .alerts import (
+    WidgetAlertConfig,
+    alerts_section,
+    check_alert_references,
+    duration_text,
+    maintenance_section,
+    notifiers_section,
+    widget_alert,
+)
 from .env import interpolate
 from .model import (
     ApiConfig,
@@ -356,6 +366,7 @@ def _widget(widget_id: str, t: Table) -> WidgetConfig:
         source=_source(t, view),
         enabled=t.bool("enabled", True),
     )
+    widget = dataclasses.replace(widget, alert=_widget_alert(t, widget))
     t.done()
     return widget
 
@@ -366,6 +377,17 @@ def _history(t: Table) -> float:
     if history > MAX_HISTORY:
         raise t.error("history", f'expected a duration of at most "366d" (a year), got {show(t.raw("history"))}')
     return history
+
+
+def _widget_alert(t: Table, widget: WidgetConfig) -> WidgetAlertConfig | None:
+    return widget_alert(
+        t,
+        widget.view,
+        widget.warn,
+        widget.crit,
+        has_source=widget.source is not None,
+        status_view=VIEWS[widget.view].states is not None,
+    )
 
 
 def _check_widget_id(widgets: Table, widget_id: str) -> None:
@@ -424,6 +446,8 @@ def _dashboard(t: Table, widgets: Mapping[str, WidgetConfig]) -> DashboardConfig
         rotate=_rotate(t),
         auth=t.str("auth", viewer_auth.PUBLIC, choices=viewer_auth.MODES),
         users=t.str_list("users", None),
+        alert_sound=t.bool("alert_sound", False),
+        alert_notifications=t.bool("alert_notifications", False),
     )
     t.done()
     return dashboard
@@ -449,9 +473,12 @@ def _dashboards(
 
 
 def _build(root: Table, base_dir: Path) -> Config:
-    sections = {name: root.table(name, {}) for name in ("server", "storage", "hub", "api", "auth")}
+    sections = {
+        name: root.table(name, {}) for name in ("server", "storage", "hub", "api", "auth", "alerts", "notifiers")
+    }
     root.raw("widgets", None)  # only marked as known here; read below
     root.raw("dashboards", None)
+    root.raw("maintenance", None)
     # top-level typos first: "[dashboard]" should say so, not "no dashboards"
     root.done()
     # then the sections in schema order, so the first error is the first one found
@@ -462,6 +489,20 @@ def _build(root: Table, base_dir: Path) -> Config:
     widgets = _widgets(root)
     enabled = {k: w for k, w in widgets.items() if w.enabled}
     disabled = {k: w for k, w in widgets.items() if not w.enabled}
+    dashboards = _dashboards(root, widgets, _access_checker(sections["auth"], auth, server))
+    alerts = alerts_section(sections["alerts"])
+    notifiers = notifiers_section(sections["notifiers"], base_dir)
+    maintenance = maintenance_section(root, alerts.timezone)
+    check_alert_references(
+        root.file,
+        alerts,
+        notifiers,
+        {k: w.alert for k, w in widgets.items() if w.alert is not None},
+        maintenance,
+        tuple(widgets),
+        storage.retention,
+        duration_text(storage.retention),
+    )
     return Config(
         file=root.file,
         base_dir=base_dir,
@@ -469,10 +510,13 @@ def _build(root: Table, base_dir: Path) -> Config:
         storage=storage,
         hub=hub,
         api=api,
-        dashboards=_dashboards(root, widgets, _access_checker(sections["auth"], auth, server)),
+        dashboards=dashboards,
         widgets=MappingProxyType(enabled),
         disabled_widgets=MappingProxyType(disabled),
         auth=auth,
+        alerts=alerts,
+        notifiers=notifiers,
+        maintenance=maintenance,
     )
 
 

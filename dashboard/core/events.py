@@ -45,7 +45,18 @@ class Reload(ControlEvent):
     reason: str | None = None
 
 
-CONTROL_EVENTS: tuple[type[ControlEvent], ...] = (Hello, Reload)
+@dataclass(frozen=True)
+class Alert(ControlEvent):
+    """Alerts changed: each as it is now (fired, resolved, acknowledged, silenced). At a
+    stream's opening `complete` is true: these are all the open alerts the page may
+    show, and any other it still shows is over."""
+
+    name: ClassVar[str] = "alert"
+    alerts: tuple[dict[str, Any], ...]
+    complete: bool = False
+
+
+CONTROL_EVENTS: tuple[type[ControlEvent], ...] = (Hello, Reload, Alert)
 CONTROL_EVENT_NAMES: tuple[str, ...] = tuple(event.name for event in CONTROL_EVENTS)
 # Names an EventSource gives meanings of its own: a widget called "error" would be
 # indistinguishable from a failed connection on the page.

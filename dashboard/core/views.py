@@ -86,6 +86,10 @@ def _clock(value: Any) -> None:
     raise ValueRejected("a clock shows the browser's time and takes no value")
 
 
+def _alerts(value: Any) -> None:
+    raise ValueRejected("an alerts view shows the alerts that fire and takes no value")
+
+
 @dataclass(frozen=True)
 class View:
     name: str
@@ -119,6 +123,7 @@ VIEWS: Mapping[str, View] = MappingProxyType(
             View("list", _list),
             View("status", _status, states=STATUS_LEVELS),
             View("clock", _clock, values=False),
+            View("alerts", _alerts, values=False),
         )
     }
 )

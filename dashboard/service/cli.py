@@ -1,4 +1,4 @@
-"""The command line: serve (the default), check, migrate, import, hash-password.
+"""The command line: serve (the default), check, migrate, import, hash-password, notify-test.
 
 run.py (a checkout) and `python -m dashboard` both call main()."""
 
@@ -19,10 +19,15 @@ PROG = "run.py"  # what --help calls the program
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     args = _parser().parse_intermixed_args(argv)
-    if args.files and args.command != "import":
-        _parser().error(f"{args.command} takes no files (did you mean: import {' '.join(args.files)})")
-    if args.command == "import" and not args.files:
+    given = args.arguments
+    args.files = given if args.command == "import" else []
+    args.name = given[0] if args.command == "notify-test" and given else None
+    if args.command == "import" and not given:
         _parser().error("import: expected one or more CSV or NDJSON files")
+    if args.command == "notify-test" and len(given) > 1:
+        _parser().error(f"notify-test takes one notifier name, got {len(given)}")
+    if given and args.command not in ("import", "notify-test"):
+        _parser().error(f"{args.command} takes no files (did you mean: import {' '.join(given)})")
     return args
 
 
@@ -32,11 +37,17 @@ def _parser() -> argparse.ArgumentParser:
         "command",
         nargs="?",
         default="serve",
-        choices=("serve", "check", "migrate", "import", "hash-password"),
+        choices=("serve", "check", "migrate", "import", "hash-password", "notify-test"),
         help="serve the dashboards (default), check the config, migrate the database, import FILE... "
-        "(history from CSV or NDJSON), or hash-password: read a password from stdin and print its hash",
+        "(history from CSV or NDJSON), hash-password: read a password from stdin and print its hash "
+        "for [auth] users, or notify-test NAME: send a test message through one notifier",
     )
-    parser.add_argument("files", nargs="*", metavar="FILE", help="import: CSV or NDJSON files, each all or nothing")
+    parser.add_argument(
+        "arguments",
+        nargs="*",
+        metavar="ARG",
+        help="import: CSV or NDJSON files, each all or nothing; notify-test: the notifier ([notifiers.<name>])",
+    )
     parser.add_argument("--config", default="config.toml", help="the configuration file (default: ./config.toml)")
     parser.add_argument("--host", help="listen on this address (overrides [server] host)")
     parser.add_argument("--port", type=int, help="listen on this port (overrides [server] port)")
@@ -97,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
 
         build_sources(config)  # validates every source's options
         warnings = check_processes(args, config)
+        if args.command == "notify-test":
+            from dashboard.service.notify_test import check_name
+
+            check_name(config, args.name)
         if args.command == "serve":
             warnings += exposure_warnings(args, config)
     except ConfigError as exc:
@@ -106,8 +121,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     setup_logging(config.server.log_level)
     if args.command == "check":
-        print(f"{args.config}: ok ({len(config.dashboards)} dashboard(s), {len(config.widgets)} widget(s))")
+        rules = sum(len(w.alert.on) for w in config.widgets.values() if w.alert is not None)
+        alerting = f", {rules} alert rule(s), {len(config.notifiers)} notifier(s)" if rules or config.notifiers else ""
+        print(f"{args.config}: ok ({len(config.dashboards)} dashboard(s), {len(config.widgets)} widget(s){alerting})")
         return 0
+    if args.command == "notify-test":
+        from dashboard.service.notify_test import notify_test
+
+        return notify_test(config, args.name)
     if args.command == "migrate":
         return asyncio.run(migrate(config))
     if args.command == "import":

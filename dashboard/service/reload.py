@@ -156,6 +156,8 @@ def switch(runtime: Runtime, config: Config, changes: Changes, latest: dict[str,
     hub.apply(topic_settings(config.server, runtime.metrics.stream_wrote))
     for name in changes.dashboards_changed:
         hub.send_control(name, goodbye)
+    if runtime.alerts is not None:
+        runtime.alerts.apply(config)  # rules, routes, notifiers and windows, from the next round
 
 
 async def update_tickers(scheduler, config: Config, changes: Changes, sources: dict[str, Any]) -> None:

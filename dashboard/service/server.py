@@ -88,6 +88,12 @@ class Server:
                 self._run_scheduler(runtime, self._scheduler(runtime, sources, latest))
             self.pruner = Pruner(store, lambda: runtime.config)
             self.pruner.start()
+        # The alerts are judged where the tickers run (with the Redis hub: by the process
+        # holding the lease, see _start_leased_tickers); web processes follow the judge.
+        if runtime.alerts is not None and self.role.tickers and self.lease is None:
+            await runtime.alerts.start(latest, tail=self._shared())
+        elif runtime.alerts is not None and self.role.web:
+            await runtime.alerts.follow()
         self.runtime = runtime
         app = make_app(runtime) if self.role.web else worker_app(make_app(runtime))
         # Tornado's defaults take 100 MB bodies and 64 KB of headers from anyone, and wait an
@@ -170,6 +176,8 @@ class Server:
             await self.lease.stop()  # stops the tickers here, and lets a standby take them now
         if self.scheduler is not None:
             await self.scheduler.stop()
+        if runtime.alerts is not None:
+            await runtime.alerts.stop()  # a notification cut short is sent again at the next start, same id
         if self.pruner is not None:
             await self.pruner.stop()
         await runtime.hub.stop()
@@ -191,6 +199,8 @@ class Server:
         assert runtime is not None
         latest = await runtime.store.latest(runtime.config.widgets)
         self._run_scheduler(runtime, self._scheduler(runtime, build_sources(runtime.config), latest))
+        if runtime.alerts is not None:
+            await runtime.alerts.start(latest, tail=self._shared())
 
     async def _stop_leased_tickers(self) -> None:
         scheduler = self.scheduler
@@ -198,6 +208,15 @@ class Server:
             self._run_scheduler(self.runtime, None)
         if scheduler is not None:
             await scheduler.stop()
+        alerts = self.runtime.alerts if self.runtime is not None else None
+        if alerts is not None:
+            await alerts.stop()
+            if self.role.web:
+                await alerts.follow()
+
+    def _shared(self) -> bool:
+        """Other processes write samples too (the Redis hub): the judge reads them from the database."""
+        return self.config.hub.backend == "redis"
 
     async def reload(self) -> bool:
         """Re-read the config file and apply it (see dashboard/reload.py); False, with

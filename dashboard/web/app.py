@@ -8,10 +8,14 @@ from typing import Any
 import jinja2
 import tornado.web
 
+from ..alerts.engine import AlertEngine
+from ..alerts.store import AlertStore
 from ..config import Config
+from ..core.events import Alert
 from ..hub import Hub
 from ..storage.recorder import Recorder
 from ..storage.store import Store
+from .alerts import AckHandler, AlertHandler, AlertsHandler, SilenceHandler, SilencesHandler
 from .api import HistoryHandler
 from .base import BaseHandler, NotFoundHandler, log_access
 from .health import HealthHandler, MetricsHandler
@@ -48,11 +52,25 @@ def make_templates() -> jinja2.Environment:
 def make_runtime(config: Config, hub: Hub, store: Store, instance: str) -> Runtime:
     """Everything the handlers share, in one pass: the metrics read the open streams and
     the hub; the hub's topics feed streams as stream.py says (before any topic exists:
-    the hub is seeded after this); every sample is stored, then published to the hub."""
+    the hub is seeded after this); every sample is stored, then published to the hub and
+    handed to the alert engine (which only queues it: a ticker or a push never waits for
+    alerting); the engine tells the pages of its alerts through the hub."""
     streams: set[LiveStream] = set()
     metrics = Metrics(streams_open=lambda: len(streams), published=lambda: hub.published)
     hub.apply(topic_settings(config.server, metrics.stream_wrote))
-    recorder = Recorder(store, hub.publish_all, on_write=metrics.wrote)
+
+    def send_alert(topics, event: Alert) -> None:
+        for topic in topics:
+            hub.send_control(topic, event)
+
+    alerts = AlertEngine(config, AlertStore(store), send_control=send_alert)
+    metrics.watch_alerts(alerts.firing_by_severity, alerts.delivery.counts)
+
+    def publish(samples) -> None:
+        hub.publish_all(samples)
+        alerts.observe(samples)
+
+    recorder = Recorder(store, publish, on_write=metrics.wrote)
     return Runtime(
         config=config,
         hub=hub,
@@ -62,6 +80,7 @@ def make_runtime(config: Config, hub: Hub, store: Store, instance: str) -> Runti
         templates=make_templates(),
         instance=instance,
         streams=streams,
+        alerts=alerts,
     )
 
 
@@ -77,6 +96,12 @@ def make_app(runtime: Runtime, **settings: Any) -> tornado.web.Application:
         (rf"/api/widgets/{ANY_ID}", WidgetPushHandler, push_args),
         (rf"/api/widgets/{ANY_ID}/history", HistoryHandler, handler_args),
         (rf"/api/widgets/{ANY_ID}/series", SeriesHandler, handler_args),
+        # the alerts and their silences (web/alerts.py)
+        (r"/api/alerts", AlertsHandler, handler_args),
+        (r"/api/alerts/([0-9]+)", AlertHandler, handler_args),
+        (r"/api/alerts/([0-9]+)/ack", AckHandler, handler_args),
+        (r"/api/silences", SilencesHandler, handler_args),
+        (r"/api/silences/([0-9]+)", SilenceHandler, handler_args),
         (r"/healthz", HealthHandler, handler_args),
         (r"/metrics", MetricsHandler, handler_args),
         (r"/login", LoginHandler, dict(runtime=runtime, limiter=RateLimiter())),  # attempts per client address

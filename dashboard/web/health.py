@@ -36,6 +36,7 @@ class HealthHandler(BaseHandler):
         except TimeoutError:
             database = False
         scheduler = runtime.ticker_state()
+        alerts = runtime.alerts if runtime is not None else None
         ready = runtime.ready and database and scheduler != "stopped" and not runtime.hub.closed
         if not operator_allowed(self):  # a load balancer needs the status code, nothing more
             self.write_json({"status": "ok" if ready else "unavailable"}, 200 if ready else 503)
@@ -48,6 +49,7 @@ class HealthHandler(BaseHandler):
                 "scheduler": scheduler,
                 "sources": runtime.scheduler.report() if runtime.scheduler is not None else {},
                 "hub": runtime.hub.link(),
+                "alerts": alerts.report() if alerts is not None and alerts.active else "off",
                 "clients": len(runtime.streams),
                 "instance": runtime.instance,
                 "version": __version__,

@@ -8,7 +8,8 @@ know (events published, streams open) is read at scrape time, not counted.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -57,6 +58,12 @@ class Metrics:
         )
         registry.register(_RuntimeCollector(streams_open, published))
 
+    def watch_alerts(
+        self, firing: Callable[[], Mapping[str, int]], notifications: Callable[[], Mapping[str, Any]]
+    ) -> None:
+        """Read the alerts firing and what each notifier did, at scrape time."""
+        self.registry.register(_AlertsCollector(firing, notifications))
+
     def wrote(self, seconds: float) -> None:
         """The recorder's on_write hook: one batch of samples stored."""
         self.db_write_duration.observe(seconds)
@@ -103,3 +110,37 @@ class _RuntimeCollector:
         published = CounterMetricFamily("dashboard_events_published", "Events published to the hub")
         published.add_metric([], self.published())
         yield published
+
+
+class _AlertsCollector:
+    """Alerts firing now, by severity; notifications sent, failed (attempts) and given up,
+    by notifier (the counts the delivery keeps anyway)."""
+
+    def __init__(self, firing: Callable[[], Mapping[str, int]], notifications: Callable[[], Mapping[str, Any]]):
+        self.firing = firing
+        self.notifications = notifications
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        firing = GaugeMetricFamily("dashboard_alerts_firing", "Alerts firing now, by severity", labels=["severity"])
+        for severity, count in sorted(self.firing().items()):
+            firing.add_metric([severity], count)
+        yield firing
+        families = {
+            "sent": CounterMetricFamily(
+                "dashboard_notifications_sent", "Notifications delivered, by notifier", labels=["notifier"]
+            ),
+            "failed": CounterMetricFamily(
+                "dashboard_notifications_failed",
+                "Failed attempts to send a notification, by notifier",
+                labels=["notifier"],
+            ),
+            "dropped": CounterMetricFamily(
+                "dashboard_notifications_dropped",
+                "Notifications given up after every retry failed, by notifier",
+                labels=["notifier"],
+            ),
+        }
+        for name, health in sorted(self.notifications().items()):
+            for key, family in families.items():
+                family.add_metric([name], getattr(health, key))
+        yield from families.values()

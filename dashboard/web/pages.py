@@ -12,6 +12,7 @@ from .. import __version__
 from ..core import auth, views
 from ..core.samples import Sample, format_ts
 from ..core.values import fitting_sample
+from .alerts_page import alert_context
 from .base import BaseHandler
 from .series import first_paint
 from .sessions import exchange_kiosk_token, guard_page, login_url
@@ -58,6 +59,8 @@ class DashboardHandler(BaseHandler):
         # Control events (reload) already sent after last_id: the page skips them when
         # the stream replays them, else a reload would reload the reloaded page.
         controls = topic.controls if topic else 0
+        # The open alerts as of that same moment: the stream's alert events after N follow.
+        alerts = alert_context(handler, dashboard)
         widgets = [runtime.config.widgets[w] for w in dashboard.widgets]
         latest = shown_samples(widgets, runtime.hub.latest(dashboard.id))
         now = datetime.now(UTC)
@@ -85,6 +88,7 @@ class DashboardHandler(BaseHandler):
             widget_body=widget_body,
             format_ts=format_ts,
             version=__version__,
+            **alerts,
         )
 
 

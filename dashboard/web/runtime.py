@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import jinja2
 
+from ..alerts.engine import AlertEngine
 from ..config import Config
 from ..hub import Hub
 from ..storage.recorder import Recorder
@@ -47,6 +48,7 @@ class Runtime:
     scheduler: Tickers | None = None  # None in a process that runs no tickers
     started: float = field(default_factory=time.time)
     ready: bool = False
+    alerts: AlertEngine | None = None  # evaluates and notifies once started (the process running the tickers)
 
     def ticker_state(self) -> str:
         """off: this process runs no tickers; else the scheduler's state (idle, running,

@@ -139,7 +139,10 @@ class StreamHandler(BaseHandler):
             self._watch_access(dashboard, stream)
             cursor, chunks = await self._opening(topic, dashboard.widgets)
             hello = Hello(server=self.runtime.instance, version=__version__)
-            await self._send(stream, [encode_retry(RETRY_MS), hello.encode(), *chunks])
+            # Last, the alerts open now: whatever a replay said of them before is older.
+            engine = self.runtime.alerts if self.runtime is not None else None
+            alerts = engine.opening(dashboard) if engine is not None else []
+            await self._send(stream, [encode_retry(RETRY_MS), hello.encode(), *chunks, *alerts])
         except StreamClosedError:
             self._closed = True
         except BaseException:
