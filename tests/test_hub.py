@@ -1,6 +1,7 @@
 """The hub on its own: ring buffers, cursors, snapshots, subscribers and fan-out passes."""
 
 import asyncio
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -345,7 +346,10 @@ async def test_readers_that_fell_off_the_buffer_get_a_snapshot_and_are_counted()
     topic.subscribe(behind)  # at cursor 0, which the buffer no longer holds
     assert counted == [0, 0, 0, 0, 0, 1]
     assert ids_of(current.sent) == [1, 2, 3, 4, 5]
-    assert ids_of([payload for payload, _, _ in behind.pushes]) == [4, 5]
+    # `gap` first (no id: the decoder's last id stays empty), then the newest of each widget.
+    (gap, *snapshot) = decode(b"".join(payload for payload, _, _ in behind.pushes))
+    assert (gap.type, gap.last_event_id, json.loads(gap.data)) == ("gap", "", {"reason": "fell behind"})
+    assert [int(e.last_event_id) for e in snapshot] == [4, 5]
 
 
 def event_bytes(*event_ids: int) -> int:

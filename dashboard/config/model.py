@@ -31,6 +31,8 @@ class ServerConfig:
     max_body: int = 64 * 1024  # the largest request body, pushes aside (those have [api] max_body)
     max_header: int = 16 * 1024
     metrics_token: str = ""  # when set, /metrics and the details of /healthz need it
+    # Origins whose pages may read the streams and the read API (CORS); "*": any. Empty: none.
+    cors_origins: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +61,14 @@ class ApiConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ReaderConfig:
+    """A read token for scripts and servers: which dashboards it may read."""
+
+    token: str
+    dashboards: tuple[str, ...]  # dashboard ids, or ("*",) for all of them
+
+
+@dataclasses.dataclass(frozen=True)
 class AuthConfig:
     """Viewer authentication (dashboard/auth.py); unused while every dashboard is public."""
 
@@ -67,6 +77,7 @@ class AuthConfig:
     tokens: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))  # kiosk links
     users: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))  # name -> scrypt hash
     proxy_header: str = "X-Forwarded-User"
+    readers: Mapping[str, ReaderConfig] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclasses.dataclass(frozen=True)

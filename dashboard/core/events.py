@@ -45,7 +45,20 @@ class Reload(ControlEvent):
     reason: str | None = None
 
 
-CONTROL_EVENTS: tuple[type[ControlEvent], ...] = (Hello, Reload)
+@dataclass(frozen=True)
+class Gap(ControlEvent):
+    """What follows is the newest value of each widget, not every event since the
+    client's last one: the stream could not replay what it missed (the gap was too
+    old, its id unknown, the database did not answer) or it read too slowly to keep
+    up. `after` is the id it resumed from, when it gave one. A script learns that it
+    missed data; a page may fetch what its graphs lack from the history API."""
+
+    name: ClassVar[str] = "gap"
+    reason: str
+    after: int | None = None
+
+
+CONTROL_EVENTS: tuple[type[ControlEvent], ...] = (Hello, Reload, Gap)
 CONTROL_EVENT_NAMES: tuple[str, ...] = tuple(event.name for event in CONTROL_EVENTS)
 # Names an EventSource gives meanings of its own: a widget called "error" would be
 # indistinguishable from a failed connection on the page.

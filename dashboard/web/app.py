@@ -12,6 +12,7 @@ from ..hub import Hub
 from ..storage.recorder import Recorder
 from ..storage.store import Store
 from .api import HistoryHandler
+from .badge import BadgeHandler
 from .base import BaseHandler, NotFoundHandler, log_access
 from .health import HealthHandler, MetricsHandler
 from .login import LoginHandler, LogoutHandler
@@ -22,6 +23,7 @@ from .ratelimit import RateLimiter
 from .runtime import Runtime
 from .security import SecureStaticFileHandler
 from .stream import LiveStream, StreamHandler, topic_settings
+from .widget_page import WidgetPageHandler
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "templates"
@@ -66,7 +68,10 @@ def make_app(runtime: Runtime, **settings) -> tornado.web.Application:
     routes = [
         (r"/", IndexHandler, handler_args),
         (rf"/d/{ID}", DashboardHandler, handler_args),
+        (r"/events", StreamHandler, handler_args),  # ?widgets=a,b of any dashboards
         (rf"/events/{ID}", StreamHandler, handler_args),
+        (rf"/w/{ID}", WidgetPageHandler, handler_args),
+        (rf"/badge/{ID}\.svg", BadgeHandler, handler_args),
         # GET reads (web/api.py), POST pushes with a bearer token (web/push.py)
         (r"/api/widgets", WidgetsPushHandler, push_args),
         (rf"/api/widgets/{ID}", WidgetPushHandler, push_args),
