@@ -495,12 +495,14 @@ def test_config_errors(tmp_path, source, message):
 
 def test_defaults(tmp_path):
     source = build(tmp_path, '{ kind = "sse", url = "https://example.org/events" }')
-    assert (source.event, source.format, source.path.keys, source.headers, source.idle_timeout) == (
+    connection = source.connection
+    assert (source.event, source.format, source.path.keys, connection.headers, connection.idle_timeout) == (
         None,
         "json",
         (),
         {},
         60.0,
     )
-    assert (source.connect_timeout, source.reconnect_delay) == (5.0, 5.0)  # the widget's timeout and every
-    assert build(tmp_path, '{ kind = "sse", url = "http://h/e", idle_timeout = "0s" }').idle_timeout is None
+    assert (connection.connect_timeout, source.reconnect_delay) == (5.0, 5.0)  # the widget's timeout and every
+    silent = build(tmp_path, '{ kind = "sse", url = "http://h/e", idle_timeout = "0s" }')
+    assert silent.connection.idle_timeout is None

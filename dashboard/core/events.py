@@ -58,6 +58,10 @@ class Gap(ControlEvent):
     after: int | None = None
 
 
+# The `reload` reason a stream gives a viewer it turns away (the page reloads into the
+# sign-in page); the `sse` source takes it as a failure.
+SIGN_IN_NEEDED = "sign-in needed"
+
 CONTROL_EVENTS: tuple[type[ControlEvent], ...] = (Hello, Reload, Gap)
 CONTROL_EVENT_NAMES: tuple[str, ...] = tuple(event.name for event in CONTROL_EVENTS)
 # Names an EventSource gives meanings of its own: a widget called "error" would be

@@ -45,6 +45,7 @@ from .. import __version__
 from ..config import ServerConfig
 from ..core import auth
 from ..core.auth import Viewer
+from ..core.events import SIGN_IN_NEEDED as SIGN_IN_REASON
 from ..core.events import Gap, Hello, Reload
 from ..core.sse import encode_comment, encode_retry
 from ..hub.memory import Topic, TopicSettings, encode_sample
@@ -60,7 +61,7 @@ MAX_WIDGETS = 64  # widgets one stream may ask for with ?widgets=
 KEEPALIVE = encode_comment("keep-alive")
 # For a viewer who may not (or no longer) see the dashboard: the page reloads, and the
 # page handler sends it to the sign-in page or says why not.
-SIGN_IN_NEEDED = Reload("sign-in needed").encode()
+SIGN_IN_NEEDED = Reload(SIGN_IN_REASON).encode()
 SESSION_ENDED = Reload("session ended").encode()
 LAST_CHUNK = b"0\r\n\r\n"
 # TCP keepalive on stream sockets: a peer that vanished (a laptop lid, a dead Wi-Fi)
