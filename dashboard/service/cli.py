@@ -1,4 +1,4 @@
-"""The command line: serve (the default), check, migrate, hash-password.
+"""The command line: serve (the default), check, migrate, hash-password, tail.
 
 run.py (a checkout) and `python -m dashboard` both call main()."""
 
@@ -23,9 +23,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "command",
         nargs="?",
         default="serve",
-        choices=("serve", "check", "migrate", "hash-password"),
-        help="serve the dashboards (default), check the config, migrate the database, or "
-        "hash-password: read a password from stdin and print its hash for [auth] users",
+        choices=("serve", "check", "migrate", "hash-password", "tail"),
+        help="serve the dashboards (default), check the config, migrate the database, "
+        "hash-password: read a password from stdin and print its hash for [auth] users, or "
+        "tail URL|DASHBOARD: follow an event stream (run.py tail --help)",
     )
     parser.add_argument("--config", default="config.toml", help="the configuration file (default: ./config.toml)")
     parser.add_argument("--host", help="listen on this address (overrides [server] host)")
@@ -78,7 +79,12 @@ def setup_logging(level: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["tail"]:  # a client, with options of its own (service/tail.py)
+        from dashboard.service.tail import main as tail
+
+        return tail(argv[1:])
+    args = parse_args(argv)
     if args.command == "hash-password":
         return hash_password(sys.stdin, sys.stdout)
     try:

@@ -142,12 +142,20 @@ class EventStream:
         delay: float,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_reconnect: Callable[[str, float], None] | None = None,
+        while_unreachable: bool = False,
     ) -> None:
         """Forever: open, read until the stream ends, wait the upstream's retry delay (or
         `delay` until it gave one), and open again from the last event id. A failed
-        start raises SourceError; `on_reconnect(why, seconds)` hears of each wait."""
+        start raises SourceError, unless it is CannotConnect and `while_unreachable`
+        says to keep trying (a server restarting), as an EventSource does;
+        `on_reconnect(why, seconds)` hears of each wait."""
         while True:
-            why = await self.open(on_event)
+            try:
+                why = await self.open(on_event)
+            except CannotConnect as exc:
+                if not while_unreachable:
+                    raise
+                why = str(exc)
             wait = self.retry_delay if self.retry_delay is not None else delay
             if on_reconnect is not None:
                 on_reconnect(why, wait)

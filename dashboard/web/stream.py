@@ -207,10 +207,10 @@ class StreamHandler(CorsMixin, BaseHandler):
         if self._refused():
             await self._turn_away(jittered_retry())
             return
-        if scope.widgets is None:
-            topic = self.runtime.hub.topic(scope.dashboard)
-        else:
+        if scope.widgets is not None:
             topic = await subset_topic(self.runtime, scope.widgets)
+        else:  # a whole dashboard (_scope made sure it has a topic)
+            topic = self.runtime.hub.topic(scope.dashboard or "")
         if topic is None or self.runtime.hub.closed:  # as many subsets as the hub keeps, or stopping
             await self._turn_away(jittered_retry())
             return
@@ -467,13 +467,13 @@ class LiveStream:
         reloaded = config is not self.access_config
         wall = time.time()
         valid = {}
-        for kind, viewer in self.viewers.items():
+        for kind, viewer in (self.viewers or {}).items():
             if viewer.expires is not None and wall >= viewer.expires:
                 continue
             current = still_valid(config, viewer, self.remote_ip) if reloaded else viewer
             if current is not None:
                 valid[kind] = current
-        if not self.scope.allowed(config, valid):
+        if self.scope is None or not self.scope.allowed(config, valid):
             return False
         self.viewers = valid
         self.access_config = config
