@@ -51,6 +51,7 @@ class Tail:
             stdout=stdout,
             stderr=asyncio.subprocess.PIPE,
             env={**os.environ, **(env or {})},
+            limit=1024 * 1024,
         )
         return cls(process)
 

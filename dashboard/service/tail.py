@@ -147,7 +147,7 @@ class Printer:
         self.out.flush()
 
     def _line(self, event: Event, sample: dict) -> str:
-        ts = sample.get("ts") if isinstance(sample.get("ts"), str) else _now()
+        ts = sample["ts"] if isinstance(sample.get("ts"), str) else _now()
         widget = visible(str(sample.get("widget") or event.type))
         self.width = max(self.width, len(widget))
         status = sample.get("status", "ok")
@@ -219,7 +219,7 @@ def main(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     for stream in (sys.stdout, sys.stderr):
-        stream.reconfigure(errors="backslashreplace")  # type: ignore[attr-defined]
+        stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     colour = args.color == "always" or (
         args.color == "auto"
         and sys.stdout.isatty()
