@@ -116,7 +116,9 @@ class BadgeHandler(BaseHandler):
         if widget is None or not auth.widget_visible(self.config, widget_id, self.viewers):
             # The same answer for both: a stranger learns nothing, not even that it exists.
             raise tornado.web.HTTPError(404, "There is no such badge.")
-        sample = (await self.runtime.store.latest([widget.id])).get(widget.id)
+        runtime = self.runtime
+        assert runtime is not None  # initialize() sets it
+        sample = (await runtime.store.latest([widget.id])).get(widget.id)
         public = auth.widget_visible(self.config, widget_id, {})
         self.set_header("Content-Type", "image/svg+xml; charset=utf-8")
         self.set_header("Cache-Control", f"{'public' if public else 'private'}, max-age={MAX_AGE}")

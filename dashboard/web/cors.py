@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import tornado.web
 
+from .runtime import Runtime
+
 PREFLIGHT_MAX_AGE = 600  # seconds a browser may reuse a preflight answer
 # Request headers a cross-origin reader may send: its read token, and what an
 # EventSource polyfill sends on a reconnect.
@@ -34,9 +36,11 @@ class CorsMixin(tornado.web.RequestHandler):
     """For handlers that serve reads (GET): CORS headers on every answer to an allowed
     origin (errors included, so that a page can read why), and the preflight."""
 
+    runtime: Runtime | None = None  # BaseHandler's, given by the URL table
+
     def set_default_headers(self) -> None:
         super().set_default_headers()
-        runtime = getattr(self, "runtime", None)  # None on the first call, before initialize()
+        runtime = self.runtime  # None on the first call, before initialize()
         if runtime is None or self.request.method not in READ_METHODS:
             return
         origins = runtime.config.server.cors_origins
@@ -49,7 +53,8 @@ class CorsMixin(tornado.web.RequestHandler):
 
     def options(self, *args: str) -> None:
         """A preflight: a GET with Authorization (a read token) or Last-Event-ID."""
-        origins = self.runtime.config.server.cors_origins
+        runtime = self.runtime
+        origins = runtime.config.server.cors_origins if runtime is not None else ()
         if not origins:
             raise tornado.web.HTTPError(405)
         if allowed_origin(origins, self.request.headers.get("Origin")) is not None:

@@ -33,6 +33,7 @@ class WidgetPageHandler(BaseHandler):
         if exchange_kiosk_token(self) or not self._guard(widget_id):
             return
         runtime = self.runtime
+        assert runtime is not None  # initialize() sets it
         topic = await subset_topic(runtime, (widget.id,))
         if topic is not None:
             # Taken together, before any await: the page's stream starts after last_id.
@@ -86,7 +87,9 @@ class WidgetPageHandler(BaseHandler):
         if not views.VIEWS[widget.view].points:
             return None, None
         after = datetime.now(UTC) - timedelta(seconds=widget.history)
-        samples = await self.runtime.store.history(widget.id, limit=GRAPH_POINTS, after=after, upto=last_id)
+        runtime = self.runtime
+        assert runtime is not None
+        samples = await runtime.store.history(widget.id, limit=GRAPH_POINTS, after=after, upto=last_id)
         samples = [s for s in samples if s.status == "ok" and _is_number(s.value)]
         return [[int(s.ts.timestamp() * 1000), s.value] for s in samples], [s.id for s in samples]
 
