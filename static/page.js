@@ -50,6 +50,10 @@ const source = connect(data, {
     if (hello.version && hello.version !== data.version) window.location.reload();
     state.server = hello.server;
   },
+  gap() {
+    // Only the newest values follow: the graphs fetch what they lack.
+    backfill();
+  },
   reload() {
     source.close();
     window.location.reload();

@@ -2,12 +2,14 @@
 //
 // The page was rendered with values up to data.lastEventId, so the stream starts
 // after it (the query parameter; on a reconnect the browser sends Last-Event-ID,
-// which the server prefers). Control events carry no id: data.controls of them,
+// which the server prefers). data.events may carry a query of its own (a single
+// widget's page reads /events?widgets=<id>). Control events carry no id: data.controls of them,
 // sent before the page was rendered, are replayed after lastEventId and must be
 // skipped, or a `reload` would reload the page it produced, for ever.
 
 export function connect(data, on) {
-  const url = `${data.events}?last_event_id=${encodeURIComponent(data.lastEventId)}`;
+  const url = new URL(data.events, window.location.href);
+  url.searchParams.set("last_event_id", data.lastEventId);
   const source = new EventSource(url);
   let skip = data.controls || 0;
   let down = false;
@@ -21,6 +23,8 @@ export function connect(data, on) {
     on.down();
   });
   source.addEventListener("hello", (event) => on.hello(JSON.parse(event.data)));
+  // The stream could not replay everything this page missed: newest values follow.
+  source.addEventListener("gap", (event) => on.gap(JSON.parse(event.data)));
   source.addEventListener("reload", () => {
     if (skip > 0) skip -= 1;
     else on.reload();

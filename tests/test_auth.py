@@ -400,7 +400,7 @@ AUTH_ERRORS = [
     (
         "unknown auth key",
         mini('[auth]\nsecrets = "x"'),
-        'auth: unknown key "secrets" (expected one of: secret, session_lifetime, tokens, users, proxy_header)',
+        'auth: unknown key "secrets" (expected one of: secret, session_lifetime, tokens, users, proxy_header, readers)',
     ),
     (
         "trusted proxy",

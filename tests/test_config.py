@@ -57,7 +57,7 @@ WIDGET_KEYS = (
 SERVER_KEYS = (
     "host, port, keepalive, log_level, grace, batch, max_streams, "
     "max_streams_per_ip, max_stream_lifetime, trusted_proxies, frame_ancestors, "
-    "max_body, max_header, metrics_token, header_timeout, body_timeout, max_incomplete_requests"
+    "max_body, max_header, metrics_token, header_timeout, body_timeout, max_incomplete_requests, cors_origins"
 )
 VIEWS = "number, meter, graph, text, list, status, clock, alerts"
 SIZE = 'expected a size like "64KiB", "1MiB" or "512B", got'

@@ -1,10 +1,12 @@
 """The hub on its own: ring buffers, cursors, snapshots, subscribers and fan-out passes."""
 
 import asyncio
+import json
 from datetime import UTC, datetime
 
 import pytest
 
+from dashboard.core.events import Reload
 from dashboard.core.samples import Sample
 from dashboard.core.sse import decode
 from dashboard.hub.memory import Hub, Topic, encode_sample
@@ -345,7 +347,10 @@ async def test_readers_that_fell_off_the_buffer_get_a_snapshot_and_are_counted()
     topic.subscribe(behind)  # at cursor 0, which the buffer no longer holds
     assert counted == [0, 0, 0, 0, 0, 1]
     assert ids_of(current.sent) == [1, 2, 3, 4, 5]
-    assert ids_of([payload for payload, _, _ in behind.pushes]) == [4, 5]
+    # `gap` first (no id: the decoder's last id stays empty), then the newest of each widget.
+    (gap, *snapshot) = decode(b"".join(payload for payload, _, _ in behind.pushes))
+    assert (gap.type, gap.last_event_id, json.loads(gap.data)) == ("gap", "", {"reason": "fell behind"})
+    assert [int(e.last_event_id) for e in snapshot] == [4, 5]
 
 
 def event_bytes(*event_ids: int) -> int:
@@ -417,3 +422,37 @@ async def test_readers_that_share_one_send_each_get_every_event():
     assert ids_of(first.sent) == [1]  # by the group's loop
     assert ids_of([payload for payload, _, _ in second.pushes]) == [1]  # fed on its own
     assert topic.counts(first) == topic.counts(second) == (1, event_bytes(1))
+
+
+# --- subset topics: streams of some widgets ---------------------------------------------------------
+
+
+@pytest.mark.gen_test(timeout=5)
+async def test_a_subset_topic_gets_its_widgets_events_and_leaves_the_dashboards_fan_out_alone():
+    hub = hub_with({"main": ["a", "b"], "other": ["b", "c"]})
+    hub.publish(sample(1, "a"))
+    hub.publish(sample(2, "c"))
+    main = hub.topic("main")
+    whole = DirectReader(cursor=main.position)
+    main.subscribe(whole)
+    subset = hub.subset(["c", "a"])
+    assert hub.subset(["a", "c", "a"]) is subset and subset.name == "~a,c"
+    assert ids_of(subset.snapshot()) == [1, 2]  # seeded from the dashboards' topics
+    part = DirectReader(cursor=subset.position)
+    subset.subscribe(part)
+    for event_id, widget in [(3, "a"), (4, "b"), (5, "c")]:
+        hub.publish(sample(event_id, widget))
+    await next_pass()
+    assert ids_of(part.sent) == [3, 5]
+    assert ids_of(whole.sent) == [3, 4]
+    assert list(main.caught_up.values()) == [whole] and list(subset.caught_up.values()) == [part]
+    assert hub.topics_of("a") == ("main", "~a,c")
+
+
+def test_a_reload_that_removes_a_widget_removes_its_subset_topics_with_a_goodbye():
+    hub = hub_with({"main": ["a", "b"]})
+    gone, kept = hub.subset(["a"]), hub.subset(["b"])
+    removed = hub.reconfigure({"main": ["b"]}, {}, Reload("configuration changed"), widgets=["b"])
+    assert removed == [gone] and list(hub.subsets) == [("b",)]
+    assert widgets_of(gone.chunks) == ["reload"]
+    assert hub.topics_of("a") == () and hub.subsets[("b",)] is kept

@@ -104,7 +104,7 @@ def location_block(text: str, prefix: str) -> str:
 
 def test_the_site_proxies_streams_unbuffered_with_a_timeout_above_the_keepalive():
     text = SITE.read_text()
-    events = location_block(text, "/events/")
+    events = location_block(text, "/events")
     assert re.search(r"^\s*proxy_buffering off;$", events, flags=re.M)
     timeout = re.search(r"^\s*proxy_read_timeout (\d+s);$", events, flags=re.M).group(1)
     assert parse_duration(timeout) > parse_duration("15s")  # the default [server] keepalive
@@ -154,6 +154,10 @@ async def test_a_page_behind_nginx_gets_every_event_and_resumes_after_a_web_proc
         hello = await probe.next_event()
         probe.close()
         assert hello.type == "hello" and json.loads(hello.data)["server"] in instances
+        # A stream of some widgets goes through the same location, unbuffered.
+        subset = await StreamClient.open(nginx.url("/events?widgets=note"))
+        assert subset.status == 200 and (await subset.next_event()).type == "hello"
+        subset.close()
 
         for follower in followers:
             await follower.connect(nginx.url("/events/main"), last_event_id=0)

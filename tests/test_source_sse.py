@@ -485,6 +485,14 @@ async def test_a_dashboard_fed_by_another_dashboards_stream(servers, tmp_path):
             "widgets.s.source.idle_timeout: expected a duration",
         ),
         ('{ kind = "sse", url = "http://h/e", retry = "1s" }', 'widgets.s.source: unknown key "retry"'),
+        (
+            '{ kind = "sse", url = "http://h/e", token = "short" }',
+            "widgets.s.source.token: too short: a read token has at least 16 characters",
+        ),
+        (
+            '{ kind = "sse", url = "http://h/e", token = "read-token-0123456789", headers = { Authorization = "x" } }',
+            "widgets.s.source.token: expected either token or an Authorization header, got both",
+        ),
     ],
 )
 def test_config_errors(tmp_path, source, message):
@@ -493,14 +501,21 @@ def test_config_errors(tmp_path, source, message):
     assert message in str(caught.value)
 
 
+def test_a_token_is_sent_as_a_bearer_authorization(tmp_path):
+    source = build(tmp_path, '{ kind = "sse", url = "http://h/e", token = "read-token-0123456789" }')
+    assert source.connection.headers == {"Authorization": "Bearer read-token-0123456789"}
+
+
 def test_defaults(tmp_path):
     source = build(tmp_path, '{ kind = "sse", url = "https://example.org/events" }')
-    assert (source.event, source.format, source.path.keys, source.headers, source.idle_timeout) == (
+    connection = source.connection
+    assert (source.event, source.format, source.path.keys, connection.headers, connection.idle_timeout) == (
         None,
         "json",
         (),
         {},
         60.0,
     )
-    assert (source.connect_timeout, source.reconnect_delay) == (5.0, 5.0)  # the widget's timeout and every
-    assert build(tmp_path, '{ kind = "sse", url = "http://h/e", idle_timeout = "0s" }').idle_timeout is None
+    assert (connection.connect_timeout, source.reconnect_delay) == (5.0, 5.0)  # the widget's timeout and every
+    silent = build(tmp_path, '{ kind = "sse", url = "http://h/e", idle_timeout = "0s" }')
+    assert silent.connection.idle_timeout is None

@@ -37,7 +37,7 @@ ROWS = [
     ("text", """'"a\\ud800b\\u0000c"'""", "NULL", "ok"),
     ("list", "'not JSON'", "NULL", "ok"),
     ("deep", "'" + "[" * 50 + "]" * 50 + "'", "NULL", "ok"),
-    ("big", """'"' || hex(zeroblob(40000)) || '"'""", "NULL", "ok"),  # 80,000 characters
+    ("big", """'"' || hex(zeroblob(140000)) || '"'""", "NULL", "ok"),  # 280,000 characters
     ("latin", "CAST(X'22E92022' AS TEXT)", "NULL", "ok"),  # "é " in Latin-1: not UTF-8
     ("note", "NULL", "CAST(X'6261642066FF' AS TEXT)", "error"),
     ("fine", "'5'", "NULL", "ok"),
@@ -49,7 +49,7 @@ SHOWN = {  # widget -> what its message says (an error), or its value (ok)
     "graph": "the stored value cannot be shown by this graph: expected a number, got text 'not a number'",
     "list": "the stored value cannot be shown: not JSON: Expecting value: line 1 column 1 (char 0)",
     "deep": "the stored value cannot be shown: nested too deeply: at most 8 levels of lists and objects",
-    "big": "the stored value cannot be shown: too large: more than 64 KiB as JSON",
+    "big": "the stored value cannot be shown: too large: more than 256 KiB as JSON",
     "note": "bad f\ufffd",
 }
 

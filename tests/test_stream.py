@@ -216,6 +216,8 @@ async def test_a_gap_beyond_the_replay_limit_gets_the_newest_value_of_each_widge
     samples = await record_all(server, mixed(120))
     newest = {s.widget: s for s in samples}
     client = await open_stream(server, last_event_id=samples[0].id)
+    gap = await client.next_event()
+    assert (gap.type, gap.last_event_id, data(gap)) == ("gap", "", {"reason": "too old", "after": samples[0].id})
     snapshot = await client.collect(2)
     assert [(e.type, int(e.last_event_id)) for e in snapshot] == sorted(
         [("a", newest["a"].id), ("b", newest["b"].id)], key=lambda pair: pair[1]
@@ -231,6 +233,10 @@ async def test_an_id_never_issued_gets_the_current_values(servers, last_event_id
     server = await servers.start()
     a, b, _ = await record_all(server, [("a", 1), ("b", "x"), ("c", 2)])
     client = await open_stream(server, last_event_id=last_event_id.encode("utf-8").decode("latin-1"))
+    if last_event_id == "999999":  # an id, just not one of ours: the client learns it missed something
+        gap = await client.next_event()
+        assert (gap.type, data(gap)) == ("gap", {"reason": "unknown id", "after": 999999})
+    # Anything else is no id at all: a fresh start, which misses nothing.
     assert ids(await client.collect(2)) == [a.id, b.id]
     client.close()
 
@@ -444,8 +450,11 @@ async def test_a_slow_client_costs_the_server_constant_memory(servers):
     assert stalled_at < len(published) / 4
     newest = {s.widget: s.id for s in published}
     got = []
-    while {"a", "b"} - {e.type for e in got if int(e.last_event_id) == newest[e.type]}:
+    while {"a", "b"} - {e.type for e in got if e.type in newest and int(e.last_event_id) == newest[e.type]}:
         got.append(await slow.next_widget_event(timeout=10))
+    gaps = [e for e in got if e.type == "gap"]
+    assert gaps and all(data(e) == {"reason": "fell behind"} for e in gaps), "the snapshot says it is one"
+    got = [e for e in got if e.type != "gap"]
     received = ids(got)
     assert received == sorted(set(received)), "in order, nothing twice"
     assert len(received) < len(published) / 4, "a snapshot, not the backlog"
@@ -470,6 +479,8 @@ async def test_a_replay_the_database_cannot_give_still_opens_the_stream(servers,
     try:
         client = await open_stream(server, last_event_id=samples[0].id)
         assert client.headers["content-type"] == "text/event-stream; charset=utf-8"
+        gap = await client.next_event()
+        assert (gap.type, data(gap)) == ("gap", {"reason": "database unavailable", "after": samples[0].id})
         assert ids(await client.collect(2)) == sorted([newest["a"], newest["b"]])
     finally:
         with closing(sqlite3.connect(tmp_path / "data" / "test.db")) as db, db:

@@ -81,7 +81,7 @@ REJECTED = [
     ("text", 10**5000, "cannot be shown: ValueError: Exceeds the limit"),
     ("text", "x" * (MAX_VALUE_BYTES + 1), f"too large: more than {MAX_VALUE_BYTES // 1024} KiB as JSON"),
     ("text", "é" * (MAX_VALUE_BYTES // 2 + 1), f"too large: more than {MAX_VALUE_BYTES // 1024} KiB as JSON"),
-    ("list", [["x" * 400, "y" * 400]] * 200, "too large"),
+    ("list", [["x" * 800, "y" * 800]] * 200, "too large"),  # 200 rows of 1,600 characters: 320 KB
 ]
 
 
@@ -111,7 +111,8 @@ def test_showable_refuses_what_json_or_the_page_cannot_hold(value, message):
 
 def test_the_size_counts_numbers_and_keys_too():
     assert len(showable([1.5] * 2000)) == 2000
-    for too_large in ([1.5] * 5000, {f"key {i}": None for i in range(8000)}):
+    # 256 KiB: 1.5 is 5 bytes with its comma; a key of 9-11 characters with its null, about 18.
+    for too_large in ([1.5] * 60_000, {f"key {i}": None for i in range(20_000)}):
         with pytest.raises(ValueRejected, match="too large"):
             showable(too_large)
 

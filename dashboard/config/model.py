@@ -37,6 +37,8 @@ class ServerConfig:
     header_timeout: float = 10.0  # seconds for a request's head; also an idle keep-alive connection's
     body_timeout: float = 30.0  # seconds for a request's body
     max_incomplete_requests: int = 1024  # connections waiting for (the rest of) a request
+    # Origins whose pages may read the streams and the read API (CORS); "*": any. Empty: none.
+    cors_origins: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +70,14 @@ class ApiConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ReaderConfig:
+    """A read token for scripts and servers: which dashboards it may read."""
+
+    token: str
+    dashboards: tuple[str, ...]  # dashboard ids, or ("*",) for all of them
+
+
+@dataclasses.dataclass(frozen=True)
 class AuthConfig:
     """Viewer authentication (dashboard/auth.py); unused while every dashboard is public."""
 
@@ -76,6 +86,7 @@ class AuthConfig:
     tokens: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))  # kiosk links
     users: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))  # name -> scrypt hash
     proxy_header: str = "X-Forwarded-User"
+    readers: Mapping[str, ReaderConfig] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclasses.dataclass(frozen=True)

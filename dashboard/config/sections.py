@@ -33,6 +33,7 @@ from .model import (
     Config,
     DashboardConfig,
     HubConfig,
+    ReaderConfig,
     ServerConfig,
     SourceConfig,
     StorageConfig,
@@ -59,6 +60,8 @@ _FRAME_SOURCE = re.compile(
     r"[a-z][a-z0-9+.-]*:|(?:[a-z][a-z0-9+.-]*://)?(?:\*\.)?[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
     r"(?::(?:[0-9]{1,5}|\*))?(?:/[A-Za-z0-9._~%!$&()*+=:@/-]*)?|\*"
 )
+# A CORS origin: scheme://host[:port], nothing after it (RFC 6454 serialisation).
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 SECRET_MIN = 32
 VIEWER_TOKEN_MIN = 16
 
@@ -92,6 +95,7 @@ def _server(t: Table) -> ServerConfig:
         header_timeout=t.duration("header_timeout", "10s", positive=True),
         body_timeout=t.duration("body_timeout", "30s", positive=True),
         max_incomplete_requests=t.int("max_incomplete_requests", 1024, min=1),
+        cors_origins=_cors_origins(t),
     )
     if server.max_header < 1024:
         raise t.error("max_header", f"expected a size of at least 1KiB, got {show(t.raw('max_header'))}")
@@ -140,6 +144,18 @@ def _frame_ancestors(t: Table) -> tuple[str, ...]:
             f'"https://wall.example.org", got {show(source)}',
         )
     return sources
+
+
+def _cors_origins(t: Table) -> tuple[str, ...]:
+    origins = t.str_list("cors_origins", ())
+    for index, origin in enumerate(origins):
+        if origin == "*" or _ORIGIN.fullmatch(origin):
+            continue
+        where = join(join(t.path, "cors_origins"), index)
+        raise error(
+            t.file, where, f'expected an origin like "https://wiki.example.org" (no path) or "*", got {show(origin)}'
+        )
+    return origins
 
 
 def _secret_token(t: Table, key: str, shortest: int) -> str:
@@ -243,6 +259,37 @@ def _viewer_tokens(t: Table, push_tokens: Mapping[str, str]) -> Mapping[str, str
     return MappingProxyType(tokens)
 
 
+def _readers(t: Table, taken: Mapping[str, str]) -> Mapping[str, ReaderConfig]:
+    """[auth] readers: name -> { token, dashboards }. `taken`: every other token (push,
+    kiosk, metrics), none of which a read token may equal."""
+    readers: dict[str, ReaderConfig] = {}
+    for name in t:
+        _viewer_name(t, name)
+        rule = t.table(name)
+        token = _secret_token(rule, "token", VIEWER_TOKEN_MIN)
+        if not token:
+            raise rule.error("token", "expected a token, got an empty string")
+        if token in taken.values() or any(token == other.token for other in readers.values()):
+            raise rule.error(
+                "token", "the same token as another one (a push, kiosk, metrics or read token): use a token of its own"
+            )
+        dashboards = rule.str_list("dashboards")
+        if not dashboards:
+            raise rule.error("dashboards", 'expected dashboard ids, or ["*"] for all of them, got an empty array')
+        readers[name] = ReaderConfig(token=token, dashboards=dashboards)
+        rule.done()
+    return MappingProxyType(readers)
+
+
+def _check_readers(auth_table: Table, auth: AuthConfig, dashboards: tuple[DashboardConfig, ...]) -> None:
+    known = {d.id for d in dashboards}
+    for name, reader in auth.readers.items():
+        for index, dashboard_id in enumerate(reader.dashboards):
+            if dashboard_id != viewer_auth.EVERY_DASHBOARD and dashboard_id not in known:
+                where = join(join(join(join(auth_table.path, "readers"), name), "dashboards"), index)
+                raise error(auth_table.file, where, f"unknown dashboard {show(dashboard_id)}")
+
+
 def _users(t: Table) -> Mapping[str, str]:
     users: dict[str, str] = {}
     for name in t:
@@ -260,18 +307,23 @@ def _users(t: Table) -> Mapping[str, str]:
     return MappingProxyType(users)
 
 
-def _auth(t: Table, api: ApiConfig) -> AuthConfig:
+def _auth(t: Table, api: ApiConfig, server: ServerConfig) -> AuthConfig:
     secret = _secret_token(t, "secret", SECRET_MIN)
     lifetime = t.duration("session_lifetime", "12h", positive=True)
     if not 1 <= lifetime <= 400 * 86400:  # browsers cap cookie lifetimes at 400 days
         got = show(t.raw("session_lifetime"))
         raise t.error("session_lifetime", f'expected a duration from "1s" to "400d", got {got}')
+    kiosk = _viewer_tokens(t.table("tokens", {}), api.tokens)
+    taken = {**{f"push {k}": v for k, v in api.tokens.items()}, **{f"kiosk {k}": v for k, v in kiosk.items()}}
+    if server.metrics_token:
+        taken["metrics"] = server.metrics_token
     auth = AuthConfig(
         secret=secret,
         session_lifetime=lifetime,
-        tokens=_viewer_tokens(t.table("tokens", {}), api.tokens),
+        tokens=kiosk,
         users=_users(t.table("users", {})),
         proxy_header=t.str("proxy_header", "X-Forwarded-User"),
+        readers=_readers(t.table("readers", {}), taken),
     )
     if not _HEADER_NAME.fullmatch(auth.proxy_header):
         raise t.error("proxy_header", f'expected a header name like "X-Forwarded-User", got {show(auth.proxy_header)}')
@@ -485,11 +537,12 @@ def _build(root: Table, base_dir: Path) -> Config:
     server = _server(sections["server"])
     storage = _storage(sections["storage"], base_dir)
     hub, api = _hub(sections["hub"]), _api(sections["api"])
-    auth = _auth(sections["auth"], api)
+    auth = _auth(sections["auth"], api, server)
     widgets = _widgets(root)
     enabled = {k: w for k, w in widgets.items() if w.enabled}
     disabled = {k: w for k, w in widgets.items() if not w.enabled}
     dashboards = _dashboards(root, widgets, _access_checker(sections["auth"], auth, server))
+    _check_readers(sections["auth"], auth, dashboards)
     alerts = alerts_section(sections["alerts"])
     notifiers = notifiers_section(sections["notifiers"], base_dir)
     maintenance = maintenance_section(root, alerts.timezone)

@@ -6,6 +6,10 @@ password, or a header set by an authenticating proxy. A dashboard accepts only
 viewers of its own kind (a kiosk link for the lobby screen does not open the
 password-protected dashboards), optionally only some names of that kind.
 
+Scripts and servers read with a bearer token from [auth] readers (kind READER):
+no session, no cookie; the token's own rule lists the dashboards it may read, and
+it is taken from the Authorization header of each request.
+
 Sessions (kiosk and password viewers) live in a cookie signed with [auth] secret.
 Besides the name and an expiry, a session carries a fingerprint of the
 credential it came from: changing a user's password or a kiosk token in the
@@ -27,6 +31,8 @@ from typing import Any, Protocol
 
 PUBLIC, TOKEN, PASSWORD, PROXY = "public", "token", "password", "proxy"
 MODES = (PUBLIC, TOKEN, PASSWORD, PROXY)
+READER = "reader"  # a script's read token ([auth] readers): not a dashboard mode
+EVERY_DASHBOARD = "*"  # in a reader's dashboards: all of them
 SESSION_KINDS = (TOKEN, PASSWORD)  # the modes whose viewers hold a session cookie
 
 # scrypt's cost: n=2**14, r=8 is the RFC 7914 interactive figure (16 MiB, ~50 ms).
@@ -138,8 +144,9 @@ class Dashboards(Protocol):
 class Viewer:
     name: str
     kind: str  # token, password or proxy
-    expires: float | None = None  # epoch seconds; None: no session (a proxy's viewer)
+    expires: float | None = None  # epoch seconds; None: no session (a proxy's viewer, a reader)
     fingerprint: str = ""
+    reads: tuple[str, ...] = ()  # a reader's dashboards (EVERY_DASHBOARD: all)
 
 
 def credential_fingerprint(secret: str, kind: str, credential: str) -> str:
@@ -218,6 +225,30 @@ def match_token(tokens: Mapping[str, str], offered: str | bytes) -> str | None:
     return found
 
 
+def reader_fingerprint(token: str) -> str:
+    """Tells whether a reader's token changed on a reload, without keeping the token."""
+    return hashlib.sha256(f"reader\0{token}".encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def reader_of(readers: Mapping[str, Any], offered: str | bytes) -> Viewer | None:
+    """The reader whose token (readers: name -> an object with `token` and `dashboards`)
+    is `offered`, or None; compared through match_token only."""
+    name = match_token({name: reader.token for name, reader in readers.items()}, offered)
+    if name is None:
+        return None
+    reader = readers[name]
+    return Viewer(name, READER, fingerprint=reader_fingerprint(reader.token), reads=tuple(reader.dashboards))
+
+
+def reader_now(readers: Mapping[str, Any], viewer: Viewer) -> Viewer | None:
+    """A reader as the config has it now (its dashboards may have changed); None when its
+    name is gone or its token changed."""
+    reader = readers.get(viewer.name)
+    if reader is None or not hmac.compare_digest(reader_fingerprint(reader.token), viewer.fingerprint):
+        return None
+    return dataclasses.replace(viewer, reads=tuple(reader.dashboards))
+
+
 # --- the rule ---------------------------------------------------------------------------
 # `viewers`: each identity a request carries, by kind (a session, a proxy's user).
 
@@ -225,6 +256,9 @@ def match_token(tokens: Mapping[str, str], offered: str | bytes) -> str | None:
 def may_see(dashboard: object, viewers: Mapping[str, Viewer]) -> bool:
     mode: str = getattr(dashboard, "auth", PUBLIC)
     if mode == PUBLIC:
+        return True
+    reader = viewers.get(READER)
+    if reader is not None and (getattr(dashboard, "id", None) in reader.reads or EVERY_DASHBOARD in reader.reads):
         return True
     viewer = viewers.get(mode)
     if viewer is None:

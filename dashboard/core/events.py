@@ -46,6 +46,19 @@ class Reload(ControlEvent):
 
 
 @dataclass(frozen=True)
+class Gap(ControlEvent):
+    """What follows is the newest value of each widget, not every event since the
+    client's last one: the stream could not replay what it missed (the gap was too
+    old, its id unknown, the database did not answer) or it read too slowly to keep
+    up. `after` is the id it resumed from, when it gave one. A script learns that it
+    missed data; a page may fetch what its graphs lack from the history API."""
+
+    name: ClassVar[str] = "gap"
+    reason: str
+    after: int | None = None
+
+
+@dataclass(frozen=True)
 class Alert(ControlEvent):
     """Alerts changed: each as it is now (fired, resolved, acknowledged, silenced). At a
     stream's opening `complete` is true: these are all the open alerts the page may
@@ -56,7 +69,11 @@ class Alert(ControlEvent):
     complete: bool = False
 
 
-CONTROL_EVENTS: tuple[type[ControlEvent], ...] = (Hello, Reload, Alert)
+# The `reload` reason a stream gives a viewer it turns away (the page reloads into the
+# sign-in page); the `sse` source takes it as a failure.
+SIGN_IN_NEEDED = "sign-in needed"
+
+CONTROL_EVENTS: tuple[type[ControlEvent], ...] = (Hello, Reload, Gap, Alert)
 CONTROL_EVENT_NAMES: tuple[str, ...] = tuple(event.name for event in CONTROL_EVENTS)
 # Names an EventSource gives meanings of its own: a widget called "error" would be
 # indistinguishable from a failed connection on the page.

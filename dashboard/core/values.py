@@ -35,7 +35,7 @@ from typing import Any
 from .samples import ERROR, Sample
 
 MAX_DEPTH = 8  # containers in containers (a list view's rows are 2)
-MAX_VALUE_BYTES = 64 * 1024  # as JSON, about
+MAX_VALUE_BYTES = 256 * 1024  # as JSON, about: a long text (a log tail, a 100 KB report) fits
 MAX_MESSAGE = 1000  # characters of an error message; longer ones are cut
 MAX_EXACT_INTEGER = 2**53  # the largest integer a JavaScript number holds exactly
 REPLACEMENT = "\ufffd"

@@ -27,6 +27,14 @@ Which widgets each topic shows, and the topics' settings, are given when the hub
 is seeded and changed through reconfigure() and apply(), never by editing its
 dicts from outside.
 
+Besides one topic per dashboard, a stream that follows only some widgets (of one
+dashboard or of several) reads a subset topic: a topic of exactly those widgets,
+made on first use (subset()), shared by every stream of the same set, and fed by
+publish() like the others. The whole-dashboard topics are not touched by it: a
+subset costs its own readers, and an append per event of its widgets. A subset
+topic with no reader left is dropped once it has been idle for SUBSET_LINGER
+(checked whenever a subset is asked for), so at most MAX_SUBSETS exist.
+
 Ids: a sample's id is its event id. `Hub.last_id` and `Topic.last_id` are the
 newest sample ids the hub and a topic have seen. A topic's `position` is the
 newest place in its buffer: that id, or a fraction above it after a control
@@ -41,7 +49,7 @@ from bisect import bisect_right
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from ..core.events import ControlEvent
+from ..core.events import ControlEvent, Gap
 from ..core.samples import Sample
 from ..core.sse import encode_event
 from .reader import Reader
@@ -52,6 +60,12 @@ def encode_sample(sample: Sample) -> bytes:
 
 
 CONTROLS_PER_EVENT = 1024
+# Sent before the snapshot that replaces events a reader was too slow to take.
+FELL_BEHIND = Gap("fell behind").encode()
+SUBSET_PREFIX = "~"  # a subset topic's name: "~a,b" (a dashboard id holds neither "~" nor ",")
+MAX_SUBSETS = 256
+SUBSET_BUFFER = 256  # events kept per subset topic: a resuming stream reads older ones from the database
+SUBSET_LINGER = 60.0  # seconds a subset topic with no reader is kept, for its streams to resume into
 
 # Committed samples of every widget with after < id <= upto (None: no bound), oldest first,
 # at most limit + 1 of them: the store's `since`, handed to a hub that fills gaps from it.
@@ -102,6 +116,8 @@ class Topic:
         "sent_upto",
         "size",
         "tick_every",
+        "used",
+        "widgets",
     )
 
     def __init__(self, name: str, size: int, floor: int, settings: TopicSettings = TopicSettings()):
@@ -127,6 +143,8 @@ class Topic:
         self.sent_bytes = 0
         self._pass: asyncio.Handle | None = None
         self._ticker: asyncio.Handle | None = None
+        self.widgets: tuple[str, ...] = ()  # the widgets it shows
+        self.used = 0.0  # monotonic time a subset topic was last asked for (Hub.subset)
         self.apply(settings)
 
     def apply(self, settings: TopicSettings) -> None:
@@ -232,11 +250,11 @@ class Topic:
         return (reader.events_sent + self.sent_events - joined[1], reader.bytes_sent + self.sent_bytes - joined[2])
 
     def payload(self, cursor) -> tuple[bytes, int]:
-        """Everything after `cursor` as one write, and how many events it holds; the
-        newest value of each widget when the cursor fell off the buffer."""
+        """Everything after `cursor` as one write, and how many events it holds; when the
+        cursor fell off the buffer, `gap` and the newest value of each widget."""
         chunks = self.since(cursor)
         if chunks is None:
-            chunks = self.snapshot(cursor)
+            chunks = [FELL_BEHIND, *self.snapshot(cursor)]
         return b"".join(chunks), len(chunks)
 
     def _fan_out(self) -> None:
@@ -337,8 +355,9 @@ class Hub:
     def __init__(self, buffer: int = 1024, settings: TopicSettings = TopicSettings()):
         self.buffer = buffer
         self.settings = settings
-        self.topics: dict[str, Topic] = {}
-        self._topics_of: dict[str, tuple[str, ...]] = {}  # widget -> the topics showing it
+        self.topics: dict[str, Topic] = {}  # a dashboard's topic, by its id
+        self.subsets: dict[tuple[str, ...], Topic] = {}  # a subset topic, by its sorted widgets
+        self._topics_of: dict[str, tuple[Topic, ...]] = {}  # widget -> the topics showing it
         self.last_id = 0
         self.closed = False
         self.published = 0
@@ -350,32 +369,90 @@ class Hub:
         self._place(topics, latest)
 
     def _place(self, topics: Mapping[str, Iterable[str]], latest: Mapping[str, Sample]) -> None:
-        placed: dict[str, list[str]] = {}
         for name, widgets in topics.items():
             topic = self.topics.get(name) or Topic(name, self.buffer, self.last_id, self.settings)
             self.topics[name] = topic
             shown = set(widgets)
+            topic.widgets = tuple(shown)
             for widget in shown:
-                placed.setdefault(widget, []).append(name)
                 if widget in latest and widget not in topic.latest:
                     sample = latest[widget]
                     topic.latest[widget] = (sample.id, encode_sample(sample), sample)
             for widget in set(topic.latest) - shown:
                 del topic.latest[widget]  # else a fresh page's snapshot would still carry it
-        self._topics_of = {widget: tuple(names) for widget, names in placed.items()}
+        self._index()
+
+    def _index(self) -> None:
+        placed: dict[str, list[Topic]] = {}
+        for topic in (*self.topics.values(), *self.subsets.values()):
+            for widget in topic.widgets:
+                placed.setdefault(widget, []).append(topic)
+        self._topics_of = {widget: tuple(shown) for widget, shown in placed.items()}
 
     def reconfigure(
-        self, topics: Mapping[str, Iterable[str]], latest: Mapping[str, Sample], goodbye: ControlEvent
+        self,
+        topics: Mapping[str, Iterable[str]],
+        latest: Mapping[str, Sample],
+        goodbye: ControlEvent,
+        widgets: Iterable[str] | None = None,
     ) -> list[Topic]:
         """A reload: topics added, reshaped (widgets added get their value from `latest`,
-        widgets gone leave the snapshot) or removed. A removed topic's readers get `goodbye`;
-        it is returned so that its readers can be ended once that had time to reach them."""
+        widgets gone leave the snapshot) or removed, and subset topics of a widget that
+        is no longer in `widgets` (every widget there is) removed. A removed topic's readers
+        get `goodbye`; it is returned so that its readers can be ended once that had time
+        to reach them."""
         removed = [topic for name, topic in self.topics.items() if name not in topics]
         for topic in removed:
-            topic.append_control(goodbye.encode())
             del self.topics[topic.name]
+        if widgets is not None:
+            known = set(widgets)
+            for key, topic in list(self.subsets.items()):
+                if not known.issuperset(key):
+                    removed.append(topic)
+                    del self.subsets[key]
+        for topic in removed:
+            topic.append_control(goodbye.encode())
         self._place(topics, latest)
         return removed
+
+    def subset(self, widgets: Iterable[str]) -> Topic | None:
+        """The topic of exactly these widgets, made on first use with the newest value of
+        each that a dashboard's topic holds (see fill_latest for the others); None when
+        MAX_SUBSETS are in use."""
+        key = tuple(sorted(set(widgets)))
+        now = time.monotonic()
+        topic = self.subsets.get(key)
+        if topic is None:
+            self._drop_idle_subsets(now)
+            if len(self.subsets) >= MAX_SUBSETS:
+                return None
+            size = min(self.buffer, SUBSET_BUFFER)
+            topic = Topic(SUBSET_PREFIX + ",".join(key), size, self.last_id, self.settings)
+            topic.widgets = key
+            for widget in key:
+                newest = max(
+                    (shown.latest[widget] for shown in self._topics_of.get(widget, ()) if widget in shown.latest),
+                    key=lambda entry: entry[0],
+                    default=None,
+                )
+                if newest is not None:
+                    topic.latest[widget] = newest
+            self.subsets[key] = topic
+            self._index()
+        topic.used = now
+        return topic
+
+    def _drop_idle_subsets(self, now: float) -> None:
+        idle = [key for key, topic in self.subsets.items() if not topic.readers and now - topic.used > SUBSET_LINGER]
+        for key in idle:
+            del self.subsets[key]
+        if idle:
+            self._index()
+
+    def subsets_showing(self, widgets: Iterable[str]) -> list[Topic]:
+        """The subset topics that show any of these widgets."""
+        wanted = set(widgets)
+        return [topic for key, topic in self.subsets.items() if wanted.intersection(key)]
 
     def apply(self, settings: TopicSettings) -> None:
         """New topic settings (a reload changed [server] batch or keepalive, say)."""
@@ -387,7 +464,7 @@ class Hub:
         return self.topics.get(name)
 
     def topics_of(self, widget: str) -> tuple[str, ...]:
-        return self._topics_of.get(widget, ())
+        return tuple(topic.name for topic in self._topics_of.get(widget, ()))
 
     def publish(self, sample: Sample, topics: Iterable[str] | None = None) -> bytes:
         """Append the sample to the topics that show its widget (or to `topics`, which
@@ -395,10 +472,14 @@ class Hub:
         chunk = encode_sample(sample)
         self.last_id = max(self.last_id, sample.id)
         self.published += 1
-        for name in self._topics_of.get(sample.widget, ()) if topics is None else topics:
-            topic = self.topics.get(name)
-            if topic is not None:
+        if topics is None:
+            for topic in self._topics_of.get(sample.widget, ()):
                 topic.append(sample, chunk)
+        else:
+            for name in topics:
+                named = self.topics.get(name)
+                if named is not None:
+                    named.append(sample, chunk)
         return chunk
 
     def publish_all(self, samples: Iterable[Sample]) -> None:
@@ -431,9 +512,9 @@ class Hub:
     def close(self) -> None:
         """End every reader, so that streams can say goodbye."""
         self.closed = True
-        for topic in self.topics.values():
+        for topic in (*self.topics.values(), *self.subsets.values()):
             topic.end_subscribers()
 
     @property
     def readers(self) -> int:
-        return sum(topic.readers for topic in self.topics.values())
+        return sum(topic.readers for topic in (*self.topics.values(), *self.subsets.values()))

@@ -1,4 +1,4 @@
-"""The command line: serve (the default), check, migrate, import, hash-password, notify-test.
+"""The command line: serve (the default), check, migrate, import, hash-password, notify-test, tail.
 
 run.py (a checkout) and `python -m dashboard` both call main()."""
 
@@ -37,10 +37,11 @@ def _parser() -> argparse.ArgumentParser:
         "command",
         nargs="?",
         default="serve",
-        choices=("serve", "check", "migrate", "import", "hash-password", "notify-test"),
+        choices=("serve", "check", "migrate", "import", "hash-password", "notify-test", "tail"),
         help="serve the dashboards (default), check the config, migrate the database, import FILE... "
         "(history from CSV or NDJSON), hash-password: read a password from stdin and print its hash "
-        "for [auth] users, or notify-test NAME: send a test message through one notifier",
+        "for [auth] users, notify-test NAME: send a test message through one notifier, or tail URL|DASHBOARD: "
+        "follow an event stream (run.py tail --help)",
     )
     parser.add_argument(
         "arguments",
@@ -99,7 +100,12 @@ def setup_logging(level: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["tail"]:  # a client, with options of its own (service/tail.py)
+        from dashboard.service.tail import main as tail
+
+        return tail(argv[1:])
+    args = parse_args(argv)
     if args.command == "hash-password":
         return hash_password(sys.stdin, sys.stdout)
     try:

@@ -149,13 +149,16 @@ def switch(runtime: Runtime, config: Config, changes: Changes, latest: dict[str,
     hub = runtime.hub
     runtime.config = config
     goodbye = Reload("configuration changed")
-    removed = hub.reconfigure({d.id: d.widgets for d in config.dashboards}, latest, goodbye)
+    removed = hub.reconfigure({d.id: d.widgets for d in config.dashboards}, latest, goodbye, config.widgets)
     loop = asyncio.get_running_loop()
     for topic in removed:
         loop.call_later(REMOVED_TOPIC_LINGER, topic.end_subscribers)
     hub.apply(topic_settings(config.server, runtime.metrics.stream_wrote))
     for name in changes.dashboards_changed:
         hub.send_control(name, goodbye)
+    # A stream of some widgets (a single widget's page) shows their titles, views and units too.
+    for topic in hub.subsets_showing(changes.widgets_changed):
+        topic.append_control(goodbye.encode())
     if runtime.alerts is not None:
         runtime.alerts.apply(config)  # rules, routes, notifiers and windows, from the next round
 

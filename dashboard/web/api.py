@@ -10,6 +10,7 @@ import tornado.web
 from ..core import auth
 from ..core.samples import Sample, format_ts
 from .base import BaseHandler
+from .cors import CorsMixin
 from .sessions import api_denied
 
 
@@ -19,7 +20,7 @@ def sample_json(sample: Sample | None) -> dict[str, Any] | None:
     return {"id": sample.id, **sample.as_dict()}
 
 
-class ApiHandler(BaseHandler):
+class ApiHandler(CorsMixin, BaseHandler):
     def widget_or_404(self, widget_id: str):
         """The widget, when it exists (404) and is on a dashboard the viewer may see (401, 403)."""
         widget = self.config.widgets.get(widget_id)

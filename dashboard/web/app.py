@@ -17,6 +17,7 @@ from ..storage.recorder import Recorder
 from ..storage.store import Store
 from .alerts import AckHandler, AlertHandler, AlertsHandler, SilenceHandler, SilencesHandler
 from .api import HistoryHandler
+from .badge import BadgeHandler
 from .base import BaseHandler, NotFoundHandler, log_access
 from .health import HealthHandler, MetricsHandler
 from .login import LoginHandler, LogoutHandler
@@ -28,6 +29,7 @@ from .runtime import Runtime
 from .security import SecureStaticFileHandler
 from .series import SeriesHandler
 from .stream import LiveStream, StreamHandler, topic_settings
+from .widget_page import WidgetPageHandler
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "templates"
@@ -90,7 +92,10 @@ def make_app(runtime: Runtime, **settings: Any) -> tornado.web.Application:
     routes: list[tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]] = [
         (r"/", IndexHandler, handler_args),
         (rf"/d/{ID}", DashboardHandler, handler_args),
+        (r"/events", StreamHandler, handler_args),  # ?widgets=a,b of any dashboards
         (rf"/events/{ID}", StreamHandler, handler_args),
+        (rf"/w/{ID}", WidgetPageHandler, handler_args),
+        (rf"/badge/{ID}\.svg", BadgeHandler, handler_args),
         # GET reads (web/api.py), POST pushes with a bearer token (web/push.py)
         (r"/api/widgets", WidgetsPushHandler, push_args),
         (rf"/api/widgets/{ANY_ID}", WidgetPushHandler, push_args),

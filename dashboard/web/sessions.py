@@ -64,8 +64,19 @@ def proxy_viewer(handler) -> Viewer | None:
     return Viewer(name, auth.PROXY)
 
 
+def reader_viewer(handler) -> Viewer | None:
+    """The reader whose token the Authorization header carries ([auth] readers); never
+    a token from the URL."""
+    readers = handler.config.auth.readers
+    if not readers:
+        return None
+    offered = handler.bearer_token()
+    return auth.reader_of(readers, offered) if offered is not None else None
+
+
 def viewers_of(handler) -> Mapping[str, Viewer]:
-    """Each identity the request carries, by kind: at most a session and a proxy user."""
+    """Each identity the request carries, by kind: at most a session, a proxy user and
+    a reader (a script's read token)."""
     found = {}
     session = read_session(handler)
     if session is not None:
@@ -73,7 +84,20 @@ def viewers_of(handler) -> Mapping[str, Viewer]:
     proxied = proxy_viewer(handler)
     if proxied is not None:
         found[auth.PROXY] = proxied
+    reader = reader_viewer(handler)
+    if reader is not None:
+        found[auth.READER] = reader
     return found
+
+
+def still_valid(config, viewer: Viewer, remote_ip: str) -> Viewer | None:
+    """A viewer of an open stream, checked against a reloaded config: as it is now (a
+    reader's dashboards may have changed), or None when it no longer holds."""
+    if viewer.kind == auth.PROXY:
+        return viewer if auth.is_trusted(remote_ip, config.server.trusted_proxies) else None
+    if viewer.kind == auth.READER:
+        return auth.reader_now(config.auth.readers, viewer)
+    return viewer if auth.session_valid(config.auth, viewer, time.time()) else None
 
 
 def renew(handler, viewer: Viewer) -> Viewer:
@@ -161,5 +185,9 @@ def denied(handler, dashboard) -> tornado.web.HTTPError:
 
 def api_denied(handler) -> tornado.web.HTTPError:
     if not handler.viewers:
+        if handler.request.headers.get("Authorization") is not None:
+            return tornado.web.HTTPError(
+                401, "invalid read token: expected Authorization: Bearer <token> of [auth] readers"
+            )
         return tornado.web.HTTPError(401, "sign in first: this widget is on a dashboard that needs a viewer")
     return tornado.web.HTTPError(403, "this widget is on no dashboard you may see")

@@ -1,4 +1,8 @@
-"""GET /events/<dashboard>: one Server-Sent Events stream per open page.
+"""GET /events/<dashboard>: one Server-Sent Events stream per open page; with
+?widgets=a,b only those widgets of it; GET /events?widgets=a,b: widgets of any
+dashboards on one connection (a summary screen, a single-widget page, a script).
+A stream of some widgets reads the hub's subset topic of exactly those widgets
+(hub/memory.py), so the whole-dashboard streams' fan-out does not change for it.
 
 Deliberate oddities, please read before "fixing":
 - Over a limit, or while the server stops, the answer is still 200 with a
@@ -29,7 +33,8 @@ import math
 import random
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from time import monotonic
 
 import tornado.web
@@ -41,22 +46,25 @@ from .. import __version__
 from ..config import Config, ServerConfig
 from ..core import auth
 from ..core.auth import Viewer
-from ..core.events import Hello, Reload
+from ..core.events import SIGN_IN_NEEDED as SIGN_IN_REASON
+from ..core.events import Gap, Hello, Reload
 from ..core.sse import encode_comment, encode_retry
 from ..hub.memory import Topic, TopicSettings, encode_sample
 from .base import BaseHandler, log_access
+from .cors import CorsMixin
 from .runtime import Runtime
-from .sessions import renew
+from .sessions import renew, still_valid
 
 log = logging.getLogger("dashboard.stream")
 Socket = socket.socket
 
 RETRY_MS = 3000
 REPLAY_LIMIT = 5000  # older gaps than this many events get the newest value of each widget
+MAX_WIDGETS = 64  # widgets one stream may ask for with ?widgets=
 KEEPALIVE = encode_comment("keep-alive")
 # For a viewer who may not (or no longer) see the dashboard: the page reloads, and the
 # page handler sends it to the sign-in page or says why not.
-SIGN_IN_NEEDED = Reload("sign-in needed").encode()
+SIGN_IN_NEEDED = Reload(SIGN_IN_REASON).encode()
 SESSION_ENDED = Reload("session ended").encode()
 LAST_CHUNK = b"0\r\n\r\n"
 # TCP keepalive on stream sockets: a peer that vanished (a laptop lid, a dead Wi-Fi)
@@ -109,7 +117,56 @@ def chunk(payload: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(payload), payload) if payload else b""
 
 
-class StreamHandler(BaseHandler):
+@dataclass(frozen=True)
+class Scope:
+    """What a stream shows: a dashboard (`widgets` None: all of it, else some of its
+    widgets), or (`dashboard` None) widgets of any dashboards."""
+
+    dashboard: str | None
+    widgets: tuple[str, ...] | None
+
+    def allowed(self, config, viewers: Mapping[str, Viewer]) -> bool:
+        """Whether these viewers may see it under `config`. A dashboard or widget that is
+        gone counts as allowed: its streams are told to reload by the reload itself."""
+        if self.dashboard is not None:
+            dashboard = config.dashboard(self.dashboard)
+            return dashboard is None or auth.may_see(dashboard, viewers)
+        return all(auth.widget_visible(config, w, viewers) for w in self.widgets or () if w in config.widgets)
+
+
+def requested_widgets(handler: tornado.web.RequestHandler) -> tuple[str, ...] | None:
+    """The widgets of ?widgets=a,b (also repeated: ?widgets=a&widgets=b), in the order
+    given, each once; None without the parameter. 400 for an empty or overlong list."""
+    given = handler.get_query_arguments("widgets")
+    if not given:
+        return None
+    widgets = tuple(dict.fromkeys(w.strip() for part in given for w in part.split(",") if w.strip()))
+    if not widgets:
+        raise tornado.web.HTTPError(400, "widgets: expected widget ids separated by commas, got none")
+    if len(widgets) > MAX_WIDGETS:
+        raise tornado.web.HTTPError(400, f"widgets: at most {MAX_WIDGETS} on one stream, got {len(widgets)}")
+    return widgets
+
+
+async def subset_topic(runtime, widgets: tuple[str, ...]) -> Topic | None:
+    """The hub's topic of exactly these widgets, with the newest value of each: those on
+    no dashboard (none of the hub's topics saw them) are read from the database. None
+    when the hub has as many subset topics as it keeps."""
+    topic = runtime.hub.subset(widgets)
+    if topic is None:
+        return None
+    unplaced = [w for w in widgets if w not in topic.latest and not runtime.config.dashboards_of(w)]
+    if unplaced:
+        found = await runtime.store.latest(unplaced)
+        for widget, sample in found.items():
+            # Newer ones arrive through the hub (and a sample committed but not yet
+            # published will be): only what the hub has already passed on is filled in.
+            if sample.id <= runtime.hub.last_id:
+                topic.latest.setdefault(widget, (sample.id, encode_sample(sample), sample))
+    return topic
+
+
+class StreamHandler(CorsMixin, BaseHandler):
     """Serves a stream's opening through Tornado, then hands it to a LiveStream."""
 
     _closed = False  # the client left before the hand-over
@@ -117,15 +174,34 @@ class StreamHandler(BaseHandler):
     def prepare(self) -> None:
         self._transforms = []  # never gzip an event stream
 
-    async def get(self, dashboard_id: str) -> None:
-        dashboard = self.config.dashboard(dashboard_id)
-        topic = self.runtime.hub.topic(dashboard_id)
-        if dashboard is None or topic is None:
-            raise tornado.web.HTTPError(404, f"There is no dashboard {dashboard_id!r}.")
+    def _scope(self, dashboard_id: str | None) -> Scope:
+        """What was asked for; 404 for a dashboard or widget that does not exist (an
+        EventSource stops for good: nothing will ever come), 400 for a bad request."""
+        widgets = requested_widgets(self)
+        if dashboard_id is not None:
+            dashboard = self.config.dashboard(dashboard_id)
+            if dashboard is None or self.runtime.hub.topic(dashboard_id) is None:
+                raise tornado.web.HTTPError(404, f"There is no dashboard {dashboard_id!r}.")
+            for widget in widgets or ():
+                if widget not in dashboard.widgets:
+                    raise tornado.web.HTTPError(404, f"Dashboard {dashboard_id!r} has no widget {widget!r}.")
+            return Scope(dashboard_id, widgets)
+        if widgets is None:
+            raise tornado.web.HTTPError(400, "widgets: expected ?widgets=<id>,<id>... (or /events/<dashboard>)")
+        for widget in widgets:
+            if widget not in self.config.widgets:
+                raise tornado.web.HTTPError(404, f"There is no widget {widget!r}.")
+        return Scope(None, widgets)
+
+    async def get(self, dashboard_id: str | None = None) -> None:
+        scope = self._scope(dashboard_id)
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
-        if not auth.may_see(dashboard, self.viewers):
+        if not scope.allowed(self.config, self.viewers):
+            if self.request.headers.get("Authorization") is not None:
+                # A script (an EventSource cannot send this header): a plain answer it can act on.
+                raise self._script_denied()
             # Never a 401 here: an EventSource stops for good after one. A `reload` takes the
             # page to its own answer (the sign-in page, or why not); the long retry keeps a
             # page that does not reload from asking often.
@@ -134,14 +210,22 @@ class StreamHandler(BaseHandler):
         if self._refused():
             await self._turn_away(jittered_retry())
             return
+        if scope.widgets is not None:
+            topic = await subset_topic(self.runtime, scope.widgets)
+        else:  # a whole dashboard (_scope made sure it has a topic)
+            topic = self.runtime.hub.topic(scope.dashboard or "")
+        if topic is None or self.runtime.hub.closed:  # as many subsets as the hub keeps, or stopping
+            await self._turn_away(jittered_retry())
+            return
         stream = LiveStream(self.runtime, topic, self.client_ip)
         try:
-            self._watch_access(dashboard, stream)
-            cursor, chunks = await self._opening(topic, dashboard.widgets)
+            self._watch_access(scope, stream)
+            cursor, chunks = await self._opening(topic, topic.widgets)
             hello = Hello(server=self.runtime.instance, version=__version__)
             # Last, the alerts open now: whatever a replay said of them before is older.
-            engine = self.runtime.alerts if self.runtime is not None else None
-            alerts = engine.opening(dashboard) if engine is not None else []
+            engine = self.runtime.alerts
+            dashboard = self.config.dashboard(scope.dashboard) if scope.dashboard else None
+            alerts = engine.opening(dashboard) if engine is not None and dashboard is not None else []
             await self._send(stream, [encode_retry(RETRY_MS), hello.encode(), *chunks, *alerts])
         except StreamClosedError:
             self._closed = True
@@ -166,17 +250,29 @@ class StreamHandler(BaseHandler):
         assert isinstance(connection, HTTP1Connection)  # the server speaks HTTP/1.x only
         connection.close()
 
-    def _watch_access(self, dashboard, stream: LiveStream) -> None:
-        """Remember who this stream is for, so that the stream can end with the session."""
-        viewer = self.viewers.get(dashboard.auth)
-        if viewer is None:
-            return
-        viewer = renew(self, viewer)  # before the headers go out: the cookie travels with them
-        stream.viewer = viewer
+    def _script_denied(self) -> tornado.web.HTTPError:
+        if auth.READER not in self.viewers:
+            return tornado.web.HTTPError(
+                401, "invalid read token: expected Authorization: Bearer <token> of [auth] readers"
+            )
+        return tornado.web.HTTPError(403, "this read token may not read this")
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        if status_code == 401:  # RFC 7235: a 401 says which scheme it wants
+            self.set_header("WWW-Authenticate", 'Bearer realm="dashboard"')
+        super().write_error(status_code, **kwargs)
+
+    def _watch_access(self, scope: Scope, stream: LiveStream) -> None:
+        """Remember who this stream is for, so that the stream can end with the session
+        (or the read token, or the proxy's trust) that let it in."""
+        if scope.allowed(self.config, {}):
+            return  # public: nobody's to lose
+        viewers = {kind: renew(self, viewer) for kind, viewer in self.viewers.items()}  # before the headers go out
+        stream.viewers = viewers
+        stream.scope = scope
         stream.remote_ip = self.request.remote_ip or ""
         stream.access_config = self.config
-        if viewer.expires is not None:
-            stream.session_end = monotonic() + (viewer.expires - time.time())
+        stream.session_end = _first_expiry(viewers)
 
     def _refused(self) -> bool:
         server = self.config.server
@@ -200,7 +296,8 @@ class StreamHandler(BaseHandler):
                 # Another process sent it, and this one's hub has not heard of it yet (its
                 # link to Redis is catching up): wait there, and go on from it.
                 return last, []
-            return topic.position, topic.snapshot()  # an id never issued (a database started afresh)
+            # An id never issued (a database started afresh)
+            return topic.position, [Gap("unknown id", last).encode(), *topic.snapshot()]
         chunks = topic.since(last)
         if chunks is not None:
             return topic.position, chunks
@@ -214,9 +311,9 @@ class StreamHandler(BaseHandler):
             # A 500 would stop the browser's EventSource for good: open with the
             # newest values instead (graphs fetch their gaps when the database is back).
             log.warning("replay after event %d failed, sending the newest values", last, exc_info=True)
-            return topic.position, topic.snapshot(last)
+            return topic.position, [Gap("database unavailable", last).encode(), *topic.snapshot(last)]
         if len(samples) > REPLAY_LIMIT:
-            return topic.position, topic.snapshot(last)
+            return topic.position, [Gap("too old", last).encode(), *topic.snapshot(last)]
         return upto, [encode_sample(sample) for sample in samples]
 
     async def _issued(self, event_id: int) -> bool:
@@ -255,6 +352,12 @@ class StreamHandler(BaseHandler):
         self._closed = True
 
 
+def _first_expiry(viewers: Mapping[str, Viewer]) -> float:
+    """When the first of these sessions ends, in monotonic time (inf: none does)."""
+    expiries = [viewer.expires for viewer in viewers.values() if viewer.expires is not None]
+    return monotonic() + (min(expiries) - time.time()) if expiries else math.inf
+
+
 class LiveStream:
     """An open event stream after its opening: a socket, a cursor in its topic's
     buffer, and a few counters. The topic's fan-out calls push(); its timer calls
@@ -279,11 +382,12 @@ class LiveStream:
         "pending",
         "remote_ip",
         "runtime",
+        "scope",
         "send",
         "session_end",
         "socket",
         "topic",
-        "viewer",
+        "viewers",
     )
 
     runtime: Runtime
@@ -310,10 +414,11 @@ class LiveStream:
         self.ended = False
         self.events_sent = 0
         self.bytes_sent = 0  # keep-alives included
-        self.viewer = None  # who the stream is for, on a dashboard that is not public
+        self.viewers: dict[str, Viewer] | None = None  # who the stream is for, when it is not public
+        self.scope: Scope | None = None  # what it shows, for checking them again
         self.remote_ip = ""
         self.access_config = None
-        self.session_end = math.inf  # monotonic time
+        self.session_end = math.inf  # monotonic time the first of their sessions ends
         self.access = None
         runtime.streams.add(self)
         runtime.streams_per_ip[ip] += 1
@@ -364,8 +469,9 @@ class LiveStream:
         resumes with Last-Event-ID); and of its viewer's session."""
         topic = self.topic
         assert topic is not None, "a topic ticks its subscribers only"
-        if self.viewer is not None and not self._still_allowed(self.viewer, topic, now):
-            log.info("stream of %s on %s ended: session expired or revoked", self.viewer.name, topic.name)
+        if self.viewers is not None and not self._still_allowed(now):
+            names = ", ".join(viewer.name for viewer in self.viewers.values()) or "nobody"
+            log.info("stream of %s on %s ended: session expired or revoked", names, topic.name)
             self.end(SESSION_ENDED)
         elif now >= self.deadline:
             self.end()
@@ -379,23 +485,25 @@ class LiveStream:
                 self.last_write = now
                 self._write(chunk(KEEPALIVE) if self.chunked else KEEPALIVE)
 
-    def _still_allowed(self, viewer: Viewer, topic: Topic, now: float) -> bool:
-        if now >= self.session_end:
-            return False
+    def _still_allowed(self, now: float) -> bool:
         config = self.runtime.config
-        if config is self.access_config:
+        if now < self.session_end and config is self.access_config:
             return True
-        # A reload: the user, the token, the secret or the dashboard's rule may have changed.
-        dashboard = config.dashboard(topic.name)
-        if dashboard is None:
-            return True  # a removed dashboard's streams get `reload` from the reload itself
-        if viewer.kind == auth.PROXY:
-            valid = auth.is_trusted(self.remote_ip, config.server.trusted_proxies)
-        else:
-            valid = auth.session_valid(config.auth, viewer, time.time())
-        if not (valid and auth.may_see(dashboard, {viewer.kind: viewer})):
+        # A session ended, or a reload: the user, the token, the secret or the rule may have changed.
+        reloaded = config is not self.access_config
+        wall = time.time()
+        valid = {}
+        for kind, viewer in (self.viewers or {}).items():
+            if viewer.expires is not None and wall >= viewer.expires:
+                continue
+            current = still_valid(config, viewer, self.remote_ip) if reloaded else viewer
+            if current is not None:
+                valid[kind] = current
+        if self.scope is None or not self.scope.allowed(config, valid):
             return False
+        self.viewers = valid
         self.access_config = config
+        self.session_end = _first_expiry(valid)
         return True
 
     def end(self, last: bytes = b"") -> None:

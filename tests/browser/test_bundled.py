@@ -24,6 +24,7 @@ async def test_every_bundled_page_loads_clean_and_goes_live(servers, browser, tm
     config = load_config(directory / "config.toml")
 
     paths = ["/"] + [f"/d/{d.id}" for d in config.dashboards] + [f"/d/{config.dashboards[0].id}?kiosk=1"]
+    paths.append("/w/usd_eur")  # one widget's page (it ticks every second)
     for path in paths:
         for scheme in ("light", "dark"):
             page, log = await watched_page(browser, server.url(path), color_scheme=scheme)
