@@ -83,6 +83,16 @@ def test_the_committed_hashes_are_what_hash_password_makes():
     assert not auth.verify_password(BOB_PASSWORD, ALICE_HASH)
 
 
+def test_new_hashes_cost_what_owasp_asks_and_older_ones_still_verify():
+    # OWASP's Password Storage Cheat Sheet: scrypt with N=2^17, r=8, p=1 at least.
+    encoded = auth.hash_password("a new password")
+    assert encoded.startswith("scrypt$131072$8$1$")
+    assert auth.verify_password("a new password", encoded)
+    # ALICE_HASH was made at the earlier default, n=2^14: it carries its own cost.
+    assert ALICE_HASH.startswith("scrypt$16384$8$1$")
+    assert auth.verify_password(ALICE_PASSWORD, ALICE_HASH)
+
+
 def test_an_unknown_user_is_refused_after_the_same_work():
     assert auth.verify_password("anything", None) is False
 
@@ -130,6 +140,21 @@ def test_hash_password_command_reads_stdin_and_prints_a_hash(tmp_path):
         cwd=tmp_path,
     )
     assert (empty.returncode, empty.stdout, empty.stderr) == (1, "", "error: empty password\n")
+
+
+@pytest.mark.parametrize("password", ["x", "seven77"])
+def test_hash_password_refuses_a_password_under_8_characters(tmp_path, password):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "hash-password"],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == "error: the password is too short: use at least 8 characters\n"
+    assert password not in result.stderr
 
 
 # --- sessions -----------------------------------------------------------------------------

@@ -145,6 +145,7 @@ def hash_password(stdin, stdout) -> int:
     is asked twice, without echo; otherwise the first line of stdin is the password."""
     import getpass
 
+    from dashboard.core.auth import PASSWORD_MIN
     from dashboard.core.auth import hash_password as make_hash
 
     if stdin.isatty():
@@ -156,6 +157,9 @@ def hash_password(stdin, stdout) -> int:
         password = stdin.readline().rstrip("\r\n")
     if not password:
         print("error: empty password", file=sys.stderr)
+        return 1
+    if len(password) < PASSWORD_MIN:  # the password itself is never echoed
+        print(f"error: the password is too short: use at least {PASSWORD_MIN} characters", file=sys.stderr)
         return 1
     print(make_hash(password), file=stdout)
     return 0
