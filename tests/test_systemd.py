@@ -236,6 +236,7 @@ def test_the_unit_file_says_what_the_server_relies_on():
     assert lines["Type"] == "notify"
     assert lines["ExecReload"] == "/bin/kill -HUP $MAINPID"  # the last one wins in this dict: the signal
     assert lines["Restart"] == "on-failure"
+    assert lines["RestartPreventExitStatus"] == "2"  # a config error: a restart would fail the same way
     assert lines["DynamicUser"] == "yes" and lines["StateDirectory"] == "dashboard"
     assert lines["RestrictAddressFamilies"] == "AF_UNIX AF_INET AF_INET6"
     assert "--config /etc/dashboard/config.toml" in lines["ExecStart"]
