@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from tornado.httpclient import AsyncHTTPClient
 
 from dashboard.config import load_config
 from dashboard.service.systemd import JournalFormatter, Notifier, logs_to_journal, watchdog_interval
@@ -174,6 +175,31 @@ async def test_a_stream_is_logged_once_when_it_closes_with_what_it_sent(servers,
     assert re.fullmatch(r"200 GET /events/main \(127\.0\.0\.1\) [0-9.]+ms stream: (\d+) events, (\d+) bytes", line)
     events, size = map(int, re.search(r"(\d+) events, (\d+) bytes", line).groups())
     assert events >= 4 and size == len(client.raw)
+
+
+@pytest.mark.gen_test(timeout=30)
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/nowhere", 404),
+        ("/d/missing", 404),
+        ("/api/widgets/missing", 404),
+        ("/static/missing.js", 404),
+        ("/healthz?x", 200),
+    ],
+)
+async def test_a_client_error_is_one_access_line_at_info(servers, caplog, path, status):
+    """A wrong address is the client's mistake, not the server's: one line, at INFO, so
+    `journalctl -p warning` shows only what an operator must look at."""
+    server = await servers.start()
+    with caplog.at_level(logging.DEBUG):
+        response = await AsyncHTTPClient().fetch(server.url(path), raise_error=False)
+        assert response.code == status
+        await wait_until(lambda: any(r.name == "tornado.access" for r in caplog.records), message="the access line")
+    lines = [(r.name, r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("tornado")]
+    level = "INFO" if status != 200 else "DEBUG"  # a probe's success is quieter still
+    assert lines == [("tornado.access", level, lines[0][2])]
+    assert lines[0][2].startswith(f"{status} GET {path} (127.0.0.1) ")
 
 
 # --- the real thing: run.py serve as systemd would start it -----------------------------

@@ -20,8 +20,10 @@ QUIET_PATHS = ("/healthz", "/metrics")
 
 
 def log_access(status: int, method: str, path: str, uri: str, client: str, seconds: float, details: str = "") -> None:
-    """One access line. No secret from a query (a kiosk link's ?token=) goes in it."""
-    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    """One access line. No secret from a query (a kiosk link's ?token=) goes in it.
+    A client error (4xx) is the client's mistake, not the server's: INFO, like a success,
+    so that `journalctl -p warning` holds only what an operator must look at."""
+    level = logging.INFO if status < 500 else logging.ERROR
     if status < 400 and path in QUIET_PATHS:
         level = logging.DEBUG
     if access_log.isEnabledFor(level):
@@ -104,7 +106,9 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def log_exception(self, typ, value, tb) -> None:
         if isinstance(value, tornado.web.HTTPError):
-            super().log_exception(typ, value, tb)
+            # A 4xx is said once, by the access line; Tornado would add a WARNING of its own.
+            if value.status_code >= 500:
+                super().log_exception(typ, value, tb)
         else:  # Tornado's own line adds repr(request), which holds the raw URI
             app_log.error("Uncaught exception %s", self._request_summary(), exc_info=(typ, value, tb))
 
