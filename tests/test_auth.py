@@ -292,8 +292,8 @@ def test_login_returns_only_to_a_path_on_this_site(target, safe):
 # --- the config ---------------------------------------------------------------------------
 
 
-def test_the_bundled_config_stays_public(tmp_path):
-    config = load_config(ROOT / "config.toml")
+def test_the_bundled_config_stays_public(bundled_config):
+    config = load_config(bundled_config, env={})
     assert {d.auth for d in config.dashboards} == {"public"}
     assert config.server.host == "127.0.0.1"
     assert config.auth.secret == ""
@@ -503,8 +503,8 @@ def test_frame_ancestors_rates_and_limits_parse(tmp_path):
 # --- startup warnings ---------------------------------------------------------------------
 
 
-def test_no_warning_on_loopback_or_when_nothing_is_exposed(tmp_path):
-    bundled = load_config(ROOT / "config.toml", env={})
+def test_no_warning_on_loopback_or_when_nothing_is_exposed(tmp_path, bundled_config):
+    bundled = load_config(bundled_config, env={})
     assert network_warning(bundled) is None
     import dataclasses
 
@@ -513,17 +513,17 @@ def test_no_warning_on_loopback_or_when_nothing_is_exposed(tmp_path):
     assert network_warning(closed) is None
 
 
-def test_a_warning_names_public_dashboards_and_the_demo_token_off_loopback():
+def test_a_warning_names_public_dashboards_and_the_demo_token_off_loopback(bundled_config):
     import dataclasses
 
-    bundled = load_config(ROOT / "config.toml", env={})
+    bundled = load_config(bundled_config, env={})
     exposed = dataclasses.replace(bundled, server=dataclasses.replace(bundled.server, host="0.0.0.0"))
     assert network_warning(exposed) == (
         'listening on 0.0.0.0, not only loopback: dashboard main is public (set auth = "token", "password" '
         'or "proxy" on each, see SECURITY.md); the push API takes the bundled demo token "demo-token-change-me" '
         "(set DASHBOARD_TOKEN)"
     )
-    with_token = load_config(ROOT / "config.toml", env={"DASHBOARD_TOKEN": "a-real-token-0123456789"})
+    with_token = load_config(bundled_config, env={"DASHBOARD_TOKEN": "a-real-token-0123456789"})
     with_token = dataclasses.replace(with_token, server=dataclasses.replace(with_token.server, host="::"))
     assert network_warning(with_token).endswith(
         'dashboard main is public (set auth = "token", "password" or "proxy" on each, see SECURITY.md)'

@@ -32,8 +32,14 @@ def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "run.py", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
-def test_check_accepts_the_bundled_config():
-    result = run("check", "--config", "config.toml")
+def test_check_accepts_the_bundled_config(bundled_config):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "run.py"), "check", "--config", "config.toml"],
+        cwd=bundled_config.parent,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("config.toml: ok (")
     assert "Traceback" not in result.stderr

@@ -386,9 +386,9 @@ async def test_a_disabled_widget_neither_runs_nor_shows(peer, servers):
 # --- the bundled config ----------------------------------------------------------
 
 
-def test_the_bundled_live_rate_is_off_until_enabled(tmp_path):
-    bundled = (ROOT / "config.toml").read_text()
-    config = load_config(ROOT / "config.toml")
+def test_the_bundled_live_rate_is_off_until_enabled(tmp_path, bundled_config):
+    bundled = bundled_config.read_text()
+    config = load_config(bundled_config, env={})
     live = config.disabled_widgets["usd_eur_live"]
     assert (live.source.kind, live.source.options["path"]) == ("http_json", "rates.EUR")
     assert "usd_eur_live" not in config.dashboard("main").widgets
@@ -403,7 +403,14 @@ def test_the_bundled_live_rate_is_off_until_enabled(tmp_path):
     assert config.dashboard("main").widgets[:2] == ("usd_eur", "usd_eur_live")
 
 
-def test_the_bundled_config_checks_clean():
-    result = subprocess.run([sys.executable, "run.py", "check"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+def test_the_bundled_config_checks_clean(bundled_config):
+    # No --config: ./config.toml, as the README's quick start runs it.
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "check"],
+        cwd=bundled_config.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("config.toml: ok")
