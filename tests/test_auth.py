@@ -410,7 +410,7 @@ AUTH_ERRORS = [
     (
         "lifetime",
         mini('[auth]\nsession_lifetime = "forever"'),
-        'auth.session_lifetime: expected a duration like "5s" or "2m", got "forever"',
+        'auth.session_lifetime: expected a duration like "5s", "2m" or "1h30m", got "forever"',
     ),
     (
         "lifetime too long",

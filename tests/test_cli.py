@@ -57,7 +57,7 @@ BAD_CONFIGS = [
     (
         "bad duration",
         GOOD.replace('every = "100ms"', 'every = "fast"'),
-        'widgets.rate.every: expected a duration like "5s" or "2m", got "fast"',
+        'widgets.rate.every: expected a duration like "5s", "2m" or "1h30m", got "fast"',
     ),
     ("unknown key", GOOD.replace('grace = "1s"', 'grace = "1s"\ncolour = "red"'), 'server: unknown key "colour"'),
     (

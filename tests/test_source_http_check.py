@@ -185,7 +185,7 @@ CONFIG_ERRORS = [
     (
         {"url": "http://example.org/", "warn_latency": 500},
         "status",
-        'widgets.w.source.warn_latency: expected a duration like "5s" or "2m", got 500',
+        'widgets.w.source.warn_latency: expected a duration like "5s", "2m" or "1h30m", got 500',
     ),
     (
         {"url": "http://example.org/", "warn_latency": "0s"},
