@@ -83,6 +83,11 @@ BAD_CONFIGS = [
     ),
     ("TOML syntax", GOOD.replace('id = "main"', 'id = "main'), "invalid TOML"),
     (
+        "unknown time zone",
+        GOOD.replace('every = "100ms"', 'every = "100ms"\ntimezone = "Mars/Olympus"'),
+        'widgets.rate.timezone: unknown time zone "Mars/Olympus" (expected an IANA name like "Europe/Berlin")',
+    ),
+    (
         "bad port",
         GOOD.replace("port = 8888", "port = 70000"),
         "server.port: expected an integer from 0 to 65535, got 70000",

@@ -158,6 +158,16 @@ ERROR_CASES = [
         doc(widget=W + "\nevery = 5"),
         'widgets.cpu.every: expected a duration like "5s", "2m" or "1h30m", got 5',
     ),
+    (
+        "unknown time zone",
+        doc(widget=W + '\ntimezone = "Mars/Olympus"'),
+        'widgets.cpu.timezone: unknown time zone "Mars/Olympus" (expected an IANA name like "Europe/Berlin")',
+    ),
+    (
+        "a file, not a zone",
+        doc(widget=W + '\ntimezone = "localtime"'),
+        'widgets.cpu.timezone: unknown time zone "localtime" (expected an IANA name like "Europe/Berlin")',
+    ),
     ("bool", doc(widget=W + '\non_change = "yes"'), 'widgets.cpu.on_change: expected true or false, got "yes"'),
     ("number", doc(widget=W + '\nmin = "low"'), 'widgets.cpu.min: expected a number, got "low"'),
     ("nan", doc(widget=W + "\nwarn = nan"), "widgets.cpu.warn: expected a number, got nan"),

@@ -3,9 +3,11 @@ and loading a file."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tomllib
+import zoneinfo
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -330,12 +332,27 @@ def _widget(widget_id: str, t: Table) -> WidgetConfig:
         history=t.duration("history", "10m", positive=True),
         width=t.int("width", 1, min=1, max=24),
         height=t.int("height", 1, min=1, max=12),
-        timezone=t.str("timezone", ""),
+        timezone=_timezone(t),
         source=_source(t, view),
         enabled=t.bool("enabled", True),
     )
     t.done()
     return widget
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    # The system's zone files, else the tzdata package's; "localtime" and "posixrules"
+    # are files there, but no browser knows them as zones.
+    return frozenset(zoneinfo.available_timezones()) - {"localtime", "posixrules"}
+
+
+def _timezone(t: Table) -> str:
+    """An IANA zone name the page can hand to the browser's Intl, or "" (the browser's own)."""
+    name = t.str("timezone", "")
+    if name and name not in _zone_names():
+        raise t.error("timezone", f'unknown time zone {show(name)} (expected an IANA name like "Europe/Berlin")')
+    return name
 
 
 def _check_widget_id(widgets: Table, widget_id: str) -> None:
