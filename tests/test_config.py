@@ -52,7 +52,7 @@ def load_error(tmp_path: Path, text: str | bytes, env: dict | None = None) -> st
 
 WIDGET_KEYS = (
     "view, title, every, timeout, on_change, unit, decimals, min, max, warn, "
-    "crit, history, width, height, timezone, source, enabled"
+    "crit, history, width, height, timezone, source, map, enabled"
 )
 SERVER_KEYS = (
     "host, port, keepalive, log_level, grace, batch, max_streams, "
@@ -157,6 +157,22 @@ ERROR_CASES = [
         "bare number duration",
         doc(widget=W + "\nevery = 5"),
         'widgets.cpu.every: expected a duration like "5s", "2m" or "1h30m", got 5',
+    ),
+    (
+        "map to a state the view lacks",
+        doc(widget='view = "status"\nsource = { kind = "cpu" }\nmap = { green = "fine" }'),
+        'widgets.cpu.map.green: expected "ok", "warn" or "down" (or an object with a "state"), got text \'fine\' '
+        "(what a status widget shows)",
+    ),
+    (
+        "map to a table",
+        doc(widget=W + "\nmap = { up = { a = 1 } }"),
+        "widgets.cpu.map.up: expected a string, a number or true/false, got a table",
+    ),
+    (
+        "map not a table",
+        doc(widget=W + '\nmap = "green"'),
+        'widgets.cpu.map: expected a table, got "green"',
     ),
     (
         "unknown time zone",
@@ -596,6 +612,12 @@ def test_parse_duration(text, seconds):
 def test_parse_duration_rejects(text):
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_a_map_is_read_with_its_targets_as_written(tmp_path):
+    config = load(tmp_path, doc('view = "status"\nsource = { kind = "cpu" }\nmap = { green = "ok", "0" = "down" }'))
+    assert dict(config.widgets["cpu"].value_map) == {"green": "ok", "0": "down"}
+    assert load(tmp_path, MINIMAL).widgets["cpu"].value_map is None
 
 
 def test_a_compound_duration_is_read_wherever_a_duration_is(tmp_path):

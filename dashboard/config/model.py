@@ -96,6 +96,8 @@ class WidgetConfig:
     timezone: str
     source: SourceConfig | None
     enabled: bool = True  # a disabled widget is validated but neither runs nor shows
+    # `map`: source values (as text: "green", "1", "true") -> what the view gets, e.g. "ok"
+    value_map: Mapping[str, Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

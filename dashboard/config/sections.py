@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..core import auth as viewer_auth
+from ..core import views
 from .env import interpolate
 from .model import (
     ApiConfig,
@@ -334,10 +335,29 @@ def _widget(widget_id: str, t: Table) -> WidgetConfig:
         height=t.int("height", 1, min=1, max=12),
         timezone=_timezone(t),
         source=_source(t, view),
+        value_map=_value_map(t, view),
         enabled=t.bool("enabled", True),
     )
     t.done()
     return widget
+
+
+def _value_map(t: Table, view: str) -> Mapping[str, Any] | None:
+    """`map = { green = "ok", failed = "down" }`: each value is one the view takes."""
+    table = t.table("map", None)
+    if table is None:
+        return None
+    mapped = {}
+    for key in table:
+        target = table.raw(key)
+        if isinstance(target, (Mapping, list)) or not isinstance(target, (str, int, float, bool)):
+            raise table.error(key, f"expected a string, a number or true/false, got {show(target)}")
+        try:
+            views.accept(view, target)
+        except views.ValueRejected as exc:
+            raise table.error(key, f"{exc} (what a {view} widget shows)") from None
+        mapped[key] = target
+    return MappingProxyType(mapped)
 
 
 @functools.cache

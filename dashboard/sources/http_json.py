@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 
+from ..core.views import as_number
 from . import SourceError
 
 MAX_BODY = 8 * 1024 * 1024
@@ -186,10 +187,6 @@ def json_kind(value: Any) -> str:
     return "a list" if isinstance(value, list) else "an object"
 
 
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 # --- the source ----------------------------------------------------------------------
 
 
@@ -218,9 +215,10 @@ class HttpJson:
         value = self.path.pick(document)
         if self.scale is None and self.offset is None:
             return value
-        if not is_number(value):
+        number = as_number(value)  # "0.25" too: Prometheus's API, for one, sends numbers as strings
+        if number is None:
             raise SourceError(f"expected a number at {self.path.text or 'the top'} to scale, got {json_kind(value)}")
-        return value * (1 if self.scale is None else self.scale) + (self.offset or 0)
+        return number * (1 if self.scale is None else self.scale) + (self.offset or 0)
 
     async def _get(self) -> bytes:
         headers = dict(self.headers)
