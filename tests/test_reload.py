@@ -193,6 +193,8 @@ async def test_a_restart_only_change_is_logged_and_the_rest_applies(servers, tmp
         logging.getLogger().setLevel(root_level)
     assert "server.host/port changed; the new value applies at the next restart" in caplog.text
     assert server.runtime.config.server.port == 0 and server.port == port
+    # "self:" URLs of widgets a reload adds still go where the server listens.
+    assert server.runtime.config.listening == f"http://127.0.0.1:{port}"
 
 
 @pytest.mark.gen_test(timeout=30)

@@ -125,6 +125,13 @@ class Config:
     # `enabled = false`: kept only so their sources can be validated too
     disabled_widgets: Mapping[str, WidgetConfig] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     auth: AuthConfig = dataclasses.field(default_factory=AuthConfig)
+    # Where this server answers once it listens ("http://127.0.0.1:43117"), for source URLs
+    # written "self:/healthz". Not read from the file: the server sets it after binding
+    # (the port may be 0, or --port); until then own_url() goes by [server] host and port.
+    listening: str = ""
+
+    def own_url(self) -> str:
+        return self.listening or server_url(self.server.host, self.server.port)
 
     def source_options(self, widget_id: str) -> Table:
         """The widget's source options, for the source module to read and done()."""
@@ -142,3 +149,13 @@ class Config:
 
     def dashboard(self, dashboard_id: str) -> DashboardConfig | None:
         return next((d for d in self.dashboards if d.id == dashboard_id), None)
+
+
+def server_url(host: str, port: int) -> str:
+    """The URL this process reaches a server on that listens on host:port: an address
+    that listens everywhere is reached on loopback."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

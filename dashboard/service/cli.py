@@ -1,6 +1,7 @@
 """The command line: serve (the default), check, migrate, hash-password.
 
-run.py (a checkout) and `python -m dashboard` both call main()."""
+The installed `dashboard` console script, `python -m dashboard` and run.py (a
+checkout) all call main()."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ import sys
 from dashboard.config import ConfigError, load_config
 
 EXIT_CONFIG = 2
-PROG = "run.py"  # what --help calls the program
+EXIT_CANNOT_START = 1
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=PROG, description="A live dashboard server.")
+def parse_args(argv: list[str], prog: str = "dashboard") -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description="A live dashboard server.")
     parser.add_argument(
         "command",
         nargs="?",
@@ -77,8 +78,9 @@ def setup_logging(level: str) -> None:
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+def main(argv: list[str] | None = None, prog: str = "dashboard") -> int:
+    """The `dashboard` console script; `prog` is the name --help gives the program."""
+    args = parse_args(sys.argv[1:] if argv is None else argv, prog)
     if args.command == "hash-password":
         return hash_password(sys.stdin, sys.stdout)
     try:
@@ -90,10 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             warnings += exposure_warnings(args, config)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say("error", str(exc))
         return EXIT_CONFIG
     for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        say("warning", warning)
     setup_logging(config.server.log_level)
     if args.command == "check":
         print(f"{args.config}: ok ({len(config.dashboards)} dashboard(s), {len(config.widgets)} widget(s))")
@@ -113,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
                 watchdog_interval=watchdog_interval(os.environ),
             )
         )
-    from dashboard.service.server import Server
+    from dashboard.service.server import CannotStart, Server
     from dashboard.service.systemd import Notifier, watchdog_interval
+    from dashboard.storage.store import StoreUnavailable
 
     server = Server(
         config,
@@ -126,10 +129,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         asyncio.run(server.run_until_signalled())
-    except OSError as exc:  # the port is taken, the database directory is read-only, ...
-        logging.getLogger("dashboard.server").error("cannot start: %s", exc)
-        return 1
+    except (CannotStart, StoreUnavailable) as exc:  # the port is taken, the database cannot be written, ...
+        return cannot_start(exc)
     return 0
+
+
+def say(kind: str, text: str) -> None:
+    """An "error: ..." or "warning: ..." line on stderr, written before logging is set up;
+    under systemd with the journald priority in front, as the log lines have it."""
+    from dashboard.service.systemd import logs_to_journal
+
+    priority = {"error": 3, "warning": 4}[kind]
+    prefix = f"<{priority}>" if logs_to_journal(os.environ, sys.stderr) else ""
+    print(f"{prefix}{kind}: {text}", file=sys.stderr)
+
+
+def cannot_start(exc: Exception) -> int:
+    """One log line, no traceback: what is in the way, where, and what to do; exit 1."""
+    logging.getLogger("dashboard.server").error("cannot start: %s", exc)
+    return EXIT_CANNOT_START
 
 
 def exposure_warnings(args: argparse.Namespace, config) -> list[str]:
@@ -151,15 +169,15 @@ def hash_password(stdin, stdout) -> int:
     if stdin.isatty():
         password = getpass.getpass("Password: ")
         if getpass.getpass("Again: ") != password:
-            print("error: the passwords differ", file=sys.stderr)
+            say("error", "the passwords differ")
             return 1
     else:
         password = stdin.readline().rstrip("\r\n")
     if not password:
-        print("error: empty password", file=sys.stderr)
+        say("error", "empty password")
         return 1
     if len(password) < PASSWORD_MIN:  # the password itself is never echoed
-        print(f"error: the password is too short: use at least {PASSWORD_MIN} characters", file=sys.stderr)
+        say("error", f"the password is too short: use at least {PASSWORD_MIN} characters")
         return 1
     print(make_hash(password), file=stdout)
     return 0
@@ -202,10 +220,13 @@ def child_argv(args: argparse.Namespace, config) -> list[str]:
 
 
 async def migrate(config) -> int:
-    from dashboard.storage.store import Store
+    from dashboard.storage.store import Store, StoreUnavailable
 
     store = Store(config.storage.url)
-    await store.open(migrate=True)
+    try:
+        await store.open(migrate=True)
+    except StoreUnavailable as exc:
+        return cannot_start(exc)
     await store.close()
     print(f"database at {config.storage.url} is up to date")
     return 0

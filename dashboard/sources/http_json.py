@@ -36,8 +36,15 @@ def shown_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path or '/'}"
 
 
-def read_url(options) -> str:
+SELF = "self:"  # url = "self:/healthz": this server's own address, wherever it listens
+
+
+def read_url(options, config) -> str:
     url = options.str("url")
+    if url.startswith(SELF):
+        if not url[len(SELF) :].startswith("/"):
+            raise options.error("url", 'expected a path after "self:", like "self:/healthz"')
+        url = config.own_url() + url[len(SELF) :]
     try:
         parts = urlsplit(url)
         _ = parts.port  # raises ValueError for a port that is not a number
@@ -274,7 +281,7 @@ def read_path(options) -> JsonPath:
 
 def build(options, widget, config) -> HttpJson:
     return HttpJson(
-        url=read_url(options),
+        url=read_url(options, config),
         headers=read_headers(options),
         body=_read_body(options),
         path=read_path(options),
