@@ -15,8 +15,10 @@ import pytest
 import redis.asyncio
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
+from dashboard.core.resources import resource_dir
 from dashboard.hub.redis_hub import message_sample
 from dashboard.service.lease import TickerLease
+from dashboard.web.app import static_tag
 from tests.backends import ROOT, Follower, free_port, kill_process, pg_ids
 from tests.configs import TEST_DB, dashboard, loopback_server, push_widgets, table, widget
 from tests.helpers import TOKEN, wait_until
@@ -124,7 +126,8 @@ async def test_a_worker_serves_health_and_nothing_else(servers, redis_server):
     health = json.loads((await client.fetch(worker.url("/healthz"))).body)
     assert health["ready"] is True
     await wait_until(lambda: worker.runtime.scheduler is not None, timeout=10, message="the worker's tickers")
-    for path in ("/", "/d/main", "/events/main", "/api/widgets", "/static/app.css"):
+    static = f"/static/{static_tag(resource_dir('static'))}/app.css"
+    for path in ("/", "/d/main", "/events/main", "/api/widgets", static):
         with pytest.raises(HTTPClientError) as info:
             await client.fetch(worker.url(path))
         assert info.value.code == 404, path

@@ -22,12 +22,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from ..core.resources import resource_dir
 from ..core.samples import OK, Sample, utc
 from .schema import samples
 
 log = logging.getLogger("dashboard.store")
-
-MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 # PostgreSQL advisory lock keys (any two distinct bigints): one for writers, one for migrations.
 WRITERS_LOCK = 0x64617368_0001
@@ -60,7 +59,7 @@ def _alembic_upgrade(sync_connection, revision: str = "head") -> None:
     from alembic.config import Config
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("script_location", str(resource_dir("migrations")))
     cfg.attributes["connection"] = sync_connection
     command.upgrade(cfg, revision)
 

@@ -1,12 +1,17 @@
-"""make_app: the one URL table. Builds the Application and does no I/O."""
+"""make_app: the one URL table. Builds the Application; its only I/O is reading the
+static files once per process, for the version in their URLs."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from pathlib import Path
 
 import jinja2
 import tornado.web
 
+from .. import __version__
+from ..core.resources import resource_dir
 from .api import HistoryHandler
 from .base import BaseHandler, NotFoundHandler, log_access
 from .health import HealthHandler, MetricsHandler
@@ -18,16 +23,28 @@ from .runtime import Runtime
 from .security import SecureStaticFileHandler
 from .stream import StreamHandler
 
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATES = ROOT / "templates"
-STATIC = ROOT / "static"
-
 ID = r"([A-Za-z0-9_-]+)"
+
+
+@functools.cache
+def static_tag(directory: Path) -> str:
+    """The version in every static URL, /static/<tag>/page.js: the release, and a digest
+    of the files, which changes with any of them even between releases.
+
+    In the path, not in a ?v= query: page.js imports "./stream.js", and a relative
+    import inherits the path but not the query. So every module of a page comes from
+    the same tag, and a page loaded before an upgrade never mixes in newer modules
+    (nor a newer page older ones from a cache); the server serves only its own tag.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(directory).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return f"{__version__}-{digest.hexdigest()[:10]}"
 
 
 def make_templates() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        loader=jinja2.FileSystemLoader(str(resource_dir("templates"))),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -51,8 +68,10 @@ def make_app(runtime: Runtime, **settings) -> tornado.web.Application:
         (r"/login", LoginHandler, dict(runtime=runtime, limiter=RateLimiter())),  # attempts per client address
         (r"/logout", LogoutHandler, handler_args),
     ]
+    static = resource_dir("static")
     defaults = dict(
-        static_path=str(STATIC),
+        static_path=str(static),
+        static_url_prefix=f"/static/{static_tag(static)}/",
         default_handler_class=NotFoundHandler,
         default_handler_args=handler_args,
         # Never Tornado's xheaders: it believes X-Forwarded-For from anybody. The client's

@@ -85,7 +85,11 @@ class BaseHandler(tornado.web.RequestHandler):
         template = self.runtime.templates.get_template(template_name)
         self.set_header("Content-Type", "text/html; charset=utf-8")
         context.setdefault("account", self.account())
-        self.finish(template.render(static_url=self.static_url, xsrf_form_html=self._xsrf_field, **context))
+        self.finish(template.render(static_url=self._static_url, xsrf_form_html=self._xsrf_field, **context))
+
+    def _static_url(self, path: str) -> str:
+        # The version is in the path already (web/app.py static_tag): no ?v= digest per file.
+        return self.static_url(path, include_version=False)
 
     def _xsrf_field(self) -> markupsafe.Markup:
         # A call sets the _xsrf cookie: only pages with a form make one.
