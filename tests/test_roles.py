@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
 import pytest
@@ -397,13 +398,11 @@ def test_the_scale_out_units_pass_systemd_analyze_verify(tmp_path):
         pytest.skip("systemd-analyze is not installed (Debian package: systemd)")
     paths = []
     for name, instance in UNITS.items():
-        # verify checks that the binaries exist: the copies point at this checkout.
+        # verify checks that the binaries exist: the copies point at this virtualenv's console script.
         text = (
             (ROOT / "deploy" / name)
             .read_text()
-            .replace("/opt/dashboard/.venv/bin/python", sys.executable)
-            .replace("/opt/dashboard/run.py", str(ROOT / "run.py"))
-            .replace("WorkingDirectory=/opt/dashboard", f"WorkingDirectory={ROOT}")
+            .replace("/opt/dashboard/bin/dashboard", str(Path(sys.executable).parent / "dashboard"))
         )
         paths.append(tmp_path / instance)
         paths[-1].write_text(text)

@@ -234,18 +234,16 @@ UNIT = ROOT / "deploy" / "dashboard.service"
 
 
 def test_the_unit_file_passes_systemd_analyze_verify(tmp_path):
-    """ExecStart= names /opt/dashboard, where the unit is installed; verify checks that
-    the binaries exist, so the copy under test points at this checkout instead."""
+    """ExecStart= names /opt/dashboard/bin/dashboard, the console script of the installed
+    package; verify checks that the binaries exist, so the copy under test points at this
+    virtualenv's instead."""
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is not installed (Debian package: systemd)")
     text = UNIT.read_text()
-    assert "/opt/dashboard/.venv/bin/python" in text
-    local = (
-        text.replace("/opt/dashboard/.venv/bin/python", sys.executable)
-        .replace("/opt/dashboard/run.py", str(ROOT / "run.py"))
-        .replace("WorkingDirectory=/opt/dashboard", f"WorkingDirectory={ROOT}")
-    )
+    assert "/opt/dashboard/bin/dashboard" in text
+    # This virtualenv's console script, as pip installs it into /opt/dashboard/bin.
+    local = text.replace("/opt/dashboard/bin/dashboard", str(Path(sys.executable).parent / "dashboard"))
     unit = tmp_path / "dashboard.service"
     unit.write_text(local)
     result = subprocess.run([analyze, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60)
@@ -265,7 +263,7 @@ def test_the_unit_file_says_what_the_server_relies_on():
     assert lines["RestartPreventExitStatus"] == "2"  # a config error: a restart would fail the same way
     assert lines["DynamicUser"] == "yes" and lines["StateDirectory"] == "dashboard"
     assert lines["RestrictAddressFamilies"] == "AF_UNIX AF_INET AF_INET6"
-    assert "--config /etc/dashboard/config.toml" in lines["ExecStart"]
+    assert lines["ExecStart"] == "/opt/dashboard/bin/dashboard serve --config /etc/dashboard/config.toml"
 
 
 def test_the_database_goes_to_the_state_directory_systemd_names(tmp_path):

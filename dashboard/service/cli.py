@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None, prog: str = "dashboard") -> int:
                 watchdog_interval=watchdog_interval(os.environ),
             )
         )
+    from dashboard.core.resources import ResourceMissing
     from dashboard.service.server import CannotStart, Server
     from dashboard.service.systemd import Notifier, watchdog_interval
     from dashboard.storage.store import StoreUnavailable
@@ -129,7 +130,11 @@ def main(argv: list[str] | None = None, prog: str = "dashboard") -> int:
     )
     try:
         asyncio.run(server.run_until_signalled())
-    except (CannotStart, StoreUnavailable) as exc:  # the port is taken, the database cannot be written, ...
+    except (
+        CannotStart,
+        StoreUnavailable,
+        ResourceMissing,
+    ) as exc:  # the port is taken, the database cannot be written, ...
         return cannot_start(exc)
     return 0
 
@@ -220,12 +225,13 @@ def child_argv(args: argparse.Namespace, config) -> list[str]:
 
 
 async def migrate(config) -> int:
+    from dashboard.core.resources import ResourceMissing
     from dashboard.storage.store import Store, StoreUnavailable
 
     store = Store(config.storage.url)
     try:
         await store.open(migrate=True)
-    except StoreUnavailable as exc:
+    except (StoreUnavailable, ResourceMissing) as exc:
         return cannot_start(exc)
     await store.close()
     print(f"database at {config.storage.url} is up to date")
