@@ -15,6 +15,7 @@ from .model import (
     SourceConfig,
     StorageConfig,
     WidgetConfig,
+    is_push,
 )
 from .reader import MISSING, ConfigError, Table, parse_duration
 from .sections import RESERVED_WIDGET_IDS, database_url, load_config
@@ -34,6 +35,7 @@ __all__ = [
     "Table",
     "WidgetConfig",
     "database_url",
+    "is_push",
     "load_config",
     "parse_duration",
 ]

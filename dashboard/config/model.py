@@ -100,6 +100,11 @@ class WidgetConfig:
     value_map: Mapping[str, Any] | None = None
 
 
+def is_push(widget: WidgetConfig) -> bool:
+    """Fed by the push API, not by a ticker."""
+    return widget.source is not None and widget.source.kind == "push"
+
+
 @dataclasses.dataclass(frozen=True)
 class DashboardConfig:
     id: str

@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Protocol
 
-from ..config import Config, ConfigError, Table, WidgetConfig
+from ..config import Config, ConfigError, Table, WidgetConfig, is_push
 
 
 class SourceError(Exception):
@@ -79,10 +79,6 @@ def build_sources(config: Config) -> dict[str, Any]:
     for widget in config.disabled_widgets.values():
         build_source(config, widget)  # checked like the rest, but never run
     return sources
-
-
-def is_push(widget: WidgetConfig) -> bool:
-    return widget.source is not None and widget.source.kind == "push"
 
 
 __all__ = ["KINDS", "Source", "SourceError", "Table", "build_source", "build_sources", "is_push"]

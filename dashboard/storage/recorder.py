@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from ..core.samples import OK, Sample
-from ..hub import Hub
 from .store import Store
 
 
+class Publisher(Protocol):
+    """What the recorder hands stored samples to: the hub, a sibling layer storage does not import."""
+
+    def publish(self, sample: Sample, topics: Iterable[str]) -> object: ...
+
+
 class Recorder:
-    def __init__(self, store: Store, hub: Hub, topics_of: Callable[[str], Iterable[str]]):
+    def __init__(self, store: Store, hub: Publisher, topics_of: Callable[[str], Iterable[str]]):
         self.store = store
         self.hub = hub
         self.topics_of = topics_of  # widget id -> the dashboards showing it; follows config reloads

@@ -26,9 +26,9 @@ from typing import Any
 
 import tornado.web
 
+from ..config import is_push
 from ..core.samples import ERROR, OK, format_ts
 from ..core.views import ValueRejected, accept
-from ..sources import is_push
 from .api import ApiHandler, WidgetHandler, WidgetsHandler
 from .ratelimit import RateLimiter, retry_after
 
