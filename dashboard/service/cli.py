@@ -130,11 +130,7 @@ def main(argv: list[str] | None = None, prog: str = "dashboard") -> int:
     )
     try:
         asyncio.run(server.run_until_signalled())
-    except (
-        CannotStart,
-        StoreUnavailable,
-        ResourceMissing,
-    ) as exc:  # the port is taken, the database cannot be written, ...
+    except (CannotStart, StoreUnavailable, ResourceMissing) as exc:  # the port is taken, the database ...
         return cannot_start(exc)
     return 0
 

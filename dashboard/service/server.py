@@ -97,8 +97,8 @@ class Server:
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
-        """CannotStart or StoreUnavailable, each one line, when the address cannot be bound
-        or the database cannot be opened."""
+        """CannotStart, StoreUnavailable or ResourceMissing, each one line, when the address
+        cannot be bound, the database cannot be opened, or the install lacks its templates."""
         config = self.config
         store = Store(config.storage.url)
         await store.open(migrate=True)
