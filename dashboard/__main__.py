@@ -4,4 +4,4 @@ import sys
 
 from dashboard.service.cli import main
 
-sys.exit(main())
+sys.exit(main(prog="python -m dashboard"))

@@ -28,6 +28,7 @@ PG_ADMIN_DSN = os.environ.get("DASHBOARD_TEST_PG", "postgresql://postgres@127.0.
 REDIS_SERVER = shutil.which("redis-server")
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+PROMETHEUS = shutil.which("prometheus")
 
 
 def free_port() -> int:
@@ -170,6 +171,66 @@ def mosquitto(tmp_path):
     broker = Mosquitto(tmp_path)
     yield broker
     broker.kill()
+
+
+# --- Prometheus ---------------------------------------------------------------------
+
+
+class Prometheus:
+    """Debian's prometheus on a free loopback port, its storage in a temp dir, scraping
+    the targets it is given (and itself) every second."""
+
+    def __init__(self, directory: Path, targets: dict[str, str]):
+        self.directory = directory
+        self.port = free_port()
+        self.log = directory / "prometheus.log"
+        directory.mkdir(parents=True, exist_ok=True)
+        jobs = {"prometheus": f"127.0.0.1:{self.port}", **targets}
+        config = "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n" + "".join(
+            f"  - job_name: {job}\n    static_configs:\n      - targets: [{json.dumps(address)}]\n"
+            for job, address in jobs.items()
+        )
+        (directory / "prometheus.yml").write_text(config)
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    PROMETHEUS,
+                    f"--config.file={directory / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={directory / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--log.level=warn",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for_port(self.port, timeout=30, process=self.process, log=self.log)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+@pytest.fixture
+def prometheus_for(tmp_path):
+    """Start a Prometheus with `prometheus_for({"job": "127.0.0.1:port"})`; stopped at teardown.
+    Skips without the binary, and fails so under CI=true: the Prometheus tests must run there."""
+    if PROMETHEUS is None:
+        reason = "the prometheus binary is not installed (Debian: apt-get install prometheus)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} (CI=true: the Prometheus tests must run, not skip)")
+        pytest.skip(reason)
+    started = []
+
+    def start(targets: dict[str, str]) -> Prometheus:
+        started.append(Prometheus(tmp_path / "prometheus", targets))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 # --- PostgreSQL ---------------------------------------------------------------------

@@ -64,10 +64,10 @@ def head_revision() -> str:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from dashboard.storage.store import MIGRATIONS
+    from dashboard.core.resources import resource_dir
 
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("script_location", str(resource_dir("migrations")))
     return ScriptDirectory.from_config(config).get_current_head()
 
 

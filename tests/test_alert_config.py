@@ -143,7 +143,7 @@ ERRORS = [
     (
         "bad hold",
         BASE + alert_table("cpu", hold="soon"),
-        'widgets.cpu.alert.for: expected a duration like "5s" or "2m", got "soon"',
+        'widgets.cpu.alert.for: expected a duration like "5s", "2m" or "1h30m", got "soon"',
     ),
     (
         "clear margin without thresholds",

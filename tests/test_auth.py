@@ -83,6 +83,16 @@ def test_the_committed_hashes_are_what_hash_password_makes():
     assert not auth.verify_password(BOB_PASSWORD, ALICE_HASH)
 
 
+def test_new_hashes_cost_what_owasp_asks_and_older_ones_still_verify():
+    # OWASP's Password Storage Cheat Sheet: scrypt with N=2^17, r=8, p=1 at least.
+    encoded = auth.hash_password("a new password")
+    assert encoded.startswith("scrypt$131072$8$1$")
+    assert auth.verify_password("a new password", encoded)
+    # ALICE_HASH was made at the earlier default, n=2^14: it carries its own cost.
+    assert ALICE_HASH.startswith("scrypt$16384$8$1$")
+    assert auth.verify_password(ALICE_PASSWORD, ALICE_HASH)
+
+
 def test_an_unknown_user_is_refused_after_the_same_work():
     assert auth.verify_password("anything", None) is False
 
@@ -130,6 +140,21 @@ def test_hash_password_command_reads_stdin_and_prints_a_hash(tmp_path):
         cwd=tmp_path,
     )
     assert (empty.returncode, empty.stdout, empty.stderr) == (1, "", "error: empty password\n")
+
+
+@pytest.mark.parametrize("password", ["x", "seven77"])
+def test_hash_password_refuses_a_password_under_8_characters(tmp_path, password):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "hash-password"],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == "error: the password is too short: use at least 8 characters\n"
+    assert password not in result.stderr
 
 
 # --- sessions -----------------------------------------------------------------------------
@@ -267,8 +292,8 @@ def test_login_returns_only_to_a_path_on_this_site(target, safe):
 # --- the config ---------------------------------------------------------------------------
 
 
-def test_the_bundled_config_stays_public(tmp_path):
-    config = load_config(ROOT / "config.toml")
+def test_the_bundled_config_stays_public(bundled_config):
+    config = load_config(bundled_config, env={})
     assert {d.auth for d in config.dashboards} == {"public"}
     assert config.server.host == "127.0.0.1"
     assert config.auth.secret == ""
@@ -385,7 +410,7 @@ AUTH_ERRORS = [
     (
         "lifetime",
         mini('[auth]\nsession_lifetime = "forever"'),
-        'auth.session_lifetime: expected a duration like "5s" or "2m", got "forever"',
+        'auth.session_lifetime: expected a duration like "5s", "2m" or "1h30m", got "forever"',
     ),
     (
         "lifetime too long",
@@ -478,8 +503,8 @@ def test_frame_ancestors_rates_and_limits_parse(tmp_path):
 # --- startup warnings ---------------------------------------------------------------------
 
 
-def test_no_warning_on_loopback_or_when_nothing_is_exposed(tmp_path):
-    bundled = load_config(ROOT / "config.toml", env={})
+def test_no_warning_on_loopback_or_when_nothing_is_exposed(tmp_path, bundled_config):
+    bundled = load_config(bundled_config, env={})
     assert network_warning(bundled) is None
     import dataclasses
 
@@ -488,17 +513,17 @@ def test_no_warning_on_loopback_or_when_nothing_is_exposed(tmp_path):
     assert network_warning(closed) is None
 
 
-def test_a_warning_names_public_dashboards_and_the_demo_token_off_loopback():
+def test_a_warning_names_public_dashboards_and_the_demo_token_off_loopback(bundled_config):
     import dataclasses
 
-    bundled = load_config(ROOT / "config.toml", env={})
+    bundled = load_config(bundled_config, env={})
     exposed = dataclasses.replace(bundled, server=dataclasses.replace(bundled.server, host="0.0.0.0"))
     assert network_warning(exposed) == (
         'listening on 0.0.0.0, not only loopback: dashboard main is public (set auth = "token", "password" '
         'or "proxy" on each, see SECURITY.md); the push API takes the bundled demo token "demo-token-change-me" '
         "(set DASHBOARD_TOKEN)"
     )
-    with_token = load_config(ROOT / "config.toml", env={"DASHBOARD_TOKEN": "a-real-token-0123456789"})
+    with_token = load_config(bundled_config, env={"DASHBOARD_TOKEN": "a-real-token-0123456789"})
     with_token = dataclasses.replace(with_token, server=dataclasses.replace(with_token.server, host="::"))
     assert network_warning(with_token).endswith(
         'dashboard main is public (set auth = "token", "password" or "proxy" on each, see SECURITY.md)'

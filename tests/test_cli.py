@@ -1,6 +1,10 @@
 """run.py as a user runs it: a real subprocess, its exit code and what it prints."""
 
 import json
+import os
+import pwd
+import re
+import shutil
 import signal
 import socket
 import sqlite3
@@ -15,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.backends import free_port
-from tests.configs import dashboard, loopback_server, push_widgets, widget
+from tests.configs import dashboard, loopback_server, push_widgets, table, widget
 from tests.helpers import head_revision, write_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,8 +36,14 @@ def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "run.py", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
-def test_check_accepts_the_bundled_config():
-    result = run("check", "--config", "config.toml")
+def test_check_accepts_the_bundled_config(bundled_config):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "run.py"), "check", "--config", "config.toml"],
+        cwd=bundled_config.parent,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("config.toml: ok (")
     assert "Traceback" not in result.stderr
@@ -51,7 +61,7 @@ BAD_CONFIGS = [
     (
         "bad duration",
         GOOD.replace('every = "100ms"', 'every = "fast"'),
-        'widgets.rate.every: expected a duration like "5s" or "2m", got "fast"',
+        'widgets.rate.every: expected a duration like "5s", "2m" or "1h30m", got "fast"',
     ),
     ("unknown key", GOOD.replace('grace = "1s"', 'grace = "1s"\ncolour = "red"'), 'server: unknown key "colour"'),
     (
@@ -76,6 +86,11 @@ BAD_CONFIGS = [
         'widgets.rate.source: unknown key "wobble"',
     ),
     ("TOML syntax", GOOD.replace('id = "main"', 'id = "main'), "invalid TOML"),
+    (
+        "unknown time zone",
+        GOOD.replace('every = "100ms"', 'every = "100ms"\ntimezone = "Mars/Olympus"'),
+        'widgets.rate.timezone: unknown time zone "Mars/Olympus" (expected an IANA name like "Europe/Berlin")',
+    ),
     (
         "bad port",
         GOOD.replace("port = 8888", "port = 70000"),
@@ -210,13 +225,121 @@ def test_serve_answers_and_stops_cleanly_on_a_signal(tmp_path, sig):
     assert (tmp_path / "data" / "cli.db").exists()
 
 
-def test_serve_on_a_port_in_use_says_so_and_exits_1(tmp_path):
+# --- what keeps the server from starting: one line, what to do, exit 1 ----------------------
+
+
+def cannot_start_line(result: subprocess.CompletedProcess) -> str:
+    """The one line a failed start writes (after the log's time, level and logger)."""
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert " ERROR dashboard.server: cannot start: " in line, line
+    return line.split("cannot start: ", 1)[1]
+
+
+def test_serve_on_a_port_in_use_says_which_and_exits_1(tmp_path):
     path = write_config(tmp_path, GOOD)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         result = run("serve", "--config", str(path), "--port", str(port), timeout=30)
-    assert result.returncode == 1, result.stderr
-    assert "cannot start" in result.stderr and "Address already in use" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert cannot_start_line(result) == (
+        f"cannot listen on 127.0.0.1:{port}: the address is already in use (another server?): stop that one, "
+        "or choose another port with --port or [server] port"
+    )
+
+
+def without_root_privilege() -> list[str]:
+    """A command prefix that takes away root's license to write anywhere (CAP_DAC_OVERRIDE):
+    file modes then hold for this process as they do for any service user."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root, and setpriv (util-linux) is not there to drop CAP_DAC_OVERRIDE")
+    return [setpriv, "--bounding-set=-dac_override", "--inh-caps=-dac_override"]
+
+
+def run_unprivileged(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*without_root_privilege(), sys.executable, "run.py", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@pytest.mark.parametrize("command", ["serve", "migrate"])
+def test_a_data_directory_that_is_not_writable_is_named_with_what_to_do(tmp_path, command):
+    path = write_config(tmp_path, GOOD.replace("port = 8888", "port = 0"))
+    data = tmp_path / "data"
+    data.mkdir(mode=0o555)
+    try:
+        result = run_unprivileged(command, "--config", str(path))
+    finally:
+        data.chmod(0o755)
+    assert cannot_start_line(result) == (
+        f"cannot write the database {data / 'cli.db'}: its directory {data} is not writable by user "
+        f"{pwd.getpwuid(os.geteuid()).pw_name}: make it writable, or point [storage] url elsewhere"
+    )
+
+
+def test_a_data_directory_that_cannot_be_made_is_named_with_what_to_do(tmp_path):
+    path = write_config(tmp_path, GOOD.replace("port = 8888", "port = 0"))
+    tmp_path.chmod(0o555)  # data/ does not exist, and cannot be made here
+    try:
+        result = run_unprivileged("serve", "--config", str(path))
+    finally:
+        tmp_path.chmod(0o755)
+    message = cannot_start_line(result)
+    assert message.startswith(f"cannot create the database directory {tmp_path / 'data'} (Permission denied): ")
+    assert message.endswith("or point [storage] url elsewhere")
+
+
+@pytest.mark.parametrize("command", ["serve", "migrate"])
+def test_a_corrupt_database_file_is_named_with_what_to_do(tmp_path, command):
+    path = write_config(tmp_path, GOOD.replace("port = 8888", "port = 0"))
+    database = tmp_path / "data" / "cli.db"
+    database.parent.mkdir()
+    database.write_bytes(b"not a database, whatever wrote it " * 100)
+    result = run(command, "--config", str(path))
+    assert cannot_start_line(result) == (
+        f"the database {database} is damaged or not a SQLite database (file is not a database): move it aside "
+        "(a new one is made at the next start) or put a backup in its place"
+    )
+
+
+def test_under_systemd_every_line_of_a_failed_start_carries_a_journal_priority(tmp_path):
+    """journald reads a "<3>" prefix as the line's priority: `journalctl -p err` must show
+    why the service did not start, and a config error or a warning are no plain text either."""
+    path = write_config(tmp_path, GOOD + table("api", tokens={"ci": "written-in-the-file-0123"}))
+    path.chmod(0o644)  # readable by all, with a push token in it: a warning
+    stderr_path = tmp_path / "stderr"
+
+    def run_under_journal(*args: str) -> list[str]:
+        with open(stderr_path, "w") as stderr:
+            stat = os.fstat(stderr.fileno())
+            env = {**os.environ, "JOURNAL_STREAM": f"{stat.st_dev}:{stat.st_ino}"}
+            subprocess.run(
+                [sys.executable, "run.py", *args],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                timeout=30,
+            )
+        return stderr_path.read_text().splitlines()
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        lines = run_under_journal("serve", "--config", str(path), "--port", str(port))
+    assert lines[-1].startswith(f"<3>ERROR dashboard.server: cannot start: cannot listen on 127.0.0.1:{port}: ")
+    assert all(re.match(r"<[0-7]>", line) for line in lines), lines
+    assert any(line.startswith("<4>warning: ") for line in lines), lines
+    broken = write_config(tmp_path, GOOD.replace('every = "100ms"', 'every = "fast"'), name="broken.toml")
+    (line,) = run_under_journal("check", "--config", str(broken))
+    assert line.startswith(f"<3>error: {broken}: widgets.rate.every: ")

@@ -52,7 +52,7 @@ def load_error(tmp_path: Path, text: str | bytes, env: dict | None = None) -> st
 
 WIDGET_KEYS = (
     "view, title, every, timeout, on_change, unit, decimals, min, max, warn, "
-    "crit, history, width, height, timezone, source, enabled, alert"
+    "crit, history, width, height, timezone, source, map, enabled, alert"
 )
 SERVER_KEYS = (
     "host, port, keepalive, log_level, grace, batch, max_streams, "
@@ -151,12 +151,38 @@ ERROR_CASES = [
     (
         "bad duration",
         doc(widget=W + '\nevery = "fast"'),
-        'widgets.cpu.every: expected a duration like "5s" or "2m", got "fast"',
+        'widgets.cpu.every: expected a duration like "5s", "2m" or "1h30m", got "fast"',
     ),
     (
         "bare number duration",
         doc(widget=W + "\nevery = 5"),
-        'widgets.cpu.every: expected a duration like "5s" or "2m", got 5',
+        'widgets.cpu.every: expected a duration like "5s", "2m" or "1h30m", got 5',
+    ),
+    (
+        "map to a state the view lacks",
+        doc(widget='view = "status"\nsource = { kind = "cpu" }\nmap = { green = "fine" }'),
+        'widgets.cpu.map.green: expected "ok", "warn" or "down" (or an object with a "state"), got text \'fine\' '
+        "(what a status widget shows)",
+    ),
+    (
+        "map to a table",
+        doc(widget=W + "\nmap = { up = { a = 1 } }"),
+        "widgets.cpu.map.up: expected a string, a number or true/false, got a table",
+    ),
+    (
+        "map not a table",
+        doc(widget=W + '\nmap = "green"'),
+        'widgets.cpu.map: expected a table, got "green"',
+    ),
+    (
+        "unknown time zone",
+        doc(widget=W + '\ntimezone = "Mars/Olympus"'),
+        'widgets.cpu.timezone: unknown time zone "Mars/Olympus" (expected an IANA name like "Europe/Berlin")',
+    ),
+    (
+        "a file, not a zone",
+        doc(widget=W + '\ntimezone = "localtime"'),
+        'widgets.cpu.timezone: unknown time zone "localtime" (expected an IANA name like "Europe/Berlin")',
     ),
     ("bool", doc(widget=W + '\non_change = "yes"'), 'widgets.cpu.on_change: expected true or false, got "yes"'),
     ("number", doc(widget=W + '\nmin = "low"'), 'widgets.cpu.min: expected a number, got "low"'),
@@ -302,7 +328,7 @@ ERROR_CASES = [
     (
         "rotate",
         doc(dashboard=D + "\nrotate = 30"),
-        'dashboards[0].rotate: expected a duration like "5s" or "2m", got 30',
+        'dashboards[0].rotate: expected a duration like "5s", "2m" or "1h30m", got 30',
     ),
     # --- hub, storage, api
     ("redis without url", doc(top='[hub]\nbackend = "redis"'), 'hub.url: missing (required when backend = "redis")'),
@@ -597,6 +623,12 @@ def test_max_body_sizes(tmp_path, value, size):
         ("0s", 0.0),
         ("0ms", 0.0),
         ("10m", 600.0),
+        ("1h30m", 5400.0),
+        ("2m30s", 150.0),
+        ("1d12h", 129600.0),
+        ("1s500ms", 1.5),
+        ("1h0m5s", 3605.0),
+        ("1d2h3m4s5ms", 93784.005),
     ],
 )
 def test_parse_duration(text, seconds):
@@ -604,8 +636,8 @@ def test_parse_duration(text, seconds):
     assert isinstance(parse_duration(text), float)
 
 
-# A unit is always required and the form is strict: no spaces, signs,
-# exponents, upper case, compound forms or missing digits.
+# A unit is always required and the form is strict: no spaces, signs, exponents,
+# upper case or missing digits; a compound goes from its largest unit down, each once.
 @pytest.mark.parametrize(
     "text",
     [
@@ -619,7 +651,13 @@ def test_parse_duration(text, seconds):
         "5s\n",
         "fast",
         "5S",
-        "1h30m",
+        "30m1h",
+        "1m1m",
+        "1s1m",
+        "1h 30m",
+        "1h30",
+        "1h-30m",
+        "h30m",
         ".5s",
         "1.s",
         "1e3s",
@@ -632,6 +670,27 @@ def test_parse_duration(text, seconds):
 def test_parse_duration_rejects(text):
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_a_map_is_read_with_its_targets_as_written(tmp_path):
+    config = load(tmp_path, doc('view = "status"\nsource = { kind = "cpu" }\nmap = { green = "ok", "0" = "down" }'))
+    assert dict(config.widgets["cpu"].value_map) == {"green": "ok", "0": "down"}
+    assert load(tmp_path, MINIMAL).widgets["cpu"].value_map is None
+
+
+def test_a_compound_duration_is_read_wherever_a_duration_is(tmp_path):
+    config = load(
+        tmp_path,
+        doc(
+            W + '\nevery = "1m30s"\nhistory = "1h30m"',
+            D + '\nrotate = "2m30s"',
+            top='[storage]\nretention = "7d12h"',
+        ),
+    )
+    widget = config.widgets["cpu"]
+    assert (widget.every, widget.history) == (90.0, 5400.0)
+    assert config.dashboards[0].rotate == 150.0
+    assert config.storage.retention == 7.5 * 86400
 
 
 def test_parse_duration_rejects_non_strings():
@@ -780,7 +839,7 @@ def test_table_defaults_are_returned_for_absent_keys():
         ("n", lambda t: t.int("n", min=5), "expected an integer >= 5, got 3"),
         ("n", lambda t: t.int("n", max=2), "expected an integer <= 2, got 3"),
         ("f", lambda t: t.number("f", min=2, max=3), "expected a number from 2 to 3, got 1.5"),
-        ("n", lambda t: t.duration("n"), 'expected a duration like "5s" or "2m", got 3'),
+        ("n", lambda t: t.duration("n"), 'expected a duration like "5s", "2m" or "1h30m", got 3'),
         ("n", lambda t: t.str_list("n"), "expected an array of strings, got 3"),
         ("n", lambda t: t.table("n"), "expected a table, got 3"),
         ("n", lambda t: t.str("n"), "expected a string, got 3"),
@@ -930,7 +989,7 @@ def test_hub_redis_options_and_their_defaults(tmp_path):
             'backend = "redis"\nurl = "redis://h"\nlease = "500ms"',
             'hub.lease: expected a duration of at least "1s", got "500ms"',
         ),
-        ('lease = "soon"', 'hub.lease: expected a duration like "5s" or "2m", got "soon"'),
+        ('lease = "soon"', 'hub.lease: expected a duration like "5s", "2m" or "1h30m", got "soon"'),
     ],
 )
 def test_hub_redis_errors(tmp_path, hub, message):

@@ -8,9 +8,13 @@ import asyncio
 import re
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 
+from dashboard import __version__
+from dashboard.core.resources import resource_dir
+from dashboard.web.app import static_tag
 from tests.configs import dashboard, push_widgets, widget
 from tests.helpers import BASE_CONFIG, StreamClient
 from tests.test_auth import AUTH_CONFIG, LOBBY_TOKEN
@@ -71,12 +75,13 @@ async def test_every_kind_of_answer_carries_the_headers(servers):
     push = await client.request("POST", "/api/widgets/a", {"Content-Type": "application/json"}, b'{"value": 1}')
     assert push.status == 401
     assert_common(push.headers, "push refusal")
-    for path, status in {"/static/app.css": 200, "/static/page.js": 200, "/static/missing.js": 404}.items():
+    static = f"/static/{static_tag(resource_dir('static'))}"
+    for path, status in {f"{static}/app.css": 200, f"{static}/page.js": 200, f"{static}/missing.js": 404}.items():
         reply = await client.get(path)
         assert reply.status == status, path
         assert_common(reply.headers, path)
         assert reply.headers["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
-    assert (await client.get("/static/page.js")).headers["Content-Type"] in (
+    assert (await client.get(f"{static}/page.js")).headers["Content-Type"] in (
         "application/javascript",
         "text/javascript",
     )  # nosniff needs the right type for modules
@@ -168,6 +173,49 @@ async def test_no_page_has_inline_script_or_style(servers):
         finder = InlineFinder()
         finder.feed(reply.text)
         assert finder.problems == []
+
+
+MODULE_IMPORT = re.compile(r"""^import\s[^;]*?\sfrom\s+"([^"]+)";""", re.M | re.S)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_every_module_of_a_page_carries_the_version_in_its_url(servers):
+    """page.js imports ./stream.js and the rest: relative imports inherit the path of the
+    importing module, so with the version in the path (not a ?v= query) every module a
+    page loads is of the same version, and a cached module of another one is never used."""
+    server = await servers.start()
+    client = WebClient(server.port)
+    page = (await client.get("/d/main")).text
+    (entry,) = re.findall(r'<script type="module" src="([^"]+)"></script>', page)
+    tag = static_tag(resource_dir("static"))
+    prefix = f"/static/{tag}/"
+    assert entry == prefix + "page.js"
+    assert tag.startswith(f"{__version__}-")
+    assert re.findall(r'<link rel="stylesheet" href="([^"]+)">', page) == [prefix + "app.css"]
+    seen, pending = set(), [entry]
+    while pending:
+        url = pending.pop()
+        seen.add(url)
+        reply = await client.get(url)
+        assert reply.status == 200, url
+        assert reply.headers["Cache-Control"] == "public, max-age=315360000, immutable"
+        imports = MODULE_IMPORT.findall(reply.text)
+        assert all(name.startswith("./") for name in imports), (url, imports)  # relative: same tag
+        pending += [u for u in (urljoin(url, name) for name in imports) if u not in seen]
+    assert {url.rsplit("/", 1)[1] for url in seen} == {p.name for p in (ROOT / "static").glob("*.js")}
+    assert all(url.startswith(prefix) for url in seen)
+    # Another version's modules are not served here, nor modules without a version.
+    for other in ("/static/page.js", "/static/0.0.1-0000000000/page.js"):
+        assert (await client.get(other)).status == 404, other
+
+
+def test_the_static_tag_changes_with_any_static_file(tmp_path):
+    (tmp_path / "page.js").write_text('import { x } from "./stream.js";\n')
+    (tmp_path / "stream.js").write_text("export const x = 1;\n")
+    before = static_tag(tmp_path)
+    static_tag.cache_clear()
+    (tmp_path / "stream.js").write_text("export const x = 2;\n")
+    assert static_tag(tmp_path) != before
 
 
 def test_the_page_scripts_never_parse_values_as_markup():

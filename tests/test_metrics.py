@@ -9,6 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient
 
+from dashboard import __version__
 from tests.configs import dashboard, loopback_server, push_widgets, table, widget
 from tests.helpers import BASE_CONFIG, TOKEN, StreamClient, health, wait_until
 
@@ -86,6 +87,19 @@ async def test_metrics_count_streams_events_sources_and_writes(servers):
     client.close()
     await wait_until(lambda: not server.runtime.streams, message="the stream to close")
     assert (await scrape(server))[("dashboard_streams_open", ())] == 0
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_metrics_carry_the_process_series_and_the_version(servers):
+    server = await servers.start()
+    metrics = await scrape(server)
+    assert metrics[("dashboard_build_info", (("version", __version__),))] == 1
+    # This very process: its resident memory and open files are real, and counted.
+    assert metrics[("process_resident_memory_bytes", ())] > 1024 * 1024
+    assert metrics[("process_open_fds", ())] >= 3
+    assert metrics[("process_max_fds", ())] >= metrics[("process_open_fds", ())]
+    assert metrics[("process_cpu_seconds_total", ())] > 0
+    assert any(name == "python_info" for name, _ in metrics)
 
 
 @pytest.mark.gen_test(timeout=30)

@@ -13,6 +13,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from dashboard.config import parse_duration
 from tests.backends import NGINX, ROOT, Follower, free_port, kill_process, pg_ids, stop_process, wait_for_port
+from tests.configs import dashboard, loopback_server, push_widgets
 from tests.helpers import TOKEN, StreamClient, wait_until
 from tests.test_roles import config_text, redis_hub
 
@@ -109,6 +110,25 @@ def test_the_site_proxies_streams_unbuffered_with_a_timeout_above_the_keepalive(
     timeout = re.search(r"^\s*proxy_read_timeout (\d+s);$", events, flags=re.M).group(1)
     assert parse_duration(timeout) > parse_duration("15s")  # the default [server] keepalive
     assert "proxy_http_version 1.1;" in text and 'proxy_set_header Connection "";' in text
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_client_cannot_send_the_proxy_user_header_through_the_site(servers, nginx_for):
+    # The server believes X-Forwarded-User from nginx (a trusted proxy): the site must
+    # drop a client's own, or anyone could name themselves on an auth = "proxy" dashboard.
+    text = (
+        loopback_server(trusted_proxies=["127.0.0.1"])
+        + dashboard("sso", ["a"], auth="proxy", users=["alice"])
+        + push_widgets(a="number")
+    )
+    server = await servers.start(text)
+    site = nginx_for([server.port])
+    http = AsyncHTTPClient()
+    direct = await http.fetch(server.url("/d/sso"), headers={"X-Forwarded-User": "alice"}, raise_error=False)
+    assert direct.code == 200  # what the header opens when a trusted proxy sends it
+    forged = await http.fetch(site.url("/d/sso"), headers={"X-Forwarded-User": "alice"}, raise_error=False)
+    assert forged.code in (401, 403), forged.code
+    assert "alice" not in forged.body.decode()
 
 
 @pytest.mark.gen_test(timeout=60)

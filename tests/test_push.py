@@ -445,6 +445,20 @@ async def test_a_pushed_value_reaches_an_open_stream_with_its_id(servers):
 
 
 @pytest.mark.gen_test(timeout=30)
+async def test_a_number_pushed_as_text_is_stored_as_a_number_and_a_map_applies(servers):
+    server = await servers.start(
+        BASE_CONFIG.replace('widgets = ["a", "b"]', 'widgets = ["a", "b", "light"]', 1)
+        + widget("light", "status", source={"kind": "push"}, map={"green": "ok", "failed": "down"})
+    )
+    assert (await push(server, "a", {"value": "12.5"})).status == 200
+    assert (await push(server, "light", {"value": "failed"})).status == 200
+    latest = await server.runtime.store.latest(["a", "light"])
+    assert (latest["a"].value, latest["light"].value) == (12.5, {"state": "down"})
+    refused = await push(server, "light", {"value": "amber"})  # not in the map, and no state
+    assert refused.status == 400 and "got text 'amber'" in refused.json["error"]
+
+
+@pytest.mark.gen_test(timeout=30)
 async def test_an_error_push_keeps_the_last_value_and_says_why(servers):
     server = await servers.start()
     client = await StreamClient.open(server.url("/events/main"))

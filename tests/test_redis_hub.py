@@ -5,13 +5,14 @@ the database)."""
 
 import asyncio
 import json
+import warnings
 from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio
 
 from dashboard.core.samples import Sample
-from dashboard.hub.redis_hub import RedisHub, message_sample, redis_address, sample_message
+from dashboard.hub.redis_hub import RedisHub, message_sample, redis_address, redis_client, sample_message
 from dashboard.storage.recorder import Recorder
 from dashboard.storage.store import Store
 from tests.helpers import BASE_CONFIG, StreamClient, data, health, opened_store, store_sample, wait_until
@@ -121,6 +122,19 @@ def test_a_message_that_is_not_a_sample_raises_a_known_error(raw):
 )
 def test_log_lines_name_the_redis_server_without_its_password(url, shown):
     assert redis_address(url) == shown
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_the_client_talks_to_redis_without_a_warning(redis_server):
+    # redis-py 8 warns (at every start, in every process) when an asyncio client is
+    # handed the synchronous Retry; the warning is made an error here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        client = redis_client(redis_server.url)
+        try:
+            assert await client.ping()
+        finally:
+            await client.aclose()
 
 
 # --- fan-out through Redis ----------------------------------------------------------

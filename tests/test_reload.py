@@ -106,7 +106,7 @@ async def test_sighup_applies_a_good_config_and_keeps_the_old_one_on_a_bad_one(t
         await server.notify.wait_for("READY")
         await wait_until(lambda: server.log_lines("config not reloaded"), timeout=10, message="the log line")
         (line,) = server.log_lines("config not reloaded")
-        assert 'widgets.slow.every: expected a duration like "5s" or "2m", got "fast"' in line
+        assert 'widgets.slow.every: expected a duration like "5s", "2m" or "1h30m", got "fast"' in line
         assert "Traceback" not in server.log()
         assert await widget_ids(server) == {"tick", "slow", "fresh"}
         assert [e.type for e in await widget_events(steady, 3)] == ["tick"] * 3
@@ -193,6 +193,8 @@ async def test_a_restart_only_change_is_logged_and_the_rest_applies(servers, tmp
         logging.getLogger().setLevel(root_level)
     assert "server.host/port changed; the new value applies at the next restart" in caplog.text
     assert server.runtime.config.server.port == 0 and server.port == port
+    # "self:" URLs of widgets a reload adds still go where the server listens.
+    assert server.runtime.config.listening == f"http://127.0.0.1:{port}"
 
 
 @pytest.mark.gen_test(timeout=30)

@@ -9,14 +9,17 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
 import pytest
 import redis.asyncio
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
+from dashboard.core.resources import resource_dir
 from dashboard.hub.redis_hub import message_sample
 from dashboard.service.lease import TickerLease
+from dashboard.web.app import static_tag
 from tests.backends import ROOT, Follower, free_port, kill_process, pg_ids
 from tests.configs import TEST_DB, dashboard, loopback_server, push_widgets, table, widget
 from tests.helpers import TOKEN, wait_until
@@ -124,7 +127,8 @@ async def test_a_worker_serves_health_and_nothing_else(servers, redis_server):
     health = json.loads((await client.fetch(worker.url("/healthz"))).body)
     assert health["ready"] is True
     await wait_until(lambda: worker.runtime.scheduler is not None, timeout=10, message="the worker's tickers")
-    for path in ("/", "/d/main", "/events/main", "/api/widgets", "/static/app.css"):
+    static = f"/static/{static_tag(resource_dir('static'))}/app.css"
+    for path in ("/", "/d/main", "/events/main", "/api/widgets", static):
         with pytest.raises(HTTPClientError) as info:
             await client.fetch(worker.url(path))
         assert info.value.code == 404, path
@@ -394,13 +398,11 @@ def test_the_scale_out_units_pass_systemd_analyze_verify(tmp_path):
         pytest.skip("systemd-analyze is not installed (Debian package: systemd)")
     paths = []
     for name, instance in UNITS.items():
-        # verify checks that the binaries exist: the copies point at this checkout.
+        # verify checks that the binaries exist: the copies point at this virtualenv's console script.
         text = (
             (ROOT / "deploy" / name)
             .read_text()
-            .replace("/opt/dashboard/.venv/bin/python", sys.executable)
-            .replace("/opt/dashboard/run.py", str(ROOT / "run.py"))
-            .replace("WorkingDirectory=/opt/dashboard", f"WorkingDirectory={ROOT}")
+            .replace("/opt/dashboard/bin/dashboard", str(Path(sys.executable).parent / "dashboard"))
         )
         paths.append(tmp_path / instance)
         paths[-1].write_text(text)

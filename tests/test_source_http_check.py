@@ -4,16 +4,22 @@ and down with their reasons, and a check reaching an open stream."""
 import asyncio
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import tornado.web
+from tornado.httpclient import AsyncHTTPClient
 
 from dashboard.config import ConfigError
 from dashboard.core.views import accept
+from tests.backends import free_port
 from tests.configs import loopback_server, one_widget
-from tests.helpers import StreamClient, build_widget_source, data
+from tests.helpers import StreamClient, build_widget_source, data, wait_until
 from tests.peers import refused_url, serving
 
+ROOT = Path(__file__).resolve().parent.parent
 SECRET = "s3cr3t-value"
 
 
@@ -185,12 +191,17 @@ CONFIG_ERRORS = [
     (
         {"url": "http://example.org/", "warn_latency": 500},
         "status",
-        'widgets.w.source.warn_latency: expected a duration like "5s" or "2m", got 500',
+        'widgets.w.source.warn_latency: expected a duration like "5s", "2m" or "1h30m", got 500',
     ),
     (
         {"url": "http://example.org/", "warn_latency": "0s"},
         "status",
         'widgets.w.source.warn_latency: expected a duration greater than 0, got "0s"',
+    ),
+    (
+        {"url": "self:healthz"},
+        "status",
+        'widgets.w.source.url: expected a path after "self:", like "self:/healthz"',
     ),
     (
         {"url": "http://example.org/", "expect": 200},
@@ -233,3 +244,70 @@ async def test_up_then_down_reach_the_stream(peer, servers):
         }
     finally:
         client.close()
+
+
+# --- "self:": the server checking itself, wherever it listens ----------------------------------
+
+
+SELF_CHECK = one_widget(
+    "self_check", "status", {"kind": "http_check", "url": "self:/healthz", "expect_body": '"ready":true'}, every="100ms"
+)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_self_url_reaches_the_server_on_the_port_it_got(servers):
+    server = await servers.start(loopback_server(port=0) + SELF_CHECK)
+    assert server.runtime.config.listening == f"http://127.0.0.1:{server.port}"
+    client = await StreamClient.open(server.url("/events/main"))
+    try:
+        while (event := data(await client.next_widget_event(timeout=10)))["value"] is None:
+            pass
+    finally:
+        client.close()
+    assert event["status"] == "ok"
+    assert (event["value"]["state"], event["value"]["code"]) == ("ok", 200), event
+
+
+def test_a_self_url_goes_to_the_configured_address_until_the_server_listens(tmp_path):
+    # What `check` builds: nothing is fetched, but the URL is whole.
+    listening_everywhere = loopback_server(port=9123).replace('host = "127.0.0.1"', 'host = "0.0.0.0"')
+    assert make_source_from(tmp_path, listening_everywhere + SELF_CHECK).url == "http://127.0.0.1:9123/healthz"
+    on_ipv6 = loopback_server(port=9124).replace('host = "127.0.0.1"', 'host = "::"')
+    assert make_source_from(tmp_path, on_ipv6 + SELF_CHECK).url == "http://[::1]:9124/healthz"
+
+
+def make_source_from(tmp_path, text: str):
+    return build_widget_source(tmp_path, text, "self_check")
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_the_bundled_self_check_is_ok_on_any_port(bundled_config, tmp_path):
+    """The first screen: the bundled config started with --port (not its 8888) shows
+    "This dashboard" ok, where it used to show a big red DOWN."""
+    port = free_port()
+    log = tmp_path / "server.log"
+    with open(log, "wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "run.py"), "serve", "--config", str(bundled_config), "--port", str(port)],
+            cwd=bundled_config.parent,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        http = AsyncHTTPClient()
+
+        async def self_check():
+            try:
+                response = await http.fetch(f"http://127.0.0.1:{port}/api/widgets/self_check", raise_error=False)
+            except OSError:
+                return None  # not listening yet
+            assert process.poll() is None, log.read_text()
+            sample = json.loads(response.body).get("sample") if response.code == 200 else None
+            return sample if sample and sample["value"] else None
+
+        sample = await wait_until(self_check, timeout=30, interval=0.1, message="the self check's first value")
+        assert sample["status"] == "ok" and sample["value"]["state"] == "ok", sample
+        assert sample["value"]["code"] == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

@@ -25,6 +25,8 @@ DOCUMENT = {
     "rates": {"EUR": 0.92, "GBP": 0.79, "a/b": 1, "m~n": 2, "": 3},
     "items": [{"price": 3.5}, {"price": 4}],
     "flag": True,
+    # Prometheus's shape: [time, "value as a string"]
+    "sample": {"value": [1700000000.5, "0.25"], "state": "green"},
 }
 
 
@@ -178,6 +180,13 @@ async def test_scale_and_offset_apply_to_numbers(peer, tmp_path):
     assert value == 300
     assert await fetch_once(tmp_path, {"url": peer.url("/doc"), "path": "items.1.price", "offset": 0.5}) == 4.5
     assert await fetch_once(tmp_path, {"url": peer.url("/doc"), "path": "items.1.price", "scale": 2}) == 8
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_scale_and_offset_apply_to_a_number_written_as_a_string(peer, tmp_path):
+    options = {"url": peer.url("/doc"), "path": "sample.value.1"}
+    assert await fetch_once(tmp_path, {**options, "scale": 100}) == 25
+    assert await fetch_once(tmp_path, {**options, "offset": 1}) == 1.25
 
 
 @pytest.mark.gen_test(timeout=20)
@@ -347,6 +356,39 @@ async def test_failure_then_recovery_reach_the_stream(peer, servers):
 
 
 @pytest.mark.gen_test(timeout=30)
+async def test_a_number_as_a_string_and_a_mapped_state_reach_the_page_as_the_view_wants(peer, servers):
+    server = await servers.start(
+        loopback_server()
+        + dashboard("main", ["share", "light"])
+        + widget(
+            "share",
+            "meter",
+            source={"kind": "http_json", "url": peer.url("/doc"), "path": "sample.value.1"},
+            every="1h",
+        )
+        + widget(
+            "light",
+            "status",
+            source={"kind": "http_json", "url": peer.url("/doc"), "path": "sample.state"},
+            map={"green": "ok", "red": "down"},
+            every="1h",
+        )
+    )
+    client = await StreamClient.open(server.url("/events/main"))
+    try:
+        seen = {}
+        while len(seen) < 2:
+            event = await client.next_widget_event(timeout=10)
+            if data(event)["status"] == "ok":
+                seen[event.type] = data(event)["value"]
+    finally:
+        client.close()
+    assert seen == {"share": 0.25, "light": {"state": "ok"}}
+    page = await AsyncHTTPClient().fetch(server.url("/d/main"))
+    assert b"0.25" in page.body
+
+
+@pytest.mark.gen_test(timeout=30)
 async def test_a_disabled_widget_neither_runs_nor_shows(peer, servers):
     server = await servers.start(
         loopback_server()
@@ -386,9 +428,9 @@ async def test_a_disabled_widget_neither_runs_nor_shows(peer, servers):
 # --- the bundled config ----------------------------------------------------------
 
 
-def test_the_bundled_live_rate_is_off_until_enabled(tmp_path):
-    bundled = (ROOT / "config.toml").read_text()
-    config = load_config(ROOT / "config.toml")
+def test_the_bundled_live_rate_is_off_until_enabled(tmp_path, bundled_config):
+    bundled = bundled_config.read_text()
+    config = load_config(bundled_config, env={})
     live = config.disabled_widgets["usd_eur_live"]
     assert (live.source.kind, live.source.options["path"]) == ("http_json", "rates.EUR")
     assert "usd_eur_live" not in config.dashboard("main").widgets
@@ -403,7 +445,14 @@ def test_the_bundled_live_rate_is_off_until_enabled(tmp_path):
     assert config.dashboard("main").widgets[:2] == ("usd_eur", "usd_eur_live")
 
 
-def test_the_bundled_config_checks_clean():
-    result = subprocess.run([sys.executable, "run.py", "check"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+def test_the_bundled_config_checks_clean(bundled_config):
+    # No --config: ./config.toml, as the README's quick start runs it.
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "check"],
+        cwd=bundled_config.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("config.toml: ok")

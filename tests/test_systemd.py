@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from tornado.httpclient import AsyncHTTPClient
 
 from dashboard.config import load_config
 from dashboard.service.systemd import JournalFormatter, Notifier, logs_to_journal, watchdog_interval
@@ -176,6 +177,31 @@ async def test_a_stream_is_logged_once_when_it_closes_with_what_it_sent(servers,
     assert events >= 4 and size == len(client.raw)
 
 
+@pytest.mark.gen_test(timeout=30)
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/nowhere", 404),
+        ("/d/missing", 404),
+        ("/api/widgets/missing", 404),
+        ("/static/missing.js", 404),
+        ("/healthz?x", 200),
+    ],
+)
+async def test_a_client_error_is_one_access_line_at_info(servers, caplog, path, status):
+    """A wrong address is the client's mistake, not the server's: one line, at INFO, so
+    `journalctl -p warning` shows only what an operator must look at."""
+    server = await servers.start()
+    with caplog.at_level(logging.DEBUG):
+        response = await AsyncHTTPClient().fetch(server.url(path), raise_error=False)
+        assert response.code == status
+        await wait_until(lambda: any(r.name == "tornado.access" for r in caplog.records), message="the access line")
+    lines = [(r.name, r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("tornado")]
+    level = "INFO" if status != 200 else "DEBUG"  # a probe's success is quieter still
+    assert lines == [("tornado.access", level, lines[0][2])]
+    assert lines[0][2].startswith(f"{status} GET {path} (127.0.0.1) ")
+
+
 # --- the real thing: run.py serve as systemd would start it -----------------------------
 
 
@@ -208,18 +234,16 @@ UNIT = ROOT / "deploy" / "dashboard.service"
 
 
 def test_the_unit_file_passes_systemd_analyze_verify(tmp_path):
-    """ExecStart= names /opt/dashboard, where the unit is installed; verify checks that
-    the binaries exist, so the copy under test points at this checkout instead."""
+    """ExecStart= names /opt/dashboard/bin/dashboard, the console script of the installed
+    package; verify checks that the binaries exist, so the copy under test points at this
+    virtualenv's instead."""
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is not installed (Debian package: systemd)")
     text = UNIT.read_text()
-    assert "/opt/dashboard/.venv/bin/python" in text
-    local = (
-        text.replace("/opt/dashboard/.venv/bin/python", sys.executable)
-        .replace("/opt/dashboard/run.py", str(ROOT / "run.py"))
-        .replace("WorkingDirectory=/opt/dashboard", f"WorkingDirectory={ROOT}")
-    )
+    assert "/opt/dashboard/bin/dashboard" in text
+    # This virtualenv's console script, as pip installs it into /opt/dashboard/bin.
+    local = text.replace("/opt/dashboard/bin/dashboard", str(Path(sys.executable).parent / "dashboard"))
     unit = tmp_path / "dashboard.service"
     unit.write_text(local)
     result = subprocess.run([analyze, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60)
@@ -236,9 +260,10 @@ def test_the_unit_file_says_what_the_server_relies_on():
     assert lines["Type"] == "notify"
     assert lines["ExecReload"] == "/bin/kill -HUP $MAINPID"  # the last one wins in this dict: the signal
     assert lines["Restart"] == "on-failure"
+    assert lines["RestartPreventExitStatus"] == "2"  # a config error: a restart would fail the same way
     assert lines["DynamicUser"] == "yes" and lines["StateDirectory"] == "dashboard"
     assert lines["RestrictAddressFamilies"] == "AF_UNIX AF_INET AF_INET6"
-    assert "--config /etc/dashboard/config.toml" in lines["ExecStart"]
+    assert lines["ExecStart"] == "/opt/dashboard/bin/dashboard serve --config /etc/dashboard/config.toml"
 
 
 def test_the_database_goes_to_the_state_directory_systemd_names(tmp_path):

@@ -45,6 +45,17 @@ ACCEPTED = [
         {"state": "warn", "latency_ms": 120, "code": 503, "detail": "slow"},
     ),
     ("status", {"state": "ok", "latency_ms": None, "detail": None}, {"state": "ok"}),
+    # Text that spells a number is that number where the view wants one (Prometheus's API
+    # sends "0.25"); integers stay integers.
+    ("number", "5", 5),
+    ("number", "-0.25", -0.25),
+    ("meter", " 42 ", 42),
+    ("graph", "1e3", 1000.0),
+    ("graph", ".5", 0.5),
+    ("number", "+7", 7),
+    ("status", {"state": "ok", "latency_ms": "12", "code": "200"}, {"state": "ok", "latency_ms": 12, "code": 200}),
+    ("text", "5", "5"),  # a text view keeps text
+    ("list", [["a", "5"]], [{"label": "a", "value": "5"}]),
 ]
 
 
@@ -56,7 +67,14 @@ def test_accept(view, value, stored):
 REJECTED = [
     ("number", True, "expected a number, got true"),
     ("number", False, "expected a number, got false"),
-    ("number", "5", "expected a number, got text '5'"),
+    ("number", "five", "expected a number, got text 'five'"),
+    ("number", "", "expected a number, got text ''"),
+    ("number", "NaN", "expected a number, got text 'NaN'"),
+    ("meter", "+Inf", "expected a number, got text '+Inf'"),
+    ("graph", "0x1f", "expected a number, got text '0x1f'"),
+    ("number", "1_000", "expected a number, got text '1_000'"),
+    ("number", "5 %", "expected a number, got text '5 %'"),
+    ("number", "1e999", "expected a number, got text '1e999'"),
     ("number", None, "expected a number, got null"),
     ("number", [1], "expected a number, got list"),
     ("number", float("nan"), "expected a finite number, got nan"),
@@ -87,6 +105,40 @@ def test_accept_rejects_with_a_reason(view, value, message):
     with pytest.raises(ValueRejected) as info:
         accept(view, value)
     assert str(info.value) == message
+
+
+STATES = {"green": "ok", "amber": "warn", "failed": "down", "1": "ok", "0": "down", "true": "ok", "null": "down"}
+
+
+@pytest.mark.parametrize(
+    "view, value, value_map, stored",
+    [
+        ("status", "green", STATES, {"state": "ok"}),
+        ("status", "failed", STATES, {"state": "down"}),
+        ("status", "ok", STATES, {"state": "ok"}),  # not listed: as it came
+        ("status", 1, STATES, {"state": "ok"}),  # numbers by their JSON text
+        ("status", 0.0, STATES, {"state": "down"}),  # 0.0 is "0"
+        ("status", True, STATES, {"state": "ok"}),
+        ("status", None, STATES, {"state": "down"}),
+        ("status", {"state": "amber", "detail": "slow"}, STATES, {"state": "warn", "detail": "slow"}),
+        ("number", "up", {"up": 1, "down": 0}, 1),
+        ("number", "3", {"up": 1}, 3),  # not listed, and then a numeric string
+        ("text", 2, {"2": "two"}, "two"),
+        ("status", "green", None, None),
+    ],
+)
+def test_a_map_turns_source_values_into_what_the_view_takes(view, value, value_map, stored):
+    if stored is None:
+        with pytest.raises(ValueRejected):
+            accept(view, value, value_map)
+    else:
+        assert accept(view, value, value_map) == stored
+
+
+def test_a_value_the_map_does_not_list_is_checked_as_it_came():
+    with pytest.raises(ValueRejected) as info:
+        accept("status", "activating", STATES)
+    assert str(info.value) == 'expected "ok", "warn" or "down" (or an object with a "state"), got text \'activating\''
 
 
 def test_a_long_text_is_cut_in_the_reason():

@@ -117,6 +117,8 @@ class WidgetConfig:
     source: SourceConfig | None
     enabled: bool = True  # a disabled widget is validated but neither runs nor shows
     alert: WidgetAlertConfig | None = None  # `[widgets.<id>.alert]`: when the widget alerts
+    # `map`: source values (as text: "green", "1", "true") -> what the view gets, e.g. "ok"
+    value_map: Mapping[str, Any] | None = None
 
     @property
     def pushed(self) -> bool:
@@ -155,6 +157,14 @@ class Config:
     notifiers: Mapping[str, NotifierConfig] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     maintenance: tuple[MaintenanceWindow, ...] = ()
 
+    # Where this server answers once it listens ("http://127.0.0.1:43117"), for source URLs
+    # written "self:/healthz". Not read from the file: the server sets it after binding
+    # (the port may be 0, or --port); until then own_url() goes by [server] host and port.
+    listening: str = ""
+
+    def own_url(self) -> str:
+        return self.listening or server_url(self.server.host, self.server.port)
+
     def source_options(self, widget_id: str) -> Table:
         """The widget's source options, for the source module to read and done()."""
         widget = self.widgets.get(widget_id) or self.disabled_widgets[widget_id]
@@ -171,3 +181,13 @@ class Config:
 
     def dashboard(self, dashboard_id: str) -> DashboardConfig | None:
         return next((d for d in self.dashboards if d.id == dashboard_id), None)
+
+
+def server_url(host: str, port: int) -> str:
+    """The URL this process reaches a server on that listens on host:port: an address
+    that listens everywhere is reached on loopback."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

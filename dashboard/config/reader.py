@@ -18,18 +18,21 @@ from typing import Any, overload
 
 class ConfigError(Exception):
     """One clear, user-facing message, e.g.
-    'config.toml: widgets.cpu.every: expected a duration like "5s" or "2m", got "fast"'."""
+    'config.toml: widgets.cpu.every: expected a duration like "5s", "2m" or "1h30m", got "fast"'."""
 
 
 MISSING: Any = object()
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_PART = r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)"  # "ms" before "m" and "s": tried in this order
+_DURATION = re.compile(f"(?:{_DURATION_PART})+")
+_DURATION_PARTS = re.compile(_DURATION_PART)
+_DURATION_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}  # largest first
 _SIZE = re.compile(r"([0-9]+)(B|KiB|MiB|GiB)")
 _SIZE_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
 _RATE = re.compile(r"([0-9]+(?:\.[0-9]+)?)/(s|m|h)")
 _RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+DURATION_EXPECTED = 'a duration like "5s", "2m" or "1h30m"'
 _SHOW_MAX = 40  # got-values longer than this are cut, so one line stays one line
 
 # --- formatting values and key paths for messages ---------------------------
@@ -91,12 +94,19 @@ def range_text(kind: str, lo: Any, hi: Any) -> str:
 
 
 def parse_duration(text: str) -> float:
-    """ "500ms" "5s" "2m" "1h" "30d" "1.5s" -> seconds. Bare numbers, signs and
-    spaces are rejected: a unit is required so "5" can't mean two things."""
-    match = _DURATION.fullmatch(text) if isinstance(text, str) else None
-    if match is None:
+    """ "500ms" "5s" "2m" "1h" "30d" "1.5s", and compounds like "1h30m" or "2m30s" ->
+    seconds. Bare numbers, signs and spaces are rejected: a unit is required so "5"
+    can't mean two things. In a compound the units go from the largest down, each
+    once: "30m1h" or "1m1m" is more likely a slip than a wish."""
+    if not isinstance(text, str) or _DURATION.fullmatch(text) is None:
         raise ValueError(f"not a duration: {text!r}")
-    seconds = float(match[1]) * _DURATION_UNITS[match[2]]
+    order = list(_DURATION_UNITS)
+    seconds, previous = 0.0, -1
+    for number, unit in _DURATION_PARTS.findall(text):
+        if order.index(unit) <= previous:
+            raise ValueError(f"not a duration: {text!r} (units go from the largest down, each once)")
+        previous = order.index(unit)
+        seconds += float(number) * _DURATION_UNITS[unit]
     if not math.isfinite(seconds):
         raise ValueError(f"duration too large: {text!r}")
     return seconds
@@ -216,7 +226,7 @@ class Table:
         try:
             seconds = parse_duration(value)
         except ValueError:
-            raise self._expected(key, 'a duration like "5s" or "2m"', value) from None
+            raise self._expected(key, DURATION_EXPECTED, value) from None
         if positive and seconds <= 0:
             raise self._expected(key, "a duration greater than 0", value)
         return seconds

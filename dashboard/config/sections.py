@@ -4,16 +4,19 @@ and loading a file."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import socket
 import tomllib
+import zoneinfo
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from ..core import auth as viewer_auth
+from ..core import views
 from ..core.auth import Network
 from ..core.events import RESERVED_NAMES
 from ..core.views import VIEWS
@@ -414,8 +417,9 @@ def _widget(widget_id: str, t: Table) -> WidgetConfig:
         history=_history(t),
         width=t.int("width", 1, min=1, max=24),
         height=t.int("height", 1, min=1, max=12),
-        timezone=t.str("timezone", ""),
+        timezone=_timezone(t),
         source=_source(t, view),
+        value_map=_value_map(t, view),
         enabled=t.bool("enabled", True),
     )
     widget = dataclasses.replace(widget, alert=_widget_alert(t, widget))
@@ -440,6 +444,39 @@ def _widget_alert(t: Table, widget: WidgetConfig) -> WidgetAlertConfig | None:
         has_source=widget.source is not None,
         status_view=VIEWS[widget.view].states is not None,
     )
+
+
+def _value_map(t: Table, view: str) -> Mapping[str, Any] | None:
+    """`map = { green = "ok", failed = "down" }`: each value is one the view takes."""
+    table = t.table("map", None)
+    if table is None:
+        return None
+    mapped = {}
+    for key in table:
+        target = table.raw(key)
+        if isinstance(target, (Mapping, list)) or not isinstance(target, (str, int, float, bool)):
+            raise table.error(key, f"expected a string, a number or true/false, got {show(target)}")
+        try:
+            views.accept(view, target)
+        except views.ValueRejected as exc:
+            raise table.error(key, f"{exc} (what a {view} widget shows)") from None
+        mapped[key] = target
+    return MappingProxyType(mapped)
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    # The system's zone files, else the tzdata package's; "localtime" and "posixrules"
+    # are files there, but no browser knows them as zones.
+    return frozenset(zoneinfo.available_timezones()) - {"localtime", "posixrules"}
+
+
+def _timezone(t: Table) -> str:
+    """An IANA zone name the page can hand to the browser's Intl, or "" (the browser's own)."""
+    name = t.str("timezone", "")
+    if name and name not in _zone_names():
+        raise t.error("timezone", f'unknown time zone {show(name)} (expected an IANA name like "Europe/Berlin")')
+    return name
 
 
 def _check_widget_id(widgets: Table, widget_id: str) -> None:

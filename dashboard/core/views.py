@@ -13,7 +13,9 @@ come from (a ticker, the push API), with a reason a user can act on.
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -28,7 +30,37 @@ STATUS_STATES = tuple(STATUS_LEVELS)
 MAX_LIST_ROWS = 200
 
 
+# A decimal number as people and APIs write it in text ("42", "-0.5", "1e3", ".5"):
+# no "nan", "inf", "0x1f" or "1_000", which Python's own float() and int() would take.
+_NUMBER_TEXT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+_INTEGER_TEXT = re.compile(r"[-+]?[0-9]+")
+
+
+def number_from_text(text: str) -> int | float | None:
+    """The number a string spells, or None: "42" -> 42, " 1.5 " -> 1.5, "1e3" -> 1000.0.
+    The one reading of numbers in text, for every way a value comes in (Prometheus's
+    API, for one, sends every sample value as a string)."""
+    text = text.strip()
+    if not _NUMBER_TEXT.fullmatch(text):
+        return None
+    if _INTEGER_TEXT.fullmatch(text):
+        return int(text)
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+def as_number(value: Any) -> int | float | None:
+    """A number, or a string that spells one, as a number; None for anything else."""
+    if isinstance(value, str):
+        return number_from_text(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    return None
+
+
 def _number(value: Any) -> float | int:
+    if isinstance(value, str) and (number := number_from_text(value)) is not None:
+        return number
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueRejected(f"expected a number, got {_describe(value)}")
     if isinstance(value, float) and not math.isfinite(value):
@@ -129,10 +161,34 @@ VIEWS: Mapping[str, View] = MappingProxyType(
 )
 
 
-def accept(view: str, value: Any) -> Any:
-    """The value as the view stores it, or ValueRejected: what the view takes, then
-    what every part can carry and show (values.showable)."""
+def accept(view: str, value: Any, value_map: Mapping[str, Any] | None = None) -> Any:
+    """The value as the view stores it, or ValueRejected: `value_map` (a widget's `map`)
+    first replaces a value it lists, e.g. {"green": "ok", "failed": "down"} (for a status
+    object, its "state"); then what the view takes, then what every part can carry and
+    show (values.showable)."""
+    if value_map:
+        value = map_value(view, value, value_map)
     return showable(guarded(VIEWS[view].accept, value))
+
+
+def map_key(value: Any) -> str | None:
+    """How a `map` table (TOML: string keys) names a value: a string as it is, a number
+    or true/false/null as JSON writes it (1.0 as "1"); None for lists and objects."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return json.dumps(value)
+    return None
+
+
+def map_value(view: str, value: Any, value_map: Mapping[str, Any]) -> Any:
+    if view == "status" and isinstance(value, dict) and "state" in value:
+        key = map_key(value["state"])
+        return {**value, "state": value_map[key]} if key is not None and key in value_map else value
+    key = map_key(value)
+    return value_map.get(key, value) if key is not None else value
 
 
 def _describe(value: Any) -> str:

@@ -33,8 +33,8 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry  # the asyncio client's own: redis-py 8 warns about the sync one
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from ..core.samples import Sample
 from .memory import Fill, Hub, encode_sample

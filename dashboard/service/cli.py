@@ -1,6 +1,7 @@
 """The command line: serve (the default), check, migrate, import, hash-password, notify-test, tail.
 
-run.py (a checkout) and `python -m dashboard` both call main()."""
+The installed `dashboard` console script, `python -m dashboard` and run.py (a
+checkout) all call main()."""
 
 from __future__ import annotations
 
@@ -14,25 +15,26 @@ import sys
 from dashboard.config import ConfigError, load_config
 
 EXIT_CONFIG = 2
-PROG = "run.py"  # what --help calls the program
+EXIT_CANNOT_START = 1
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    args = _parser().parse_intermixed_args(argv)
+def parse_args(argv: list[str], prog: str = "dashboard") -> argparse.Namespace:
+    parser = _parser(prog)
+    args = parser.parse_intermixed_args(argv)
     given = args.arguments
     args.files = given if args.command == "import" else []
     args.name = given[0] if args.command == "notify-test" and given else None
     if args.command == "import" and not given:
-        _parser().error("import: expected one or more CSV or NDJSON files")
+        parser.error("import: expected one or more CSV or NDJSON files")
     if args.command == "notify-test" and len(given) > 1:
-        _parser().error(f"notify-test takes one notifier name, got {len(given)}")
+        parser.error(f"notify-test takes one notifier name, got {len(given)}")
     if given and args.command not in ("import", "notify-test"):
-        _parser().error(f"{args.command} takes no files (did you mean: import {' '.join(given)})")
+        parser.error(f"{args.command} takes no files (did you mean: import {' '.join(given)})")
     return args
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="A live dashboard server.")
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="A live dashboard server.")
     parser.add_argument(
         "command",
         nargs="?",
@@ -99,13 +101,14 @@ def setup_logging(level: str) -> None:
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "dashboard") -> int:
+    """The `dashboard` console script; `prog` is the name --help gives the program."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["tail"]:  # a client, with options of its own (service/tail.py)
         from dashboard.service.tail import main as tail
 
         return tail(argv[1:])
-    args = parse_args(argv)
+    args = parse_args(argv, prog)
     if args.command == "hash-password":
         return hash_password(sys.stdin, sys.stdout)
     try:
@@ -121,10 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             warnings += exposure_warnings(args, config)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say("error", str(exc))
         return EXIT_CONFIG
     for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        say("warning", warning)
     setup_logging(config.server.log_level)
     if args.command == "check":
         rules = sum(len(w.alert.on) for w in config.widgets.values() if w.alert is not None)
@@ -154,8 +157,10 @@ def main(argv: list[str] | None = None) -> int:
                 watchdog_interval=watchdog_interval(os.environ),
             )
         )
-    from dashboard.service.server import Server
+    from dashboard.core.resources import ResourceMissing
+    from dashboard.service.server import CannotStart, Server
     from dashboard.service.systemd import Notifier, watchdog_interval
+    from dashboard.storage.store import StoreUnavailable
 
     server = Server(
         config,
@@ -167,10 +172,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         asyncio.run(server.run_until_signalled())
-    except OSError as exc:  # the port is taken, the database directory is read-only, ...
-        logging.getLogger("dashboard.server").error("cannot start: %s", exc)
-        return 1
+    except (CannotStart, StoreUnavailable, ResourceMissing) as exc:  # the port is taken, the database ...
+        return cannot_start(exc)
     return 0
+
+
+def say(kind: str, text: str) -> None:
+    """An "error: ..." or "warning: ..." line on stderr, written before logging is set up;
+    under systemd with the journald priority in front, as the log lines have it."""
+    from dashboard.service.systemd import logs_to_journal
+
+    priority = {"error": 3, "warning": 4}[kind]
+    prefix = f"<{priority}>" if logs_to_journal(os.environ, sys.stderr) else ""
+    print(f"{prefix}{kind}: {text}", file=sys.stderr)
+
+
+def cannot_start(exc: Exception) -> int:
+    """One log line, no traceback: what is in the way, where, and what to do; exit 1."""
+    logging.getLogger("dashboard.server").error("cannot start: %s", exc)
+    return EXIT_CANNOT_START
 
 
 def exposure_warnings(args: argparse.Namespace, config) -> list[str]:
@@ -186,17 +206,21 @@ def hash_password(stdin, stdout) -> int:
     is asked twice, without echo; otherwise the first line of stdin is the password."""
     import getpass
 
+    from dashboard.core.auth import PASSWORD_MIN
     from dashboard.core.auth import hash_password as make_hash
 
     if stdin.isatty():
         password = getpass.getpass("Password: ")
         if getpass.getpass("Again: ") != password:
-            print("error: the passwords differ", file=sys.stderr)
+            say("error", "the passwords differ")
             return 1
     else:
         password = stdin.readline().rstrip("\r\n")
     if not password:
-        print("error: empty password", file=sys.stderr)
+        say("error", "empty password")
+        return 1
+    if len(password) < PASSWORD_MIN:  # the password itself is never echoed
+        say("error", f"the password is too short: use at least {PASSWORD_MIN} characters")
         return 1
     print(make_hash(password), file=stdout)
     return 0
@@ -239,10 +263,14 @@ def child_argv(args: argparse.Namespace, config) -> list[str]:
 
 
 async def migrate(config) -> int:
-    from dashboard.storage.store import Store
+    from dashboard.core.resources import ResourceMissing
+    from dashboard.storage.store import Store, StoreUnavailable
 
     store = Store(config.storage.url)
-    await store.open(migrate=True)
+    try:
+        await store.open(migrate=True)
+    except (StoreUnavailable, ResourceMissing) as exc:
+        return cannot_start(exc)
     await store.close()
     print(f"database at {config.storage.url} is up to date")
     return 0

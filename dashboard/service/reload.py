@@ -74,7 +74,11 @@ def keep_restart_settings(old: Config, new: Config) -> tuple[Config, tuple[str, 
     if new.hub != old.hub:
         differ.append("hub")
     kept = dataclasses.replace(
-        new, server=server, storage=dataclasses.replace(new.storage, url=old.storage.url), hub=old.hub
+        new,
+        server=server,
+        storage=dataclasses.replace(new.storage, url=old.storage.url),
+        hub=old.hub,
+        listening=old.listening,  # the socket stays: so does the address "self:" URLs go to
     )
     return kept, tuple(differ)
 

@@ -5,9 +5,12 @@ systemd is told each step (READY, RELOADING, STOPPING) and pinged while healthy.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import errno
 import gc
 import logging
 import signal
+import socket
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +18,7 @@ from typing import Any
 import tornado.netutil
 
 from ..config import Config, ConfigError
+from ..config.model import server_url
 from ..core.samples import ERROR, OK, Sample
 from ..core.values import fitting_sample
 from ..core.views import accept
@@ -32,6 +36,32 @@ from .systemd import Notifier, Watchdog
 log = logging.getLogger("dashboard.server")
 
 LISTEN_BACKLOG = 1024  # the kernel caps it at net.core.somaxconn
+
+
+class CannotStart(Exception):
+    """The server cannot start; str() is one line: what, where, and what to do."""
+
+
+def listen_failure(host: str, port: int, exc: OSError) -> str:
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"cannot listen on {where}: the address is already in use (another server?): stop that one, "
+            "or choose another port with --port or [server] port"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"cannot listen on {where}: {host} is not an address of this machine: set [server] host or --host "
+            'to one of its addresses ("0.0.0.0" for all)'
+        )
+    if exc.errno == errno.EACCES:
+        return (
+            f"cannot listen on {where}: permission denied (a port below 1024 needs a privilege): use a port "
+            "above 1023, or give the service CAP_NET_BIND_SERVICE"
+        )
+    if isinstance(exc, socket.gaierror):
+        return f"cannot listen on {where}: the host name {host!r} does not resolve: set [server] host or --host"
+    return f"cannot listen on {where}: {exc.strerror or exc}"
 
 
 class Server:
@@ -69,8 +99,9 @@ class Server:
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
+        """CannotStart, StoreUnavailable or ResourceMissing, each one line, when the address
+        cannot be bound, the database cannot be opened, or the install lacks its templates."""
         config = self.config
-        sources = build_sources(config) if self.run_sources and self.role.tickers else {}
         store = Store(config.storage.url)
         await store.open(migrate=True)
         instance = uuid.uuid4().hex[:12]
@@ -79,6 +110,22 @@ class Server:
         latest = self._fitting(await store.latest(config.widgets))
         hub.seed({d.id: d.widgets for d in config.dashboards}, latest, await store.last_id())
         await hub.start(lambda after, upto, limit: store.since(None, after, upto=upto, limit=limit))
+        sockets = []
+        try:
+            sockets = self._bind(config.server.host, config.server.port)
+            self.port = sockets[0].getsockname()[1]
+            # The port is known now (it may have been 0): sources reach "self:/..." there.
+            config = self.config = runtime.config = dataclasses.replace(
+                config, listening=server_url(config.server.host, self.port)
+            )
+            sources = build_sources(config) if self.run_sources and self.role.tickers else {}
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            hub.close()
+            await hub.stop()
+            await store.close()
+            raise
         # Even with no ticker yet: a reload may add some.
         if self.run_sources and self.role.tickers:
             self.lease = make_lease(
@@ -102,13 +149,7 @@ class Server:
         self.http = http = GuardedHTTPServer(
             app, limits=ConnectionLimits.of(config.server), max_body_size=config.server.max_body
         )
-        # After a restart every open dashboard reconnects within seconds: Tornado's
-        # listen backlog of 128 would drop most of those SYNs, each then retried 1 s later.
-        sockets = tornado.netutil.bind_sockets(
-            config.server.port, config.server.host, reuse_port=self.reuse_port, backlog=LISTEN_BACKLOG
-        )
         http.add_sockets(sockets)
-        self.port = sockets[0].getsockname()[1]
         runtime.ready = True
         if self.lease is not None:
             await self.lease.start()
@@ -124,8 +165,15 @@ class Server:
         widgets = self.config.widgets
         return {w: fitting_sample(s, widgets[w].view, accept) if w in widgets else s for w, s in latest.items()}
 
-    def _scheduler(self, runtime: Runtime, sources: dict[str, Any], latest: dict[str, Sample]) -> Scheduler:
+    def _bind(self, host: str, port: int) -> list:
+        try:
+            # After a restart every open dashboard reconnects within seconds: Tornado's
+            # listen backlog of 128 would drop most of those SYNs, each then retried 1 s later.
+            return tornado.netutil.bind_sockets(port, host, reuse_port=self.reuse_port, backlog=LISTEN_BACKLOG)
+        except OSError as exc:
+            raise CannotStart(listen_failure(host, port, exc)) from exc
 
+    def _scheduler(self, runtime: Runtime, sources: dict[str, Any], latest: dict[str, Sample]) -> Scheduler:
         options = {"on_run": runtime.metrics.source_ran, **self.scheduler_options}
         return Scheduler(dict(runtime.config.widgets), sources, runtime.recorder, latest, **options)
 

@@ -39,6 +39,7 @@ KINDS = {
     "http_check": "http_check",
     "command": "command",
     "python": "python",
+    "prometheus": "prometheus",
     "push": None,  # no ticker: values arrive through the push API
 }
 

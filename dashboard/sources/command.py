@@ -11,21 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
-import re
 import shutil
 import signal
 import subprocess
 from pathlib import Path
 from typing import Any
 
+from ..core.views import number_from_text
 from . import SourceError
 
 PARSERS = ("auto", "number", "json", "text", "lines")
 MAX_STDOUT = 1024 * 1024
 STDERR_TAIL = 16 * 1024
-_NUMBER = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 _SHOW_MAX = 200
 
 
@@ -81,16 +79,6 @@ def _last_line(data: bytes) -> str:
     return _cut(next((line for line in reversed(lines) if line), ""))
 
 
-def parse_number(text: str) -> int | float | None:
-    text = text.strip()
-    if not _NUMBER.fullmatch(text):
-        return None
-    if re.fullmatch(r"[-+]?[0-9]+", text):
-        return int(text)
-    value = float(text)
-    return value if math.isfinite(value) else None
-
-
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")  # Python's json takes NaN and Infinity; JSON does not
 
@@ -100,7 +88,7 @@ def parse_output(parse: str, text: str) -> Any:
         return [line.strip() for line in text.splitlines() if line.strip()]
     if parse == "text":
         return text.strip()
-    number = parse_number(text)
+    number = number_from_text(text)
     if parse == "number":
         if number is None:
             raise SourceError(f"expected a number on standard output, got {_cut(text.strip())!r}")

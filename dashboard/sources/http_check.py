@@ -101,7 +101,7 @@ def _read_expect_status(options) -> tuple[int, ...] | None:
 def build(options, widget, config) -> HttpCheck:
     if widget.view != "status":
         raise options.error("kind", f'http_check gives a status: use view = "status", not "{widget.view}"')
-    url = read_url(options)
+    url = read_url(options, config)
     method = options.str("method", "GET", choices=METHODS)
     headers = read_headers(options)
     expect_status = _read_expect_status(options)

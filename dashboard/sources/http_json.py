@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 
+from ..core.views import as_number
 from . import SourceError
 
 MAX_BODY = 8 * 1024 * 1024
@@ -35,8 +36,15 @@ def shown_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path or '/'}"
 
 
-def read_url(options) -> str:
+SELF = "self:"  # url = "self:/healthz": this server's own address, wherever it listens
+
+
+def read_url(options, config) -> str:
     url = options.str("url")
+    if url.startswith(SELF):
+        if not url[len(SELF) :].startswith("/"):
+            raise options.error("url", 'expected a path after "self:", like "self:/healthz"')
+        url = config.own_url() + url[len(SELF) :]
     try:
         parts = urlsplit(url)
         _ = parts.port  # raises ValueError for a port that is not a number
@@ -186,10 +194,6 @@ def json_kind(value: Any) -> str:
     return "a list" if isinstance(value, list) else "an object"
 
 
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 # --- the source ----------------------------------------------------------------------
 
 
@@ -218,9 +222,10 @@ class HttpJson:
         value = self.path.pick(document)
         if self.scale is None and self.offset is None:
             return value
-        if not is_number(value):
+        number = as_number(value)  # "0.25" too: Prometheus's API, for one, sends numbers as strings
+        if number is None:
             raise SourceError(f"expected a number at {self.path.text or 'the top'} to scale, got {json_kind(value)}")
-        return value * (1 if self.scale is None else self.scale) + (self.offset or 0)
+        return number * (1 if self.scale is None else self.scale) + (self.offset or 0)
 
     async def _get(self) -> bytes:
         headers = dict(self.headers)
@@ -276,7 +281,7 @@ def read_path(options) -> JsonPath:
 
 def build(options, widget, config) -> HttpJson:
     return HttpJson(
-        url=read_url(options),
+        url=read_url(options, config),
         headers=read_headers(options),
         body=_read_body(options),
         path=read_path(options),

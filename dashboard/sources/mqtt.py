@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..config import ConfigError
+from ..core.views import number_from_text
 from . import SourceError
 from .http_json import JsonPath, read_path
 from .sse import parse_json
@@ -43,15 +44,11 @@ def parse_payload(payload: bytes, format: str, path: JsonPath) -> Any:
 
 
 def _number(text: str) -> int | float:
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
+    number = number_from_text(text)
+    if number is None:
         shown = text if len(text) <= 40 else text[:37] + "..."
-        raise SourceError(f"expected a number in the message, got {shown!r}") from None
+        raise SourceError(f"expected a number in the message, got {shown!r}")
+    return number
 
 
 class MqttSource:

@@ -167,7 +167,7 @@ class Scheduler:
         started = time.perf_counter()
         try:
             value = await asyncio.wait_for(source.fetch(), widget.timeout)
-            value = accept(widget.view, value)
+            value = accept(widget.view, value, widget.value_map)
         except TimeoutError:
             await self._failed(widget, f"timed out after {widget.timeout:g}s", started)
         except (SourceError, ValueRejected) as exc:
@@ -185,7 +185,7 @@ class Scheduler:
             try:
                 if isinstance(value, SourceError):
                     raise value  # one unreadable message: the widget says why, the stream goes on
-                value = accept(widget.view, value)
+                value = accept(widget.view, value, widget.value_map)
             except (SourceError, ValueRejected) as exc:
                 await self._failed(widget, str(exc), started, wait=False)
             else:

@@ -147,7 +147,7 @@ def _read_headers(options) -> dict[str, str]:
 
 
 def build(options, widget, config) -> SseSource:
-    url = read_url(options)
+    url = read_url(options, config)
     event = options.str("event", None)
     if event is not None and (not event or any(c in event for c in "\r\n\0")):
         raise options.error("event", "expected an event name (one line, not empty)")

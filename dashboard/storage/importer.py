@@ -71,6 +71,7 @@ class Rows:
     def __init__(self, config: Config):
         # Each widget that takes values, and its view.
         self.views = {w.id: w.view for w in config.widgets.values() if w.source is not None and VIEWS[w.view].values}
+        self.maps = {w.id: w.value_map for w in config.widgets.values() if w.value_map}  # `map`, as for a push
         self.config = config
 
     def row(self, widget: Any, ts: Any, value: Any) -> ImportRow:
@@ -90,7 +91,7 @@ class Rows:
         if not (math.isfinite(seconds) and 0 <= seconds < 253402300800):  # 1970 to 9999
             raise ValueError(f"ts: expected a time from 1970 on, got {ts!r}")
         try:
-            stored = accept(view, value)
+            stored = accept(view, value, self.maps.get(widget))
         except ValueRejected as exc:
             raise ValueError(f"value: widget {_shown(widget)} ({view}): {exc}") from None
         kind = type(stored)

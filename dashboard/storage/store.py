@@ -12,14 +12,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import pwd
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import DateTime, bindparam, delete, event, func, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from ..core.resources import resource_dir
 from ..core.samples import Sample, utc
 from ..core.values import Unreadable, checked_sample
 from .rollups import COLUMNS, ROLL_UP_EVERY, Plan, raw_series_sql, tier_series_sql
@@ -27,8 +32,6 @@ from .schema import rollups, samples
 from .writer import MIGRATIONS_LOCK, ImportSession, Row, Writer, make_writer
 
 log = logging.getLogger("dashboard.store")
-
-MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 Item = tuple[str, Any, str, str | None]  # widget, value, status, message
 
@@ -76,16 +79,79 @@ def _alembic_upgrade(sync_connection, revision: str = "head") -> None:
     from alembic.config import Config
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("script_location", str(resource_dir("migrations")))
     cfg.attributes["connection"] = sync_connection
     command.upgrade(cfg, revision)
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL; None for another database or one in memory."""
+    prefix = "sqlite+aiosqlite:///"
+    if not url.startswith(prefix) or ":memory:" in url or url == prefix:
+        return None
+    return Path(url[len(prefix) :].partition("?")[0])
+
+
 def ensure_sqlite_dir(url: str) -> None:
     """Create the directory of a SQLite file, so a fresh checkout just runs."""
-    prefix = "sqlite+aiosqlite:///"
-    if url.startswith(prefix) and ":memory:" not in url:
-        Path(url[len(prefix) :]).parent.mkdir(parents=True, exist_ok=True)
+    path = sqlite_file(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be opened. str() is one line for the person starting the server:
+    the file or address, what is wrong, and what to do about it."""
+
+
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # a uid with no name (a container's --user 1234)
+        return f"uid {os.geteuid()}"
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def describe_open_failure(url: str, exc: BaseException) -> str:
+    reason = _reason(exc)
+    path = sqlite_file(url)
+    if path is None:
+        address = make_url(url)  # the password stays out of the message
+        where = f"{address.host or 'localhost'}:{address.port or 5432}/{address.database or ''}"
+        return (
+            f"cannot open the database at {where}: {reason}: check that the database server runs "
+            "and that [storage] url names it"
+        )
+    directory, user = path.parent, _user()
+    if isinstance(exc, OSError):  # making the directory failed
+        return (
+            f"cannot create the database directory {directory} ({reason}): create it, writable by user {user}, "
+            "or point [storage] url elsewhere"
+        )
+    if "not a database" in reason or "malformed" in reason:
+        return (
+            f"the database {path} is damaged or not a SQLite database ({reason}): move it aside (a new one "
+            "is made at the next start) or put a backup in its place"
+        )
+    if not os.access(directory, os.W_OK):
+        # SQLite writes a -wal and a -shm file beside the database: the directory must be writable.
+        return (
+            f"cannot write the database {path}: its directory {directory} is not writable by user {user}: "
+            "make it writable, or point [storage] url elsewhere"
+        )
+    if path.exists() and not os.access(path, os.W_OK):
+        return (
+            f"cannot write the database {path}: the file is read-only for user {user}: make it writable, "
+            "or point [storage] url elsewhere"
+        )
+    return f"cannot open the database {path}: {reason}"
 
 
 def encode_value(value: Any) -> str:
@@ -104,13 +170,21 @@ class Store:
         self._prune_lock = asyncio.Lock()
 
     async def open(self, *, migrate: bool = True) -> None:
-        ensure_sqlite_dir(self.url)
-        self.engine = create_async_engine(self.url, json_deserializer=_read_json)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        if migrate:
-            await self.migrate()
-        self.writer = await make_writer(self.engine, roll_up_every=self.roll_up_every)
+        """Connect (and migrate); StoreUnavailable, with one line saying why and what to
+        do, when the database cannot be created, opened or written."""
+        try:
+            ensure_sqlite_dir(self.url)
+            self.engine = create_async_engine(self.url, json_deserializer=_read_json)
+            if self.engine.dialect.name == "sqlite":
+                event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            if migrate:
+                await self.migrate()
+            self.writer = await make_writer(self.engine, roll_up_every=self.roll_up_every)
+        except (OSError, DBAPIError) as exc:
+            if self.engine is not None:
+                await self.engine.dispose()
+                self.engine = None
+            raise StoreUnavailable(describe_open_failure(self.url, exc)) from exc
         if migrate:
             await self.roll_up()  # what a crash left out of the rollups, before anything prunes it
 

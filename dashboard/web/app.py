@@ -1,17 +1,22 @@
-"""make_app: the one URL table. Builds the Application and does no I/O."""
+"""make_app: the one URL table. Builds the Application; its only I/O is reading the
+static files once per process, for the version in their URLs."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import tornado.web
 
+from .. import __version__
 from ..alerts.engine import AlertEngine
 from ..alerts.store import AlertStore
 from ..config import Config
 from ..core.events import Alert
+from ..core.resources import resource_dir
 from ..hub import Hub
 from ..storage.recorder import Recorder
 from ..storage.store import Store
@@ -31,19 +36,31 @@ from .series import SeriesHandler
 from .stream import LiveStream, StreamHandler, topic_settings
 from .widget_page import WidgetPageHandler
 
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATES = ROOT / "templates"
-STATIC = ROOT / "static"
-
 ID = r"([A-Za-z0-9_-]+)"
 # Any one path segment: the API's handlers answer a widget id that cannot exist with the
 # documented JSON 404 (after the token check for a push), not the app's XSRF 403.
 ANY_ID = r"([^/]+)"
 
 
+@functools.cache
+def static_tag(directory: Path) -> str:
+    """The version in every static URL, /static/<tag>/page.js: the release, and a digest
+    of the files, which changes with any of them even between releases.
+
+    In the path, not in a ?v= query: page.js imports "./stream.js", and a relative
+    import inherits the path but not the query. So every module of a page comes from
+    the same tag, and a page loaded before an upgrade never mixes in newer modules
+    (nor a newer page older ones from a cache); the server serves only its own tag.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(directory).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return f"{__version__}-{digest.hexdigest()[:10]}"
+
+
 def make_templates() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        loader=jinja2.FileSystemLoader(str(resource_dir("templates"))),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -112,8 +129,10 @@ def make_app(runtime: Runtime, **settings: Any) -> tornado.web.Application:
         (r"/login", LoginHandler, dict(runtime=runtime, limiter=RateLimiter())),  # attempts per client address
         (r"/logout", LogoutHandler, handler_args),
     ]
+    static = resource_dir("static")
     defaults = dict(
-        static_path=str(STATIC),
+        static_path=str(static),
+        static_url_prefix=f"/static/{static_tag(static)}/",
         default_handler_class=NotFoundHandler,
         default_handler_args=handler_args,
         # Never Tornado's xheaders: it believes X-Forwarded-For from anybody. The client's

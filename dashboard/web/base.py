@@ -20,8 +20,10 @@ QUIET_PATHS = ("/healthz", "/metrics")
 
 
 def log_access(status: int, method: str, path: str, uri: str, client: str, seconds: float, details: str = "") -> None:
-    """One access line. No secret from a query (a kiosk link's ?token=) goes in it."""
-    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    """One access line. No secret from a query (a kiosk link's ?token=) goes in it.
+    A client error (4xx) is the client's mistake, not the server's: INFO, like a success,
+    so that `journalctl -p warning` holds only what an operator must look at."""
+    level = logging.INFO if status < 500 else logging.ERROR
     if status < 400 and path in QUIET_PATHS:
         level = logging.DEBUG
     if access_log.isEnabledFor(level):
@@ -100,7 +102,11 @@ class BaseHandler(tornado.web.RequestHandler):
         template = self.runtime.templates.get_template(template_name)
         self.set_header("Content-Type", "text/html; charset=utf-8")
         context.setdefault("account", self.account())
-        self.finish(template.render(static_url=self.static_url, xsrf_form_html=self._xsrf_field, **context))
+        self.finish(template.render(static_url=self._static_url, xsrf_form_html=self._xsrf_field, **context))
+
+    def _static_url(self, path: str) -> str:
+        # The version is in the path already (web/app.py static_tag): no ?v= digest per file.
+        return self.static_url(path, include_version=False)
 
     def _xsrf_field(self) -> markupsafe.Markup:
         # A call sets the _xsrf cookie: only pages with a form make one.
@@ -121,7 +127,9 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def log_exception(self, typ, value, tb) -> None:
         if isinstance(value, tornado.web.HTTPError):
-            super().log_exception(typ, value, tb)
+            # A 4xx is said once, by the access line; Tornado would add a WARNING of its own.
+            if value.status_code >= 500:
+                super().log_exception(typ, value, tb)
         else:  # Tornado's own line adds repr(request), which holds the raw URI
             app_log.error("Uncaught exception %s", self._request_summary(), exc_info=(typ, value, tb))
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 
+from .. import __version__
 from ..core.samples import ERROR
 
 # A commit of a few rows on SQLite takes well under a millisecond when nothing waits.
@@ -57,6 +58,13 @@ class Metrics:
             "dashboard_push_requests", "Push API requests, by HTTP status", ["status"], registry=registry
         )
         registry.register(_RuntimeCollector(streams_open, published))
+        # What every Prometheus exporter has: process_cpu_seconds_total, process_resident_memory_bytes,
+        # process_open_fds (against LimitNOFILE, one per stream), ...; python_info; and the version.
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        Gauge("dashboard_build_info", "The running version, as a label", ["version"], registry=registry).labels(
+            __version__
+        ).set(1)
 
     def watch_alerts(
         self, firing: Callable[[], Mapping[str, int]], notifications: Callable[[], Mapping[str, Any]]

@@ -225,7 +225,7 @@ class PushBase(ApiHandler):
 
     def _accepted(self, widget, value: Any) -> Any:
         try:
-            return accept(widget.view, value)
+            return accept(widget.view, value, widget.value_map)
         except ValueRejected as exc:
             raise bad_request(f"widget {quoted(widget.id)} ({widget.view}): {exc}") from None
 

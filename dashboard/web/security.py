@@ -64,6 +64,13 @@ class SecureStaticFileHandler(tornado.web.StaticFileHandler):
             raise tornado.web.HTTPError(404)
         return super().validate_absolute_path(root, absolute_path)
 
+    def get_cache_time(self, path: str, modified, mime_type: str) -> int:
+        # The URL carries the version (/static/<tag>/...): what it names never changes.
+        return self.CACHE_MAX_AGE
+
+    def set_extra_headers(self, path: str) -> None:
+        self.set_header("Cache-Control", f"public, max-age={self.CACHE_MAX_AGE}, immutable")
+
 
 def redact_uri(uri: str) -> str:
     """The URI with the value of every secret query parameter replaced, for logs.
