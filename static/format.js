@@ -26,12 +26,28 @@ export function level(value, warn, crit) {
   return "ok";
 }
 
-export function change(current, previous) {
+// Like views.change_text and views.change_tone: a percentage's change in points, other
+// values' relative to the previous one; good or bad as the widget's thresholds say which
+// way is worse (neutral without thresholds).
+export function change(current, previous, w = {}) {
   if (!isNumber(current) || !isNumber(previous)) return null;
   const arrow = current > previous ? "up" : current < previous ? "down" : "flat";
-  const percent = previous === 0 ? null : ((current - previous) / Math.abs(previous)) * 100;
-  const text = percent === null ? ARROWS[arrow] : `${ARROWS[arrow]} ${percent >= 0 ? "+" : ""}${percent.toFixed(2)}%`;
-  return { arrow, text };
+  const sign = (x) => (x >= 0 ? "+" : "-");
+  let text;
+  if (w.unit === "%") {
+    const points = current - previous;
+    text = `${ARROWS[arrow]} ${sign(points)}${Math.abs(points).toFixed(Math.max(1, w.decimals || 0))} pts`;
+  } else {
+    const percent = previous === 0 ? null : ((current - previous) / Math.abs(previous)) * 100;
+    text = percent === null ? ARROWS[arrow] : `${ARROWS[arrow]} ${sign(percent)}${Math.abs(percent).toFixed(2)}%`;
+  }
+  const warn = w.warn ?? null, crit = w.crit ?? null;
+  let tone = "neutral";
+  if (arrow !== "flat" && (warn !== null || crit !== null)) {
+    const worse = warn !== null && crit !== null && warn > crit ? "down" : "up";
+    tone = arrow === worse ? "bad" : "good";
+  }
+  return { arrow, text, tone };
 }
 
 export function formatAge(ms) {

@@ -243,10 +243,10 @@ export class Widgets {
 
   render_number(w, el, sample) {
     setText(this.role(el, "value"), formatNumber(sample.value, w.decimals));
-    const delta = change(sample.value, this.values.get(w.id));
+    const delta = change(sample.value, this.values.get(w.id), w);
     const arrow = this.role(el, "change");
     if (arrow && delta) {
-      arrow.setAttribute("class", `change change--${delta.arrow}`);
+      arrow.setAttribute("class", `change change--${delta.arrow} change--${delta.tone}`);
       setText(arrow, delta.text);
     }
     if (isNumber(sample.value)) this.values.set(w.id, sample.value);

@@ -9,6 +9,8 @@ from dashboard.core.views import (
     ValueRejected,
     accept,
     change,
+    change_text,
+    change_tone,
     format_number,
     graph_path,
     level,
@@ -257,3 +259,37 @@ def test_graph_path_of_a_flat_line_or_a_single_point():
 
 def test_graph_path_of_nothing():
     assert graph_path([], 100, 20) == ""
+
+
+@pytest.mark.parametrize(
+    "current, previous, unit, decimals, text",
+    [
+        (110, 100, "", None, "▲ +10.00%"),
+        (90, 100, "ms", None, "▼ -10.00%"),
+        (1, 0, "", None, "▲"),  # no percent of zero: the arrow alone
+        (55.5, 53, "%", 0, "▲ +2.5 pts"),  # a percentage changes by points, not by a percent of itself
+        (40, 50, "%", None, "▼ -10.0 pts"),
+        (50, 50, "%", 2, "▬ +0.00 pts"),
+        (None, 1, "%", None, ""),
+        ("2", 1, "", None, ""),
+    ],
+)
+def test_change_text(current, previous, unit, decimals, text):
+    assert change_text(current, previous, unit, decimals) == text
+
+
+@pytest.mark.parametrize(
+    "arrow, warn, crit, tone",
+    [
+        ("up", 70, 90, "bad"),  # rising thresholds: high is bad
+        ("down", 70, 90, "good"),
+        ("up", 20, 10, "good"),  # falling thresholds (free disk): low is bad
+        ("down", 20, 10, "bad"),
+        ("up", 70, None, "bad"),  # one threshold reads as rising, as level() does
+        ("up", None, None, "neutral"),  # no thresholds: a change is neither good nor bad
+        ("down", None, None, "neutral"),
+        ("flat", 70, 90, "neutral"),
+    ],
+)
+def test_change_tone_follows_the_thresholds(arrow, warn, crit, tone):
+    assert change_tone(arrow, warn, crit) == tone

@@ -248,6 +248,32 @@ def change(current: Any, previous: Any) -> tuple[str, float | None]:
     return ("up" if current > previous else "down"), percent
 
 
+ARROWS = {"up": "▲", "down": "▼", "flat": "▬"}
+
+
+def change_tone(arrow: str, warn: float | None, crit: float | None) -> str:
+    """Whether a change is "good", "bad" or "neutral" for this widget: its thresholds say
+    which way is worse (as level() reads them: warn > crit means low is bad); with none,
+    a change is neither."""
+    if arrow == "flat" or (warn is None and crit is None):
+        return "neutral"
+    worse = "down" if warn is not None and crit is not None and warn > crit else "up"
+    return "bad" if arrow == worse else "good"
+
+
+def change_text(current: Any, previous: Any, unit: str = "", decimals: int | None = None) -> str:
+    """The change as the number view shows it: "▲ +2.50%" (relative), or for a value
+    that is itself a percentage (unit "%"), "▲ +2.5 pts" (percentage points, which a
+    relative change of a percentage would misstate); the arrow alone from zero."""
+    arrow, percent = change(current, previous)
+    if percent is None and arrow == "flat":
+        return ""  # not numbers
+    if unit == "%":
+        digits = max(1, decimals or 0)  # points of a whole percentage still show a tenth
+        return f"{ARROWS[arrow]} {current - previous:+.{digits}f} pts"
+    return ARROWS[arrow] if percent is None else f"{ARROWS[arrow]} {percent:+.2f}%"
+
+
 def graph_path(
     points: Sequence[tuple[float, float]],
     width: float,

@@ -328,3 +328,39 @@ async def test_the_page_data_block_is_json_and_the_only_inline_script(servers, b
         ".filter(n => n.startsWith('on') || n === 'style')"
     )
     assert handlers == []
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_change_colours_follow_the_widgets_thresholds_and_a_percentage_changes_by_points(servers, browser):
+    config = (
+        loopback_server(grace="1s")
+        + table("api", tokens={"test": TOKEN})
+        + dashboard("main", ["load", "free", "queue"])
+        + push_widget("load", "number", every="1h", unit="%", decimals=0, warn=70, crit=90)  # high is bad
+        + push_widget("free", "number", every="1h", unit="GB", warn=20, crit=10)  # low is bad
+        + push_widget("queue", "number", every="1h")  # no thresholds: no judgement
+    )
+    server = await servers.start(config)
+    for widget_id, value in (("load", 50), ("free", 100), ("queue", 10)):
+        await server.record(widget_id, value)
+    page, log = await open_live(browser, server.url("/d/main"))
+
+    async def change(widget_id: str) -> tuple[str, str]:
+        selector = f"#w-{widget_id} [data-role=change]"
+        return await text_of(page, selector), await page.get_attribute(selector, "class")
+
+    await server.record("load", 40)  # falling load: good news, in points
+    await wait_for_value(page, "load", "40")
+    assert await change("load") == ("▼ -10.0 pts", "change change--down change--good")
+    await server.record("free", 80)  # falling free space: bad news
+    await wait_for_value(page, "free", "80")
+    assert await change("free") == ("▼ -20.00%", "change change--down change--bad")
+    await server.record("queue", 20)
+    await wait_for_value(page, "queue", "20")
+    assert await change("queue") == ("▲ +100.00%", "change change--up change--neutral")
+    # A fresh page says the same as the live one.
+    fresh, _ = await open_live(browser, server.url("/d/main"))
+    for widget_id in ("load", "free", "queue"):
+        selector = f"#w-{widget_id} [data-role=change]"
+        assert (await text_of(fresh, selector), await fresh.get_attribute(selector, "class")) == await change(widget_id)
+    assert log.problems() == []
