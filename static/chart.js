@@ -115,11 +115,15 @@ export function drawChart(svg, buckets, { start, end, low, high, gap, format, ti
   const { ticks, step } = timeTicks(start, end, Math.max(2, Math.floor((width - left) / labelWidth)));
   for (const t of ticks) {
     const px = x(t);
-    if (px < left + labelWidth / 3 || px > width - labelWidth / 2) continue; // a half-shown label reads wrong
+    // A half-shown label reads wrong; and the right end has a label of its own.
+    if (px < left + labelWidth / 3 || px > width - labelWidth * 1.1) continue;
     axis.append(node("line", { class: "tick", x1: px.toFixed(1), x2: px.toFixed(1), y1: bottom, y2: bottom + font * 0.35 }));
     axis.append(node("text", { class: "x-label", x: px.toFixed(1), y: height - font * 0.25, "text-anchor": "middle" },
       timeLabel(t, step, timeZone)));
   }
+  // The axis reaches the newest point: its end is labelled, flush with the plot's edge.
+  axis.append(node("text", { class: "x-label x-label--end", x: width, y: height - font * 0.25, "text-anchor": "end" },
+    timeLabel(end, step, timeZone)));
   parts.push(axis);
 
   if (shown.length) {
