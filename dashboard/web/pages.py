@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 import markupsafe
 import tornado.web
 
 from .. import __version__
+from ..config import WidgetConfig
 from ..core import auth, views
 from ..core.samples import Sample, format_ts
 from ..core.values import fitting_sample
@@ -63,10 +65,6 @@ class DashboardHandler(BaseHandler):
         alerts = alert_context(handler, dashboard)
         widgets = [runtime.config.widgets[w] for w in dashboard.widgets]
         latest = shown_samples(widgets, runtime.hub.latest(dashboard.id))
-        now = datetime.now(UTC)
-        # Each graph's whole configured range, downsampled: its cost does not grow with
-        # the samples in it (the page extends the last bucket with live samples).
-        series, graphs = await first_paint(runtime, widgets, latest, now.timestamp())
         handler.render(
             "dashboard.html",
             title=dashboard.title,
@@ -74,22 +72,36 @@ class DashboardHandler(BaseHandler):
             dashboards=visible,
             widgets=widgets,
             latest=latest,
-            graphs=graphs,
-            series=series,
-            # A number's change arrow compares the next value with the one shown.
-            values={w.id: latest[w.id].value for w in widgets if w.view == "number" and w.id in latest},
-            last_id=last_id,
-            controls=controls,
-            now=format_ts(now),
             next_dashboard=_next_dashboard(visible, dashboard),
-            kiosk=handler.get_query_argument("kiosk", "") in ("1", "true", "yes"),
-            views=views,
-            widgets_json=widgets_json,
-            widget_body=widget_body,
-            format_ts=format_ts,
-            version=__version__,
+            **await live_page(handler, widgets, latest, last_id, controls),
             **alerts,
         )
+
+
+async def live_page(
+    handler: BaseHandler, widgets: list[WidgetConfig], latest: dict[str, Sample], last_id: int, controls: int
+) -> dict[str, Any]:
+    """What a live page's template needs besides its own: each graph's whole configured
+    range, downsampled (its cost does not grow with the samples in it; the page extends
+    the last bucket with live samples), the values a number's change compares with, where
+    its stream starts, and the helpers its macros call (dashboard.html, widget.html)."""
+    now = datetime.now(UTC)
+    series, graphs = await first_paint(handler.runtime, widgets, latest, now.timestamp())
+    return {
+        "graphs": graphs,
+        "series": series,
+        # A number's change arrow compares the next value with the one shown.
+        "values": {w.id: latest[w.id].value for w in widgets if w.view == "number" and w.id in latest},
+        "last_id": last_id,
+        "controls": controls,
+        "now": format_ts(now),
+        "kiosk": handler.get_query_argument("kiosk", "") in ("1", "true", "yes"),
+        "views": views,
+        "widgets_json": widgets_json,
+        "widget_body": widget_body,
+        "format_ts": format_ts,
+        "version": __version__,
+    }
 
 
 def shown_samples(widgets, latest: dict[str, Sample]) -> dict[str, Sample]:

@@ -11,18 +11,15 @@ is lost or doubled. Framing follows [server] frame_ancestors like every page.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 import tornado.web
 
-from .. import __version__
-from ..core import auth, views
-from ..core.samples import Sample, format_ts
+from ..core import auth
+from ..core.samples import Sample
 from .alerts_page import alert_context
 from .base import BaseHandler
-from .pages import shown_samples, widget_body, widgets_json
-from .series import first_paint
+from .pages import live_page, shown_samples
 from .sessions import exchange_kiosk_token, guard_page
 from .stream import subset_topic
 
@@ -46,33 +43,21 @@ class WidgetPageHandler(BaseHandler):
             last_id, controls = runtime.hub.last_id, 0
             sample = (await runtime.store.latest([widget.id])).get(widget.id)
         latest = shown_samples([widget], {widget.id: sample} if sample is not None else {})
-        now = datetime.now(UTC)
-        series, graphs = await first_paint(runtime, [widget], latest, now.timestamp())
         visible = [d for d in auth.visible_dashboards(self.config, self.viewers) if widget.id in d.widgets]
         alerts = alert_context(self, visible[0]) if visible else {"alert_marks": {}, "alerts_json": None}
-        sample = latest.get(widget.id)
+        page = await live_page(self, [widget], latest, last_id, controls)
         self.render(
             "widget.html",
             title=widget.title,
             widget=widget,
-            sample=sample,
-            graph=graphs.get(widget.id),
-            series=series,
-            values={widget.id: sample.value} if widget.view == "number" and sample is not None else {},
+            sample=latest.get(widget.id),
+            graph=page["graphs"].get(widget.id),
             mark=alerts["alert_marks"].get(widget.id),
             alerts_json=alerts["alerts_json"],
             dashboards=visible,
             theme=visible[0].theme if visible else "auto",
-            last_id=last_id,
-            controls=controls,
             events="/events?" + urlencode({"widgets": widget.id}),
-            now=format_ts(now),
-            kiosk=self.get_query_argument("kiosk", "") in ("1", "true", "yes"),
-            views=views,
-            widgets_json=widgets_json,
-            widget_body=widget_body,
-            format_ts=format_ts,
-            version=__version__,
+            **page,
         )
 
     def _guard(self, widget_id: str) -> bool:
