@@ -70,6 +70,19 @@ def read_headers(options) -> dict[str, str]:
     return headers
 
 
+async def fetch_answer(
+    client: HttpClient, request: HTTPRequest, url: str, timeout: float
+) -> tuple[HTTPResponse, bytes]:
+    """The response and its body, whatever its status; SourceError with a reason a person
+    can act on (never the query string or a secret) when none came."""
+    try:
+        return await client.fetch(request)
+    except BodyTooLarge as exc:
+        raise SourceError(f"response from {shown_url(url)} is too large ({exc})") from None
+    except (HTTPClientError, OSError) as exc:
+        raise SourceError(describe_failure(exc, url, timeout)) from None
+
+
 def describe_failure(exc: Exception, url: str, timeout: float) -> str:
     """Why a request got no response at all, in words; the URL as shown_url."""
     where = shown_url(url)
@@ -239,12 +252,7 @@ class HttpJson:
             connect_timeout=self.timeout,
             request_timeout=self.timeout,
         )
-        try:
-            response, body = await self.client.fetch(request)
-        except BodyTooLarge as exc:
-            raise SourceError(f"response from {shown_url(self.url)} is too large ({exc})") from None
-        except (HTTPClientError, OSError) as exc:
-            raise SourceError(describe_failure(exc, self.url, self.timeout)) from None
+        response, body = await fetch_answer(self.client, request, self.url, self.timeout)
         if not 200 <= response.code < 300:
             raise SourceError(f"HTTP {response.code} from {shown_url(self.url)}")
         return body

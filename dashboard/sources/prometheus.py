@@ -17,11 +17,11 @@ import json
 from typing import Any
 from urllib.parse import urlencode
 
-from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.httpclient import HTTPRequest
 
 from ..core.views import number_from_text
 from . import SourceError
-from .http_json import BodyTooLarge, HttpClient, describe_failure, read_headers, read_url, shown_url
+from .http_json import HttpClient, fetch_answer, read_headers, read_url, shown_url
 
 
 class PrometheusQuery:
@@ -65,12 +65,7 @@ class PrometheusQuery:
             connect_timeout=self.timeout,
             request_timeout=self.timeout,
         )
-        try:
-            response, body = await self.client.fetch(request)
-        except BodyTooLarge as exc:
-            raise SourceError(f"response from {shown_url(self.endpoint)} is too large ({exc})") from None
-        except (HTTPClientError, OSError) as exc:
-            raise SourceError(describe_failure(exc, self.endpoint, self.timeout)) from None
+        response, body = await fetch_answer(self.client, request, self.endpoint, self.timeout)
         try:
             document = json.loads(body)
         except (ValueError, RecursionError):
