@@ -9,7 +9,7 @@ import pytest
 from dashboard.core.events import Reload
 from dashboard.core.samples import Sample
 from dashboard.core.sse import decode
-from dashboard.hub.memory import Hub, Topic, encode_sample
+from dashboard.hub.memory import Hub, Topic, TopicSettings, encode_sample
 
 TS = datetime(2026, 11, 21, 10, 15, 2, 120000, tzinfo=UTC)
 
@@ -456,3 +456,13 @@ def test_a_reload_that_removes_a_widget_removes_its_subset_topics_with_a_goodbye
     assert removed == [gone] and list(hub.subsets) == [("b",)]
     assert widgets_of(gone.chunks) == ["reload"]
     assert hub.topics_of("a") == () and hub.subsets[("b",)] is kept
+
+
+def test_new_settings_reach_the_subset_topics_too():
+    hub = hub_with({"main": ["a", "b"]})
+    subset = hub.subset(["a"])
+    settings = TopicSettings(batch=0.5, tick_every=0.25)
+    hub.apply(settings)
+    for topic in (hub.topic("main"), subset):
+        assert (topic.batch, topic.tick_every) == (0.5, 0.25), topic.name
+    assert hub.subset(["b"]).batch == 0.5  # and those made after

@@ -417,7 +417,8 @@ class Hub:
 
     def subset(self, widgets: Iterable[str]) -> Topic | None:
         """The topic of exactly these widgets, made on first use with the newest value of
-        each that a dashboard's topic holds (see fill_latest for the others); None when
+        each that a dashboard's topic holds (web.stream.subset_topic reads the others from the
+        database); None when
         MAX_SUBSETS are in use."""
         key = tuple(sorted(set(widgets)))
         now = time.monotonic()
@@ -455,10 +456,14 @@ class Hub:
         return [topic for key, topic in self.subsets.items() if wanted.intersection(key)]
 
     def apply(self, settings: TopicSettings) -> None:
-        """New topic settings (a reload changed [server] batch or keepalive, say)."""
+        """New topic settings (a reload changed [server] batch or keepalive, say), for every
+        topic: the dashboards' and the widget subsets'."""
         self.settings = settings
-        for topic in self.topics.values():
+        for topic in self._every_topic():
             topic.apply(settings)
+
+    def _every_topic(self) -> tuple[Topic, ...]:
+        return (*self.topics.values(), *self.subsets.values())
 
     def topic(self, name: str) -> Topic | None:
         return self.topics.get(name)
@@ -512,9 +517,9 @@ class Hub:
     def close(self) -> None:
         """End every reader, so that streams can say goodbye."""
         self.closed = True
-        for topic in (*self.topics.values(), *self.subsets.values()):
+        for topic in self._every_topic():
             topic.end_subscribers()
 
     @property
     def readers(self) -> int:
-        return sum(topic.readers for topic in (*self.topics.values(), *self.subsets.values()))
+        return sum(topic.readers for topic in self._every_topic())
