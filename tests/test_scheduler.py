@@ -11,7 +11,8 @@ from dashboard.config import load_config
 from dashboard.core.samples import Sample
 from dashboard.hub.memory import Hub
 from dashboard.sources import SourceError
-from dashboard.sources.scheduler import MAX_BACKOFF, Scheduler, backoff
+from dashboard.core.tasks import MAX_BACKOFF, backoff
+from dashboard.sources.scheduler import Scheduler
 from dashboard.storage.recorder import Recorder
 from dashboard.storage.store import Store
 from tests.helpers import wait_until, write_config

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from ..config import Config
+from ..core.tasks import backoff, cancel_until_done
 from .message import Item, message_for
 from .notifiers import Notifier, NotifyError, build_notifier
 from .store import FAILED, SENDING, SENT, AlertStore, Notification, OutboxItem, iso
@@ -34,13 +35,7 @@ from .store import FAILED, SENDING, SENT, AlertStore, Notification, OutboxItem, 
 log = logging.getLogger("dashboard.alerts")
 
 FIRST_BACKOFF = 5.0
-MAX_BACKOFF = 300.0
 IDLE_WAIT = 60.0  # nothing due: look again after this long anyway (the database may have news)
-
-
-def backoff(attempts: int) -> float:
-    """The wait after the n-th failed attempt in a row."""
-    return min(FIRST_BACKOFF * 2 ** max(attempts - 1, 0), MAX_BACKOFF)
 
 
 @dataclass
@@ -115,10 +110,7 @@ class Delivery:
         self._task = asyncio.create_task(self._run(), name="alert-delivery")
 
     async def stop(self) -> None:
-        tasks = [task for task in (self._task, *self._in_flight.values()) if task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_until_done([task for task in (self._task, *self._in_flight.values()) if task is not None])
         self._task = None
         self._in_flight.clear()
 
@@ -243,7 +235,7 @@ class Delivery:
                 reason,
             )
         else:
-            status, next_attempt = SENDING, now + backoff(attempts)
+            status, next_attempt = SENDING, now + backoff(FIRST_BACKOFF, attempts)
             if health.failures == 1:  # on the transition, not on every retry
                 log.warning("notifier %s failing: %s (retrying)", notification.notifier, reason)
         await self.store.attempted(

@@ -42,6 +42,7 @@ from typing import Any
 from ..config import Config, DashboardConfig
 from ..core.events import Alert
 from ..core.samples import Sample
+from ..core.tasks import cancel_until_done
 from ..core.views import VIEWS
 from .delivery import Delivery
 from .rules import CANCELLED, FIRING, INHIBITS, PENDING, RESOLVED, Rule, Watch, route_of, rules_of
@@ -209,8 +210,7 @@ class AlertEngine:
         self._accepting = False
         self.mode = None
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_until_done([self._task])
             self._task = None
         await self.delivery.stop()
         self._queue.clear()

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..config import WidgetConfig
 from ..core.samples import ERROR, OK, Sample, format_ts
+from ..core.tasks import backoff, cancel_until_done
 from ..core.values import clean_message
 from ..core.views import ValueRejected, accept
 from ..storage.recorder import Recorder
@@ -26,7 +27,6 @@ from . import SourceError
 
 log = logging.getLogger("dashboard.scheduler")
 
-MAX_BACKOFF = 300.0
 # A streaming source's messages waiting to be committed, per widget, before the stream
 # waits for the oldest: a flood is written in batches, and memory stays bounded.
 MAX_IN_FLIGHT = 1000
@@ -45,22 +45,6 @@ class WidgetState:
 
 def _when(seconds: float | None) -> str | None:
     return None if seconds is None else format_ts(datetime.fromtimestamp(seconds, UTC))
-
-
-def backoff(every: float, failures: int) -> float:
-    """The wait after the n-th failure in a row: every * 2**(n-1), capped."""
-    return min(every * 2 ** max(failures - 1, 0), max(every, MAX_BACKOFF))
-
-
-async def cancel_until_done(tasks: list[asyncio.Task]) -> None:
-    """Cancel the tasks, again and again until they ended: on Python 3.11
-    asyncio.wait_for swallows a cancellation that arrives just as the awaited
-    fetch completes (bpo-42130), and the ticker's loop would then run on."""
-    pending = set(tasks)
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=0.1)
 
 
 class Scheduler:
