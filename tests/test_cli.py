@@ -343,3 +343,12 @@ def test_under_systemd_every_line_of_a_failed_start_carries_a_journal_priority(t
     broken = write_config(tmp_path, GOOD.replace('every = "100ms"', 'every = "fast"'), name="broken.toml")
     (line,) = run_under_journal("check", "--config", str(broken))
     assert line.startswith(f"<3>error: {broken}: widgets.rate.every: ")
+
+
+@pytest.mark.parametrize("argv", [["--port", "0", "tail"], ["--config", "config.toml", "tail", "main"]])
+def test_tail_after_an_option_is_refused_rather_than_serving(argv):
+    # `tail` has options of its own, so it must come first; after another option it
+    # used to start the server (or take "main" for an import file).
+    result = run(*argv, timeout=15)
+    assert result.returncode == 2
+    assert "tail comes first" in result.stderr and "Traceback" not in result.stderr

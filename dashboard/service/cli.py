@@ -21,6 +21,8 @@ EXIT_CANNOT_START = 1
 def parse_args(argv: list[str], prog: str = "dashboard") -> argparse.Namespace:
     parser = _parser(prog)
     args = parser.parse_intermixed_args(argv)
+    if args.command == "tail":  # main() hands `tail ...` to its own parser; here an option came first
+        parser.error("tail comes first, with options of its own: tail URL|DASHBOARD [--config FILE] ... (tail --help)")
     given = args.arguments
     args.files = given if args.command == "import" else []
     args.name = given[0] if args.command == "notify-test" and given else None
