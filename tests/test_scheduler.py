@@ -9,9 +9,9 @@ import pytest
 
 from dashboard.config import load_config
 from dashboard.core.samples import Sample
+from dashboard.core.tasks import MAX_BACKOFF, backoff
 from dashboard.hub.memory import Hub
 from dashboard.sources import SourceError
-from dashboard.core.tasks import MAX_BACKOFF, backoff
 from dashboard.sources.scheduler import Scheduler
 from dashboard.storage.recorder import Recorder
 from dashboard.storage.store import Store
