@@ -11,7 +11,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from dashboard.config import load_config
 from dashboard.service.reload import compare, keep_restart_settings
-from tests.configs import dashboard, loopback_server, push_widgets, table, widget
+from tests.configs import dashboard, loopback_server, push_widget, push_widgets, table, widget
 from tests.helpers import TOKEN, StreamClient, data, wait_until, write_config
 from tests.process import ServerProcess
 
@@ -211,3 +211,16 @@ async def test_a_removed_dashboard_gets_reload_and_is_gone(servers, tmp_path):
         await AsyncHTTPClient().fetch(server.url("/d/changing"))
     assert info.value.code == 404
     assert server.runtime.hub.topic("changing") is None
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_widget_whose_view_changed_shows_its_stored_value_as_the_new_view_does(servers, tmp_path):
+    config_path = tmp_path / "config.toml"
+    text = config_text(dashboard("main", ["w"]) + push_widget("w", "text"))
+    server = await servers.start(text, config_loader=lambda: load_config(config_path))
+    await server.record("w", "hello")
+    write_config(tmp_path, text.replace('view = "text"', 'view = "number"'))
+    assert await server.server.reload() is True
+    (_, _, sample) = server.runtime.hub.topic("main").latest["w"]  # what a fresh page's stream opens with
+    assert (sample.status, sample.value) == ("error", None)
+    assert "cannot be shown by this number" in sample.message

@@ -158,3 +158,29 @@ async def test_bad_addresses_get_the_documented_4xx(servers, method, path, statu
     assert reply.status == status, reply.text[:200]
     if answer is not None:
         assert reply.json() == answer
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_value_stored_for_another_view_is_an_error_everywhere_it_is_shown(servers):
+    before = loopback_server(grace="1s") + dashboard("main", ["w"]) + push_widget("w", "text")
+    server = await servers.start(before)
+    await server.record("w", "hello")
+    await server.stop()
+    # The widget now shows numbers: the stored text cannot be one.
+    server = await servers.start(before.replace('view = "text"', 'view = "number"'))
+    expected = "the stored value cannot be shown by this number"
+    client = WebClient(server.port)
+    page = (await client.get("/d/main")).text
+    assert expected in section_of(page, "w")
+    for path in ("/api/widgets/w", "/api/widgets"):
+        body = json.loads((await client.get(path)).body)
+        sample = body["sample"] if path.endswith("/w") else body["widgets"][0]["sample"]
+        assert (sample["status"], sample["value"]) == ("error", None), path
+        assert expected in sample["message"], path
+    badge = (await client.get("/badge/w.svg")).text
+    assert "hello" not in badge
+    for path in ("/events/main", "/events?widgets=w"):
+        stream = await StreamClient.open(server.url(path))
+        event = await stream.next_widget_event()
+        assert data(event)["status"] == "error" and expected in data(event)["message"], path
+        stream.close()

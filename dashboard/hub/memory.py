@@ -375,8 +375,9 @@ class Hub:
             shown = set(widgets)
             topic.widgets = tuple(shown)
             for widget in shown:
-                if widget in latest and widget not in topic.latest:
-                    sample = latest[widget]
+                sample = latest.get(widget)
+                # What the hub already holds stays when it is newer (heard live meanwhile).
+                if sample is not None and (widget not in topic.latest or sample.id >= topic.latest[widget][0]):
                     topic.latest[widget] = (sample.id, encode_sample(sample), sample)
             for widget in set(topic.latest) - shown:
                 del topic.latest[widget]  # else a fresh page's snapshot would still carry it

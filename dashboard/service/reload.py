@@ -140,7 +140,9 @@ async def prepare(runtime, loaded: Config) -> tuple[Config, Changes, dict[str, A
     changes = compare(runtime.config, config, restart_needed)
     sources = build_tickers(config, changes.widgets_added + changes.widgets_changed)
     try:
-        latest = await runtime.store.latest(sorted(newly_placed(runtime.config, config)))
+        # Newly placed widgets need their latest value; changed ones (their view, say) as they now show it.
+        refreshed = sorted(newly_placed(runtime.config, config) | set(changes.widgets_changed))
+        latest = await runtime.store.shown(config.widgets[w] for w in refreshed)
     except BaseException:
         close_sources(sources.values())
         raise

@@ -20,8 +20,6 @@ import tornado.netutil
 from ..config import Config, ConfigError
 from ..config.model import server_url
 from ..core.samples import ERROR, OK, Sample
-from ..core.values import fitting_sample
-from ..core.views import accept
 from ..sources import build_sources
 from ..sources.scheduler import Scheduler
 from ..storage.retention import Pruner
@@ -107,7 +105,7 @@ class Server:
         instance = uuid.uuid4().hex[:12]
         hub = make_hub(config, self.role, instance)
         runtime = make_runtime(config, hub, store, instance)
-        latest = self._fitting(await store.latest(config.widgets))
+        latest = await store.shown(config.widgets.values())
         hub.seed({d.id: d.widgets for d in config.dashboards}, latest, await store.last_id())
         await hub.start(lambda after, upto, limit: store.since(None, after, upto=upto, limit=limit))
         sockets = []
@@ -158,12 +156,6 @@ class Server:
         if self.watchdog_interval:
             self.watchdog = Watchdog(self.notifier, self.watchdog_interval, self.healthy)
             self.watchdog.start()
-
-    def _fitting(self, latest: dict[str, Sample]) -> dict[str, Sample]:
-        """Stored samples as their widgets show them: a value the widget's view does not take
-        (stored for another view) is an error, in the streams' snapshots as on the page."""
-        widgets = self.config.widgets
-        return {w: fitting_sample(s, widgets[w].view, accept) if w in widgets else s for w, s in latest.items()}
 
     def _bind(self, host: str, port: int) -> list:
         try:
@@ -245,7 +237,7 @@ class Server:
         # Fresh sources and latest values: another process may have run the tickers until now.
         runtime = self.runtime
         assert runtime is not None
-        latest = await runtime.store.latest(runtime.config.widgets)
+        latest = await runtime.store.shown(runtime.config.widgets.values())
         self._run_scheduler(runtime, self._scheduler(runtime, build_sources(runtime.config), latest))
         if runtime.alerts is not None:
             await runtime.alerts.start(latest, tail=self._shared())

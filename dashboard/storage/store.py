@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import pwd
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from ..config import WidgetConfig
 from ..core.resources import resource_dir
 from ..core.samples import Sample, utc
-from ..core.values import Unreadable, checked_sample
+from ..core.values import Unreadable, checked_sample, fitting_sample
+from ..core.views import accept
 from .rollups import COLUMNS, ROLL_UP_EVERY, Plan, raw_series_sql, tier_series_sql
 from .schema import rollups, samples
 from .writer import MIGRATIONS_LOCK, ImportSession, Row, Writer, make_writer
@@ -160,6 +162,13 @@ def encode_value(value: Any) -> str:
     return json.dumps(value, allow_nan=False)
 
 
+def fitted(widgets: Iterable[WidgetConfig], latest: Mapping[str, Sample]) -> dict[str, Sample]:
+    """Samples as their widgets show them: a stored value a widget's view does not take
+    (written for another view before the config changed, or by another program) is an
+    error on that widget, wherever it is shown, never a broken page or answer."""
+    return {w.id: fitting_sample(latest[w.id], w.view, accept) for w in widgets if w.id in latest}
+
+
 class Store:
     def __init__(self, url: str, *, roll_up_every: float | None = ROLL_UP_EVERY):
         self.url = url
@@ -260,6 +269,12 @@ class Store:
         """A staged import (storage/importer.py): rows added as a file is read, moved into
         the samples table in one transaction at commit, with their rollups."""
         return await self._writer.begin_import()
+
+    async def shown(self, widgets: Iterable[WidgetConfig]) -> dict[str, Sample]:
+        """The newest sample of each widget as the widget shows it (see fitted): what
+        pages, the API, badges, streams and the tickers start from."""
+        widgets = list(widgets)
+        return fitted(widgets, await self.latest(w.id for w in widgets))
 
     async def latest(self, widgets: Iterable[str]) -> dict[str, Sample]:
         """The newest sample of each widget that has one (by time; for live samples that is

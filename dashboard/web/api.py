@@ -57,14 +57,14 @@ class ApiHandler(CorsMixin, BaseHandler):
 class WidgetsHandler(ApiHandler):
     async def get(self) -> None:
         widgets = [w for w in self.config.widgets.values() if auth.widget_visible(self.config, w.id, self.viewers)]
-        latest = await self.runtime.store.latest(w.id for w in widgets)
+        latest = await self.runtime.store.shown(widgets)
         self.write_json({"widgets": [self.widget_json(w, latest) for w in widgets]})
 
 
 class WidgetHandler(ApiHandler):
     async def get(self, widget_id: str) -> None:
         widget = self.widget_or_404(widget_id)
-        latest = await self.runtime.store.latest([widget.id])
+        latest = await self.runtime.store.shown([widget])
         self.write_json(self.widget_json(widget, latest))
 
 

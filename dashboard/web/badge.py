@@ -118,7 +118,7 @@ class BadgeHandler(BaseHandler):
             raise tornado.web.HTTPError(404, "There is no such badge.")
         runtime = self.runtime
         assert runtime is not None  # initialize() sets it
-        sample = (await runtime.store.latest([widget.id])).get(widget.id)
+        sample = (await runtime.store.shown([widget])).get(widget.id)
         public = auth.widget_visible(self.config, widget_id, {})
         self.set_header("Content-Type", "image/svg+xml; charset=utf-8")
         self.set_header("Cache-Control", f"{'public' if public else 'private'}, max-age={MAX_AGE}")

@@ -13,7 +13,7 @@ from .. import __version__
 from ..config import WidgetConfig
 from ..core import auth, views
 from ..core.samples import Sample, format_ts
-from ..core.values import fitting_sample
+from ..storage.store import fitted
 from .alerts_page import alert_context
 from .base import BaseHandler
 from .series import first_paint
@@ -64,7 +64,7 @@ class DashboardHandler(BaseHandler):
         # The open alerts as of that same moment: the stream's alert events after N follow.
         alerts = alert_context(handler, dashboard)
         widgets = [runtime.config.widgets[w] for w in dashboard.widgets]
-        latest = shown_samples(widgets, runtime.hub.latest(dashboard.id))
+        latest = fitted(widgets, runtime.hub.latest(dashboard.id))
         handler.render(
             "dashboard.html",
             title=dashboard.title,
@@ -102,13 +102,6 @@ async def live_page(
         "format_ts": format_ts,
         "version": __version__,
     }
-
-
-def shown_samples(widgets, latest: dict[str, Sample]) -> dict[str, Sample]:
-    """The sample each widget shows. Stored values were checked when read (store.py), but
-    not against this widget's view: one its view does not take becomes an error on its
-    widget (values.fitting_sample), and the rest of the page renders."""
-    return {w.id: fitting_sample(latest[w.id], w.view, views.accept) for w in widgets if w.id in latest}
 
 
 def widget_body(macro, widget, sample, graph) -> markupsafe.Markup:

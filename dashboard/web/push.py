@@ -251,7 +251,7 @@ class WidgetPushHandler(PushBase, WidgetHandler):
         else:
             # A failure without a value keeps the last one, as a failing ticker does:
             # the page shows it, marked as failing.
-            latest = (await self.runtime.store.latest([widget.id])).get(widget.id)
+            latest = (await self.runtime.store.shown([widget])).get(widget.id)
             value = latest.value if latest is not None else None
         sample = await self.runtime.recorder.record(widget.id, value, status, clean_message(message))
         log.debug("widget %s pushed by token %s: event %d", widget.id, caller, sample.id)

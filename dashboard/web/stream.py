@@ -157,7 +157,7 @@ async def subset_topic(runtime, widgets: tuple[str, ...]) -> Topic | None:
         return None
     unplaced = [w for w in widgets if w not in topic.latest and not runtime.config.dashboards_of(w)]
     if unplaced:
-        found = await runtime.store.latest(unplaced)
+        found = await runtime.store.shown(runtime.config.widgets[w] for w in unplaced)
         for widget, sample in found.items():
             # Newer ones arrive through the hub (and a sample committed but not yet
             # published will be): only what the hub has already passed on is filled in.

@@ -17,9 +17,10 @@ import tornado.web
 
 from ..core import auth
 from ..core.samples import Sample
+from ..storage.store import fitted
 from .alerts_page import alert_context
 from .base import BaseHandler
-from .pages import live_page, shown_samples
+from .pages import live_page
 from .sessions import exchange_kiosk_token, guard_page
 from .stream import subset_topic
 
@@ -42,7 +43,7 @@ class WidgetPageHandler(BaseHandler):
         else:  # the hub keeps no more subsets: the stream will say so and retry
             last_id, controls = runtime.hub.last_id, 0
             sample = (await runtime.store.latest([widget.id])).get(widget.id)
-        latest = shown_samples([widget], {widget.id: sample} if sample is not None else {})
+        latest = fitted([widget], {widget.id: sample} if sample is not None else {})
         visible = [d for d in auth.visible_dashboards(self.config, self.viewers) if widget.id in d.widgets]
         alerts = alert_context(self, visible[0]) if visible else {"alert_marks": {}, "alerts_json": None}
         page = await live_page(self, [widget], latest, last_id, controls)
