@@ -117,7 +117,6 @@ class AlertEngine:
         self.tail = False  # a judge that reads the samples from the database (several processes)
         self._tail_id = 0  # the newest sample id read from there
         self._accepting = False  # samples are queued from the start of start() on
-        self.rounds = 0
         self._configure(config)
 
     # --- configuration ----------------------------------------------------------------
@@ -141,13 +140,9 @@ class AlertEngine:
             del self.watches[key]
 
     @property
-    def enabled(self) -> bool:
-        return bool(self.rules)
-
-    @property
-    def started(self) -> bool:
-        """This process judges the alerts and sends the notifications."""
-        return self.mode == JUDGE
+    def idle(self) -> bool:
+        """No rule and no open alert: a round has nothing to read, judge or show."""
+        return not self.rules and not self.records
 
     @property
     def active(self) -> bool:
@@ -233,6 +228,8 @@ class AlertEngine:
 
     async def refresh(self) -> None:
         """A follower's round: the open alerts and silences as the database has them."""
+        if self.idle:
+            return
         async with self._lock:
             now = self.clock()
             records = {record.key: record for record in await self.store.open_alerts()}
@@ -292,9 +289,9 @@ class AlertEngine:
     def observe(self, samples: Iterable[Sample]) -> None:
         """Committed samples, in id order (the recorder's publish). Queues those of
         widgets with rules and wakes the engine; never waits (see the module docstring)."""
-        if not self._accepting:
-            return  # not judging here (another process does, or not yet)
         by_widget = self.by_widget
+        if not self._accepting or not by_widget:
+            return  # not judging here (another process does, or not yet), or nothing to judge
         queued = False
         for sample in samples:
             if sample.widget in by_widget:
@@ -308,6 +305,8 @@ class AlertEngine:
     async def evaluate(self) -> None:
         """One round: the queued samples in order, then time (holds, staleness), then who
         must be told what; committed in one transaction, then announced."""
+        if self.idle:
+            return
         async with self._lock:
             now = self.clock()
             changed: dict[str, AlertRecord] = {}
@@ -341,7 +340,6 @@ class AlertEngine:
                 if self._failing:
                     log.info("alert changes stored again")
                 self._failing = False
-            self.rounds += 1
             self._announce(now, changed)
             if writes.notifies:
                 self.delivery.wake()
