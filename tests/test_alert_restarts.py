@@ -13,8 +13,10 @@ loopback receiver counting what it was told.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
+import sqlite3
 
 import pytest
 import tornado.web
@@ -97,6 +99,15 @@ async def killed(server: ServerProcess) -> None:
     await server.stop()
 
 
+def all_sent(directory, count: int) -> bool:
+    """`count` notifications in the database, every one marked sent: a kill -9 now cannot
+    make the next start send one again (a kill between the send and that mark would, on
+    purpose: at least once)."""
+    with contextlib.closing(sqlite3.connect(f"file:{directory / 'data' / 'alerts.db'}?mode=ro", uri=True)) as db:
+        rows = db.execute("SELECT status FROM alert_notifications").fetchall()
+    return len(rows) == count and all(status == "sent" for (status,) in rows)
+
+
 def deduplicated(inbox: Inbox) -> list[tuple[str, str]]:
     """(event, widget) as a receiver that drops repeated notification ids keeps them."""
     seen: set[str] = set()
@@ -117,6 +128,7 @@ async def test_restarts_while_firing_tell_nothing_twice_and_a_resolve_while_down
     try:
         await push(server, "cpu", 95)
         await wait_until(lambda: len(inbox.received) == 1, timeout=20, message="the firing notification")
+        await wait_until(lambda: all_sent(tmp_path, 1), timeout=20, message="the notification marked sent")
     finally:
         await killed(server)
 
@@ -124,6 +136,7 @@ async def test_restarts_while_firing_tell_nothing_twice_and_a_resolve_while_down
     try:
         await push(server, "disk", 99)  # queued behind anything the restart might have said of the cpu
         await wait_until(lambda: ("firing", "disk") in deduplicated(inbox), timeout=20, message="the disk")
+        await wait_until(lambda: all_sent(tmp_path, 2), timeout=20, message="the notifications marked sent")
         assert [(e, w) for _, e, w in told(inbox)] == [("firing", "cpu"), ("firing", "disk")]
     finally:
         await killed(server)
