@@ -207,3 +207,14 @@ async def test_the_stream_and_read_api_answer_cors_for_the_configured_origins_on
         b'{"value": 1}',
     )
     assert push.status == 200 and push.headers["Access-Control-Allow-Origin"] is None
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/widgets/b", "/api/widgets/b/history", "/api/widgets/b/series", "/events/ops", "/events?widgets=b"]
+)
+@pytest.mark.gen_test(timeout=20)
+async def test_a_401_to_a_script_says_which_scheme_it_wants(servers, path):
+    server = await servers.start(config_text())
+    reply = await WebClient(server.port).get(path, headers={"Authorization": "Bearer not-a-token-0123456789"})
+    assert reply.status == 401
+    assert reply.headers["WWW-Authenticate"] == 'Bearer realm="dashboard"'  # RFC 7235

@@ -115,11 +115,6 @@ class AlertsApiHandler(ApiHandler):
                 raise bad_request(f"unknown key {quoted(key)} (expected {', '.join(json.dumps(k) for k in keys)})")
         return data
 
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        if status_code == 401:
-            self.set_header("WWW-Authenticate", 'Bearer realm="dashboard"')
-        super().write_error(status_code, **kwargs)
-
 
 class AlertsHandler(AlertsApiHandler):
     """GET /api/alerts?state=open|firing|pending|resolved&widget=<id>&limit=<n>"""

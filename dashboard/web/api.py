@@ -21,6 +21,8 @@ def sample_json(sample: Sample | None) -> dict[str, Any] | None:
 
 
 class ApiHandler(CorsMixin, BaseHandler):
+    bearer_realm = "dashboard"  # push and read tokens
+
     def widget_or_404(self, widget_id: str):
         """The widget, when it exists (404) and is on a dashboard the viewer may see (401, 403)."""
         widget = self.config.widgets.get(widget_id)

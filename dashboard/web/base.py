@@ -49,6 +49,9 @@ def parse_bearer(authorization: str) -> str | None:
 
 
 class BaseHandler(tornado.web.RequestHandler):
+    # Handlers that take bearer tokens (the API, the stream) name their realm: a 401 then
+    # says which scheme it wants.
+    bearer_realm: str | None = None
     runtime: Runtime  # set by initialize(), from the URL table
     _viewers = None
 
@@ -139,6 +142,8 @@ class BaseHandler(tornado.web.RequestHandler):
         self.finish(json.dumps(data, ensure_ascii=True, separators=(",", ":")))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if status_code == 401 and self.bearer_realm is not None:  # RFC 7235: a 401 says which scheme it wants
+            self.set_header("WWW-Authenticate", f'Bearer realm="{self.bearer_realm}"')
         reason = kwargs.get("reason") or self._reason
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, tornado.web.HTTPError) and exc.log_message and status_code < 500:

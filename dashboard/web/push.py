@@ -134,8 +134,6 @@ class PushBase(ApiHandler):
         self._body += chunk
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        if status_code == 401:  # RFC 7235: a 401 says which scheme it wants
-            self.set_header("WWW-Authenticate", 'Bearer realm="dashboard"')
         if status_code == 429:
             self.set_header("Retry-After", str(self._retry_after))
         super().write_error(status_code, **kwargs)

@@ -169,6 +169,8 @@ async def subset_topic(runtime, widgets: tuple[str, ...]) -> Topic | None:
 class StreamHandler(CorsMixin, BaseHandler):
     """Serves a stream's opening through Tornado, then hands it to a LiveStream."""
 
+    bearer_realm = "dashboard"  # scripts read with a read token
+
     _closed = False  # the client left before the hand-over
 
     def prepare(self) -> None:
@@ -256,11 +258,6 @@ class StreamHandler(CorsMixin, BaseHandler):
                 401, "invalid read token: expected Authorization: Bearer <token> of [auth] readers"
             )
         return tornado.web.HTTPError(403, "this read token may not read this")
-
-    def write_error(self, status_code: int, **kwargs) -> None:
-        if status_code == 401:  # RFC 7235: a 401 says which scheme it wants
-            self.set_header("WWW-Authenticate", 'Bearer realm="dashboard"')
-        super().write_error(status_code, **kwargs)
 
     def _watch_access(self, scope: Scope, stream: LiveStream) -> None:
         """Remember who this stream is for, so that the stream can end with the session
