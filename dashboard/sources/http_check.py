@@ -12,9 +12,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.httpclient import HTTPRequest
 
-from .http_json import BodyTooLarge, HttpClient, describe_failure, read_headers, read_url
+from . import SourceError
+from .http_json import HttpClient, fetch_answer, read_headers, read_url
 
 METHODS = ("GET", "HEAD")
 _TIMEOUT_SHARE = 0.9
@@ -52,11 +53,9 @@ class HttpCheck:
         )
         started = time.perf_counter()
         try:
-            response, body = await self.client.fetch(request)
-        except BodyTooLarge as exc:
-            return _down(f"response too large ({exc})")
-        except (HTTPClientError, OSError) as exc:
-            return _down(describe_failure(exc, self.url, self.timeout))
+            response, body = await fetch_answer(self.client, request, self.url, self.timeout)
+        except SourceError as exc:  # a site that does not answer is a value: down, and why
+            return _down(str(exc))
         latency_ms = round((time.perf_counter() - started) * 1000)
         result = {"state": "ok", "code": response.code, "latency_ms": latency_ms}
         problem = self._problem(response.code, body)
