@@ -12,7 +12,7 @@ const widgets = new Widgets(data, serverNow);
 const alerts = new AlertBoard(data, widgets);
 const indicator = document.getElementById("connection");
 const offline = document.getElementById("offline");
-const state = { live: false, downSince: null, server: null, backfills: 0 };
+const state = { live: false, downSince: null, server: null, backfills: 0, reopened: false };
 showConnection("connecting", "connecting");
 
 function showConnection(name, text) {
@@ -37,6 +37,9 @@ const source = connect(data, {
     state.downSince = null;
     showConnection("live", "live");
     widgets.connected(true);
+    // A reconnect fetches what the graphs lack; the `gap` that may open the new stream
+    // before its first sample needs no second fetch.
+    state.reopened = afterError;
     if (afterError) backfill();
   },
   down() {
@@ -51,14 +54,16 @@ const source = connect(data, {
     state.server = hello.server;
   },
   gap() {
-    // Only the newest values follow: the graphs fetch what they lack.
-    backfill();
+    // Only the newest values follow: the graphs fetch what they lack (unless this
+    // connection's opening just did).
+    if (!state.reopened) backfill();
   },
   reload() {
     source.close();
     window.location.reload();
   },
   sample(id, sample, eventId) {
+    state.reopened = false;
     widgets.update(id, sample, eventId);
   },
   alert(event) {

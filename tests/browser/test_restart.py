@@ -71,3 +71,26 @@ async def test_a_restart_resumes_through_last_event_id_with_no_sample_lost_or_do
     # While the server was away the browser's reconnect attempts may fail: nothing else may.
     assert log.page_errors == [] and log.bad_responses == []
     assert [e for e in log.console_errors + log.failed_requests if "/events/" not in e] == []
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_a_reconnect_that_opens_with_a_gap_fetches_the_graphs_once(servers, browser, tmp_path):
+    first = tmp_path / "first"
+    first.mkdir()
+    server = await servers.start(CONFIG, directory=first)
+    for value in (1, 2, 3):
+        await server.record("chart", value)
+    page, log = await open_live(browser, server.url("/d/main"))
+    port = server.port
+    await server.stop()
+    # A server on a fresh database: the page's last id was never issued there, so the
+    # stream opens with `gap` and the newest values (here: none yet).
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    server = await servers.start(CONFIG, directory=fresh, port=port)
+    await wait_live(page, timeout=20_000)
+    await server.record("level", 7)  # the first sample of the new stream
+    await wait_for_value(page, "level", "7", timeout=10_000)
+    await page.wait_for_function("() => window.dashboard.widgets.fetching.size === 0", timeout=5000)
+    assert await page.evaluate("window.dashboard.state.backfills") == 1  # the reconnect's, not a second for the gap
+    assert log.page_errors == []
