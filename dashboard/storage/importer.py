@@ -32,7 +32,7 @@ from typing import IO, Any
 from ..config import Config
 from ..core.times import parse_time
 from ..core.views import VIEWS, ValueRejected, accept
-from .rollups import HOUR, MINUTE, TEN, TIERS
+from .rollups import TIERS, tier_retention
 from .store import Store
 from .writer import ImportRow
 
@@ -181,8 +181,7 @@ async def import_file(
 
 def _worth_keeping(config: Config, now: float) -> dict[int, int]:
     """Per tier, the first bucket that its retention keeps: older ones are not made."""
-    storage = config.storage
-    kept = {TEN: storage.retention_10s, MINUTE: storage.retention_1m, HOUR: storage.retention_1h}
+    kept = tier_retention(config.storage)
     return {tier: int(now - kept[tier]) // tier * tier for tier in TIERS}
 
 

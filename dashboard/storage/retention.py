@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from ..config import Config
-from .rollups import HOUR, MINUTE, TEN, TIERS
+from .rollups import TIERS, tier_retention
 from .store import Store
 
 log = logging.getLogger("dashboard.retention")
@@ -59,7 +59,7 @@ class Pruner:
         self.pruned += deleted
         if deleted:
             log.info("pruned %d sample(s) older than %s", deleted, cutoff.isoformat(timespec="seconds"))
-        kept = {TEN: storage.retention_10s, MINUTE: storage.retention_1m, HOUR: storage.retention_1h}
+        kept = tier_retention(storage)
         buckets = await self.store.prune_rollups({step: int(now.timestamp() - kept[step]) for step in TIERS})
         self.pruned_rollups += buckets
         if buckets:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..config import StorageConfig
 from ..core.views import STATUS_STATES
 
 TEN, MINUTE, HOUR, DAY = 10, 60, 3600, 86400
@@ -62,6 +63,11 @@ class Plan:
     end: int
     step: int
     tier: int
+
+
+def tier_retention(storage: StorageConfig) -> dict[int, float]:
+    """How far back each tier of rollups reaches (`[storage] retention_10s`, `_1m`, `_1h`)."""
+    return {TEN: storage.retention_10s, MINUTE: storage.retention_1m, HOUR: storage.retention_1h}
 
 
 def nice_step(seconds: float) -> int:

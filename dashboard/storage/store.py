@@ -31,7 +31,7 @@ from ..core.values import Unreadable, checked_sample, fitting_sample
 from ..core.views import accept
 from .rollups import COLUMNS, ROLL_UP_EVERY, Plan, raw_series_sql, tier_series_sql
 from .schema import rollups, samples
-from .writer import MIGRATIONS_LOCK, ImportSession, Row, Writer, make_writer
+from .writer import MIGRATIONS_LOCK, ImportSession, Row, Writer, make_writer, set_sqlite_pragmas
 
 log = logging.getLogger("dashboard.store")
 
@@ -54,9 +54,7 @@ def _decode_text(data: bytes) -> str:
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     dbapi_connection.driver_connection.text_factory = _decode_text
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    set_sqlite_pragmas(cursor)
     cursor.close()
 
 

@@ -151,12 +151,18 @@ def _insert_sql(rows: int) -> str:
     return _INSERTS[rows]
 
 
+def set_sqlite_pragmas(conn: Any) -> None:
+    """What every connection to the SQLite file sets (the writer's and the engine's):
+    WAL, so readers never block the writer; NORMAL sync, which loses nothing committed
+    when the process dies; and a wait for the write lock as long as an import may hold it."""
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", f"busy_timeout={BUSY_TIMEOUT_MS}"):
+        conn.execute(f"PRAGMA {pragma}")
+
+
 def _connect_sqlite(path: str) -> sqlite3.Connection:
     # isolation_level=None: the module opens no transaction of its own; ours are explicit.
     conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    set_sqlite_pragmas(conn)
     conn.execute("PRAGMA temp_store=FILE")  # a staged import lives in a temp file, not in memory
     # The pages each batch touches (the newest of each widget's index) stay cached
     # between transactions: 32 MB at most.

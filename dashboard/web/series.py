@@ -29,7 +29,7 @@ from ..config import StorageConfig
 from ..config.reader import parse_duration
 from ..core.times import parse_time
 from ..core.views import VIEWS
-from ..storage.rollups import HOUR, MINUTE, TEN, Plan, plan
+from ..storage.rollups import Plan, plan, tier_retention
 from .api import ApiHandler
 
 DEFAULT_POINTS = 1000
@@ -40,7 +40,7 @@ TIME_FORMS = 'ISO 8601, Unix seconds, a time back from now like "-30d" or "-10m"
 
 def kept(storage: StorageConfig) -> dict[int, float]:
     """How far back each source of buckets reaches (0: the raw samples)."""
-    return {0: storage.retention, TEN: storage.retention_10s, MINUTE: storage.retention_1m, HOUR: storage.retention_1h}
+    return {0: storage.retention, **tier_retention(storage)}
 
 
 def parse_instant(text: str, now: float) -> float:
