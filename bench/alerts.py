@@ -33,16 +33,10 @@ import threading
 import time
 from pathlib import Path
 
+from ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token-0123456789"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def config(widgets: int, port: int, hook: int, alerts: bool) -> str:

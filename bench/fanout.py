@@ -38,6 +38,7 @@ from pathlib import Path
 
 import sse_client
 from clock_source import slots_between
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -51,14 +52,6 @@ MIN_SHARE = 0.999
 
 
 # --- the server under test -------------------------------------------------------
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def widget_ids(dashboard: int, count: int, event_size: int) -> list[str]:

@@ -29,7 +29,6 @@ import http.client
 import os
 import random
 import re
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -39,15 +38,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ports import free_port, wait_port
+
 ROOT = Path(__file__).resolve().parent.parent
 DAY = 86400
 TARGETS = {"import": 100_000, "series": 5.0, "page_30d": 3.0, "page_20": 5.0}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def config_text(directory: Path, port: int) -> str:
@@ -187,17 +182,7 @@ def measure_reads(root: Path, directory: Path, rows: int, requests: int, series:
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 120  # the first start rolls up 1.3 million rows
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError((directory / "server.log").read_text()[-2000:])
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the server did not listen") from None
-                time.sleep(0.1)
+        wait_port(port, server, timeout=120, log=directory / "server.log")  # the first start rolls up 1.3 M rows
         client = Client(port)
         out = {}
         if series:

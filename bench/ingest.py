@@ -45,17 +45,12 @@ from pathlib import Path
 
 import psutil
 from fanout import print_profile
+from ports import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token-0123456789"
 TARGETS = {"push_ratio": 0.8, "batch_samples_per_s": 50_000, "mqtt_per_s": 10_000}
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- the servers ------------------------------------------------------------------------------
@@ -122,16 +117,7 @@ class Server:
         self.ps = psutil.Process(self.process.pid)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.kind} exited: {(self.directory / f'{self.kind}.log').read_text()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"{self.kind} did not listen within {timeout}s")
+        wait_port(self.port, self.process, timeout, log=self.directory / f"{self.kind}.log")
 
     def transactions(self) -> tuple[int, float] | None:
         """Write transactions so far and the seconds they took (our /metrics)."""
@@ -382,15 +368,7 @@ def run_mqtt(args, directory: Path) -> dict:
     widgets = [f"m{i}" for i in range(args.topics)]
     server = None
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", mqtt_port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("mosquitto did not listen") from None
-                time.sleep(0.05)
+        wait_port(mqtt_port, broker, timeout=10)
         server = Server("ours", directory, widgets, mqtt_port, args.hub_buffer, root=args.root)
         server.wait_ready()
         time.sleep(1.0)  # the mqtt sources subscribe

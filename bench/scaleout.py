@@ -37,6 +37,7 @@ from pathlib import Path
 import fanout
 import psutil
 import sse_client
+from ports import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,7 +77,7 @@ class Stack:
 
     def __init__(self, args, webs: int, directory: Path):
         self.directory = directory
-        self.web_port, worker_port, redis_port = fanout.free_port(), fanout.free_port(), fanout.free_port()
+        self.web_port, worker_port, redis_port = free_port(), free_port(), free_port()
         self.procs: list[subprocess.Popen] = []
         self.logs = []
         widgets = fanout.widget_ids(0, args.widgets, args.event_size)
@@ -147,21 +148,6 @@ def listens(process: psutil.Process, port: int) -> bool:
         )
     except (psutil.Error, AttributeError):
         return False
-
-
-def wait_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port} after {timeout}s")
 
 
 def cpu_seconds(processes: list[psutil.Process]) -> float:
