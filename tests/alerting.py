@@ -1,14 +1,17 @@
 """Helpers of the alerting tests: a driven clock, a loopback receiver of webhook (and ntfy)
-bodies, and config text for alerts and notifiers."""
+bodies (the `receiver` and `failing_receiver` fixtures: (inbox, port)), and config text
+for alerts and notifiers. Loaded as a pytest plugin (tests/conftest.py)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 
+import pytest
 import tornado.web
 
 from tests.configs import table, toml_key, toml_value
+from tests.peers import serving
 
 # 2026-11-20 was a Friday; noon UTC.
 FRIDAY_NOON = 1795176000.0
@@ -70,6 +73,22 @@ class ReceiverHandler(tornado.web.RequestHandler):
 
 def receiver_routes(inbox: Inbox) -> list:
     return [(r"/(.*)", ReceiverHandler, {"inbox": inbox})]
+
+
+@pytest.fixture
+def receiver(io_loop):
+    """A loopback webhook receiver that takes everything: (its inbox, its port)."""
+    inbox = Inbox()
+    with serving(io_loop, receiver_routes(inbox)) as peer:
+        yield inbox, peer.port
+
+
+@pytest.fixture
+def failing_receiver(io_loop):
+    """One that answers every notification with a 500."""
+    inbox = Inbox(status=500)
+    with serving(io_loop, receiver_routes(inbox)) as peer:
+        yield inbox, peer.port
 
 
 def notifier(name: str, kind: str, **keys) -> str:

@@ -83,3 +83,20 @@ def with_keys(text: str, *, hub: str = "", **server: str) -> str:
         if not found:
             text = text.replace("[server]\n", "[server]\n" + line, 1)
     return text + (f"\n[hub]\n{hub}\n" if hub else "")
+
+
+SECRET = "s3cret-for-signing-sessions-0123456789abcdef"  # [auth] secret of the protected configs
+LOBBY_TOKEN = "kiosk-token-lobby-0123456789"
+
+
+def protected(reader: str, token: str, **server) -> str:
+    """Dashboard "open" (widget a, public) and "lobby" (widget b, kiosk token only), with
+    one read token, `reader`, that may read the lobby."""
+    return (
+        loopback_server(**server)
+        + table("auth", secret=SECRET, tokens={"lobby": LOBBY_TOKEN})
+        + table(f"auth.readers.{reader}", token=token, dashboards=["lobby"])
+        + dashboard("open", ["a"])
+        + dashboard("lobby", ["b"], auth="token")
+        + push_widgets(a="number", b="number")
+    )

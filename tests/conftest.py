@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # The fixtures of the optional backends (a private Redis, a fresh PostgreSQL database,
 # run.py processes), for every test module that names them.
-pytest_plugins = ("tests.backends",)
+pytest_plugins = ("tests.backends", "tests.alerting")
 
 
 @pytest.fixture

@@ -332,3 +332,35 @@ def page_data(html: str) -> dict:
     match = re.search(r'<script type="application/json" id="dashboard-data">(.*?)</script>', html, re.S)
     assert match, "the page carries its data block"
     return json.loads(match[1])
+
+
+# --- reading streams -------------------------------------------------------------------------
+
+
+def ids(events) -> list[int]:
+    return [int(e.last_event_id) for e in events]
+
+
+async def record_all(server, items) -> list:
+    return [await server.record(widget, value) for widget, value in items]
+
+
+def mixed(count: int, start: int = 0) -> list[tuple]:
+    """Samples for widgets a, b and c in turn (b takes text): a on main, b on both, c on other."""
+    return [("abc"[n % 3], f"text {n}" if n % 3 == 1 else n) for n in range(start, start + count)]
+
+
+async def open_stream(server, path: str = "/events/main", **kwargs) -> StreamClient:
+    """A stream, past its 200 and its `hello`."""
+    client = await StreamClient.open(server.url(path), **kwargs)
+    assert client.status == 200, client.headers
+    assert (await client.next_event()).type == "hello"
+    return client
+
+
+async def read_through(client: StreamClient, last_id: int) -> list:
+    """Widget events up to and including the one with id last_id."""
+    out = []
+    while not out or int(out[-1].last_event_id or 0) < last_id:
+        out.append(await client.next_widget_event())
+    return out

@@ -16,10 +16,9 @@ from dashboard.alerts.engine import AlertEngine
 from dashboard.alerts.store import AlertStore
 from dashboard.config import load_config
 from dashboard.storage.store import Store
-from tests.alerting import Clock, Inbox, alert_table, notifier, receiver_routes
+from tests.alerting import Clock, Inbox, alert_table, notifier
 from tests.configs import TEST_DB, dashboard, loopback_server, push_widget, table
 from tests.helpers import write_config
-from tests.peers import serving
 
 
 def config_text(
@@ -85,20 +84,6 @@ class Rig:
 
     async def close(self) -> None:
         await self.store.close()
-
-
-@pytest.fixture
-def receiver(io_loop):
-    inbox = Inbox()
-    with serving(io_loop, receiver_routes(inbox)) as peer:
-        yield inbox, peer.port
-
-
-@pytest.fixture
-def failing_receiver(io_loop):
-    inbox = Inbox(status=500)
-    with serving(io_loop, receiver_routes(inbox)) as peer:
-        yield inbox, peer.port
 
 
 def events_of(inbox: Inbox) -> list[list[tuple[str, str]]]:

@@ -9,19 +9,11 @@ import json
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
-from tests.alerting import Inbox, alert_table, notifier, receiver_routes
+from tests.alerting import Inbox, alert_table, notifier
 from tests.configs import dashboard, loopback_server, push_widget, table, widget
 from tests.helpers import TOKEN, StreamClient, data, wait_until, write_config
-from tests.peers import serving
 
 HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-
-
-@pytest.fixture
-def receiver(io_loop):
-    inbox = Inbox()
-    with serving(io_loop, receiver_routes(inbox)) as peer:
-        yield inbox, peer.port
 
 
 def config_text(redis_url: str, pg_url: str, hook: int) -> str:

@@ -10,10 +10,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dashboard.config import load_config
-from tests.alerting import Inbox, alert_table, notifier, receiver_routes
+from tests.alerting import Inbox, alert_table, notifier
 from tests.configs import dashboard, loopback_server, push_widget, table, widget
 from tests.helpers import StreamClient, data, health, wait_until, write_config
-from tests.peers import refused_url, serving
+from tests.peers import refused_url
 from tests.test_auth import ALICE_HASH, ALICE_PASSWORD, PUSH_TOKEN, SECRET
 from tests.webclient import WebClient, xsrf_field
 
@@ -39,13 +39,6 @@ def config_text(port: int) -> str:
         + alert_table("secret")
         + push_widget("note", "text")
     )
-
-
-@pytest.fixture
-def receiver(io_loop):
-    inbox = Inbox()
-    with serving(io_loop, receiver_routes(inbox)) as peer:
-        yield inbox, peer.port
 
 
 def told(inbox: Inbox, event: str, widget: str) -> bool:

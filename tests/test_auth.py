@@ -20,7 +20,7 @@ from dashboard.core.auth import Viewer
 from dashboard.service.exposure import file_mode_warning, network_warning
 from dashboard.web.login import safe_next
 from dashboard.web.security import redact_uri
-from tests.configs import dashboard, loopback_server, push_widgets, table
+from tests.configs import LOBBY_TOKEN, SECRET, dashboard, loopback_server, push_widgets, table
 from tests.helpers import StreamClient, wait_until, write_config
 from tests.webclient import WebClient, xsrf_field
 
@@ -31,8 +31,6 @@ ALICE_PASSWORD = "correct horse battery"
 ALICE_HASH = "scrypt$16384$8$1$VjHUO5H+nDgWuYRH6d1poQ$KEjXyH9+eRbNIRNhfBz7/keLKqUH5Q7fabJeMzzbcqg"
 BOB_PASSWORD = "bob password 2"
 BOB_HASH = "scrypt$16384$8$1$1lKlbNC7ukr+jvsYfelCHQ$zWUzziCKjvuOgbKmRZ6FvuC2y42FlCja/4AVSJ/mh4s"
-SECRET = "s3cret-for-signing-sessions-0123456789abcdef"
-LOBBY_TOKEN = "kiosk-token-lobby-0123456789"
 HALL_TOKEN = "kiosk-token-hall-0123456789"
 PUSH_TOKEN = "test-token-0123456789"
 

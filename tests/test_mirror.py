@@ -12,19 +12,11 @@ import pytest
 from dashboard.sources.http_json import JsonPath
 from dashboard.sources.sse import SseSource
 from dashboard.web import stream as stream_module
-from tests.configs import dashboard, loopback_server, push_widgets, table, widget
+from tests.configs import dashboard, loopback_server, protected, table, widget
 from tests.helpers import wait_until
 
-SECRET = "s3cret-for-signing-sessions-0123456789abcdef"
 READ_TOKEN = "read-token-mirror-0123456789"
-UPSTREAM = (
-    loopback_server(grace="1s")
-    + table("auth", secret=SECRET, tokens={"lobby": "kiosk-token-lobby-0123456789"})
-    + table("auth.readers.mirror", token=READ_TOKEN, dashboards=["lobby"])
-    + dashboard("open", ["a"])
-    + dashboard("lobby", ["b"], auth="token")
-    + push_widgets(a="number", b="number")
-)
+UPSTREAM = protected("mirror", READ_TOKEN, grace="1s")
 
 
 def downstream(url: str, **source) -> str:

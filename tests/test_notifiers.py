@@ -22,7 +22,7 @@ from aiosmtpd.smtp import AuthResult
 from dashboard.alerts.message import Item, Message, trial_message
 from dashboard.alerts.notifiers import NotifyError, build_notifier
 from dashboard.config import load_config
-from tests.alerting import Inbox, notifier, receiver_routes
+from tests.alerting import notifier
 from tests.backends import free_port
 from tests.configs import dashboard, loopback_server, push_widget
 from tests.helpers import write_config
@@ -82,13 +82,6 @@ TEXT = (
 def configured(tmp_path: Path, *notifiers: str):
     text = loopback_server() + dashboard("main", ["cpu"]) + push_widget("cpu", "number") + "".join(notifiers)
     return load_config(write_config(tmp_path, text))
-
-
-@pytest.fixture
-def receiver(io_loop):
-    inbox = Inbox()
-    with serving(io_loop, receiver_routes(inbox)) as peer:
-        yield inbox, peer.port
 
 
 def test_the_text_reads_well_on_a_phone():

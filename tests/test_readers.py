@@ -8,12 +8,10 @@ import pytest
 
 from dashboard.config import ConfigError, load_config
 from dashboard.core import auth
-from tests.configs import dashboard, loopback_server, push_widgets, table
+from tests.configs import LOBBY_TOKEN, SECRET, dashboard, loopback_server, push_widgets, table
 from tests.helpers import StreamClient, wait_until, write_config
 from tests.webclient import WebClient
 
-SECRET = "s3cret-for-signing-sessions-0123456789abcdef"
-LOBBY_TOKEN = "kiosk-token-lobby-0123456789"
 PUSH_TOKEN = "push-token-0123456789"
 GRAFANA = "read-token-grafana-0123456789"
 EVERYTHING = "read-token-all-of-it-0123456789"

@@ -16,46 +16,24 @@ from tornado.httpclient import AsyncHTTPClient
 from dashboard import __version__
 from dashboard.web import stream as stream_module
 from dashboard.web.app import make_app
-from tests.helpers import StreamClient, config_with, data, page_data, wait_until
+from tests.helpers import (
+    StreamClient,
+    config_with,
+    data,
+    ids,
+    mixed,
+    open_stream,
+    page_data,
+    read_through,
+    record_all,
+    wait_until,
+)
 
 TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 MAIN = ("a", "b")  # the widgets of dashboard "main"; "other" shows b and c
 
 
 SMALL_BUFFER = config_with(hub="buffer = 16")
-
-
-def ids(events) -> list[int]:
-    return [int(e.last_event_id) for e in events]
-
-
-async def record_all(server, items) -> list:
-    return [await server.record(widget, value) for widget, value in items]
-
-
-def mixed(count: int, start: int = 0) -> list[tuple]:
-    """Samples for widgets a, b (main) and c (other only), in turn."""
-    out = []
-    for n in range(start, start + count):
-        widget = "abc"[n % 3]
-        out.append((widget, f"text {n}" if widget == "b" else n))
-    return out
-
-
-async def open_stream(server, path="/events/main", **kwargs) -> StreamClient:
-    client = await StreamClient.open(server.url(path), **kwargs)
-    assert client.status == 200
-    hello = await client.next_event()
-    assert hello.type == "hello"
-    return client
-
-
-async def read_through(client: StreamClient, last_id: int) -> list:
-    """Widget events up to and including the one with id last_id."""
-    out = []
-    while not out or int(out[-1].last_event_id) < last_id:
-        out.append(await client.next_widget_event())
-    return out
 
 
 def stream_count(server) -> int:

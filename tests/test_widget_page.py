@@ -8,12 +8,10 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from dashboard.web.badge import COLOURS, GREY, INFO, MAX_TEXT, render_badge
-from tests.configs import dashboard, loopback_server, push_widget, push_widgets, table
+from tests.configs import LOBBY_TOKEN, SECRET, dashboard, loopback_server, push_widget, push_widgets, table
 from tests.helpers import BASE_CONFIG, StreamClient, page_data
 from tests.webclient import WebClient
 
-SECRET = "s3cret-for-signing-sessions-0123456789abcdef"
-LOBBY_TOKEN = "kiosk-token-lobby-0123456789"
 READ_TOKEN = "read-token-grafana-0123456789"
 SVG = "{http://www.w3.org/2000/svg}"
 HOSTILE = "a <b>&\"'\r\nc\x00d\u2028e </svg><script>alert(1)</script>"

@@ -11,46 +11,23 @@ import pytest
 from dashboard.config import load_config
 from dashboard.hub import memory
 from dashboard.web import stream as stream_module
-from tests.configs import dashboard, loopback_server, push_widgets, table
-from tests.helpers import BASE_CONFIG, StreamClient, config_with, data, wait_until
-
-SMALL_BUFFER = config_with(hub="buffer = 16")
-SECRET = "s3cret-for-signing-sessions-0123456789abcdef"
-READ_TOKEN = "read-token-grafana-0123456789"
-PROTECTED = (
-    loopback_server(grace="2s")
-    + table("auth", secret=SECRET, tokens={"lobby": "kiosk-token-lobby-0123456789"})
-    + table("auth.readers.grafana", token=READ_TOKEN, dashboards=["lobby"])
-    + dashboard("open", ["a"])
-    + dashboard("lobby", ["b"], auth="token")
-    + push_widgets(a="number", b="number")
+from tests.configs import protected, push_widgets
+from tests.helpers import (
+    BASE_CONFIG,
+    StreamClient,
+    config_with,
+    data,
+    ids,
+    mixed,
+    open_stream,
+    read_through,
+    record_all,
+    wait_until,
 )
 
-
-def ids(events) -> list[int]:
-    return [int(e.last_event_id) for e in events]
-
-
-async def open_stream(server, path: str, **kwargs) -> StreamClient:
-    client = await StreamClient.open(server.url(path), **kwargs)
-    assert client.status == 200, client.headers
-    assert (await client.next_event()).type == "hello"
-    return client
-
-
-async def read_through(client: StreamClient, last_id: int) -> list:
-    out = []
-    while not out or int(out[-1].last_event_id or 0) < last_id:
-        out.append(await client.next_widget_event())
-    return out
-
-
-async def record_all(server, items) -> list:
-    return [await server.record(widget, value) for widget, value in items]
-
-
-def mixed(count: int, start: int = 0) -> list[tuple]:
-    return [("abc"[n % 3], f"text {n}" if n % 3 == 1 else n) for n in range(start, start + count)]
+SMALL_BUFFER = config_with(hub="buffer = 16")
+READ_TOKEN = "read-token-grafana-0123456789"
+PROTECTED = protected("grafana", READ_TOKEN, grace="2s")
 
 
 @pytest.mark.gen_test(timeout=20)
