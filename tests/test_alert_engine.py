@@ -85,6 +85,13 @@ class Rig:
     async def close(self) -> None:
         await self.store.close()
 
+    async def __aenter__(self) -> Rig:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
 
 def events_of(inbox: Inbox) -> list[list[tuple[str, str]]]:
     """Each notification as [(event, widget:condition), ...]."""
@@ -94,9 +101,7 @@ def events_of(inbox: Inbox) -> list[list[tuple[str, str]]]:
 @pytest.mark.gen_test(timeout=30)
 async def test_an_alert_fires_after_its_hold_and_is_told_once(tmp_path, receiver):
     inbox, port = receiver
-    rig = Rig(tmp_path, config_text(port), Clock())
-    await rig.open()
-    try:
+    async with Rig(tmp_path, config_text(port), Clock()) as rig:
         await rig.push("cpu", 95)
         assert [a["state"] for a in rig.engine.current()] == ["pending", "pending"]  # crit and warn
         await rig.at(119)
@@ -128,16 +133,12 @@ async def test_an_alert_fires_after_its_hold_and_is_told_once(tmp_path, receiver
         events = await rig.engine.store.events(crit.id)
         assert [e["state"] for e in events] == ["pending", "firing", "resolved"]
         assert [e["value"] for e in events] == [95, 95, 50]
-    finally:
-        await rig.close()
 
 
 @pytest.mark.gen_test(timeout=30)
 async def test_a_dip_during_the_hold_starts_it_again(tmp_path, receiver):
     inbox, port = receiver
-    rig = Rig(tmp_path, config_text(port, cpu_alert={"hold": "2m", "on": ["crit"]}), Clock())
-    await rig.open()
-    try:
+    async with Rig(tmp_path, config_text(port, cpu_alert={"hold": "2m", "on": ["crit"]}), Clock()) as rig:
         await rig.push("cpu", 95)
         await rig.at(100)
         await rig.push("cpu", 85)  # below crit: the pending alert is cancelled
@@ -151,16 +152,12 @@ async def test_a_dip_during_the_hold_starts_it_again(tmp_path, receiver):
         # A pending alert that never fired leaves no row behind.
         rows = await rig.engine.store.find(widgets=["cpu"])
         assert [r.state for r in rows] == ["firing"]
-    finally:
-        await rig.close()
 
 
 @pytest.mark.gen_test(timeout=30)
 async def test_a_clear_margin_keeps_a_value_at_the_line_from_flapping(tmp_path, receiver):
     inbox, port = receiver
-    rig = Rig(tmp_path, config_text(port, cpu_alert={"on": ["crit"], "clear_margin": 5}), Clock())
-    await rig.open()
-    try:
+    async with Rig(tmp_path, config_text(port, cpu_alert={"on": ["crit"], "clear_margin": 5}), Clock()) as rig:
         for value in (91, 89, 90.5, 86, 92, 85.5):  # around the line, never 5 below it
             await rig.push("cpu", value)
             await rig.at(10)
@@ -169,16 +166,12 @@ async def test_a_clear_margin_keeps_a_value_at_the_line_from_flapping(tmp_path, 
         await rig.push("cpu", 84.9)
         assert rig.firing() == []
         assert events_of(inbox)[1:] == [[("resolved", "cpu:crit")]]
-    finally:
-        await rig.close()
 
 
 @pytest.mark.gen_test(timeout=30)
 async def test_a_clear_hold_resolves_only_once_the_value_stayed_back(tmp_path, receiver):
     inbox, port = receiver
-    rig = Rig(tmp_path, config_text(port, cpu_alert={"on": ["crit"], "clear_for": "1m"}), Clock())
-    await rig.open()
-    try:
+    async with Rig(tmp_path, config_text(port, cpu_alert={"on": ["crit"], "clear_for": "1m"}), Clock()) as rig:
         await rig.push("cpu", 95)
         await rig.push("cpu", 50)
         await rig.at(59)
@@ -190,16 +183,12 @@ async def test_a_clear_hold_resolves_only_once_the_value_stayed_back(tmp_path, r
         await rig.at(1)  # a minute without the value coming back, and no sample needed
         assert rig.firing() == []
         assert events_of(inbox) == [[("firing", "cpu:crit")], [("resolved", "cpu:crit")]]
-    finally:
-        await rig.close()
 
 
 @pytest.mark.gen_test(timeout=30)
 async def test_a_firing_alert_repeats_until_acknowledged(tmp_path, receiver):
     inbox, port = receiver
-    rig = Rig(tmp_path, config_text(port, cpu_alert={"on": ["crit"]}), Clock())
-    await rig.open()
-    try:
+    async with Rig(tmp_path, config_text(port, cpu_alert={"on": ["crit"]}), Clock()) as rig:
         await rig.push("cpu", 95)
         await rig.at(3599)
         assert len(inbox.received) == 1
@@ -222,17 +211,13 @@ async def test_a_firing_alert_repeats_until_acknowledged(tmp_path, receiver):
             "resolved",
         ]
         assert (await rig.engine.store.events(row.id))[1]["by"] == "alice"
-    finally:
-        await rig.close()
 
 
 @pytest.mark.gen_test(timeout=30)
 async def test_alerts_that_fire_within_the_group_window_go_out_as_one_notification(tmp_path, receiver):
     inbox, port = receiver
     text = config_text(port, cpu_alert={"on": ["crit"]}, alerts={"group_window": "30s"})
-    rig = Rig(tmp_path, text, Clock())
-    await rig.open()
-    try:
+    async with Rig(tmp_path, text, Clock()) as rig:
         await rig.push("cpu", 95)
         await rig.at(10)
         await rig.push("disk", 4)
@@ -244,16 +229,12 @@ async def test_alerts_that_fire_within_the_group_window_go_out_as_one_notificati
         assert body["title"] == "[CRIT] 2 alerts: 2 firing"
         assert "FIRING · CRIT · CPU" in body["text"] and "FIRING · CRIT · Disk free" in body["text"]
         assert body["alerts"][1]["message"] == "Disk free 4 % is below crit (10 %)"  # falling thresholds
-    finally:
-        await rig.close()
 
 
 @pytest.mark.gen_test(timeout=30)
 async def test_a_silence_holds_notifications_back_until_it_ends(tmp_path, receiver):
     inbox, port = receiver
-    rig = Rig(tmp_path, config_text(port, cpu_alert={"on": ["crit"]}), Clock())
-    await rig.open()
-    try:
+    async with Rig(tmp_path, config_text(port, cpu_alert={"on": ["crit"]}), Clock()) as rig:
         silence = await rig.engine.silence(["cpu"], 600, "replacing a fan", "test")
         await rig.push("cpu", 95)
         assert rig.firing() == ["cpu:crit"] and inbox.received == []
@@ -270,23 +251,17 @@ async def test_a_silence_holds_notifications_back_until_it_ends(tmp_path, receiv
         await rig.engine.end_silence(silence.id + 1)
         await rig.settle()
         assert events_of(inbox)[1] == [("firing", "disk:crit")]
-    finally:
-        await rig.close()
 
 
 @pytest.mark.gen_test(timeout=30)
 async def test_an_alert_that_resolves_during_its_silence_is_never_told(tmp_path, receiver):
     inbox, port = receiver
-    rig = Rig(tmp_path, config_text(port, cpu_alert={"on": ["crit"]}), Clock())
-    await rig.open()
-    try:
+    async with Rig(tmp_path, config_text(port, cpu_alert={"on": ["crit"]}), Clock()) as rig:
         await rig.engine.silence(["cpu"], 600, None, "test")
         await rig.push("cpu", 95)
         await rig.push("cpu", 10)
         await rig.at(601)
         assert inbox.received == [] and rig.firing() == []
-    finally:
-        await rig.close()
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -298,9 +273,7 @@ async def test_a_maintenance_window_silences_in_its_own_time_zone(tmp_path, rece
         'timezone = "Europe/Berlin"\nwidgets = ["cpu"]\n'
     )
     text = config_text(port, cpu_alert={"on": ["crit"]}, alerts={"repeat_interval": "0s"}, extra=window)
-    rig = Rig(tmp_path, text, Clock())
-    await rig.open()
-    try:
+    async with Rig(tmp_path, text, Clock()) as rig:
         await rig.push("cpu", 95)
         await rig.push("disk", 4)
         assert events_of(inbox) == [[("firing", "disk:crit")]]
@@ -311,24 +284,18 @@ async def test_a_maintenance_window_silences_in_its_own_time_zone(tmp_path, rece
         assert events_of(inbox)[1] == [("firing", "cpu:crit")]
         silenced = [e for _, e in rig.events if e["alerts"][0]["widget"] == "cpu"]
         assert [e["alerts"][0]["silenced"] for e in silenced][-1] is None  # the page is told the silence ended
-    finally:
-        await rig.close()
 
 
 @pytest.mark.gen_test(timeout=30)
 async def test_a_warn_kept_quiet_by_its_crit_is_told_once_the_crit_resolves(tmp_path, receiver):
     inbox, port = receiver
-    rig = Rig(tmp_path, config_text(port, cpu_alert={}), Clock())
-    await rig.open()
-    try:
+    async with Rig(tmp_path, config_text(port, cpu_alert={}), Clock()) as rig:
         await rig.push("cpu", 95)
         await rig.push("cpu", 80)  # crit resolves, warn fires still: now it is told
         assert events_of(inbox) == [[("firing", "cpu:crit")], [("resolved", "cpu:crit"), ("firing", "cpu:warn")]]
         await rig.push("site", {"state": "down", "detail": "HTTP 503"})
         assert events_of(inbox)[2] == [("firing", "site:down")]
         assert inbox.bodies()[2]["alerts"][0]["message"] == "Site is down: HTTP 503"
-    finally:
-        await rig.close()
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -337,9 +304,7 @@ async def test_a_failing_notifier_is_retried_with_backoff_and_blocks_no_other(tm
     text = config_text(good_port, cpu_alert={"on": ["crit"], "notify": ["broken", "hook"]}) + notifier(
         "broken", "webhook", url=f"http://127.0.0.1:{bad_port}/x", retries=2
     )
-    rig = Rig(tmp_path, text, Clock())
-    await rig.open()
-    try:
+    async with Rig(tmp_path, text, Clock()) as rig:
         await rig.push("cpu", 95)
         assert len(good.received) == 1 and len(bad.received) == 1
         report = rig.engine.report()["notifiers"]
@@ -364,8 +329,6 @@ async def test_a_failing_notifier_is_retried_with_backoff_and_blocks_no_other(tm
         bad.status = 200
         await rig.push("cpu", 10)  # the resolve goes to the notifiers that heard it fire
         assert [events[-1][0] for events in events_of(bad)] == ["firing", "firing", "firing", "resolved"]
-    finally:
-        await rig.close()
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -407,9 +370,7 @@ async def test_a_restart_keeps_firing_alerts_and_tells_nothing_twice(tmp_path, r
 async def test_staleness_and_failing_sources(tmp_path, receiver):
     inbox, port = receiver
     text = config_text(port, cpu_alert={"on": ["failing", "stale"], "stale_after": 3, "severity": "crit"})
-    rig = Rig(tmp_path, text, Clock())  # the cpu is a push widget expected every 5 s
-    await rig.open()
-    try:
+    async with Rig(tmp_path, text, Clock()) as rig:  # the cpu is a push widget expected every 5 s
         await rig.at(14)
         assert rig.firing() == []
         await rig.at(1)  # 15 s without an update
@@ -421,16 +382,12 @@ async def test_staleness_and_failing_sources(tmp_path, receiver):
         assert events_of(inbox)[1] == [("resolved", "cpu:stale"), ("firing", "cpu:failing")]
         await rig.push("cpu", 12)
         assert rig.firing() == []
-    finally:
-        await rig.close()
 
 
 @pytest.mark.gen_test(timeout=60)
 async def test_changes_are_undone_and_retried_when_the_database_is_locked(tmp_path, receiver):
     inbox, port = receiver
-    rig = Rig(tmp_path, config_text(port, cpu_alert={"on": ["crit"]}), Clock())
-    await rig.open()
-    try:
+    async with Rig(tmp_path, config_text(port, cpu_alert={"on": ["crit"]}), Clock()) as rig:
         samples = await rig.store.append_many([("cpu", 95, "ok", None)])
         # Another process holds SQLite's write lock past the busy timeout.
         blocker = sqlite3.connect(tmp_path / "data" / "test.db", isolation_level=None)
@@ -445,8 +402,6 @@ async def test_changes_are_undone_and_retried_when_the_database_is_locked(tmp_pa
         await rig.at(1)  # the next round, from the newest sample
         assert rig.firing() == ["cpu:crit"] and rig.engine.report()["storing"] == "ok"
         assert events_of(inbox) == [[("firing", "cpu:crit")]]
-    finally:
-        await rig.close()
 
 
 def test_engine_module_never_awaits_in_observe():
@@ -459,20 +414,14 @@ async def test_the_same_on_postgresql(tmp_path, receiver, pg_url):
     inbox, port = receiver
     clock = Clock()
     text = config_text(port, cpu_alert={"on": ["crit"]}, storage=pg_url)
-    rig = Rig(tmp_path, text, clock)
-    await rig.open()
-    try:
+    async with Rig(tmp_path, text, clock) as rig:
         await rig.push("cpu", 95)
         await rig.push("disk", 5)
         (cpu,) = [a for a in rig.engine.current() if a["widget"] == "cpu"]
         await rig.engine.acknowledge(cpu["id"], "alice")
         silence = await rig.engine.silence(["disk"], 60, "on purpose", "test")
         assert events_of(inbox) == [[("firing", "cpu:crit")], [("firing", "disk:crit")]]
-    finally:
-        await rig.close()
-    rig = Rig(tmp_path, text, clock)
-    await rig.open()
-    try:
+    async with Rig(tmp_path, text, clock) as rig:
         assert rig.firing() == ["cpu:crit", "disk:crit"]
         assert [a["acked_by"] for a in rig.engine.current()] == ["alice", None]
         assert rig.engine.current()[1]["silenced"] == f"silence {silence.id}"
@@ -486,5 +435,3 @@ async def test_the_same_on_postgresql(tmp_path, receiver, pg_url):
         clock.advance(31 * 86400)
         assert await rig.engine.store.prune(clock() - 30 * 86400) == 2
         assert await rig.engine.store.find() == []
-    finally:
-        await rig.close()
