@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The checkout's entry point: `python run.py [serve|check|migrate|hash-password] ...`."""
+"""The checkout's entry point: `python run.py [serve|check|migrate|import|hash-password|notify-test|tail] ...`."""
 
 import sys
 

@@ -79,7 +79,7 @@ class ReaderConfig:
 
 @dataclasses.dataclass(frozen=True)
 class AuthConfig:
-    """Viewer authentication (dashboard/auth.py); unused while every dashboard is public."""
+    """Viewer authentication (core/auth.py); unused while every dashboard is public."""
 
     secret: str = ""  # signs session cookies
     session_lifetime: float = 12 * 3600.0

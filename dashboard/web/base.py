@@ -96,7 +96,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     @property
     def viewers(self):
-        """Who the request says it is, by kind (see dashboard/auth.py); read once."""
+        """Who the request says it is, by kind (see core/auth.py); read once."""
         if self._viewers is None:
             self._viewers = viewers_of(self)
         return self._viewers
