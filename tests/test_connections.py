@@ -105,6 +105,53 @@ async def test_a_head_or_a_body_that_never_ends_is_cut_off_and_counted_in_one_li
 
 
 @pytest.mark.gen_test(timeout=60)
+async def test_the_sweep_keeps_each_limit_from_when_each_wait_began_driven_by_its_clock(servers):
+    """One sweep keeps both limits (instead of Tornado's timers per request): a connection
+    is closed once it has waited longer than its limit since its current wait began (its
+    head, its next request on a kept-alive connection, or its body), and not before."""
+    server = await servers.start(config_with(header_timeout='"10s"', body_timeout='"60s"'))
+    http = server.server.http
+    loop_time, ahead = http.clock, [0.0]
+    http.clock = lambda: loop_time() + ahead[0]
+
+    def sweep_at(seconds: float) -> None:
+        ahead[0] = seconds
+        http._sweep()
+
+    async def answered(reader, writer, request: bytes) -> bytes:
+        writer.write(request)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        await asyncio.wait_for(reader.readexactly(length), 10)
+        return head
+
+    healthz = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    idle = [await half_request(server.port, b"") for _ in range(2)]  # kept alive after one request
+    for reader, writer in idle:
+        assert (await answered(reader, writer, healthz)).startswith(b"HTTP/1.1 200")
+    head = await half_request(server.port, b"GET /healthz HTTP/1.1\r\n")
+    body = PUSH_HEAD.format(token=TOKEN, framing="Content-Length: 12\r\n").encode() + b'{"value"'
+    bodies = [await half_request(server.port, body) for _ in range(2)]
+    await wait_until(lambda: all(w.body for w in list(http.waiting.values())[-2:]), message="both heads read")
+
+    sweep_at(8)  # under every limit: all still open, and busy connections start waiting anew
+    reader, writer = idle[1]
+    assert (await answered(reader, writer, healthz)).startswith(b"HTTP/1.1 200")
+    sweep_at(12)  # over the head limit since the first waits began; the body limit is far off
+    for reader, _ in (idle[0], head):
+        assert await closed_by_server(reader, timeout=5) == b""
+    reader, writer = bodies[0]
+    assert (await answered(reader, writer, b": 1}")).startswith(b"HTTP/1.1 200")
+    assert not idle[1][0].at_eof()
+    sweep_at(62)  # the body that never ends, and the connection idle since 8 s
+    for reader, _ in (bodies[1], idle[1]):
+        assert await closed_by_server(reader, timeout=5) == b""
+    await wait_until(lambda: not http.waiting or all(s.closed() for s in http.waiting), message="nothing left")
+    for _, writer in [*idle, head, *bodies]:
+        writer.close()
+
+
+@pytest.mark.gen_test(timeout=60)
 async def test_past_max_incomplete_requests_a_new_connection_closes_the_oldest_waiting_one(servers):
     server = await servers.start(config_with(max_incomplete_requests="4", header_timeout='"30s"'))
     waiting = [await half_request(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n") for _ in range(4)]

@@ -2,10 +2,9 @@
 cost before its request has arrived, and an accept loop that survives running
 out of file descriptors.
 
-- A request's head must arrive within [server] header_timeout (Tornado's
-  idle_connection_timeout, which is also how long an idle keep-alive connection
-  waits for its next request), its body within body_timeout (Tornado's
-  body_timeout). Both are Tornado's own; this module only counts what they close.
+- A request's head must arrive within [server] header_timeout (which is also how
+  long an idle keep-alive connection waits for its next request), its body within
+  body_timeout. One sweep enforces both for every connection (see below).
 - At most [server] max_incomplete_requests connections may be waiting for (the
   rest of) a request, and never more than half the process's descriptor limit
   (RLIMIT_NOFILE): the other half stays for open streams, the database and the
@@ -25,6 +24,14 @@ out of file descriptors.
   line per interval with counts.
 
 Deliberate oddities, please read before "fixing":
+- The time limits are not Tornado's (idle_connection_timeout, body_timeout),
+  which wrap every request's head and body in a timer of their own: two timers,
+  a task and a dozen callbacks per request, measured at about an eighth of a
+  push's CPU (bench/README.md). Here the connections waiting for a request are
+  kept oldest first anyway (for max_incomplete_requests), so one timer sweeps
+  them a few times per limit and stops at the first that has not waited long
+  enough to be over any. A limit is thus kept to within a quarter of itself (at
+  most SWEEP_MAX later), never early.
 - The limits' closings are logged as counts, once per LOG_EVERY seconds, and
   Tornado's own per-connection lines for them are filtered out (QuietTimeouts): a
   few hundred stalled clients must not become a few hundred log lines each time.
@@ -56,6 +63,8 @@ log = logging.getLogger("dashboard.connections")
 
 ACCEPT_BATCH = 128  # connections taken per wake-up (Tornado's figure), so that other work gets a turn
 ACCEPT_PAUSE = 0.5  # seconds the accept loop rests when not even the reserve descriptor can be had
+SWEEPS_PER_LIMIT = 4  # the time limits are checked this often within the shorter of them ...
+SWEEP_MAX = 1.0  # ... and at least once a second
 LOG_EVERY = 10.0  # seconds between two lines about the same kind of trouble
 NO_DESCRIPTOR = (errno.EMFILE, errno.ENFILE)
 
@@ -114,7 +123,7 @@ class Tally:
 class QuietTimeouts(logging.Filter):
     """Drops Tornado's line per connection for what the Tally here counts."""
 
-    MESSAGES = ("Timeout reading body from", "Unsatisfiable read, closing connection")
+    MESSAGES = ("Unsatisfiable read, closing connection",)
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (isinstance(record.msg, str) and record.msg.startswith(self.MESSAGES))
@@ -219,16 +228,13 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
     """HTTPServer(app, limits=ConnectionLimits(...), **HTTPServer's own options)."""
 
     def initialize(self, request_callback: Any, *, limits: ConnectionLimits, **kwargs: Any) -> None:  # type: ignore[override]
-        super().initialize(
-            request_callback,
-            idle_connection_timeout=limits.header_timeout,
-            body_timeout=limits.body_timeout,
-            max_header_size=limits.max_header,
-            **kwargs,
-        )
+        super().initialize(request_callback, max_header_size=limits.max_header, **kwargs)
         assert self.ssl_options is None, "TLS ends at a proxy: connections are plain RequestStreams"
         self.apply(limits)
-        self.waiting: collections.OrderedDict[IOStream, _Waiting] = collections.OrderedDict()  # oldest first
+        # Oldest first: an entry moves to the end whenever its wait starts anew (the head arrived).
+        self.waiting: collections.OrderedDict[IOStream, _Waiting] = collections.OrderedDict()
+        self._sweeper: object | None = None
+        self.clock: Callable[[], float] = IOLoop.current().time  # tests drive it forward
         self._reserve = _open_reserve()
         self.closings = Tally(logging.INFO, lambda: "connections closed before their request arrived")
         self.pressure = Tally(
@@ -240,8 +246,9 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         """These limits from the next request on (a config reload); connections share
         conn_params, which each request reads as it starts."""
         self.limits = limits
-        self.conn_params.header_timeout = limits.header_timeout
-        self.conn_params.body_timeout = limits.body_timeout
+        # Tornado's own timers off (its default would be an hour): the sweep keeps the limits.
+        self.conn_params.header_timeout = None
+        self.conn_params.body_timeout = None
         self.conn_params.max_header_size = limits.max_header
         if max_body is not None:
             self.conn_params.max_body_size = max_body
@@ -333,17 +340,21 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
     # -- connections waiting for a request -----------------------------------------------------
 
     def handle_stream(self, stream: IOStream, address: tuple) -> None:
-        self.waiting[stream] = _Waiting(IOLoop.current().time(), first=True)
-        self._within_bound()
+        self._wait(stream, first=True)
         super().handle_stream(stream, address)
+
+    def _wait(self, stream: IOStream, first: bool) -> None:
+        self.waiting[stream] = _Waiting(self.clock(), first)
+        self._within_bound()
+        if self._sweeper is None:
+            self._sweeper = IOLoop.current().call_later(self._sweep_every(), self._sweep)
 
     def start_request(
         self, server_conn: object, request_conn: tornado.httputil.HTTPConnection
     ) -> tornado.httputil.HTTPMessageDelegate:
         stream = server_conn.stream  # type: ignore[attr-defined]
         if stream not in self.waiting and not stream.closed():  # the next request on a keep-alive connection
-            self.waiting[stream] = _Waiting(IOLoop.current().time(), first=False)
-            self._within_bound()
+            self._wait(stream, first=False)
         if isinstance(stream, RequestStream):
             stream.reading_head = True
         return _Watched(super().start_request(server_conn, request_conn), self, stream)
@@ -354,7 +365,8 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         waiting = self.waiting.get(stream)
         if waiting is not None:
             waiting.body = True
-            waiting.since = IOLoop.current().time()
+            waiting.since = self.clock()
+            self.waiting.move_to_end(stream)  # oldest first still
 
     def _request_arrived(self, stream: IOStream) -> None:
         self.waiting.pop(stream, None)
@@ -364,12 +376,36 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         waiting = self.waiting.pop(server_conn.stream, None)  # type: ignore[attr-defined]
         if waiting is None:
             return
-        waited = IOLoop.current().time() - waiting.since
+        waited = self.clock() - waiting.since
         # Closed while waiting: by a time limit (Tornado's), or the client left (not counted).
         if waiting.body and waited >= self.limits.body_timeout:
             self.closings.note(f"bodies not sent within body_timeout ({self.limits.body_timeout:g}s)")
         elif not waiting.body and waiting.first and waited >= self.limits.header_timeout:
             self.closings.note(f"heads not sent within header_timeout ({self.limits.header_timeout:g}s)")
+
+    def _sweep_every(self) -> float:
+        limits = self.limits
+        return min(SWEEP_MAX, min(limits.header_timeout, limits.body_timeout) / SWEEPS_PER_LIMIT)
+
+    def _sweep(self) -> None:
+        """Close the connections that have waited longer than their limit for their head
+        (or their next request) or their body; Tornado winds each down as if its own timer
+        had fired, and on_close counts it."""
+        self._sweeper = None
+        now = self.clock()
+        header, body = self.limits.header_timeout, self.limits.body_timeout
+        shortest = min(header, body)
+        over = []
+        for stream, waiting in self.waiting.items():
+            waited = now - waiting.since
+            if waited < shortest:
+                break  # every later one began waiting later still
+            if waited >= (body if waiting.body else header):
+                over.append(stream)
+        for stream in over:
+            stream.close()
+        if self.waiting:
+            self._sweeper = IOLoop.current().call_later(self._sweep_every(), self._sweep)
 
     def _within_bound(self) -> None:
         while len(self.waiting) > self.max_waiting and self._close_oldest_waiting():
@@ -384,6 +420,9 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
 
     def stop(self) -> None:
         super().stop()
+        if self._sweeper is not None:
+            IOLoop.current().remove_timeout(self._sweeper)
+            self._sweeper = None
         self.closings.close()
         self.pressure.close()
         if self._reserve is not None:
