@@ -224,3 +224,28 @@ async def test_an_id_never_comes_twice_even_when_the_newest_row_is_gone(store):
     async with store.engine.begin() as conn:  # retention never does this, but an id must survive it
         await conn.execute(text("DELETE FROM samples WHERE id >= :id"), {"id": written[-2].id})
     assert (await store_sample(store, "a", 99)).id == written[-1].id + 1
+
+
+@pytest.mark.gen_test(timeout=20)
+@pytest.mark.parametrize("size", [1, 7, 100, 101, 250])
+async def test_each_row_is_stored_under_the_id_handed_back_in_one_statement_or_several(store, size):
+    """Up to CHUNK rows are one self-numbered INSERT, more are several in a transaction:
+    either way the ids follow the rows' order and each id holds its own row."""
+    await store_sample(store, "before", 0)
+    rows = [(f"w{n % 13}", n, "error" if n % 5 == 0 else "ok", f"m{n}" if n % 5 == 0 else None) for n in range(size)]
+    samples = await store.append_many(rows)
+    assert [s.id for s in samples] == list(range(2, 2 + size))
+    async with store.engine.connect() as conn:
+        stored = (await conn.execute(text("SELECT id, widget, value, status, message FROM samples WHERE id > 1"))).all()
+    assert sorted((i, w, int(v), s, m) for i, w, v, s, m in stored) == [
+        (sample.id, *row) for sample, row in zip(samples, rows, strict=True)
+    ]
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_self_numbered_insert_that_fails_writes_nothing_and_takes_no_id(store):
+    await store_sample(store, "a", 1)
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.append_many([("a", 2, "ok", None), ("b", 3, None, None)])  # status is NOT NULL
+    assert summary(await store.history("b")) == [] and summary(await store.history("a")) == [("a", 1)]
+    assert (await store_sample(store, "a", 4)).id == 2
