@@ -34,11 +34,21 @@ class Sample:
         return json.dumps(self.as_dict(), ensure_ascii=True, separators=(",", ":"), allow_nan=False)
 
 
+_LAST_FORMATTED: tuple[datetime | None, str] = (None, "")
+
+
 def format_ts(ts: datetime) -> str:
     """2026-11-21T10:15:02.120Z: the form the page and API use (milliseconds cut, not
     rounded). isoformat() is three times as fast as strftime(), and every sample is
-    formatted at least once on its way out."""
-    return ts.astimezone(UTC).isoformat(timespec="milliseconds")[:23] + "Z"
+    formatted at least once on its way out; the samples of one batch share their time
+    (one object), which is formatted once for the stream and the push's answer."""
+    global _LAST_FORMATTED
+    last = _LAST_FORMATTED  # one read: another thread may swap it meanwhile
+    if last[0] is ts:
+        return last[1]
+    text = ts.astimezone(UTC).isoformat(timespec="milliseconds")[:23] + "Z"
+    _LAST_FORMATTED = (ts, text)
+    return text
 
 
 def utc(ts: datetime) -> datetime:

@@ -106,16 +106,17 @@ def make_runtime(config: Config, hub: Hub, store: Store, instance: str) -> Runti
 def make_app(runtime: Runtime, **settings: Any) -> tornado.web.Application:
     handler_args = dict(runtime=runtime)
     push_args = dict(runtime=runtime, push_limiter=RateLimiter())  # [api] rate, per token
+    # Tornado tries the routes in order, one regex each: the busiest (pushes) come first.
     routes: list[tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]] = [
+        # GET reads (web/api.py), POST pushes with a bearer token (web/push.py)
+        (rf"/api/widgets/{ANY_ID}", WidgetPushHandler, push_args),
+        (r"/api/widgets", WidgetsPushHandler, push_args),
         (r"/", IndexHandler, handler_args),
         (rf"/d/{ID}", DashboardHandler, handler_args),
         (r"/events", StreamHandler, handler_args),  # ?widgets=a,b of any dashboards
         (rf"/events/{ID}", StreamHandler, handler_args),
         (rf"/w/{ID}", WidgetPageHandler, handler_args),
         (rf"/badge/{ID}\.svg", BadgeHandler, handler_args),
-        # GET reads (web/api.py), POST pushes with a bearer token (web/push.py)
-        (r"/api/widgets", WidgetsPushHandler, push_args),
-        (rf"/api/widgets/{ANY_ID}", WidgetPushHandler, push_args),
         (rf"/api/widgets/{ANY_ID}/history", HistoryHandler, handler_args),
         (rf"/api/widgets/{ANY_ID}/series", SeriesHandler, handler_args),
         # the alerts and their silences (web/alerts.py)

@@ -57,6 +57,7 @@ class Metrics:
         self.push_requests = Counter(
             "dashboard_push_requests", "Push API requests, by HTTP status", ["status"], registry=registry
         )
+        self._push_counters: dict[int, Any] = {}
         registry.register(_RuntimeCollector(streams_open, published))
         # What every Prometheus exporter has: process_cpu_seconds_total, process_resident_memory_bytes,
         # process_open_fds (against LimitNOFILE, one per stream), ...; python_info; and the version.
@@ -90,7 +91,10 @@ class Metrics:
             self.snapshots_sent.inc(snapshots)
 
     def push_answered(self, status: int) -> None:
-        self.push_requests.labels(str(status)).inc()
+        counter = self._push_counters.get(status)
+        if counter is None:  # labels() takes a lock and builds a key: once per status, not per push
+            counter = self._push_counters[status] = self.push_requests.labels(str(status))
+        counter.inc()
 
     def forget_widgets(self, widget_ids: Sequence[str], outcomes: Sequence[str]) -> None:
         """Drop the series of widgets a reload removed, so a scrape lists only live ones."""
