@@ -4,23 +4,25 @@
 - any request to the push API gets one of its documented statuses, never a 5xx,
   and a 4xx stores nothing;
 - any text travels through the SSE encoder and the spec-exact decoder intact,
-  as one event with no field added.
+  as one event with no field added;
+- a value's JSON and a sample's are byte for byte what json.dumps makes of them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import math
 import string
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from dashboard.config import ConfigError, load_config
-from dashboard.core.samples import Sample
+from dashboard.core.samples import Sample, value_json
 from dashboard.core.sse import Decoder, Event, decode, encode_event
 from dashboard.hub.memory import encode_sample
 from tests.configs import dashboard, loopback_server, push_widget, push_widgets, table, toml_value, widget
@@ -397,6 +399,66 @@ def test_any_value_reaches_the_page_exactly_through_a_sample(value, widget, even
     assert (event.type, event.last_event_id) == (widget, str(event_id))
     # json.dumps with ensure_ascii: even a lone surrogate travels as an escape, and comes back.
     assert json.loads(event.data) == json.loads(sample.to_json()) == sample.as_dict()
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+class Celsius(float):
+    pass
+
+
+# What value_json must write exactly as json.dumps does, or refuse as it does: NaN and the
+# infinities, subclasses of int and float, values with no JSON form.
+any_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | any_text
+    | st.sampled_from([Level.HIGH, Celsius(1.5), Celsius("nan"), {1, 2}, b"x", -0.0, 2**200])
+)
+any_values = any_scalars | st.recursive(
+    any_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def dumped(value, **options) -> str | type:
+    try:
+        return json.dumps(value, allow_nan=False, **options)
+    except (TypeError, ValueError) as exc:
+        return type(exc)
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=any_values)
+@example(True).via("a bool is an int to isinstance(), not to JSON")
+@example(float("inf")).via("refused, as json.dumps refuses it")
+def test_value_json_writes_what_json_dumps_writes_and_refuses_what_it_refuses(value):
+    for compact, options in ((False, {}), (True, {"separators": (",", ":")})):
+        try:
+            written: str | type = value_json(value, compact=compact)
+        except (TypeError, ValueError) as exc:
+            written = type(exc)
+        assert written == dumped(value, **options)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    value=json_values | any_text,
+    widget=any_text,
+    status=st.sampled_from(["ok", "error"]) | any_text,
+    message=st.none() | any_text,
+    ms=st.integers(0, 10**6),
+)
+def test_a_samples_json_is_byte_for_byte_what_json_dumps_made_of_it(value, widget, status, message, ms):
+    sample = Sample(
+        1, widget, datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC) + timedelta(microseconds=ms), value, status, message
+    )
+    assert sample.to_json() == json.dumps(sample.as_dict(), ensure_ascii=True, separators=(",", ":"), allow_nan=False)
 
 
 def test_the_sample_property_covers_lone_surrogates():

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ..config import WidgetConfig
 from ..core.resources import resource_dir
-from ..core.samples import Sample, utc
+from ..core.samples import Sample, utc, value_json
 from ..core.values import Unreadable, checked_sample, fitting_sample
 from ..core.views import accept
 from .rollups import COLUMNS, ROLL_UP_EVERY, Plan, raw_series_sql, tier_series_sql
@@ -157,7 +157,7 @@ def describe_open_failure(url: str, exc: BaseException) -> str:
 def encode_value(value: Any) -> str:
     """The JSON text a value is stored as (what SQLAlchemy's JSON type would write);
     TypeError or ValueError for a value with no JSON form (a set, NaN)."""
-    return json.dumps(value, allow_nan=False)
+    return value_json(value)
 
 
 def fitted(widgets: Iterable[WidgetConfig], latest: Mapping[str, Sample]) -> dict[str, Sample]:
