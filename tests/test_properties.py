@@ -461,6 +461,20 @@ def test_a_samples_json_is_byte_for_byte_what_json_dumps_made_of_it(value, widge
     assert sample.to_json() == json.dumps(sample.as_dict(), ensure_ascii=True, separators=(",", ":"), allow_nan=False)
 
 
+@settings(max_examples=500, deadline=None)
+@given(widget=any_text | event_names, value=json_values | any_text, message=st.none() | any_text)
+@example("a\nb", 1, None).via("a line break in an event name is refused, not sent")
+def test_a_samples_event_is_byte_for_byte_what_the_general_encoder_makes_of_it(widget, value, message):
+    sample = Sample(2**40, widget, datetime(2026, 1, 2, tzinfo=UTC), value, "error" if message else "ok", message)
+    outcomes = []
+    for encode in (encode_sample, lambda s: encode_event(s.to_json(), event=s.widget, id=s.id)):
+        try:
+            outcomes.append(encode(sample))
+        except ValueError as exc:
+            outcomes.append(str(exc))
+    assert outcomes[0] == outcomes[1]
+
+
 def test_the_sample_property_covers_lone_surrogates():
     # Not left to chance: the case the ensure_ascii encoding is there for.
     sample = Sample(7, "w", datetime(2026, 1, 1, tzinfo=UTC), "a\ud800b\r\n<script>")

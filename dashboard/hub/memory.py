@@ -56,7 +56,15 @@ from .reader import Reader
 
 
 def encode_sample(sample: Sample) -> bytes:
-    return encode_event(sample.to_json(), event=sample.widget, id=sample.id)
+    """encode_event(sample.to_json(), event=sample.widget, id=sample.id), byte for byte.
+    Written out for every sample on its way to the streams: the JSON is ASCII with no
+    line break (ensure_ascii; JSON escapes CR and LF), one data line as it stands; a
+    widget id with anything but printable ASCII takes the general path, which refuses
+    a line break in it."""
+    widget = sample.widget
+    if widget.isascii() and widget.isprintable():
+        return f"id: {sample.id}\nevent: {widget}\ndata: {sample.to_json()}\n\n".encode("ascii")
+    return encode_event(sample.to_json(), event=widget, id=sample.id)
 
 
 CONTROLS_PER_EVENT = 1024
@@ -472,7 +480,7 @@ class Hub:
     def topics_of(self, widget: str) -> tuple[str, ...]:
         return tuple(topic.name for topic in self._topics_of.get(widget, ()))
 
-    def publish(self, sample: Sample, topics: Iterable[str] | None = None) -> bytes:
+    def publish(self, sample: Sample, topics: Iterable[str] | None = None) -> None:
         """Append the sample to the topics that show its widget (or to `topics`, which
         the hub's own tests name), encoded once for all of them."""
         chunk = encode_sample(sample)
@@ -486,7 +494,6 @@ class Hub:
                 named = self.topics.get(name)
                 if named is not None:
                     named.append(sample, chunk)
-        return chunk
 
     def publish_all(self, samples: Iterable[Sample]) -> None:
         """Publish committed samples, in the order given (id order)."""

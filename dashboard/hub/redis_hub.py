@@ -37,7 +37,7 @@ from redis.asyncio.retry import Retry  # the asyncio client's own: redis-py 8 wa
 from redis.backoff import NoBackoff
 
 from ..core.samples import Sample
-from .memory import Fill, Hub, encode_sample
+from .memory import Fill, Hub
 
 log = logging.getLogger("dashboard.hub")
 
@@ -171,7 +171,7 @@ class RedisHub(Hub):
 
     # --- publishing ----------------------------------------------------------------
 
-    def publish(self, sample: Sample, topics: Iterable[str] | None = None) -> bytes:
+    def publish(self, sample: Sample, topics: Iterable[str] | None = None) -> None:
         # Local readers get this sample when it comes back from Redis (module docstring).
         if len(self._outbox) >= OUTBOX_LIMIT:
             self._outbox.popleft()
@@ -179,7 +179,6 @@ class RedisHub(Hub):
         self._outbox.append(sample_message(sample, self.origin))
         self._outbox_empty.clear()
         self._outbox_ready.set()
-        return encode_sample(sample)
 
     async def _publish_loop(self) -> None:
         backoff = Backoff()
