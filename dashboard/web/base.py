@@ -15,6 +15,8 @@ from .security import redact_uri, set_page_headers
 from .sessions import viewers_of
 
 access_log = logging.getLogger("tornado.access")
+# Every JSON answer: json.dumps() with these options would build an encoder per call.
+_JSON_ANSWER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
 # Probes and scrapes come every few seconds: their successes are logged at debug only.
 QUIET_PATHS = ("/healthz", "/metrics")
 
@@ -139,7 +141,7 @@ class BaseHandler(tornado.web.RequestHandler):
     def write_json(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(json.dumps(data, ensure_ascii=True, separators=(",", ":")))
+        self.finish(_JSON_ANSWER.encode(data))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         if status_code == 401 and self.bearer_realm is not None:  # RFC 7235: a 401 says which scheme it wants
