@@ -21,7 +21,9 @@ Scenarios (each run starts a fresh server on a fresh SQLite file):
          instead of the backlog: --hub-buffer (default 8192) sets it.
 
 CPU per sample is the server process's user + system CPU (psutil, every thread)
-over the measuring window, divided by the samples it stored in it. The clients run
+over the measuring window, divided by the samples it stored in it; loop CPU per
+sample is its main thread's (the event loop: HTTP, the push checks, publishing),
+the rest being the database writer's thread. The clients run
 in their own process (uvloop when installed) and print their own CPU: the machine's
 two cores are shared, so a client near 100 % means the figure is the client's.
 """
@@ -137,6 +139,11 @@ class Server:
         times = self.ps.cpu_times()
         return times.user + times.system
 
+    def loop_cpu(self) -> float:
+        """The CPU of the process's main thread, where the event loop runs (the rest is the
+        database writer's thread, and sources' threads)."""
+        return sum(t.user_time + t.system_time for t in self.ps.threads() if t.id == self.process.pid)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -248,10 +255,10 @@ def run_http(kind: str, args, directory: Path, batch: bool) -> dict:
         t1 = t0 + args.duration
         parent.send({"t0": t0, "t1": t1})
         time.sleep(max(0.0, t0 - time.time()))
-        cpu0, tx0 = server.cpu(), server.transactions()
+        cpu0, loop0, tx0 = server.cpu(), server.loop_cpu(), server.transactions()
         profiler = start_profiler(args, server, args.duration)
         time.sleep(max(0.0, t1 - time.time()))
-        cpu1, tx1 = server.cpu(), server.transactions()
+        cpu1, loop1, tx1 = server.cpu(), server.loop_cpu(), server.transactions()
         if profiler is not None:
             profiler.wait(60)
             print_profile(args.profile)
@@ -268,6 +275,7 @@ def run_http(kind: str, args, directory: Path, batch: bool) -> dict:
             "requests_per_s": result["done"] / args.duration,
             "samples_per_s": samples / args.duration,
             "cpu_us_per_sample": (cpu1 - cpu0) / samples * 1e6 if samples else None,
+            "loop_us_per_sample": (loop1 - loop0) / samples * 1e6 if samples else None,
             "server_cpu": (cpu1 - cpu0) / args.duration,
             "client_cpu": result["cpu"] / (args.duration + args.warmup),
             **per_transaction(samples, tx0, tx1),
@@ -388,16 +396,17 @@ def run_mqtt(args, directory: Path) -> dict:
                 publish_mqtt(mqtt_port, [f"bench/{w}" for w in widgets], counter, database, args.in_flight)
             )
             await asyncio.sleep(max(0.0, counter["t0"] - time.time()))
-            before = (server.cpu(), server.transactions(), stored(database), streamed.value)
+            before = (server.cpu(), server.loop_cpu(), server.transactions(), stored(database), streamed.value)
             await asyncio.sleep(max(0.0, counter["t1"] - time.time()))
-            after = (server.cpu(), server.transactions(), stored(database), streamed.value)
+            after = (server.cpu(), server.loop_cpu(), server.transactions(), stored(database), streamed.value)
             await publishing
             return {**counter, "before": before, "after": after}
 
         counter = asyncio.run(drive())
         database.close()
         reader.kill()
-        (cpu0, tx0, stored0, streamed0), (cpu1, tx1, stored1, streamed1) = counter["before"], counter["after"]
+        (cpu0, loop0, tx0, stored0, streamed0) = counter["before"]
+        (cpu1, loop1, tx1, stored1, streamed1) = counter["after"]
         samples = stored1 - stored0
         return {
             "scenario": "mqtt",
@@ -406,6 +415,7 @@ def run_mqtt(args, directory: Path) -> dict:
             "samples_per_s": samples / args.duration,
             "streamed_per_s": (streamed1 - streamed0) / args.duration,
             "cpu_us_per_sample": (cpu1 - cpu0) / samples * 1e6 if samples else None,
+            "loop_us_per_sample": (loop1 - loop0) / samples * 1e6 if samples else None,
             "server_cpu": (cpu1 - cpu0) / args.duration,
             "client_cpu": None,
             **per_transaction(samples, tx0, tx1),
@@ -427,6 +437,7 @@ COLUMNS = [
     ("samples_per_s", "samples/s", "{:,.0f}"),
     ("streamed_per_s", "streamed/s", "{:,.0f}"),
     ("cpu_us_per_sample", "cpu us/smp", "{:.1f}"),
+    ("loop_us_per_sample", "loop us/smp", "{:.1f}"),
     ("server_cpu", "srv cpu", "{:.0%}"),
     ("client_cpu", "client cpu", "{:.0%}"),
     ("per_tx", "smp/tx", "{:.1f}"),

@@ -14,10 +14,11 @@ thread and back (~17 us of CPU each), which is most of what a sample used to cos
   ids inside and commits at its end: one step of the driver. The sqlite3 module lets
   go of the GIL around every step, and winning it back from a busy event loop is
   what a write mostly waited for: BEGIN IMMEDIATE, SELECT, INSERT and COMMIT took
-  five steps (measured: 0.70x -> 0.77x the bare handler's pushes per second, the
-  writer's CPU per push down by a fifth). A bigger batch is BEGIN IMMEDIATE, one
-  INSERT per CHUNK rows, COMMIT. Reads stay on the SQLAlchemy engine (WAL: readers
-  never wait for the writer).
+  five steps (single pushes 0.70x -> 0.77x the bare handler's rate in the same
+  run, bench/README.md). A bigger batch is BEGIN IMMEDIATE, one INSERT per CHUNK
+  rows, COMMIT. Reads stay on the SQLAlchemy engine (WAL: readers never wait for
+  the writer). Publishing one batch while the next is written was tried and not
+  taken: the two threads then fight for the GIL, and batches got slower.
 - PostgreSQL: asyncpg is asynchronous already; a batch is one transaction on a
   pooled connection: the writers' advisory lock, then one INSERT ... SELECT FROM
   unnest() (one prepared statement whatever the batch size).
