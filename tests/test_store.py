@@ -1,6 +1,7 @@
 """The SQL store on a real SQLite file: ids, transactions, queries, pruning,
 WAL mode, restarts and migrations."""
 
+import asyncio
 import sqlite3
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
@@ -141,6 +142,12 @@ async def test_sqlite_runs_in_wal_mode(store):
     async with store.engine.connect() as conn:
         assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
         assert (await conn.execute(text("PRAGMA synchronous"))).scalar() == 1  # NORMAL
+        assert (await conn.execute(text("PRAGMA wal_autocheckpoint"))).scalar() == 10_000
+    # The writer's own connection sets the same.
+    pages = await asyncio.get_running_loop().run_in_executor(
+        store.writer._thread, lambda: store.writer._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+    )
+    assert pages == 10_000
 
 
 @pytest.mark.gen_test(timeout=10)
