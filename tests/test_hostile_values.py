@@ -49,8 +49,10 @@ hostile_numbers = (
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.sampled_from([2**53, 2**53 + 1, -(2**63), 10**308, 10**309, 1.7976931348623157e308, -0.0, 5e-324])
 )
-hostile_values = st.recursive(
-    st.none() | st.booleans() | hostile_numbers | hostile_text | long_text,
+hostile_scalars = st.none() | st.booleans() | hostile_numbers | hostile_text | long_text
+# Scalars on their own as well: st.recursive alone draws a bare scalar about once in a hundred.
+hostile_values = hostile_scalars | st.recursive(
+    hostile_scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(hostile_text, inner, max_size=4),
     max_leaves=12,
 )
