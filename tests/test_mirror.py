@@ -75,7 +75,8 @@ async def _value_is(server, value) -> bool:
 @pytest.mark.gen_test(timeout=30)
 async def test_a_mirror_without_a_good_token_says_so_on_its_widget(servers, tmp_path, source, message):
     upstream = await servers.start(UPSTREAM, directory=place(tmp_path, "up"))
-    await upstream.record("b", 41)
+    # A value with more digits than a port has: the message names the upstream's address.
+    await upstream.record("b", 987654321)
     mirror = await servers.start(downstream(upstream.url("/events/lobby"), **source), directory=place(tmp_path, "down"))
 
     async def refused():
@@ -85,7 +86,7 @@ async def test_a_mirror_without_a_good_token_says_so_on_its_widget(servers, tmp_
 
     failed = await wait_until(refused, timeout=20, message=f"the mirror's failure saying {message!r}")
     assert failed.value is None  # nothing of the protected dashboard got through
-    assert "41" not in failed.message
+    assert "987654321" not in failed.message
 
 
 @pytest.mark.gen_test(timeout=30)
