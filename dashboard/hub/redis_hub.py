@@ -36,7 +36,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry  # the asyncio client's own: redis-py 8 warns about the sync one
 from redis.backoff import NoBackoff
 
-from ..core.samples import Sample
+from ..core.samples import Sample, value_json
 from .memory import Fill, Hub
 
 log = logging.getLogger("dashboard.hub")
@@ -59,7 +59,7 @@ def sample_message(sample: Sample, origin: str) -> bytes:
         "message": sample.message,
         "origin": origin,
     }
-    return json.dumps(body, ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode("ascii")
+    return value_json(body, compact=True).encode("ascii")
 
 
 def message_sample(raw: bytes) -> tuple[Sample, str]:

@@ -26,7 +26,7 @@ out of file descriptors.
 Deliberate oddities, please read before "fixing":
 - The time limits are not Tornado's (idle_connection_timeout, body_timeout),
   which wrap every request's head and body in a timer of their own: two timers,
-  a task and a dozen callbacks per request, measured at about an eighth of a
+  a task and a dozen callbacks per request, measured at about a tenth of a
   push's CPU (bench/README.md). Here the connections waiting for a request are
   kept oldest first anyway (for max_incomplete_requests), so one timer sweeps
   them a few times per limit and stops at the first that has not waited long
@@ -377,7 +377,7 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         if waiting is None:
             return
         waited = self.clock() - waiting.since
-        # Closed while waiting: by a time limit (Tornado's), or the client left (not counted).
+        # Closed while waiting: by a time limit (the sweep), or the client left (not counted).
         if waiting.body and waited >= self.limits.body_timeout:
             self.closings.note(f"bodies not sent within body_timeout ({self.limits.body_timeout:g}s)")
         elif not waiting.body and waiting.first and waited >= self.limits.header_timeout:
