@@ -17,7 +17,7 @@ import pytest
 from dashboard.config import ConfigError, load_config
 from dashboard.core import auth
 from dashboard.core.auth import Viewer
-from dashboard.service.exposure import file_mode_warning, network_warning
+from dashboard.service.exposure import file_mode_warning, network_warning, written_secrets
 from dashboard.web.login import safe_next
 from dashboard.web.security import redact_uri
 from tests.configs import LOBBY_TOKEN, SECRET, dashboard, loopback_server, push_widgets, table
@@ -533,12 +533,73 @@ def test_a_world_readable_config_with_written_secrets_is_warned_about(tmp_path):
     os.chmod(path, 0o644)
     warning = file_mode_warning(path)
     assert warning and "every user of this machine may read it (mode -rw-r--r--)" in warning
+    assert "holds secrets (api.tokens.test and 5 more)" in warning  # push token, secret, 2 kiosk tokens, 2 users
     assert SECRET not in warning
     os.chmod(path, 0o640)
     assert file_mode_warning(path) is None
     from_env = write_config(tmp_path, mini('[api]\ntokens = { ci = "${CI_TOKEN}" }'), name="env.toml")
     os.chmod(from_env, 0o644)
     assert file_mode_warning(from_env) is None  # the secret is in the environment, not the file
+
+
+WRITTEN = "s3cr3t-value-0123456789"
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"api": {"tokens": {"ci": WRITTEN}}},
+        {"auth": {"secret": WRITTEN}},
+        {"auth": {"users": {"alice": WRITTEN}}},
+        {"auth": {"readers": {"grafana": {"token": WRITTEN, "dashboards": ["main"]}}}},
+        {"server": {"metrics_token": WRITTEN}},
+        {"storage": {"url": f"postgresql+asyncpg://dash:{WRITTEN}@db/dash"}},
+        {"hub": {"url": f"redis://:{WRITTEN}@127.0.0.1:6379/0"}},
+        {"widgets": {"t": {"source": {"kind": "mqtt", "username": "u", "password": WRITTEN}}}},
+        {"widgets": {"t": {"source": {"kind": "http_json", "headers": {"Authorization": f"Bearer {WRITTEN}"}}}}},
+        {"widgets": {"t": {"source": {"kind": "command", "env": {"API_KEY": WRITTEN}}}}},
+        {"widgets": {"t": {"source": {"kind": "sse", "token": WRITTEN}}}},
+        {"notifiers": {"ops": {"kind": "webhook", "url": f"https://hooks.example.org/{WRITTEN}"}}},
+        {"notifiers": {"phone": {"kind": "ntfy", "url": "${NTFY_URL}", "token": WRITTEN}}},
+        {"notifiers": {"mail": {"kind": "email", "username": "a", "password": WRITTEN}}},
+        {"notifiers": {"hook": {"kind": "webhook", "url": "${HOOK_URL}", "headers": {"X-Token": WRITTEN}}}},
+        {"dashboards": [{"id": "main", "widgets": [], "note": f"https://u:{WRITTEN}@example.org/"}]},
+    ],
+    ids=lambda document: "/".join(_first_path(document)),
+)
+def test_a_secret_written_anywhere_a_config_holds_one_counts(document):
+    assert written_secrets(document)
+    from_env = json.loads(json.dumps(document).replace(WRITTEN, "${FROM_ENV}"))
+    assert not written_secrets(from_env)  # the same place, taken from the environment
+
+
+def _first_path(node) -> list[str]:
+    if isinstance(node, dict) and node:
+        key = next(iter(node))
+        return [key, *_first_path(node[key])]
+    return []
+
+
+def test_settings_that_are_no_secrets_do_not_count():
+    document = {
+        "server": {"host": "127.0.0.1", "port": 8080},
+        "storage": {"url": "sqlite+aiosqlite:///dashboard.db"},
+        "hub": {"url": "redis://127.0.0.1:6379/0"},
+        "alerts": {"url": "https://wall.example.org"},
+        "dashboards": [{"id": "main", "widgets": ["t"], "users": ["alice"]}],
+        "widgets": {
+            "t": {
+                "source": {
+                    "kind": "http_json",
+                    "url": "https://user@api.example.org:8443/v1",
+                    "headers": {"Accept": "application/json"},
+                    "env": {"LANG": "C"},
+                    "password": "",
+                }
+            }
+        },
+    }
+    assert not written_secrets(document)
 
 
 @pytest.mark.gen_test(timeout=90)
