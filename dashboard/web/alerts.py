@@ -14,7 +14,6 @@ Tokens are compared through core.auth.match_token only, taken from the header on
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import tornado.web
@@ -26,7 +25,7 @@ from ..config import parse_duration
 from ..config.alerts import WEEKDAYS, duration_text
 from ..core import auth
 from .api import ApiHandler
-from .push import HOW_TO_ENABLE, bad_request, describe, http_error, is_json_content_type, quoted
+from .push import bad_request, describe, http_error, json_object, push_token_name, quoted, require_json
 
 STATES = ("pending", "firing", "resolved")
 STATE_FILTERS = {"open": ("pending", "firing"), **{state: (state,) for state in STATES}}
@@ -75,45 +74,21 @@ class AlertsApiHandler(ApiHandler):
         return engine.store
 
     def token_name(self, *, required: bool) -> str | None:
-        """The name of the push token sent; None without an Authorization header (unless
-        `required`: then 401); 401 for a wrong one, 403 when no token is configured."""
-        tokens = self.config.api.tokens
-        header = self.request.headers.get("Authorization")
-        if header is None and not required:
+        """The name of the push token sent (push.push_token_name); None without an
+        Authorization header, unless `required`."""
+        if self.request.headers.get("Authorization") is None and not required:
             return None
-        if not tokens:
-            raise http_error(403, HOW_TO_ENABLE)
-        if header is None:
-            raise http_error(401, "missing token: send the header Authorization: Bearer <token>")
-        offered = self.bearer_token()
-        name = auth.match_token(tokens, offered) if offered is not None else None
-        if name is None:
-            raise http_error(
-                401, "invalid token: expected Authorization: Bearer <token> with a token from [api] tokens"
-            )
-        return name
+        return push_token_name(self)
 
     def may_see(self, widget: str, token: str | None) -> bool:
         return token is not None or auth.widget_visible(self.config, widget, self.viewers)
 
-    def json_body(self, keys: tuple[str, ...], *, optional: bool = False) -> dict[str, Any]:
+    def json_body(self, keys: tuple[str, ...], example: str, *, optional: bool = False) -> dict[str, Any]:
         body = self.request.body
         if not body and optional:
             return {}
-        content_type = self.request.headers.get("Content-Type")
-        if content_type is None or not is_json_content_type(content_type):
-            got = quoted(content_type) if content_type is not None else "none"
-            raise http_error(415, f"expected Content-Type: application/json, got {got}")
-        try:
-            data = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise bad_request(f"invalid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise bad_request(f"expected a JSON object, got {describe(data)}")
-        for key in data:
-            if key not in keys:
-                raise bad_request(f"unknown key {quoted(key)} (expected {', '.join(json.dumps(k) for k in keys)})")
-        return data
+        require_json(self.request.headers.get("Content-Type"))
+        return json_object(body, keys, example)
 
 
 class AlertsHandler(AlertsApiHandler):
@@ -172,7 +147,7 @@ class AckHandler(AlertsApiHandler):
             viewer = next((self.viewers[k] for k in (auth.PASSWORD, auth.PROXY) if k in self.viewers), None)
             if viewer is None:
                 raise http_error(401, "sign in (or send a push token) to acknowledge an alert")
-        body = self.json_body(("by",), optional=True)
+        body = self.json_body(("by",), '{"by": "<who>"}', optional=True)
         by = body.get("by") if token is not None else viewer.name if viewer is not None else None
         if token is not None and by is None:
             by = f"token {token}"
@@ -215,7 +190,7 @@ class SilencesHandler(AlertsApiHandler):
 
     async def post(self) -> None:
         token = self.token_name(required=True)
-        body = self.json_body(("widgets", "duration", "reason"))
+        body = self.json_body(("widgets", "duration", "reason"), '{"duration": "2h"}')
         widgets = body.get("widgets")
         if widgets is not None:
             if not isinstance(widgets, list) or not widgets or not all(isinstance(w, str) for w in widgets):

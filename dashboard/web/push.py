@@ -30,6 +30,7 @@ from ..core.samples import ERROR, OK, format_ts
 from ..core.values import clean_message
 from ..core.views import ValueRejected, accept
 from .api import ApiHandler, WidgetHandler, WidgetsHandler
+from .base import BaseHandler
 from .ratelimit import RateLimiter, retry_after
 
 log = logging.getLogger("dashboard.push")
@@ -84,6 +85,51 @@ def http_error(status: int, message: str) -> tornado.web.HTTPError:
 
 def bad_request(message: str) -> tornado.web.HTTPError:
     return http_error(400, message)
+
+
+def push_token_name(handler: BaseHandler) -> str:
+    """The name of the push token ([api] tokens) in the request's Authorization header:
+    403 while none is configured, 401 without a good one. Every handler that takes push
+    tokens (pushes, alerts, silences) asks here, so all answer alike."""
+    tokens = handler.config.api.tokens
+    if not tokens:
+        raise http_error(403, HOW_TO_ENABLE)
+    if handler.request.headers.get("Authorization") is None:
+        hint = " (not in the URL: URLs are logged)" if handler.request.query else ""
+        raise http_error(401, f"missing token: send the header Authorization: Bearer <token>{hint}")
+    offered = handler.bearer_token()
+    name = match_token(tokens, offered) if offered is not None else None
+    if name is None:
+        raise http_error(401, "invalid token: expected Authorization: Bearer <token> with a token from [api] tokens")
+    return name
+
+
+def require_json(content_type: str | None) -> None:
+    """415 unless the request says its body is JSON."""
+    if content_type is None or not is_json_content_type(content_type):
+        got = quoted(content_type) if content_type is not None else "none"
+        raise http_error(415, f"expected Content-Type: application/json, got {got}")
+
+
+def json_object(raw: bytes, keys: tuple[str, ...], example: str) -> dict[str, Any]:
+    """A request body as a JSON object holding only the given keys, or a 400 that says
+    what is wrong: not UTF-8, not JSON (NaN and Infinity are not), nested too deeply, not
+    an object like `example`, a key not expected."""
+    try:
+        body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise bad_request(f"invalid JSON: not UTF-8 (byte {exc.start})") from None
+    except RecursionError:
+        raise bad_request("invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, NaN, an integer of thousands of digits
+        raise bad_request(f"invalid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise bad_request(f"expected a JSON object like {example}, got {describe(body)}")
+    for key in body:
+        if key not in keys:
+            expected = ", ".join(f'"{k}"' for k in keys)
+            raise bad_request(f"unknown key {quoted(key)} (expected {expected})")
+    return body
 
 
 @tornado.web.stream_request_body
@@ -151,20 +197,8 @@ class PushBase(ApiHandler):
     # -- the checks, in the order of the module docstring ------------------------------------
 
     def _authorise(self) -> str:
-        """The name of the caller's token; 403 while no token is configured, 401 without a good one."""
-        tokens = self.config.api.tokens
-        if not tokens:
-            raise http_error(403, HOW_TO_ENABLE)
-        authorization = self.request.headers.get("Authorization")
-        if authorization is None:
-            hint = " (not in the URL: URLs are logged)" if self.request.query else ""
-            raise http_error(401, f"missing token: send the header Authorization: Bearer <token>{hint}")
-        offered = self.bearer_token()
-        name = match_token(tokens, offered) if offered is not None else None
-        if name is None:
-            raise http_error(
-                401, "invalid token: expected Authorization: Bearer <token> with a token from [api] tokens"
-            )
+        """The name of the caller's token (see push_token_name), within its rate."""
+        name = push_token_name(self)
         self._check_rate(name)
         return name
 
@@ -181,32 +215,15 @@ class PushBase(ApiHandler):
 
     def _check_request_headers(self) -> str:
         name = self._authorise()
-        content_type = self.request.headers.get("Content-Type")
-        if content_type is None or not is_json_content_type(content_type):
-            got = quoted(content_type) if content_type is not None else "none"
-            raise http_error(415, f"expected Content-Type: application/json, got {got}")
+        require_json(self.request.headers.get("Content-Type"))
         return name
 
     def _json_object(self, keys: tuple[str, ...]) -> dict[str, Any]:
         """The body as a JSON object with only the given keys; 413 or 400 otherwise."""
         if self._too_large or len(self._body) > self.config.api.max_body:
             raise self._too_large_error()
-        try:
-            body = json.loads(bytes(self._body).decode("utf-8"), parse_constant=_reject_constant)
-        except UnicodeDecodeError as exc:
-            raise bad_request(f"invalid JSON: not UTF-8 (byte {exc.start})") from None
-        except RecursionError:
-            raise bad_request("invalid JSON: nested too deeply") from None
-        except ValueError as exc:  # JSONDecodeError, NaN, an integer of thousands of digits
-            raise bad_request(f"invalid JSON: {exc}") from None
         example = '{"values": {"<widget id>": ...}}' if "values" in keys else '{"value": ...}'
-        if not isinstance(body, dict):
-            raise bad_request(f"expected a JSON object like {example}, got {describe(body)}")
-        for key in body:
-            if key not in keys:
-                expected = ", ".join(f'"{k}"' for k in keys)
-                raise bad_request(f"unknown key {quoted(key)} (expected {expected})")
-        return body
+        return json_object(bytes(self._body), keys, example)
 
     def _push_widget(self, widget_id: str):
         """The widget, if it exists (404) and takes pushes (409)."""
