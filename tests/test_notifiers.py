@@ -354,10 +354,14 @@ async def test_a_failing_or_hanging_command_fails_with_the_reason_and_leaves_not
         tmp_path,
         notifier("failing", "command", argv=failing),
         notifier("hanging", "command", argv=hanging, timeout="500ms"),
+        notifier("killed", "command", argv=["/bin/sh", "-c", "kill -TERM $$"]),
     )
     with pytest.raises(NotifyError) as failed:
         await build_notifier(config.notifiers["failing"]).send(MESSAGE)
     assert str(failed.value) == f"{sys.executable} failed: exit code 3: no route to pager"
+    with pytest.raises(NotifyError) as killed:
+        await build_notifier(config.notifiers["killed"]).send(MESSAGE)
+    assert str(killed.value) == "/bin/sh failed: killed by SIGTERM"  # as the command source says it
     with pytest.raises(NotifyError) as hung:
         await build_notifier(config.notifiers["hanging"]).send(MESSAGE)
     assert str(hung.value) == "/bin/sh timed out after 0.5s"

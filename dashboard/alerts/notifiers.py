@@ -40,6 +40,7 @@ from ..config.alerts import (
     NtfyNotifierConfig,
     WebhookNotifierConfig,
 )
+from ..core.processes import exit_reason, kill_group, last_line
 from .message import Message
 
 STDERR_TAIL = 4096
@@ -199,33 +200,18 @@ class CommandNotifier:
         try:
             _, stderr = await asyncio.wait_for(process.communicate(data), config.timeout)
         except TimeoutError:
-            _kill_group(process.pid)
+            kill_group(process.pid)
             await process.wait()
             raise NotifyError(f"{config.argv[0]} timed out after {config.timeout:g}s") from None
         finally:
             if process.returncode is None:
-                _kill_group(process.pid)
-        _kill_group(process.pid)  # anything it left running in its group
+                kill_group(process.pid)
+        kill_group(process.pid)  # anything it left running in its group
         code = process.returncode if process.returncode is not None else -signal.SIGKILL
         if code != 0:
-            last = next(
-                (
-                    line
-                    for line in reversed(stderr[-STDERR_TAIL:].decode("utf-8", "replace").splitlines())
-                    if line.strip()
-                ),
-                "",
-            )
-            reason = f"exit code {code}" if code > 0 else f"killed by signal {-code}"
-            raise NotifyError(f"{config.argv[0]} failed: {reason}" + (f": {last.strip()[:200]}" if last else ""))
+            last = last_line(stderr[-STDERR_TAIL:])
+            raise NotifyError(f"{config.argv[0]} failed: {exit_reason(code)}" + (f": {last}" if last else ""))
         return "exit code 0"
-
-
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass  # the group is already empty
 
 
 def build_notifier(config: NotifierConfig) -> Notifier:

@@ -13,18 +13,17 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 from typing import Any
 
+from ..core.processes import cut, exit_reason, kill_group, last_line
 from ..core.views import number_from_text
 from . import SourceError
 
 PARSERS = ("auto", "number", "json", "text", "lines")
 MAX_STDOUT = 1024 * 1024
 STDERR_TAIL = 16 * 1024
-_SHOW_MAX = 200
 
 
 class _Output(asyncio.SubprocessProtocol):
@@ -63,22 +62,6 @@ def _resolve(future: asyncio.Future) -> None:
         future.set_result(None)
 
 
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass  # the group is already empty
-
-
-def _cut(text: str) -> str:
-    return text if len(text) <= _SHOW_MAX else text[: _SHOW_MAX - 3] + "..."
-
-
-def _last_line(data: bytes) -> str:
-    lines = [line.strip() for line in data.decode("utf-8", "replace").splitlines()]
-    return _cut(next((line for line in reversed(lines) if line), ""))
-
-
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")  # Python's json takes NaN and Infinity; JSON does not
 
@@ -91,7 +74,7 @@ def parse_output(parse: str, text: str) -> Any:
     number = number_from_text(text)
     if parse == "number":
         if number is None:
-            raise SourceError(f"expected a number on standard output, got {_cut(text.strip())!r}")
+            raise SourceError(f"expected a number on standard output, got {cut(text.strip())!r}")
         return number
     if number is not None:
         return number
@@ -101,15 +84,6 @@ def parse_output(parse: str, text: str) -> Any:
         if parse == "json":
             raise SourceError(f"invalid JSON on standard output: {exc}") from None
     return text.strip()
-
-
-def _exit_reason(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
 
 
 class Command:
@@ -130,8 +104,8 @@ class Command:
             raise SourceError(f"{self.name} wrote more than {MAX_STDOUT // 1024} KiB to standard output")
         code = transport.get_returncode()
         if code is not None and code != 0:
-            detail = _last_line(output.stderr)
-            raise SourceError(f"{self.name} failed: {_exit_reason(code)}" + (f": {detail}" if detail else ""))
+            detail = last_line(output.stderr)
+            raise SourceError(f"{self.name} failed: {exit_reason(code)}" + (f": {detail}" if detail else ""))
         return parse_output(self.parse, output.stdout.decode("utf-8", "replace"))
 
     async def _start(self) -> tuple[asyncio.SubprocessTransport, _Output]:
@@ -170,7 +144,7 @@ async def _stop(transport: asyncio.SubprocessTransport, output: _Output) -> None
     The group id is the leader's pid. The kernel does not hand out a pid that is
     still some group's id, so the kill cannot hit a stranger unless our group is
     already empty and the pid came round again in between."""
-    _kill_group(transport.get_pid())
+    kill_group(transport.get_pid())
     try:
         await asyncio.shield(output.exited)
     except asyncio.CancelledError:  # cancelled again while reaping: finish, then pass it on
