@@ -27,6 +27,7 @@ from dashboard.core.sse import Decoder, Event, decode, encode_event
 from dashboard.hub.memory import encode_sample
 from tests.configs import dashboard, loopback_server, push_widget, push_widgets, table, toml_value, widget
 from tests.helpers import TOKEN, wait_until, write_config
+from tests.strategies import values
 from tests.test_auth import ALICE_HASH, LOBBY_TOKEN, SECRET
 from tests.webclient import WebClient
 
@@ -219,19 +220,8 @@ json_scalars = (
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20)
 )
-# Scalars on their own as well: st.recursive alone draws a bare scalar about once in a hundred.
-json_values = json_scalars | st.recursive(
-    json_scalars,
-    lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.dictionaries(
-            st.sampled_from(["label", "value", "state", "detail", "code", "latency_ms", "x"]) | st.text(max_size=5),
-            inner,
-            max_size=4,
-        )
-    ),
-    max_leaves=10,
-)
+json_keys = st.sampled_from(["label", "value", "state", "detail", "code", "latency_ms", "x"]) | st.text(max_size=5)
+json_values = values(json_scalars, json_keys, size=4, leaves=10)
 
 
 # Values each push widget takes, so that many generated pushes get through.
@@ -423,11 +413,7 @@ any_scalars = (
     | any_text
     | st.sampled_from([Level.HIGH, Celsius(1.5), Celsius("nan"), {1, 2}, b"x", -0.0, 2**200])
 )
-any_values = any_scalars | st.recursive(
-    any_scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
-    max_leaves=8,
-)
+any_values = values(any_scalars, st.text(max_size=4), size=3, leaves=8)
 
 
 def dumped(value, **options) -> str | type:

@@ -27,6 +27,7 @@ from dashboard.core.values import (
     showable,
 )
 from dashboard.core.views import VIEWS, accept
+from tests.strategies import values
 
 
 class Level(enum.IntEnum):
@@ -154,12 +155,7 @@ hostile_numbers = (
     | st.sampled_from([2**53, 2**53 + 1, -(2**63), 10**308, 10**309, 1.7976931348623157e308])
 )
 hostile_scalars = st.none() | st.booleans() | hostile_numbers | hostile_text
-# Scalars on their own as well: st.recursive alone draws a bare scalar about once in a hundred.
-hostile_values = hostile_scalars | st.recursive(
-    hostile_scalars,
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(hostile_text, inner, max_size=5),
-    max_leaves=20,
-)
+hostile_values = values(hostile_scalars, hostile_text, size=5, leaves=20)
 hostile_inputs = (
     hostile_values
     | st.lists(st.fixed_dictionaries({"label": hostile_text, "value": hostile_values}), max_size=5)
