@@ -7,8 +7,11 @@ from __future__ import annotations
 import math
 import time
 from datetime import UTC, datetime
+from urllib.parse import urlencode
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from tests.configs import dashboard, loopback_server, push_widget, table
 from tests.helpers import TOKEN
@@ -131,6 +134,11 @@ async def test_from_and_to_are_iso_unix_seconds_or_relative_and_default_to_the_h
         ("from=now&to=-1h", "from: expected a time before to"),
         ("from=-1", "from: expected a time after 1970"),
         ("from=-4000d", "from: expected a range of at most ten years"),
+        ("from=999999999990&to=999999999999", "to: expected a time before the year 10000"),
+        (
+            "from=9999-12-31&to=10000-01-02",
+            'to: expected ISO 8601, Unix seconds, a time back from now like "-30d" or "-10m", or "now", got \'10000-01-02\'',
+        ),
     ],
 )
 @pytest.mark.gen_test(timeout=30)
@@ -139,6 +147,54 @@ async def test_bad_parameters_get_a_400_that_says_which_and_why(servers, query, 
     reply = await WebClient(server.port).get(f"/api/widgets/cpu/series?{query}")
     assert reply.status == 400 and reply.headers["Content-Type"].startswith("application/json")
     assert reply.json() == {"error": error}
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_range_in_the_last_years_a_date_holds_is_answered(servers):
+    # The buckets round the end up, past the year 9999 here: the query stops at its last second.
+    server = await servers.start(CONFIG)
+    last = datetime(9999, 12, 31, 23, 0, tzinfo=UTC).timestamp()
+    await put(server, [("cpu", last, 7)])
+    for query in ("from=9990-01-01&to=9999-12-31T23:59:59&points=1", f"from={last - 60}&to={last + 60}"):
+        reply = await WebClient(server.port).get(f"/api/widgets/cpu/series?{query}")
+        assert reply.status == 200, reply.text
+        assert reply.json()["n"] == [1]
+
+
+# Times as a script, a browser or a fuzzer might send them.
+instants = (
+    st.integers(-(10**14), 10**14).map(str)
+    | st.integers(253402300800 - 20 * 366 * 86400, 253402300800 + 86400).map(str)  # the last years a date holds
+    | st.floats(allow_nan=True, allow_infinity=True).map(repr)
+    | st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59)).map(
+        lambda d: d.isoformat()
+    )
+    | st.builds(
+        lambda n, unit: f"-{n}{unit}", st.integers(0, 10**12), st.sampled_from(["s", "m", "h", "d", "w", "y", ""])
+    )
+    | st.sampled_from(["now", "", "-", "0", "9999-12-31T23:59:59.999999+14:00", "0001-01-01T00:00:00-14:00", "1e309"])
+    | st.text(max_size=12)
+)
+
+
+@pytest.fixture
+def series_server(servers, io_loop):
+    return io_loop.run_sync(lambda: servers.start(CONFIG))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@example(start="999999999990", end="999999999999", points="1000")  # a 500 once: past the year 9999
+@example(start="9999-12-30", end="253402300799", points="1")  # rounds up past 9999
+@given(start=instants, end=instants, points=st.integers(-2, 6000).map(str) | st.text(max_size=6))
+def test_any_range_gets_a_series_or_a_400_that_says_why(series_server, io_loop, start, end, points):
+    query = urlencode({"from": start, "to": end, "points": points})
+    reply = io_loop.run_sync(lambda: WebClient(series_server.port).get(f"/api/widgets/cpu/series?{query}"), timeout=30)
+    assert reply.status in (200, 400), (reply.status, reply.text)
+    answer = reply.json()
+    if reply.status == 200:
+        assert set(answer) == COLUMNS and answer["from"] < answer["to"]
+    else:
+        assert set(answer) == {"error"} and answer["error"].split(":")[0] in ("from", "to", "points")
 
 
 @pytest.mark.gen_test(timeout=30)

@@ -34,6 +34,7 @@ from .schema import rollups, samples
 from .writer import MIGRATIONS_LOCK, ImportSession, Row, Writer, make_writer, set_sqlite_pragmas
 
 log = logging.getLogger("dashboard.store")
+LAST_SECOND = 253402300799  # 9999-12-31 23:59:59 UTC, the last second a datetime holds
 
 Item = tuple[str, Any, str, str | None]  # widget, value, status, message
 
@@ -408,8 +409,9 @@ class Store:
         params: dict[str, Any] = {
             "widgets": list(widgets),
             "step": plan.step,
-            "start_ts": datetime.fromtimestamp(plan.start, UTC),
-            "end_ts": datetime.fromtimestamp(plan.end, UTC),
+            # A range that ends in the last years a datetime holds can round up past 9999.
+            "start_ts": datetime.fromtimestamp(min(plan.start, LAST_SECOND), UTC),
+            "end_ts": datetime.fromtimestamp(min(plan.end, LAST_SECOND), UTC),
         }
         if plan.tier:
             sql = tier_series_sql(self._engine.dialect.name)

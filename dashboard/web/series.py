@@ -34,6 +34,7 @@ from .api import ApiHandler
 
 DEFAULT_POINTS = 1000
 MAX_POINTS = 5000
+LAST = 253402300800  # 10000-01-01 UTC: times are datetimes, which end with 9999
 MAX_SPAN = 10 * 366 * 86400  # ten years: any longer asks the hourly rollups for nothing they keep
 TIME_FORMS = 'ISO 8601, Unix seconds, a time back from now like "-30d" or "-10m", or "now"'
 
@@ -98,6 +99,8 @@ class SeriesHandler(ApiHandler):
             raise tornado.web.HTTPError(400, "from: expected a time before to")
         if start < 0:
             raise tornado.web.HTTPError(400, "from: expected a time after 1970")
+        if end > LAST:
+            raise tornado.web.HTTPError(400, "to: expected a time before the year 10000")
         if end - start > MAX_SPAN:
             raise tornado.web.HTTPError(400, "from: expected a range of at most ten years")
         points = self.int_argument("points", DEFAULT_POINTS, low=1, high=MAX_POINTS)
