@@ -181,3 +181,40 @@ async def test_openmetrics_when_the_scraper_asks_for_it(servers):
     )
     assert response.headers["Content-Type"].startswith("application/openmetrics-text")
     assert response.body.endswith(b"# EOF\n")
+
+
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+
+
+@pytest.mark.parametrize(
+    ("accept", "openmetrics"),
+    [
+        (PROMETHEUS_ACCEPT, True),
+        ("application/openmetrics-text", True),
+        ('Application/OpenMetrics-Text; version="1.0.0"', True),
+        ("", False),
+        ("text/plain", False),
+        ("*/*", False),
+        # Versions it does not know, or cannot parse: the text format, never a 500 or an echo.
+        ("application/openmetrics-text; version=x", False),
+        ("application/openmetrics-text; version=9.9.9", False),
+        ("application/openmetrics-text; version=1.a", False),
+        ("text/plain; version=abc", False),
+        ("text/plain; version=1.0.0; escaping=allow-utf-8", False),
+        ("application/openmetrics-text; version=\u00ff", False),
+    ],
+)
+@pytest.mark.gen_test(timeout=30)
+async def test_any_accept_header_gets_one_of_the_two_formats(servers, accept, openmetrics):
+    server = await servers.start()
+    response = await AsyncHTTPClient().fetch(server.url("/metrics"), headers={"Accept": accept})
+    expected = (
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        if openmetrics
+        else "text/plain; version=0.0.4; charset=utf-8"
+    )
+    assert response.code == 200 and response.headers["Content-Type"] == expected
+    assert response.body.endswith(b"# EOF\n") == openmetrics

@@ -13,7 +13,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.openmetrics import exposition as openmetrics
 
 from .. import __version__
 from ..core.samples import ERROR
@@ -105,9 +106,27 @@ class Metrics:
             self.source_duration.remove(widget_id)
 
     def exposition(self, accept: str = "") -> tuple[bytes, str]:
-        """The scrape body and its Content-Type: Prometheus text, or OpenMetrics when asked for."""
-        encoder, content_type = choose_encoder(accept)
-        return encoder(self.registry), content_type
+        """The scrape body and its Content-Type: Prometheus text, or OpenMetrics 1.0.0 when
+        asked for. Not prometheus_client's choose_encoder(): it fails on a version it cannot
+        parse (a 500 for any client that sends one) and echoes any other into the answer."""
+        if wants_openmetrics(accept):
+            return openmetrics.generate_latest(self.registry), openmetrics.CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
+
+
+def wants_openmetrics(accept: str) -> bool:
+    """Whether an Accept header lists OpenMetrics without a version, or with 1.0.0 (what
+    Prometheus asks for first); anything else gets the Prometheus text format."""
+    for accepted in accept.split(","):
+        media_type, *params = (part.strip() for part in accepted.split(";"))
+        if media_type.lower() != "application/openmetrics-text":
+            continue
+        versions = [
+            value.strip('"') for name, _, value in (p.partition("=") for p in params) if name.strip() == "version"
+        ]
+        if not versions or versions[0] == "1.0.0":
+            return True
+    return False
 
 
 class _RuntimeCollector:
