@@ -331,3 +331,16 @@ async def test_a_viewer_signed_in_by_the_proxy_acknowledges_from_the_page(server
     stranger = WebClient(server.port)
     public = await stranger.get("/d/main")
     assert "data-ack=" not in public.text and "_xsrf" not in stranger.jar
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_the_page_of_an_alerts_widget_alone_lists_the_open_alerts(servers, receiver, caplog):
+    _, port = receiver
+    server = await servers.start(config_text(port) + dashboard("wall", ["cpu", "board"]) + widget("board", "alerts"))
+    await server.record("cpu", 99)
+    await firing(WebClient(server.port), "cpu")
+    page = await WebClient(server.port).get("/w/board")
+    assert page.status == 200
+    assert "cannot be shown" not in page.text and "CPU" in page.text
+    assert 'data-role="alerts-none" hidden' in page.text  # one alert listed, so "No alerts" is hidden
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]

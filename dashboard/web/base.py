@@ -149,7 +149,7 @@ class BaseHandler(tornado.web.RequestHandler):
         reason = kwargs.get("reason") or self._reason
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, tornado.web.HTTPError) and exc.log_message and status_code < 500:
-            reason = exc.log_message % exc.args if exc.args else exc.log_message
+            reason = exc.log_message % exc.args  # without args, Tornado doubled each "%": this undoes it
         if self.request.path.startswith("/api/"):
             self.write_json({"error": reason}, status_code)
         else:

@@ -24,12 +24,15 @@ from .pages import live_page
 from .sessions import exchange_kiosk_token, guard_page
 from .stream import subset_topic
 
+# A widget on no dashboard the viewer sees has no alerts shown with it.
+NO_ALERTS: dict = {"alert_marks": {}, "alerts_json": None, "open_alerts": [], "can_ack": False}
+
 
 class WidgetPageHandler(BaseHandler):
     async def get(self, widget_id: str) -> None:
         widget = self.config.widgets.get(widget_id)
         if widget is None:
-            raise tornado.web.HTTPError(404, f"There is no widget {widget_id!r}.")
+            raise tornado.web.HTTPError(404, "There is no widget %r.", widget_id)
         if exchange_kiosk_token(self) or not self._guard(widget_id):
             return
         runtime = self.runtime
@@ -45,7 +48,7 @@ class WidgetPageHandler(BaseHandler):
             sample = (await runtime.store.latest([widget.id])).get(widget.id)
         latest = fitted([widget], {widget.id: sample} if sample is not None else {})
         visible = [d for d in auth.visible_dashboards(self.config, self.viewers) if widget.id in d.widgets]
-        alerts = alert_context(self, visible[0]) if visible else {"alert_marks": {}, "alerts_json": None}
+        alerts = alert_context(self, visible[0]) if visible else NO_ALERTS
         page = await live_page(self, [widget], latest, last_id, controls)
         self.render(
             "widget.html",
@@ -55,6 +58,8 @@ class WidgetPageHandler(BaseHandler):
             graph=page["graphs"].get(widget.id),
             mark=alerts["alert_marks"].get(widget.id),
             alerts_json=alerts["alerts_json"],
+            open_alerts=alerts["open_alerts"],  # an alerts widget lists them
+            can_ack=alerts["can_ack"],
             dashboards=visible,
             theme=visible[0].theme if visible else "auto",
             events="/events?" + urlencode({"widgets": widget.id}),
@@ -73,7 +78,7 @@ class WidgetPageHandler(BaseHandler):
                 guard_page(self, shown[0])  # renews a kiosk session, no-store for a private page
             return True
         if not placed:
-            raise tornado.web.HTTPError(404, f"There is no widget {widget_id!r}.")
+            raise tornado.web.HTTPError(404, "There is no widget %r.", widget_id)
         if guard_page(self, placed[0]):  # not visible, yet that dashboard lets them in: cannot be
             raise tornado.web.HTTPError(403, "You may not see this widget.")
         return False
