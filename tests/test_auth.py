@@ -818,6 +818,8 @@ async def test_the_proxy_header_counts_from_a_trusted_proxy_only(servers):
     assert (await WebClient(server.port, source="127.0.0.2").get("/d/sso", carol)).status == 200
     assert (await WebClient(server.port, source="127.0.0.2").get("/d/sso", {"X-Forwarded-User": "dave"})).status == 403
     assert (await WebClient(server.port, source="127.0.0.2").get("/d/sso")).status == 401
+    unprintable = {"X-Forwarded-User": "carol\x85@example.org"}  # a next line (NEL) in Latin-1: nobody
+    assert (await WebClient(server.port, source="127.0.0.2").get("/d/sso", unprintable)).status == 401
     forged = await WebClient(server.port).get("/d/sso", carol)  # straight from 127.0.0.1: not the proxy
     assert forged.status == 401 and "signing-in proxy" in forged.text
 

@@ -12,13 +12,17 @@ import socket
 import subprocess
 import sys
 import time
+import unicodedata
 import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from tornado.httpclient import AsyncHTTPClient
 
 from dashboard.config import load_config
+from dashboard.service.logs import LineFormatter
 from dashboard.service.systemd import JournalFormatter, Notifier, logs_to_journal, watchdog_interval
 from tests.configs import dashboard, loopback_server, push_widgets, widget
 from tests.helpers import StreamClient, wait_until, write_config
@@ -114,6 +118,23 @@ def test_journal_lines_carry_a_priority_and_no_time():
         record = logging.LogRecord("dashboard", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
     lines = formatter.format(record).split("\n")
     assert len(lines) > 2 and all(line.startswith("<3>") for line in lines)
+
+
+@given(name=st.text(alphabet=st.characters(codec=None, exclude_categories=())))
+def test_what_a_client_sends_cannot_make_a_log_line_of_its_own(name):
+    # A name from a request (an acknowledger, a path, a header) in a message stays on its line.
+    record = logging.LogRecord("dashboard.alerts", logging.INFO, __file__, 1, "acknowledged by %s", (name,), None)
+    for formatter in (LineFormatter("%(levelname)s %(name)s: %(message)s"), JournalFormatter()):
+        text = formatter.format(record)
+        assert text.splitlines() == [text]  # every kind of line break, \u2028 and \x85 too
+        assert "\x00" not in text and "\x1b" not in text
+        assert not any(unicodedata.category(c) == "Cc" for c in text)
+
+
+def test_a_line_break_in_a_message_is_written_as_an_escape():
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "by %s", ("bob\n<3>ERROR forged\x00",), None)
+    assert LineFormatter("%(message)s").format(record) == "by bob\\x0a<3>ERROR forged\\x00"
+    assert JournalFormatter().format(record) == "<6>INFO x: by bob\\x0a<3>ERROR forged\\x00"
 
 
 # --- the watchdog's rule, on a server in this process ----------------------------------

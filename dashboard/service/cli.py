@@ -92,13 +92,14 @@ def load(args: argparse.Namespace):
 
 
 def setup_logging(level: str) -> None:
+    from dashboard.service.logs import LineFormatter
     from dashboard.service.systemd import JournalFormatter, logs_to_journal
 
     handler = logging.StreamHandler(sys.stderr)
     if logs_to_journal(os.environ, sys.stderr):
         handler.setFormatter(JournalFormatter())  # journald stamps each line itself
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(LineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler])
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
 

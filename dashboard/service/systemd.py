@@ -18,6 +18,8 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 
+from .logs import LineFormatter
+
 log = logging.getLogger("dashboard.systemd")
 
 
@@ -141,7 +143,7 @@ def logs_to_journal(environ: Mapping[str, str], stream) -> bool:
     return environ.get("JOURNAL_STREAM", "") == f"{stat.st_dev}:{stat.st_ino}"
 
 
-class JournalFormatter(logging.Formatter):
+class JournalFormatter(LineFormatter):
     """Lines for journald: no time (the journal stamps each line) and a syslog
     priority prefix like "<4>", which journald turns into the line's priority, so
     that `journalctl -p warning` shows warnings and errors only."""

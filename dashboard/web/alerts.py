@@ -24,11 +24,13 @@ from ..alerts.store import AlertStore, iso
 from ..config import parse_duration
 from ..config.alerts import WEEKDAYS, duration_text
 from ..core import auth
+from ..core.values import clean_text
 from .api import ApiHandler
 from .push import bad_request, describe, http_error, json_object, push_token_name, quoted, require_json
 
 STATES = ("pending", "firing", "resolved")
 STATE_FILTERS = {"open": ("pending", "firing"), **{state: (state,) for state in STATES}}
+MIN_SILENCE = 1.0  # a shorter one would have ended before anyone saw it
 MAX_SILENCE = 366 * 86400.0
 MAX_REASON = 1000
 MAX_BY = 128
@@ -151,8 +153,9 @@ class AckHandler(AlertsApiHandler):
         by = body.get("by") if token is not None else viewer.name if viewer is not None else None
         if token is not None and by is None:
             by = f"token {token}"
-        if not isinstance(by, str) or not by.strip() or len(by) > MAX_BY:
-            raise bad_request(f"by: expected a name of 1-{MAX_BY} characters, got {describe(body.get('by'))}")
+        if not isinstance(by, str) or not by.strip() or len(by) > MAX_BY or not by.isprintable():
+            # Printable: a name goes into log lines, mail headers and pages as it is.
+            raise bad_request(f"by: expected a name of 1-{MAX_BY} printable characters, got {describe(body.get('by'))}")
         engine = self.engine
         record = await self.alert_store.get(_id(alert_id))
         if record is None or not self.may_see(record.widget, token):
@@ -195,6 +198,7 @@ class SilencesHandler(AlertsApiHandler):
         if widgets is not None:
             if not isinstance(widgets, list) or not widgets or not all(isinstance(w, str) for w in widgets):
                 raise bad_request(f"widgets: expected an array of widget ids, got {describe(widgets)}")
+            widgets = list(dict.fromkeys(widgets))  # each once, in the order given
             for widget in widgets:
                 if widget not in self.config.widgets:
                     raise tornado.web.HTTPError(404, "%s", f"unknown widget {quoted(widget)}")
@@ -203,13 +207,15 @@ class SilencesHandler(AlertsApiHandler):
             seconds = parse_duration(duration) if isinstance(duration, str) else 0.0
         except ValueError:
             seconds = 0.0
-        if not 0 < seconds <= MAX_SILENCE:
+        if not MIN_SILENCE <= seconds <= MAX_SILENCE:
             raise bad_request(
-                f'duration: expected a duration like "30m" or "2h" (at most "366d"), got {describe(duration)}'
+                f'duration: expected a duration like "30m" or "2h" (from "1s" to "366d"), got {describe(duration)}'
             )
         reason = body.get("reason")
         if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON):
             raise bad_request(f"reason: expected text of at most {MAX_REASON} characters, got {describe(reason)}")
+        if reason is not None:
+            reason = clean_text(reason)  # NUL and lone surrogates as U+FFFD, as in every value
         engine = self.engine
         silence = await engine.silence(widgets, seconds, reason, f"token {token}")
         self.set_status(201)

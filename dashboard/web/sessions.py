@@ -59,7 +59,7 @@ def proxy_viewer(handler) -> Viewer | None:
     if not server.trusted_proxies or not auth.is_trusted(handler.request.remote_ip, server.trusted_proxies):
         return None
     name = handler.request.headers.get(handler.config.auth.proxy_header, "").strip()
-    if not name or len(name) > MAX_PROXY_NAME:
+    if not name or len(name) > MAX_PROXY_NAME or not name.isprintable():
         return None
     return Viewer(name, auth.PROXY)
 
