@@ -183,6 +183,25 @@ async def test_idle_subset_topics_go_and_their_number_is_bounded(servers, monkey
     three.close()
 
 
+@pytest.mark.gen_test(timeout=20)
+async def test_streams_opened_and_dropped_cannot_keep_a_new_set_out(servers, monkeypatch):
+    monkeypatch.setattr(memory, "MAX_SUBSETS", 3)  # the linger stays a minute
+    server = await servers.start()
+    hub = server.runtime.hub
+    held = await open_stream(server, "/events?widgets=a")
+    for widgets in ("b", "a,b"):  # opened and dropped at once: their topics linger unread
+        (await open_stream(server, f"/events?widgets={widgets}")).close()
+    await wait_until(lambda: all(t.readers == 0 for k, t in hub.subsets.items() if k != ("a",)), message="closed")
+    fresh = await open_stream(server, "/events?widgets=c")  # the oldest unread one (b) made room
+    assert sorted(hub.subsets) == [("a",), ("a", "b"), ("c",)]
+    # With every subset read by an open stream, a new set is told to retry.
+    held_too = await open_stream(server, "/events?widgets=a,b")
+    refused = await StreamClient.open(server.url("/events?widgets=b"))
+    assert [e.type for e in await refused.read_until_closed()] == [] and refused.decoder.retry is not None
+    for client in (held, fresh, held_too):
+        client.close()
+
+
 @pytest.mark.gen_test(timeout=30)
 async def test_a_reload_that_changes_a_widget_reloads_its_subset_streams(servers, tmp_path):
     path = tmp_path / "config.toml"

@@ -33,7 +33,9 @@ made on first use (subset()), shared by every stream of the same set, and fed by
 publish() like the others. The whole-dashboard topics are not touched by it: a
 subset costs its own readers, and an append per event of its widgets. A subset
 topic with no reader left is dropped once it has been idle for SUBSET_LINGER
-(checked whenever a subset is asked for), so at most MAX_SUBSETS exist.
+(checked whenever a subset is asked for), or sooner, least recently asked for first,
+when MAX_SUBSETS exist and another is asked for: only subsets with open streams are
+ever refused room.
 
 Ids: a sample's id is its event id. `Hub.last_id` and `Topic.last_id` are the
 newest sample ids the hub and a topic have seen. A topic's `position` is the
@@ -434,7 +436,7 @@ class Hub:
         topic = self.subsets.get(key)
         if topic is None:
             self._drop_idle_subsets(now)
-            if len(self.subsets) >= MAX_SUBSETS:
+            if len(self.subsets) >= MAX_SUBSETS and not self._drop_least_used_subset():
                 return None
             size = min(self.buffer, SUBSET_BUFFER)
             topic = Topic(SUBSET_PREFIX + ",".join(key), size, self.last_id, self.settings)
@@ -458,6 +460,18 @@ class Hub:
             del self.subsets[key]
         if idle:
             self._index()
+
+    def _drop_least_used_subset(self) -> bool:
+        """Room for one more: the subset without readers that was asked for longest ago
+        goes before its minute is up (a stream resuming into it later reads what it
+        missed from the database). So only open streams hold subsets: requests that open
+        and drop streams of ever new sets cannot keep everybody else's out."""
+        unread = [(topic.used, key) for key, topic in self.subsets.items() if not topic.readers]
+        if not unread:
+            return False
+        del self.subsets[min(unread)[1]]
+        self._index()
+        return True
 
     def subsets_showing(self, widgets: Iterable[str]) -> list[Topic]:
         """The subset topics that show any of these widgets."""
