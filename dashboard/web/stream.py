@@ -117,6 +117,9 @@ def chunk(payload: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(payload), payload) if payload else b""
 
 
+UNUSABLE = -1  # a Last-Event-ID that is no id of ours (sample ids are above zero)
+
+
 @dataclass(frozen=True)
 class Scope:
     """What a stream shows: a dashboard (`widgets` None: all of it, else some of its
@@ -278,16 +281,22 @@ class StreamHandler(CorsMixin, BaseHandler):
         return self.runtime.streams_per_ip[self.client_ip] >= server.max_streams_per_ip
 
     def _last_event_id(self) -> int | None:
+        """The id the client resumes from; None for a fresh start; UNUSABLE for an id no
+        event ever had (not a number of up to 18 digits: ours are sample ids)."""
         # The header (a browser's reconnect) wins over the query (the page's first connect).
         raw = self.request.headers.get("Last-Event-ID") or self.get_query_argument("last_event_id", "")
         raw = raw.strip()
-        return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else None
+        if not raw:
+            return None
+        return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else UNUSABLE
 
     async def _opening(self, topic: Topic, widgets) -> tuple[float, list[bytes]]:
         """Where this stream starts: the cursor and what to send first."""
         last = self._last_event_id()
         if last is None:
             return topic.position, topic.snapshot()  # a fresh page
+        if last == UNUSABLE:  # told, as for an id never issued: it missed what it had not seen
+            return topic.position, [Gap("unknown id").encode(), *topic.snapshot()]
         if last > self.runtime.hub.last_id:
             if await self._issued(last):
                 # Another process sent it, and this one's hub has not heard of it yet (its
