@@ -231,6 +231,24 @@ CASES = [
         "expected Content-Type: application/json",
     ),
     ("415 before 404", "POST", "/api/widgets/nope", {**AUTH, "Content-Type": "text/plain"}, {"value": 1}, 415, ""),
+    (
+        "gzip content encoding",
+        "POST",
+        "/api/widgets/a",
+        {**AUTH_JSON, "Content-Encoding": "gzip"},
+        {"value": 1},
+        415,
+        'expected a body without Content-Encoding, got "gzip"',
+    ),
+    (
+        "identity encoding",
+        "POST",
+        "/api/widgets/a",
+        {**AUTH_JSON, "Content-Encoding": "Identity"},
+        {"value": 1},
+        200,
+        "",
+    ),
     # 413: by the announced length (the body is never sent), and by the bytes received
     (
         "declared too large",

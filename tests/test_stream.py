@@ -205,9 +205,7 @@ async def test_a_gap_beyond_the_replay_limit_gets_the_newest_value_of_each_widge
     client.close()
 
 
-@pytest.mark.parametrize(
-    "last_event_id", ["999999", "9999999999999999999", "abc", "-5", "1e3", "5,6", "１２", "", " "]
-)
+@pytest.mark.parametrize("last_event_id", ["999999", "9999999999999999999", "abc", "-5", "1e3", "5,6", "１２", "", " "])
 @pytest.mark.gen_test(timeout=20)
 async def test_an_id_never_issued_gets_the_current_values(servers, last_event_id):
     server = await servers.start()

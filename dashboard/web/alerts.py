@@ -89,7 +89,7 @@ class AlertsApiHandler(ApiHandler):
         body = self.request.body
         if not body and optional:
             return {}
-        require_json(self.request.headers.get("Content-Type"))
+        require_json(self.request.headers)
         return json_object(body, keys, example)
 
 

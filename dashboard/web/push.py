@@ -22,6 +22,7 @@ import json
 import logging
 from typing import Any
 
+import tornado.httputil
 import tornado.web
 from tornado.http1connection import HTTP1Connection
 
@@ -104,11 +105,16 @@ def push_token_name(handler: BaseHandler) -> str:
     return name
 
 
-def require_json(content_type: str | None) -> None:
-    """415 unless the request says its body is JSON."""
+def require_json(headers: tornado.httputil.HTTPHeaders) -> None:
+    """415 unless the request says its body is JSON, as it is (no Content-Encoding: a
+    gzipped body would be read as its compressed bytes)."""
+    content_type = headers.get("Content-Type")
     if content_type is None or not is_json_content_type(content_type):
         got = quoted(content_type) if content_type is not None else "none"
         raise http_error(415, f"expected Content-Type: application/json, got {got}")
+    encoding = headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise http_error(415, f"expected a body without Content-Encoding, got {quoted(encoding)}")
 
 
 def json_object(raw: bytes, keys: tuple[str, ...], example: str) -> dict[str, Any]:
@@ -215,7 +221,7 @@ class PushBase(ApiHandler):
 
     def _check_request_headers(self) -> str:
         name = self._authorise()
-        require_json(self.request.headers.get("Content-Type"))
+        require_json(self.request.headers)
         return name
 
     def _json_object(self, keys: tuple[str, ...]) -> dict[str, Any]:
