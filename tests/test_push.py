@@ -247,7 +247,7 @@ CASES = [
         {**AUTH_JSON, "Content-Encoding": "Identity"},
         {"value": 1},
         200,
-        "",
+        None,
     ),
     # 413: by the announced length (the body is never sent), and by the bytes received
     (
