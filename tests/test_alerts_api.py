@@ -356,3 +356,23 @@ async def test_the_page_of_an_alerts_widget_alone_lists_the_open_alerts(servers,
     assert "cannot be shown" not in page.text and "CPU" in page.text
     assert 'data-role="alerts-none" hidden' in page.text  # one alert listed, so "No alerts" is hidden
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("POST", "/api/silences", 401),  # token only: no XSRF check before the token's
+        ("GET", "/api/silences", 401),
+        ("DELETE", "/api/silences/1", 401),
+        ("PUT", "/api/widgets/cpu/history", 405),  # not served there: no XSRF check before the 405
+        ("DELETE", "/api/alerts", 405),
+        ("PATCH", "/api/widgets/cpu/series", 405),
+    ],
+)
+@pytest.mark.gen_test(timeout=30)
+async def test_without_a_token_or_with_another_method_the_answer_says_so(servers, method, path, status):
+    server = await servers.start(config_text(1))
+    body = b'{"duration": "1m"}' if method in ("POST", "PUT", "PATCH") else None
+    reply = await WebClient(server.port).request(method, path, {"Content-Type": "application/json"}, body)
+    assert reply.status == status, reply.text
+    assert "_xsrf" not in reply.json()["error"]

@@ -70,6 +70,12 @@ class BaseHandler(tornado.web.RequestHandler):
     def config(self):
         return self.runtime.config
 
+    def check_xsrf_cookie(self) -> None:
+        method = (self.request.method or "").lower()
+        if getattr(type(self), method, None) is getattr(tornado.web.RequestHandler, method, None):
+            return  # a method not served here: the answer is 405, and there is nothing to forge
+        super().check_xsrf_cookie()
+
     @property
     def client_ip(self) -> str:
         """The client's address: the peer's, or the one a trusted proxy forwarded
