@@ -5,6 +5,7 @@ requests past the size limits are refused before they cost anything."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -269,8 +270,13 @@ async def test_bodies_past_the_limit_are_refused_unread(servers):
         b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
         b"Content-Length: 1000000\r\n\r\n"
     )
-    answer = await raw_exchange(server.port, head + b"a" * 8192)
-    assert answer.startswith(b"HTTP/1.1 400") or answer == b"", answer[:100]
+    for path in (b"/login", b"/api/silences", b"/d/open"):  # answered from the head, as JSON, whatever the path
+        answer = await raw_exchange(server.port, head.replace(b"/login", path) + b"a" * 8192)
+        status, _, rest = answer.partition(b"\r\n")
+        headers, _, body = rest.partition(b"\r\n\r\n")
+        assert status == b"HTTP/1.1 413 Content Too Large", answer[:100]
+        assert b"Content-Type: application/json; charset=utf-8" in headers and b"nosniff" in headers
+        assert json.loads(body) == {"error": "body too large: at most 4096 bytes ([server] max_body)"}
     # Pushes keep their own limit ([api] max_body, 64KiB here), larger than the server's.
     body = b'{"value": "' + b"x" * 16384 + b'"}'
     reply = await WebClient(server.port).request(
@@ -280,6 +286,37 @@ async def test_bodies_past_the_limit_are_refused_unread(servers):
         body,
     )
     assert reply.status == 400 and "number" in reply.json()["error"]  # read whole, then refused for its value
+    assert (await WebClient(server.port).get("/healthz")).status == 200
+
+
+@pytest.mark.parametrize(
+    "request_text",
+    [
+        b"POST /api/silences HTTP/1.1\r\nHost: x\r\nContent-Length: 12,13\r\n\r\n",
+        b"POST /api/silences HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Length: \xd9\xa1\r\n\r\n",  # an Arabic digit
+        b"POST /login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc",
+        b"POST /login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+        b"POST /login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"1000\r\n"
+        + b"a" * 4096
+        + b"\r\n"
+        + b"1000\r\n"
+        + b"a" * 4096
+        + b"\r\n0\r\n\r\n",  # past max_body
+        b"POST /api/widgets/b HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n",
+    ],
+)
+@pytest.mark.gen_test(timeout=60)
+async def test_a_request_that_cannot_be_read_gets_a_whole_json_400(servers, request_text, caplog):
+    server = await servers.start(AUTH_CONFIG.replace('grace = "2s"', 'grace = "2s"\nmax_body = "4KiB"'))
+    answer = await raw_exchange(server.port, request_text)
+    status, _, rest = answer.partition(b"\r\n")
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    assert status == b"HTTP/1.1 400 Bad Request", answer[:100]
+    assert b"Content-Type: application/json; charset=utf-8" in headers and b"Connection: close" in headers
+    assert json.loads(body)["error"].startswith("malformed request: expected one Content-Length of digits")
+    assert not [r for r in caplog.records if r.getMessage().startswith("Malformed HTTP message")]  # counted instead
     assert (await WebClient(server.port).get("/healthz")).status == 200
 
 

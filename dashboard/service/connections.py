@@ -14,6 +14,12 @@ out of file descriptors.
 - A request head over [server] max_header is answered 431 (Tornado's IOStream
   closes such a connection without a word: its read_until_regex(max_bytes=...)
   raises UnsatisfiableReadError and closes the stream; RequestStream answers first).
+- A body announced over [server] max_body is answered 413 from the head, the body
+  unread (Tornado would answer a bare 400 and reset the connection while the body
+  still comes); the push routes keep their own limit and answer it themselves. A
+  request whose framing Tornado cannot read gets, instead of its bare
+  "400 Bad Request", the same whole and in JSON (RequestStream.write); those are
+  counted in the log, not logged one by one with what the client sent.
 - accept() failing with EMFILE/ENFILE: Tornado's accept handler lets the error
   out, the listening socket stays readable, and the loop spins at 100% CPU writing
   a traceback per turn, while every connection in the backlog waits for ever. Here
@@ -58,6 +64,8 @@ import tornado.httputil
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, UnsatisfiableReadError
 from tornado.log import app_log
+
+from ..web.push import declared_length
 
 log = logging.getLogger("dashboard.connections")
 
@@ -123,7 +131,7 @@ class Tally:
 class QuietTimeouts(logging.Filter):
     """Drops Tornado's line per connection for what the Tally here counts."""
 
-    MESSAGES = ("Unsatisfiable read, closing connection",)
+    MESSAGES = ("Unsatisfiable read, closing connection", "Malformed HTTP message from")
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (isinstance(record.msg, str) and record.msg.startswith(self.MESSAGES))
@@ -156,26 +164,52 @@ class RequestStream(IOStream):
 
     def _refuse_head(self) -> None:
         limit = self.server.limits.max_header
-        body = json.dumps({"error": f"request head too large: at most {limit} bytes ([server] max_header)"})
-        answer = (
-            "HTTP/1.1 431 Request Header Fields Too Large\r\n"
-            "Content-Type: application/json; charset=utf-8\r\n"
-            "X-Content-Type-Options: nosniff\r\n"
-            "Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}"
-        ).encode("ascii")
-        sock = self.socket
-        try:
-            sock.send(answer)  # a few hundred bytes into an empty send buffer: no wait
-            sock.shutdown(socket.SHUT_WR)
-            # Closing with unread bytes makes the kernel send a reset, which may reach the
-            # client before it read the answer: read what already arrived first.
-            for _ in range(16):
-                if not sock.recv(65536):
-                    break
-        except OSError:
-            pass  # gone already, or nothing more to read now
+        refuse(self.socket, 431, f"request head too large: at most {limit} bytes ([server] max_header)")
         self.server.closings.note(f"heads over max_header answered 431 ({limit} bytes)")
+
+    def write(self, data: bytes | memoryview) -> Any:
+        if data == TORNADO_400 and self in self.server.waiting:
+            # Tornado could not read the request (its framing: Content-Length, Transfer-Encoding,
+            # a chunk) and says only this before it closes: the same in full, as JSON.
+            self.server.closings.note("requests that could not be read answered 400")
+            data = answer(400, MALFORMED)
+        return super().write(data)
+
+
+# What Tornado writes, and nothing else, when it cannot read a request (HTTP1Connection).
+TORNADO_400 = b"HTTP/1.1 400 Bad Request\r\n\r\n"
+MALFORMED = (
+    "malformed request: expected one Content-Length of digits or Transfer-Encoding: chunked, "
+    "and a body that keeps to it"
+)
+_PHRASES = {400: "Bad Request", 413: "Content Too Large", 431: "Request Header Fields Too Large"}
+
+
+def answer(status: int, message: str) -> bytes:
+    """A whole answer to a request the application never saw: JSON, with the headers every
+    answer has, and the connection closed after it."""
+    body = json.dumps({"error": message})
+    return (
+        f"HTTP/1.1 {status} {_PHRASES[status]}\r\n"
+        "Content-Type: application/json; charset=utf-8\r\n"
+        "X-Content-Type-Options: nosniff\r\n"
+        "Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}"
+    ).encode("ascii")
+
+
+def refuse(sock: socket.socket, status: int, message: str) -> None:
+    """Send answer() straight to the socket, before it is closed."""
+    try:
+        sock.send(answer(status, message))  # a few hundred bytes into an empty send buffer: no wait
+        sock.shutdown(socket.SHUT_WR)
+        # Closing with unread bytes makes the kernel send a reset, which may reach the
+        # client before it read the answer: read what already arrived first.
+        for _ in range(16):
+            if not sock.recv(65536):
+                break
+    except OSError:
+        pass  # gone already, or nothing more to read now
 
 
 @dataclasses.dataclass(eq=False)
@@ -191,13 +225,31 @@ class _Watched(tornado.httputil.HTTPMessageDelegate):
     """The application's delegate for one request, telling the server when the request's
     head and then all of it have arrived."""
 
-    def __init__(self, delegate: tornado.httputil.HTTPMessageDelegate, server: GuardedHTTPServer, stream: IOStream):
+    def __init__(
+        self,
+        delegate: tornado.httputil.HTTPMessageDelegate,
+        server: GuardedHTTPServer,
+        stream: IOStream,
+        request_conn: tornado.httputil.HTTPConnection,
+    ):
         self.delegate = delegate
         self.server = server
         self.stream = stream
+        self.request_conn = request_conn
 
     def headers_received(self, start_line: Any, headers: tornado.httputil.HTTPHeaders) -> Any:
         self.server._head_arrived(self.stream)
+        limit = self.server.conn_params.max_body_size
+        path = getattr(start_line, "path", "").partition("?")[0]
+        if limit is not None and declared_length(headers) > limit and not self.server.own_body_limit(path):
+            # Tornado would answer a bare 400 and reset the connection while the body still
+            # comes: answered 413 from the head instead, and the body never read. (Pushes
+            # keep a limit of their own and answer this themselves, after the token.)
+            stream = self.request_conn.detach()  # type: ignore[attr-defined]
+            refuse(stream.socket, 413, f"body too large: at most {limit} bytes ([server] max_body)")
+            stream.close()
+            self.server.closings.note(f"bodies over max_body answered 413 ({limit} bytes)")
+            return None
         return self.delegate.headers_received(start_line, headers)
 
     def data_received(self, chunk: bytes) -> Any:
@@ -227,8 +279,18 @@ def descriptor_limit() -> int | None:
 class GuardedHTTPServer(tornado.httpserver.HTTPServer):
     """HTTPServer(app, limits=ConnectionLimits(...), **HTTPServer's own options)."""
 
-    def initialize(self, request_callback: Any, *, limits: ConnectionLimits, **kwargs: Any) -> None:  # type: ignore[override]
+    def initialize(  # type: ignore[override]
+        self,
+        request_callback: Any,
+        *,
+        limits: ConnectionLimits,
+        own_body_limit: Callable[[str], bool] = lambda path: False,
+        **kwargs: Any,
+    ) -> None:
+        """`own_body_limit(path)`: whether the handler of a path sets its own request's
+        body limit (and answers a body over it), instead of max_body_size."""
         super().initialize(request_callback, max_header_size=limits.max_header, **kwargs)
+        self.own_body_limit = own_body_limit
         assert self.ssl_options is None, "TLS ends at a proxy: connections are plain RequestStreams"
         self.apply(limits)
         # Oldest first: an entry moves to the end whenever its wait starts anew (the head arrived).
@@ -357,7 +419,7 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
             self._wait(stream, first=False)
         if isinstance(stream, RequestStream):
             stream.reading_head = True
-        return _Watched(super().start_request(server_conn, request_conn), self, stream)
+        return _Watched(super().start_request(server_conn, request_conn), self, stream, request_conn)
 
     def _head_arrived(self, stream: IOStream) -> None:
         if isinstance(stream, RequestStream):

@@ -24,7 +24,7 @@ from ..sources import build_sources
 from ..sources.scheduler import Scheduler
 from ..storage.retention import Pruner
 from ..storage.store import Store
-from ..web.app import make_app, make_runtime
+from ..web.app import make_app, make_runtime, own_body_limit
 from ..web.runtime import Runtime
 from . import reload as reloading
 from .connections import ConnectionLimits, GuardedHTTPServer
@@ -145,7 +145,10 @@ class Server:
         # hour for a head, for ever for a body; a push raises its own request's body limit to
         # [api] max_body (web/push.py). The limits and the accept loop: connections.py.
         self.http = http = GuardedHTTPServer(
-            app, limits=ConnectionLimits.of(config.server), max_body_size=config.server.max_body
+            app,
+            limits=ConnectionLimits.of(config.server),
+            max_body_size=config.server.max_body,
+            own_body_limit=own_body_limit,
         )
         http.add_sockets(sockets)
         runtime.ready = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,14 @@ ID = r"([A-Za-z0-9_-]+)"
 # Any one path segment: the API's handlers answer a widget id that cannot exist with the
 # documented JSON 404 (after the token check for a push), not the app's XSRF 403.
 ANY_ID = r"([^/]+)"
+# The push routes below: their handlers keep a body limit of their own ([api] max_body).
+_PUSH_PATH = re.compile(r"/api/widgets(?:/[^/]+)?")
+
+
+def own_body_limit(path: str) -> bool:
+    """Whether the handler of this path sets its own request's body limit and answers a
+    body over it (the push handlers, after checking the token: web/push.py)."""
+    return _PUSH_PATH.fullmatch(path) is not None
 
 
 @functools.cache

@@ -88,6 +88,15 @@ def bad_request(message: str) -> tornado.web.HTTPError:
     return http_error(400, message)
 
 
+def declared_length(headers: tornado.httputil.HTTPHeaders) -> int:
+    """The body length a request's head announces; 0 for none (chunked), or for one
+    Tornado refuses itself (not digits)."""
+    raw = headers.get("Content-Length", "")
+    if not (raw.isascii() and raw.isdigit()):
+        return 0
+    return int(raw) if len(raw) <= 18 else 10**18  # int() refuses thousands of digits
+
+
 def push_token_name(handler: BaseHandler) -> str:
     """The name of the push token ([api] tokens) in the request's Authorization header:
     403 while none is configured, 401 without a good one. Every handler that takes push
@@ -191,10 +200,7 @@ class PushBase(ApiHandler):
         super().write_error(status_code, **kwargs)
 
     def _declared_length(self) -> int:
-        raw = self.request.headers.get("Content-Length", "")
-        if not (raw.isascii() and raw.isdigit()):
-            return 0  # none (chunked), or malformed: Tornado refuses that one itself
-        return int(raw) if len(raw) <= 18 else 10**18  # int() refuses thousands of digits
+        return declared_length(self.request.headers)
 
     def _too_large_error(self) -> tornado.web.HTTPError:
         limit = self.config.api.max_body
