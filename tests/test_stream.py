@@ -14,6 +14,7 @@ import tornado.netutil
 from tornado.httpclient import AsyncHTTPClient
 
 from dashboard import __version__
+from dashboard.hub import memory
 from dashboard.web import stream as stream_module
 from dashboard.web.app import make_app
 from tests.helpers import (
@@ -491,3 +492,70 @@ async def test_batching_delivers_every_event_in_order(servers):
     expected = [s.id for s in samples if s.widget in MAIN]
     assert ids(await read_through(client, expected[-1])) == expected
     client.close()
+
+
+# --- what a client that does not read may cost ------------------------------------------------
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_reader_behind_by_more_bytes_than_the_budget_gets_the_newest_values(servers, monkeypatch):
+    """Within the ring buffer by count, but over BACKLOG_BYTES by size: the slow reader
+    is sent a gap and the newest value of each widget, not a private copy of the backlog."""
+    monkeypatch.setattr(memory, "BACKLOG_BYTES", 40_000)
+    server = await servers.start()
+    slow = await StreamClient.open_from(server.url("/events/main"), receive_buffer=4096)
+    assert (await slow.next_event()).type == "hello"
+    await wait_until(lambda: stream_count(server) == 1, message="the stream")
+    stream = await server.stream_of(slow)
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    published, most_held = [], 0
+    for n in range(200):  # 200 x 4 KB, one at a time: 800 KB behind, 200 events (the buffer holds 1024)
+        published.append(await server.record("b", "x" * 4000 + str(n)))
+        most_held = max(most_held, len(stream.pending or b""))
+    newest = await server.record("a", 7)
+    assert most_held <= 40_000 + 2 * 4100  # the budget, and what was in flight when it stalled
+    got = []
+    while not got or got[-1].type != "a":
+        got.append(await slow.next_widget_event(timeout=10))
+    gaps = [e for e in got if e.type == "gap"]
+    assert gaps and all(data(e) == {"reason": "fell behind"} for e in gaps)
+    after_gap = got[max(i for i, e in enumerate(got) if e.type == "gap") + 1 :]
+    assert [e.type for e in after_gap] == ["b", "a"]  # the newest of each, not the rest of the 200
+    assert len([e for e in got if e.type == "b"]) < 100
+    assert int(got[-1].last_event_id) == newest.id
+    slow.close()
+
+
+@pytest.mark.parametrize("config", [config_with(), SMALL_BUFFER], ids=["from memory", "from the database"])
+@pytest.mark.gen_test(timeout=60)
+async def test_a_replay_over_the_byte_budget_is_a_gap_and_the_newest_values(servers, monkeypatch, config):
+    monkeypatch.setattr(stream_module, "BACKLOG_BYTES", 40_000)
+    server = await servers.start(config)
+    first = await server.record("a", 1)
+    for n in range(40):  # 160 KB after `first`
+        await server.record("b", "x" * 4000 + str(n))
+    last = await server.record("a", 2)
+    client = await open_stream(server, last_event_id=first.id)
+    gap = await client.next_event()
+    assert (gap.type, data(gap)) == ("gap", {"reason": "too old", "after": first.id})
+    events = await client.collect(2)
+    assert sorted(e.type for e in events) == ["a", "b"] and last.id in ids(events)
+    client.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_an_opening_the_client_does_not_read_is_closed_after_body_timeout(servers, monkeypatch):
+    """A replay of megabytes to a client that never reads: closed once body_timeout has
+    passed, its memory freed, instead of held until the client leaves."""
+    monkeypatch.setattr(stream_module, "BACKLOG_BYTES", 64 * 1024 * 1024)
+    server = await servers.start(config_with(body_timeout='"1s"'))
+    first = await server.record("a", 1)
+    await server.runtime.recorder.record_many([("b", "y" * 200_000 + str(n), "ok", None) for n in range(40)])
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    with closing(sock):
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+        sock.sendall(f"GET /events/main HTTP/1.1\r\nHost: x\r\nLast-Event-ID: {first.id}\r\n\r\n".encode())
+        await wait_until(lambda: stream_count(server) == 1, message="the stream opening")
+        await wait_until(lambda: stream_count(server) == 0, timeout=15, message="closed after body_timeout")

@@ -72,6 +72,10 @@ def encode_sample(sample: Sample) -> bytes:
 CONTROLS_PER_EVENT = 1024
 # Sent before the snapshot that replaces events a reader was too slow to take.
 FELL_BEHIND = Gap("fell behind").encode()
+# The most a reader that is behind is sent in one write (what a stalled one then holds
+# unsent); more waiting for it: `gap` and the newest value of each widget instead. So a
+# slow reader costs at most this much of its own, however large the events.
+BACKLOG_BYTES = 2 * 1024 * 1024
 SUBSET_PREFIX = "~"  # a subset topic's name: "~a,b" (a dashboard id holds neither "~" nor ",")
 MAX_SUBSETS = 256
 SUBSET_BUFFER = 256  # events kept per subset topic: a resuming stream reads older ones from the database
@@ -215,11 +219,10 @@ class Topic:
         if reader not in self.behind:
             return  # not subscribed, or caught up: the next pass sends it what is new
         if reader.cursor < self.position and not reader.busy:
-            snapshot = int(reader.cursor < self.floor)
-            payload, count = self.payload(reader.cursor)
+            payload, count, snapshot = self.backlog(reader.cursor)
             reader.push(payload, self.position, count)
             if self.on_sent is not None:
-                self.on_sent(count, len(payload), snapshot)
+                self.on_sent(count, len(payload), int(snapshot))
         self._catch_up(reader)
 
     def fell_behind(self, reader) -> None:
@@ -266,6 +269,16 @@ class Topic:
         if chunks is None:
             chunks = [FELL_BEHIND, *self.snapshot(cursor)]
         return b"".join(chunks), len(chunks)
+
+    def backlog(self, cursor) -> tuple[bytes, int, bool]:
+        """payload(cursor) for a reader that is behind, and whether it is a snapshot: `gap`
+        and the newest value of each widget, also when the events waiting for it are over
+        BACKLOG_BYTES."""
+        chunks = self.since(cursor)
+        if chunks is None or (len(chunks) > 1 and sum(map(len, chunks)) > BACKLOG_BYTES):
+            chunks = [FELL_BEHIND, *self.snapshot(cursor)]
+            return b"".join(chunks), len(chunks), True
+        return b"".join(chunks), len(chunks), False
 
     def _fan_out(self) -> None:
         self._pass = None
@@ -321,8 +334,7 @@ class Topic:
                 continue  # a busy one catches up through feed() when its write drained
             group = groups.get(cursor)
             if group is None:
-                payload, count = self.payload(cursor)
-                group = groups[cursor] = (payload, count, cursor < self.floor)
+                group = groups[cursor] = self.backlog(cursor)
             payload, count, snapshot = group
             reader.push(payload, upto, count)
             events += count

@@ -35,9 +35,11 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from time import monotonic
 
 import tornado.web
+from tornado import gen
 from tornado.http1connection import HTTP1Connection
 from tornado.ioloop import IOLoop
 from tornado.iostream import StreamClosedError
@@ -49,7 +51,7 @@ from ..core.auth import Viewer
 from ..core.events import SIGN_IN_NEEDED as SIGN_IN_REASON
 from ..core.events import Gap, Hello, Reload
 from ..core.sse import encode_comment, encode_retry
-from ..hub.memory import Topic, TopicSettings, encode_sample
+from ..hub.memory import BACKLOG_BYTES, Topic, TopicSettings, encode_sample
 from .base import BaseHandler, log_access
 from .cors import CorsMixin
 from .runtime import Runtime
@@ -60,6 +62,7 @@ Socket = socket.socket
 
 RETRY_MS = 3000
 REPLAY_LIMIT = 5000  # older gaps than this many events get the newest value of each widget
+REPLAY_PAGE = 500  # samples read from the database at a time for a replay
 MAX_WIDGETS = 64  # widgets one stream may ask for with ?widgets=
 KEEPALIVE = encode_comment("keep-alive")
 # For a viewer who may not (or no longer) see the dashboard: the page reloads, and the
@@ -306,21 +309,41 @@ class StreamHandler(CorsMixin, BaseHandler):
             return topic.position, [Gap("unknown id", last).encode(), *topic.snapshot()]
         chunks = topic.since(last)
         if chunks is not None:
+            if sum(map(len, chunks)) > BACKLOG_BYTES:
+                return topic.position, [Gap("too old", last).encode(), *topic.snapshot(last)]
             return topic.position, chunks
         # Older than the buffer: replay from the database, which holds every sample id up to
         # the topic's newest. The cursor is the topic's position, which a control event may
         # have moved a fraction past that id; the database is asked in whole ids.
         upto, newest_sample = topic.position, topic.last_id
         try:
-            samples = await self.runtime.store.since(widgets, last, upto=newest_sample, limit=REPLAY_LIMIT)
+            replay = await self._replay(widgets, last, newest_sample)
         except Exception:
             # A 500 would stop the browser's EventSource for good: open with the
             # newest values instead (graphs fetch their gaps when the database is back).
             log.warning("replay after event %d failed, sending the newest values", last, exc_info=True)
             return topic.position, [Gap("database unavailable", last).encode(), *topic.snapshot(last)]
-        if len(samples) > REPLAY_LIMIT:
+        if replay is None:
             return topic.position, [Gap("too old", last).encode(), *topic.snapshot(last)]
-        return upto, [encode_sample(sample) for sample in samples]
+        return upto, replay
+
+    async def _replay(self, widgets, after: int, upto: int) -> list[bytes] | None:
+        """The events after `after` up to `upto`, from the database, a page at a time; None
+        when they are more than REPLAY_LIMIT events or BACKLOG_BYTES (then a gap and the
+        newest values are sent instead: what a stream holds for a client that may never
+        read it stays bounded)."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            samples = await self.runtime.store.since(widgets, after, upto=upto, limit=REPLAY_PAGE)
+            for sample in samples[:REPLAY_PAGE]:
+                chunks.append(encoded := encode_sample(sample))
+                size += len(encoded)
+            if len(chunks) > REPLAY_LIMIT or size > BACKLOG_BYTES:
+                return None
+            if len(samples) <= REPLAY_PAGE:
+                return chunks
+            after = samples[REPLAY_PAGE - 1].id
 
     async def _issued(self, event_id: int) -> bool:
         try:
@@ -330,12 +353,21 @@ class StreamHandler(CorsMixin, BaseHandler):
             return False
 
     async def _send(self, stream: LiveStream, chunks: list[bytes]) -> None:
+        """The opening, which the client must take within [server] body_timeout: a client
+        that never reads it is closed, not kept (with it) until it leaves."""
         data = b"".join(chunks)
         self.write(data)
         stream.events_sent += len(chunks)
         stream.bytes_sent += len(data)
         self.runtime.metrics.stream_wrote(len(chunks), len(data))
-        await self.flush()
+        del data, chunks
+        limit = timedelta(seconds=self.config.server.body_timeout)
+        try:
+            await gen.with_timeout(limit, self.flush(), quiet_exceptions=StreamClosedError)
+        except TimeoutError:
+            log.info("stream from %s closed: its opening was not read within body_timeout", self.client_ip)
+            self.request.connection.close()  # type: ignore[union-attr]
+            raise StreamClosedError() from None
 
     def _hand_over(self, stream: LiveStream, cursor) -> None:
         """Tornado's part ends here; get() returns and the handler, the request and the
