@@ -216,6 +216,24 @@ ERRORS = [
         'notifiers.x.format: expected one of: json, slack, mattermost, got "teams"',
     ),
     (
+        "a line break in a webhook header",
+        BASE
+        + notifier("x", "webhook", url="https://x.example.org", headers={"Authorization": "Bearer a\r\nX-Injected: 1"}),
+        "notifiers.x.headers.Authorization: a header value cannot contain line breaks or NUL",
+    ),
+    (
+        "a line break in an ntfy token",
+        BASE + notifier("x", "ntfy", url="https://ntfy.sh/t", token="tk_a\nb"),
+        "notifiers.x.token: a token cannot contain line breaks or NUL",
+    ),
+    (
+        "a group window longer than an hour",
+        BASE.replace("[alerts]\n", '[alerts]\ngroup_window = "2h"\n')
+        if "[alerts]\n" in BASE
+        else BASE + '[alerts]\ngroup_window = "2h"\n',
+        'alerts.group_window: expected a duration of at most "1h", got "2h"',
+    ),
+    (
         "ntfy without a topic",
         BASE + notifier("x", "ntfy", url="https://ntfy.sh/"),
         'notifiers.x.url: expected a topic URL like "https://ntfy.sh/my-alerts", got "https://ntfy.sh/"',

@@ -3,6 +3,7 @@
 import contextlib
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -431,6 +432,49 @@ def test_directory_instead_of_file(tmp_path):
     assert str(info.value) == f"{tmp_path}: cannot read: Is a directory"
 
 
+@pytest.mark.parametrize("path", ["/dev/zero", "/dev/null", "fifo"])
+def test_anything_but_a_regular_file_is_refused_at_once(tmp_path, path):
+    if path == "fifo":  # with no writer, reading it would wait for ever
+        path = str(tmp_path / "fifo")
+        os.mkfifo(path)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: cannot read: not a regular file"
+
+
+def test_a_file_past_16_mib_is_refused_unread(tmp_path):
+    path = write(tmp_path, MINIMAL + "#" * (16 * 1024 * 1024))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: cannot read: larger than 16 MiB"
+
+
+def test_an_empty_path_and_a_name_with_a_line_break_say_so_in_one_line(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config("")
+    assert str(info.value) == "--config: expected a file, got an empty path"
+    path = write(tmp_path, "server = 5\n" + MINIMAL, name="a\nb\u2028.toml")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{tmp_path}/a\\u000ab\\u2028.toml: server: expected a table, got 5"
+
+
+def test_keys_dotted_a_thousand_deep_are_an_error_not_a_recursion(tmp_path):
+    text = MINIMAL + ".".join(["k"] * 1000) + " = 1\n"
+    assert load_error(tmp_path, text).endswith("invalid TOML: nested too deeply")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("batch", '"1h"', 'server.batch: expected a duration of at most "10s", got "1h"'),
+        ("grace", '"99999999d"', 'server.grace: expected a duration of at most "36600d", got "99999999d"'),
+    ],
+)
+def test_durations_have_bounds_the_program_can_keep(tmp_path, key, value, expected):
+    assert load_error(tmp_path, f"[server]\n{key} = {value}\n" + MINIMAL).endswith(expected)
+
+
 def test_file_name_is_shown_as_given(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write(tmp_path, "server = 5\n" + MINIMAL)
@@ -727,6 +771,14 @@ def test_env_interpolation_is_not_recursive(tmp_path):
     assert config.dashboards[0].title == "${X}"
 
 
+def test_a_reference_in_a_default_is_refused_not_kept_as_text(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, doc(dashboard=D + '\ntitle = "${UNSET:-${ALSO_UNSET}}"'), {})
+    assert str(info.value).endswith(
+        'dashboards[0].title: the default of ${UNSET:-...} holds "${": a default is text, not another reference'
+    )
+
+
 def test_env_defaults_to_os_environ(tmp_path, monkeypatch):
     monkeypatch.setenv("DASHBOARD_TEST_TITLE", "From env")
     config = load_config(write(tmp_path, doc(dashboard=D + '\ntitle = "${DASHBOARD_TEST_TITLE}"')))
@@ -845,11 +897,25 @@ def test_table_defaults_are_returned_for_absent_keys():
         ("n", lambda t: t.str("n"), "expected a string, got 3"),
         ("n", lambda t: t.str("n", choices=("a", "b")), "expected one of: a, b, got 3"),
         ("nope", lambda t: t.int("nope"), "missing"),
+        # Past what the program can hold: a clean error, not an OverflowError at run time.
+        ("huge", lambda t: t.number("huge"), "expected a finite number, got " + "1" + "0" * 36 + "..."),
+        (
+            "huge",
+            lambda t: t.int("huge", min=1),
+            "expected an integer from 1 to 9007199254740991, got 1" + "0" * 36 + "...",
+        ),
+        ("big", lambda t: t.int("big"), f"expected an integer from -9007199254740991 to 9007199254740991, got {2**63}"),
+        ("long", lambda t: t.duration("long"), 'expected a duration of at most "36600d", got "99999999d"'),
+        ("fast", lambda t: t.duration("fast", least="10ms"), 'expected a duration from "10ms" to "36600d", got "1ms"'),
         ("nope", lambda t: t.str("nope", choices=("a", "b")), "missing (expected one of: a, b)"),
     ],
 )
 def test_table_errors(key, read, message):
-    t = Table("f.toml", "widgets.x.source", {"n": 3, "f": 1.5, "b": True})
+    t = Table(
+        "f.toml",
+        "widgets.x.source",
+        {"n": 3, "f": 1.5, "b": True, "huge": 10**400, "big": 2**63, "long": "99999999d", "fast": "1ms"},
+    )
     with pytest.raises(ConfigError) as info:
         read(t)
     assert str(info.value) == f"f.toml: widgets.x.source.{key}: {message}"
@@ -869,6 +935,8 @@ _values = st.recursive(
     st.none().map(lambda _: "5s")
     | st.booleans()
     | st.integers(-(10**6), 10**6)
+    | st.integers()
+    | st.sampled_from([2**63, -(2**63), 10**309, 10**400])
     | st.floats()
     | st.text(max_size=20)
     | st.sampled_from(
@@ -876,6 +944,8 @@ _values = st.recursive(
             "",
             "0s",
             "1h",
+            "99999999d",
+            "0.0000001ms",
             "fast",
             "64KiB",
             "${X}",

@@ -236,7 +236,11 @@ CONFIG_ERRORS = [
         {"argv": ["ls"], "env": {"A=B": "x"}},
         'widgets.w.source.env."A=B": expected a variable name (not empty, without "=")',
     ),
-    ({"argv": ["ls"], "env": {"": "x"}}, 'widgets.w.source.env."": expected a variable name (not empty, without "=")'),
+    (
+        {"argv": ["ls"], "env": {"": "x"}},
+        'widgets.w.source.env."": expected a variable name (not empty, without "=")',
+    ),
+    ({"argv": ["ls"], "env": {"A": "x\u0000y"}}, "widgets.w.source.env.A: expected text without NUL (\\u0000)"),
     ({"argv": ["ls"], "shell": "yes"}, 'widgets.w.source.shell: expected true or false, got "yes"'),
     (
         {"argv": ["ls"], "parse": "yaml"},

@@ -204,7 +204,7 @@ def _condition_problem(
 def alerts_section(t: Table) -> AlertsConfig:
     alerts = AlertsConfig(
         notify=t.str_list("notify", ()),
-        group_window=t.duration("group_window", "5s"),
+        group_window=t.duration("group_window", "5s", most="1h"),
         repeat_interval=t.duration("repeat_interval", "4h"),
         timezone=_timezone(t, "timezone", "UTC"),
         url=t.str("url", ""),
@@ -290,9 +290,11 @@ def _url(t: Table, example: str) -> str:
     return url
 
 
-def _string_table(t: Table, key: str) -> Mapping[str, str]:
-    table = t.table(key, {})
-    return MappingProxyType({name: table.str(name) for name in table})
+def _token(t: Table) -> str:
+    token = t.str("token", "")
+    if any(c in token for c in "\r\n\0"):  # sent as a header; a secret: not echoed
+        raise t.error("token", "a token cannot contain line breaks or NUL")
+    return token
 
 
 def _webhook(t: Table, common: dict[str, Any], base_dir: Path) -> WebhookNotifierConfig:
@@ -300,7 +302,7 @@ def _webhook(t: Table, common: dict[str, Any], base_dir: Path) -> WebhookNotifie
         **common,
         url=_url(t, "https://hooks.example.org/alerts"),
         format=t.str("format", "json", choices=WEBHOOK_FORMATS),
-        headers=_string_table(t, "headers"),
+        headers=MappingProxyType(t.headers("headers")),
     )
 
 
@@ -313,7 +315,7 @@ def _ntfy(t: Table, common: dict[str, Any], base_dir: Path) -> NtfyNotifierConfi
     notifier = NtfyNotifierConfig(
         **common,
         url=url.rstrip("/"),
-        token=t.str("token", ""),
+        token=_token(t),
         priority=MappingProxyType(
             {event: priorities.int(event, default, min=1, max=5) for event, default in NTFY_PRIORITY.items()}
         ),
@@ -385,7 +387,7 @@ def _command(t: Table, common: dict[str, Any], base_dir: Path) -> CommandNotifie
         found = str(path) if path.is_file() and os.access(path, os.X_OK) else None
     if found is None:
         raise t.error("argv", f"program {show(program)} not found (not on PATH, or not executable)")
-    return CommandNotifierConfig(**common, argv=argv, cwd=cwd, env=_string_table(t, "env"))
+    return CommandNotifierConfig(**common, argv=argv, cwd=cwd, env=MappingProxyType(t.environment("env")))
 
 
 # --- [[maintenance]] -----------------------------------------------------------------

@@ -21,6 +21,10 @@ def interpolate_str(text: str, env: Mapping[str, str], file: str, path: str) -> 
         name, default = match["name"], match["default"]
         if name is None:
             raise error(file, path, 'invalid "${": write ${NAME}, ${NAME:-default}, or $${ for a literal "${"')
+        if default is not None and "${" in default:  # it would stay as text, one "}" short
+            raise error(
+                file, path, f'the default of ${{{name}:-...}} holds "${{": a default is text, not another reference'
+            )
         value = env.get(name)
         if default is not None and not value:
             return default

@@ -33,6 +33,10 @@ _SIZE_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
 _RATE = re.compile(r"([0-9]+(?:\.[0-9]+)?)/(s|m|h)")
 _RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 DURATION_EXPECTED = 'a duration like "5s", "2m" or "1h30m"'
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
+LONGEST = "36600d"  # a hundred years: any duration in a config is at most this
+LARGEST_INT = 2**53 - 1  # integers a config holds (exact as a float, and in JavaScript)
+LARGEST_NUMBER = 1.7976931348623157e308  # numbers: what a float holds
 _SHOW_MAX = 40  # got-values longer than this are cut, so one line stays one line
 
 # --- formatting values and key paths for messages ---------------------------
@@ -46,9 +50,19 @@ def quote(text: str) -> str:
     def esc(c: str) -> str:
         if c in _ESCAPES:
             return _ESCAPES[c]
-        return f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else c
+        return f"\\u{ord(c):04x}" if _BREAKS.match(c) else c
 
     return '"' + "".join(map(esc, text)) + '"'
+
+
+# What would break a message's one line, or hide in it: C0 and C1 controls, DEL, and the
+# Unicode line and paragraph separators (str.splitlines() breaks at each of them).
+_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """The text with each character that would break a line as \\uXXXX (a file's name)."""
+    return _BREAKS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def cut(text: str) -> str:
@@ -88,6 +102,11 @@ def range_text(kind: str, lo: Any, hi: Any) -> str:
     if lo is not None:
         return f"{kind} >= {lo}"
     return f"{kind} <= {hi}" if hi is not None else kind
+
+
+def _finite(value: int | float) -> bool:
+    """What a float holds (math.isfinite() of an integer past it raises OverflowError)."""
+    return math.isfinite(value) if isinstance(value, float) else -LARGEST_NUMBER <= value <= LARGEST_NUMBER
 
 
 # --- scalar syntaxes ---------------------------------------------------------
@@ -194,6 +213,9 @@ class Table:
         if not isinstance(value, int) or isinstance(value, bool):
             raise self._expected(key, "an integer", value)
         self._check_range(key, "an integer", value, min, max)
+        if not -LARGEST_INT <= value <= LARGEST_INT:
+            lo, hi = -LARGEST_INT if min is None else min, LARGEST_INT if max is None else max
+            raise self._expected(key, range_text("an integer", lo, hi), value)
         return value
 
     def number(
@@ -202,8 +224,9 @@ class Table:
         found, value = self._get(key, default)
         if not found:
             return value
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-            raise self._expected(key, "a finite number" if isinstance(value, float) else "a number", value)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not _finite(value):
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            raise self._expected(key, "a finite number" if number else "a number", value)
         self._check_range(key, "a number", value, min, max)
         return value
 
@@ -217,9 +240,19 @@ class Table:
             raise self._expected(key, "true or false", value)
         return value
 
-    def duration(self, key: builtins.str, default: Any = MISSING, *, positive: builtins.bool = False) -> float:
+    def duration(
+        self,
+        key: builtins.str,
+        default: Any = MISSING,
+        *,
+        positive: builtins.bool = False,
+        least: builtins.str | None = None,
+        most: builtins.str = LONGEST,
+    ) -> float:
         """Seconds from a string like "5s"; a default may be a string or seconds.
-        positive=True rejects "0s" for things that must take some time."""
+        positive=True rejects "0s" for things that must take some time; `least` and
+        `most` bound it (durations as text, for the message). No duration is longer than
+        LONGEST: a date that far off is past what the calendar holds."""
         found, value = self._get(key, default)
         if not found:
             return parse_duration(value) if isinstance(value, str) else value
@@ -229,6 +262,9 @@ class Table:
             raise self._expected(key, DURATION_EXPECTED, value) from None
         if positive and seconds <= 0:
             raise self._expected(key, "a duration greater than 0", value)
+        if (least is not None and seconds < parse_duration(least)) or seconds > parse_duration(most):
+            bounds = f'from "{least}" to "{most}"' if least is not None else f'of at most "{most}"'
+            raise self._expected(key, f"a duration {bounds}", value)
         return seconds
 
     def size(self, key: builtins.str, default: Any = MISSING) -> builtins.int:
@@ -239,6 +275,32 @@ class Table:
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
             raise self.error(key, f'expected a size like "64KiB", "1MiB" or "512B", got {show(value)}')
         return size
+
+    def headers(self, key: builtins.str = "headers") -> dict[builtins.str, builtins.str]:
+        """A table of HTTP request headers: names that are RFC 9110 tokens, values with no
+        line break or NUL (which would end the header and start another)."""
+        table = self.table(key, {})
+        headers = {}
+        for name in table:
+            value = table.str(name)
+            if not _HEADER_NAME.fullmatch(name):
+                raise table.error(name, "expected a header name (letters, digits and -)")
+            if any(c in value for c in "\r\n\0"):  # the value may be a secret: not echoed
+                raise table.error(name, "a header value cannot contain line breaks or NUL")
+            headers[name] = value
+        return headers
+
+    def environment(self, key: builtins.str = "env") -> dict[builtins.str, builtins.str]:
+        """Environment variables for a program: the OS takes NAME=value pairs, so a name
+        with "=" (or none) would fail every run. (No string in a config holds a NUL:
+        check_scalars.)"""
+        table = self.table(key, {})
+        env = {}
+        for name in table:
+            if not name or "=" in name:
+                raise table.error(name, 'expected a variable name (not empty, without "=")')
+            env[name] = table.str(name)
+        return env
 
     def rate(self, key: builtins.str, default: Any = MISSING) -> float:
         """Events per second, from "10/s", "30/m" or "100/h"."""

@@ -8,6 +8,7 @@ import functools
 import os
 import re
 import socket
+import stat
 import tomllib
 import zoneinfo
 from collections.abc import Callable, Mapping
@@ -42,7 +43,7 @@ from .model import (
     StorageConfig,
     WidgetConfig,
 )
-from .reader import MISSING, ConfigError, Table, check_scalars, error, join, quote, show, table_array
+from .reader import MISSING, ConfigError, Table, check_scalars, error, join, one_line, quote, show, table_array
 
 THEMES = ("auto", "dark", "light")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -86,7 +87,7 @@ def _server(t: Table) -> ServerConfig:
         keepalive=t.duration("keepalive", "15s", positive=True),
         log_level=t.str("log_level", "info", choices=LOG_LEVELS),
         grace=t.duration("grace", "5s"),
-        batch=t.duration("batch", "0ms"),
+        batch=t.duration("batch", "0ms", most="10s"),  # streams hear nothing meanwhile
         max_streams=t.int("max_streams", 10000, min=1),
         max_streams_per_ip=t.int("max_streams_per_ip", 1000, min=1),
         max_stream_lifetime=t.duration("max_stream_lifetime", "1h", positive=True),
@@ -211,7 +212,7 @@ def _hub(t: Table) -> HubConfig:
         url=url,
         buffer=t.int("buffer", 1024, min=16),
         channel=t.str("channel", "dashboard:events"),
-        lease=t.duration("lease", "10s"),
+        lease=t.duration("lease", "10s", most="1h"),
     )
     if not hub.channel:
         raise t.error("channel", "expected a channel name, got an empty string")
@@ -393,7 +394,7 @@ def _widget(widget_id: str, t: Table) -> WidgetConfig:
     # read in schema order: done() lists the known keys in the order they were read
     view = t.str("view", choices=tuple(VIEWS))
     title = t.str("title", widget_id)
-    every = t.duration("every", "5s", positive=True)
+    every = t.duration("every", "5s", positive=True, least="10ms")  # at most 100 runs a second
     timeout = t.duration("timeout", min(every, 10.0), positive=True)
     on_change = t.bool("on_change", True)
     unit = t.str("unit", "")
@@ -514,7 +515,7 @@ def _dashboard_widgets(t: Table, known: Mapping[str, WidgetConfig]) -> tuple[str
 def _rotate(t: Table) -> float:
     if t.raw("rotate", "") == "":  # "" (or absent) means: do not rotate
         return 0.0
-    return t.duration("rotate")
+    return t.duration("rotate", most="24d")  # a browser timer holds at most 24.8 days
 
 
 def _dashboard(t: Table, widgets: Mapping[str, WidgetConfig]) -> DashboardConfig:
@@ -613,27 +614,46 @@ def _build(root: Table, base_dir: Path) -> Config:
 # --- loading -------------------------------------------------------------------
 
 
-def _read_toml(file: str) -> dict[str, Any]:
+MAX_CONFIG_BYTES = 16 * 1024 * 1024  # a config a thousand times the bundled one still fits
+
+
+def _read_toml(file: str, name: str) -> dict[str, Any]:
+    """The parsed file; `name` is how messages show it."""
     try:
-        data = Path(file).read_bytes()
+        mode = os.stat(file).st_mode
+        if stat.S_ISDIR(mode):
+            raise ConfigError(f"{name}: cannot read: Is a directory")
+        if not stat.S_ISREG(mode):  # a FIFO would wait for a writer, /dev/zero never end
+            raise ConfigError(f"{name}: cannot read: not a regular file")
+        with open(file, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as e:
-        raise ConfigError(f"{file}: cannot read: {e.strerror or e}") from None
+        raise ConfigError(f"{name}: cannot read: {e.strerror or e}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{name}: cannot read: larger than {MAX_CONFIG_BYTES // 1024 // 1024} MiB")
     try:
         text = data.decode("utf-8-sig")  # tolerate the BOM some editors write
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{file}: invalid TOML: not UTF-8 (byte {e.start})") from None
+        raise ConfigError(f"{name}: invalid TOML: not UTF-8 (byte {e.start})") from None
     try:
         return tomllib.loads(text)
     except RecursionError:
-        raise ConfigError(f"{file}: invalid TOML: nested too deeply") from None
+        raise ConfigError(f"{name}: invalid TOML: nested too deeply") from None
     except ValueError as e:  # TOMLDecodeError, and int() on a huge literal
-        raise ConfigError(f"{file}: invalid TOML: {e}") from None
+        reason = one_line(str(e))  # it may quote keys at length: "Cannot declare ('a', 'a', ...) twice"
+        raise ConfigError(f"{name}: invalid TOML: {reason if len(reason) <= 200 else reason[:197] + '...'}") from None
 
 
 def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> Config:
     """Read, interpolate ${NAME} from env (default os.environ), and validate."""
     file = os.fsdecode(path)
-    document = interpolate(_read_toml(file), os.environ if env is None else env, file)
-    check_scalars(document, file)
-    base_dir = Path(os.path.abspath(file)).parent
-    return _build(Table(file, "", document), base_dir)
+    if not file:
+        raise ConfigError("--config: expected a file, got an empty path")
+    name = one_line(file)  # every message is one line, whatever the file is called
+    try:
+        document = interpolate(_read_toml(file, name), os.environ if env is None else env, name)
+        check_scalars(document, name)
+        base_dir = Path(os.path.abspath(file)).parent
+        return _build(Table(name, "", document), base_dir)
+    except RecursionError:  # keys dotted a thousand deep: every walk of the document recurses
+        raise ConfigError(f"{name}: invalid TOML: nested too deeply") from None

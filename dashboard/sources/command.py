@@ -170,15 +170,6 @@ def _read_argv(options, shell: bool) -> tuple[str, ...]:
     return argv
 
 
-def _read_env(options) -> dict[str, str]:
-    table = options.table("env", {})
-    for name in table:
-        # The OS takes NAME=value pairs: a name with "=" (or none) fails every run.
-        if not name or "=" in name:
-            raise table.error(name, 'expected a variable name (not empty, without "=")')
-    return {name: table.str(name) for name in table}
-
-
 def _check_program(options, program: str, cwd: Path, env: dict[str, str]) -> None:
     """Catch a missing program at `run.py check` rather than on the first run."""
     if "/" in program:
@@ -197,7 +188,7 @@ def build(options, widget, config) -> Command:
     cwd = config.resolve_path(options.str("cwd", "."))
     if not cwd.is_dir():
         raise options.error("cwd", f"not a directory: {str(cwd)!r}")
-    env = _read_env(options)
+    env = options.environment("env")
     parse = options.str("parse", "auto", choices=PARSERS)
     if not shell:
         _check_program(options, argv[0], cwd, env)
