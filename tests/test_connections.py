@@ -69,6 +69,7 @@ async def test_a_head_over_the_limit_is_answered_431_whole_or_in_pieces(servers)
         )
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 431 "), answer[:100]
+        assert b"Referrer-Policy: no-referrer" in head and b"X-Content-Type-Options: nosniff" in head
         assert json.loads(body) == {"error": "request head too large: at most 4096 bytes ([server] max_header)"}
     fits = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Padding: " + b"a" * 2048 + b"\r\n\r\n"
     assert (await raw_exchange(server.port, fits)).startswith(b"HTTP/1.1 200")

@@ -194,6 +194,7 @@ def answer(status: int, message: str) -> bytes:
         "Content-Type: application/json; charset=utf-8\r\n"
         "X-Content-Type-Options: nosniff\r\n"
         "Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\n"
+        "Referrer-Policy: no-referrer\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}"
     ).encode("ascii")
 

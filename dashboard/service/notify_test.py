@@ -41,5 +41,8 @@ def notify_test(config: Config, name: str, out: TextIO = sys.stdout) -> int:
     except (NotifyError, TimeoutError) as exc:
         print(f"{name}: the test message was not sent ({where}): {exc or 'timed out'}", file=out)
         return EXIT_FAILED
+    except Exception as exc:  # a notifier's own fault: one line still, and never its text (it may hold a secret)
+        print(f"{name}: the test message was not sent ({where}): {type(exc).__name__} in the notifier", file=out)
+        return EXIT_FAILED
     print(f"{name}: test message sent ({where}): {answer}", file=out)
     return 0
