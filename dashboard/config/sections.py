@@ -394,7 +394,7 @@ def _widget(widget_id: str, t: Table) -> WidgetConfig:
     # read in schema order: done() lists the known keys in the order they were read
     view = t.str("view", choices=tuple(VIEWS))
     title = t.str("title", widget_id)
-    every = t.duration("every", "5s", positive=True, least="10ms")  # at most 100 runs a second
+    every = t.duration("every", "5s", positive=True, least="1ms")  # at most 1,000 runs a second
     timeout = t.duration("timeout", min(every, 10.0), positive=True)
     on_change = t.bool("on_change", True)
     unit = t.str("unit", "")
