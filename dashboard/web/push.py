@@ -172,12 +172,13 @@ class PushBase(ApiHandler):
         if self.request.method == "POST":
             # [server] max_body is for every other request; a push has a limit of its own.
             self._connection().set_max_body_size(self.config.api.max_body + CHUNKED_SLACK)
-        if self.request.method == "POST" and self._declared_length() > self.config.api.max_body:
+        declared = declared_length(self.request.headers)
+        if self.request.method == "POST" and declared > self.config.api.max_body:
             # Answering now is the only way not to read the body (Tornado then closes the
             # connection). The answer still comes in the usual order: the token first.
             self._check_request_headers()
             # Tornado's own limit would otherwise add a bare "400 Bad Request" after ours.
-            self._connection().set_max_body_size(self._declared_length())
+            self._connection().set_max_body_size(declared)
             raise self._too_large_error()
 
     def _connection(self) -> HTTP1Connection:
@@ -198,9 +199,6 @@ class PushBase(ApiHandler):
         if status_code == 429:
             self.set_header("Retry-After", str(self._retry_after))
         super().write_error(status_code, **kwargs)
-
-    def _declared_length(self) -> int:
-        return declared_length(self.request.headers)
 
     def _too_large_error(self) -> tornado.web.HTTPError:
         limit = self.config.api.max_body
