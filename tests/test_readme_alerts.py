@@ -133,13 +133,13 @@ def test_the_five_minute_example_works_as_written(example):
     sed, serve = put_back.splitlines()
     assert example.shell(sed).returncode == 0
     example.background(serve, example.directory / "server.log")
-    wait_for_port(example.port, timeout=30)
+    wait_for_port(example.port, timeout=90)
 
     def first_value():
         sample = example.get("/api/widgets/cpu")["sample"]
         return sample["value"] if sample["id"] > before else None
 
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # as long as the first start may take on a loaded machine
     while (value := first_value()) is None:
         assert time.monotonic() < deadline, "no new CPU value after the restart"
         time.sleep(0.2)

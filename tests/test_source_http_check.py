@@ -305,9 +305,12 @@ async def test_the_bundled_self_check_is_ok_on_any_port(bundled_config, tmp_path
             sample = json.loads(response.body).get("sample") if response.code == 200 else None
             return sample if sample and sample["value"] else None
 
-        sample = await wait_until(self_check, timeout=30, interval=0.1, message="the self check's first value")
-        assert sample["status"] == "ok" and sample["value"]["state"] == "ok", sample
-        assert sample["value"]["code"] == 200
+        sample = await wait_until(self_check, timeout=50, interval=0.1, message="the self check's first value")
+        assert sample["status"] == "ok" and sample["value"]["code"] == 200, sample
+        # Reached, so never down; on a loaded machine the answer may rightly take longer
+        # than the bundled 500 ms and read "slow", which is a warning about time, not reach.
+        state = sample["value"]["state"]
+        assert state == "ok" or (state == "warn" and sample["value"]["detail"].startswith("slow: ")), sample
     finally:
         process.terminate()
         process.wait(timeout=20)
