@@ -40,7 +40,7 @@ def free_port() -> int:
 
 
 def wait_for_port(
-    port: int, timeout: float = 10.0, process: subprocess.Popen | None = None, log: Path | None = None
+    port: int, timeout: float = 30.0, process: subprocess.Popen | None = None, log: Path | None = None
 ) -> None:
     """Until 127.0.0.1:port accepts; fails at once if `process` exits first (with its `log`)."""
     deadline = time.monotonic() + timeout

@@ -85,7 +85,7 @@ async def health(server) -> tuple[int, dict]:
     return response.code, json.loads(response.body)
 
 
-async def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01, message: str = "condition"):
+async def wait_until(predicate, timeout: float = 20.0, interval: float = 0.01, message: str = "condition"):
     """Poll `predicate` (sync or async) until true, or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:

@@ -183,7 +183,7 @@ def leases(io_loop):
 async def test_one_lease_holder_and_a_handover_on_stop(redis_server, leases):
     (one, one_tickers), (two, two_tickers) = leases(redis_server.url), leases(redis_server.url)
     await one.start()
-    await wait_until(lambda: one.held, timeout=5, message="the first lease")
+    await wait_until(lambda: one.held, timeout=20, message="the first lease")
     await two.start()
     # The second tries every ttl/3; several tries later it still waits, and the first renewed meanwhile.
     await wait_until(lambda: two.attempts >= 5, timeout=10, message="the standby's tries")
@@ -191,7 +191,7 @@ async def test_one_lease_holder_and_a_handover_on_stop(redis_server, leases):
     assert one_tickers.starts == 1
     await one.stop()
     assert not one_tickers.running
-    await wait_until(lambda: two.held, timeout=5, message="the standby taking over")
+    await wait_until(lambda: two.held, timeout=20, message="the standby taking over")
     assert two_tickers.running and two_tickers.starts == 1
 
 
@@ -199,7 +199,7 @@ async def test_one_lease_holder_and_a_handover_on_stop(redis_server, leases):
 async def test_a_holder_cut_off_from_redis_stops_its_tickers_then_resumes(redis_server, leases):
     lease, tickers = leases(redis_server.url)
     await lease.start()
-    await wait_until(lambda: tickers.running, timeout=5, message="the lease")
+    await wait_until(lambda: tickers.running, timeout=20, message="the lease")
     redis_server.kill()
     # Before the key could expire (it is gone with Redis, but a partition looks the same
     # from here), the holder stops its own tickers.

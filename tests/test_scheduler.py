@@ -115,7 +115,7 @@ async def stored(store: Store, widget: str) -> list[tuple]:
     return [(s.value, s.status, s.message) for s in await store.history(widget)]
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_a_value_is_stored_only_when_it_changed(pipeline):
     source = Script(1, 1, 2, 2, 2, 1)
     scheduler, store, hub, time = await pipeline({"a": source}, a=NUMBER)
@@ -129,7 +129,7 @@ async def test_a_value_is_stored_only_when_it_changed(pipeline):
     assert time.delays["a"] == [10.0] * 6
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_on_change_false_stores_every_run(pipeline):
     scheduler, store, _hub, time = await pipeline({"a": Script(1, 1, 2, 2)}, a=NUMBER + "\non_change = false")
     scheduler.start()
@@ -138,7 +138,7 @@ async def test_on_change_false_stores_every_run(pipeline):
     assert [value for value, _, _ in await stored(store, "a")] == [1, 1, 2, 2]
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_the_value_from_before_a_restart_is_not_stored_again(pipeline):
     before = Sample(7, "a", None, 1)
     scheduler, store, _hub, time = await pipeline({"a": Script(1, 2)}, latest={"a": before}, a=NUMBER)
@@ -149,7 +149,7 @@ async def test_the_value_from_before_a_restart_is_not_stored_again(pipeline):
     assert await stored(store, "a") == [(2, "ok", None)]
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_a_source_that_never_returns_times_out(pipeline):
     scheduler, store, _hub, time = await pipeline({"a": Script(HANG)}, a=NUMBER + '\ntimeout = "50ms"')
     scheduler.start()
@@ -185,7 +185,7 @@ def test_backoff_doubles_up_to_a_cap(every, failures, expected):
     assert backoff(every, failures) == expected
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_failures_back_off_exponentially_and_recovery_resets(pipeline):
     boom = SourceError("boom")
     source = Script(*[boom] * 8, 1, 2, boom, 3)
@@ -197,7 +197,7 @@ async def test_failures_back_off_exponentially_and_recovery_resets(pipeline):
     assert scheduler.states["a"].failures == 0
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_an_error_keeps_the_last_good_value_and_is_stored_once_per_message(pipeline):
     boom, other = SourceError("boom"), SourceError("other")
     scheduler, store, hub, time = await pipeline({"a": Script(5, boom, boom, boom, other, 5, 5)}, a=NUMBER)
@@ -214,7 +214,7 @@ async def test_an_error_keeps_the_last_good_value_and_is_stored_once_per_message
     assert b'"status":"error","message":"boom"' in b"".join(hub.topic("main").chunks)
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_a_rejected_value_is_an_error_with_the_reason(pipeline):
     scheduler, store, _hub, time = await pipeline({"a": Script("fast", float("nan"), 3)}, a=NUMBER)
     scheduler.start()
@@ -227,7 +227,7 @@ async def test_a_rejected_value_is_an_error_with_the_reason(pipeline):
     ]
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_a_failing_or_hanging_source_does_not_stop_the_others(pipeline):
     sources = {
         "hangs": Script(HANG),
@@ -252,7 +252,7 @@ async def test_a_failing_or_hanging_source_does_not_stop_the_others(pipeline):
     assert scheduler.running
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_logs_only_when_a_source_starts_failing_and_when_it_recovers(pipeline, caplog):
     caplog.set_level(logging.INFO, logger="dashboard.scheduler")
     down = SourceError("down")
@@ -277,7 +277,7 @@ async def test_logs_only_when_a_source_starts_failing_and_when_it_recovers(pipel
     assert bug_record.exc_info[1] is bugs[0]
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_stop_cancels_every_loop_and_closes_the_sources(pipeline):
     sources = {"hangs": Script(HANG), "sleeps": Script(1)}
     scheduler, store, _hub, time = await pipeline(sources, hangs=NUMBER + '\ntimeout = "1h"', sleeps=NUMBER)
@@ -315,7 +315,7 @@ class Upstream:
             await emit(item)
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_a_streaming_source_is_restarted_with_backoff(pipeline):
     source = Upstream(
         [1, 2, SourceError("connection lost")],
@@ -376,7 +376,7 @@ class BadGoodbye(Script):
         raise OSError("socket already gone")
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_stop_closes_every_source_even_when_one_close_fails(pipeline, caplog):
     sources = {"bad": BadGoodbye(1), "good": Script(2)}
     scheduler, _store, _hub, time = await pipeline(sources, bad=NUMBER, good=NUMBER)

@@ -41,7 +41,7 @@ def sqlite_source(tmp_path, query: str, view: str = "number", extra: str = ""):
 # --- SQLite ---------------------------------------------------------------------------------
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_a_scalar_from_a_sqlite_path_relative_to_the_config(tmp_path, sqlite_file):
     source = sqlite_source(tmp_path, "SELECT sum(n) FROM counts")
     try:
@@ -53,7 +53,7 @@ async def test_a_scalar_from_a_sqlite_path_relative_to_the_config(tmp_path, sqli
         await source.close()
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_rows_for_a_list(tmp_path, sqlite_file):
     with sqlite3.connect(sqlite_file) as db:
         db.execute("INSERT INTO counts VALUES ('unknown', NULL)")
@@ -69,7 +69,7 @@ async def test_rows_for_a_list(tmp_path, sqlite_file):
         await source.close()
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_more_rows_than_a_list_shows_is_an_error(tmp_path, sqlite_file):
     with sqlite3.connect(sqlite_file) as db:
         db.executemany("INSERT INTO counts VALUES (?, ?)", [(f"r{i}", i) for i in range(300)])
@@ -89,7 +89,7 @@ async def test_more_rows_than_a_list_shows_is_an_error(tmp_path, sqlite_file):
         ("SELECT nonsense(", "incomplete input"),
     ],
 )
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_run_time_failures_are_source_errors(tmp_path, sqlite_file, query, message):
     source = sqlite_source(tmp_path, query)
     try:
@@ -99,7 +99,7 @@ async def test_run_time_failures_are_source_errors(tmp_path, sqlite_file, query,
         await source.close()
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_a_missing_sqlite_file_is_an_error_and_is_not_created(tmp_path):
     source = build(tmp_path, '{ kind = "sql", url = "sqlite+aiosqlite:///typo.db", query = "SELECT 1" }')
     try:
@@ -118,7 +118,7 @@ async def test_a_missing_sqlite_file_is_an_error_and_is_not_created(tmp_path):
         "DELETE FROM counts",
     ],
 )
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_sqlite_refuses_writes_that_got_past_the_build_check(tmp_path, sqlite_file, query):
     source = sqlite_source(tmp_path, "SELECT 1")
     source.query = query  # as if the build-time check had missed it

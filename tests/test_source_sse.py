@@ -176,7 +176,7 @@ MIXED = (
 )
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_an_event_name_and_a_path_pick_the_values(tmp_path, upstream):
     upstream.script = [respond(*MIXED, hold=True)]
     source = build(tmp_path, f'{{ kind = "sse", url = "{upstream.url()}", event = "cpu", path = "value" }}', "number")
@@ -187,7 +187,7 @@ async def test_an_event_name_and_a_path_pick_the_values(tmp_path, upstream):
     assert upstream.requests[0]["Accept"] == "text/event-stream"
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_without_an_event_name_every_event_but_hello_and_reload(tmp_path, upstream):
     upstream.script = [respond(*MIXED, hold=True)]
     source = build(tmp_path, f'{{ kind = "sse", url = "{upstream.url()}" }}')
@@ -195,7 +195,7 @@ async def test_without_an_event_name_every_event_but_hello_and_reload(tmp_path, 
         assert await running.count(5) == [{"value": 1}, {"value": 50}, {"value": 2}, "plain message", "end"]
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_text_format_takes_the_data_as_it_is(tmp_path, upstream):
     upstream.script = [respond(encode_event("line one\nline two"), encode_event('{"not": "parsed"}'), hold=True)]
     source = build(tmp_path, f'{{ kind = "sse", url = "{upstream.url()}", format = "text" }}')
@@ -203,7 +203,7 @@ async def test_text_format_takes_the_data_as_it_is(tmp_path, upstream):
         assert await running.count(2) == ["line one\nline two", '{"not": "parsed"}']
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_an_unreadable_event_is_reported_and_the_stream_goes_on(tmp_path, upstream):
     upstream.script = [respond(encode_event("{broken"), event({"other": 1}), event({"value": 3}), hold=True)]
     source = build(tmp_path, f'{{ kind = "sse", url = "{upstream.url()}", path = "value" }}', "number")
@@ -214,7 +214,7 @@ async def test_an_unreadable_event_is_reported_and_the_stream_goes_on(tmp_path, 
     assert third == 3
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_the_source_parses_like_the_spec(tmp_path, upstream):
     # The WHATWG cases of tests/test_sse.py, through the source's own connection, with
     # a BOM and a CRLF split across chunks.
@@ -241,7 +241,7 @@ async def test_the_source_parses_like_the_spec(tmp_path, upstream):
 # --- connections: redirects, reconnects, failures ---------------------------------------------
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_a_redirect_chain_is_followed(tmp_path, upstream):
     upstream.script = [respond(event(1), hold=True)]
     source = build(tmp_path, f'{{ kind = "sse", url = "{upstream.url("/hop/5")}" }}', "number")
@@ -249,7 +249,7 @@ async def test_a_redirect_chain_is_followed(tmp_path, upstream):
         assert await running.count(1) == [1]
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_more_than_five_redirects_fail(tmp_path, upstream):
     source = build(tmp_path, f'{{ kind = "sse", url = "{upstream.url("/hop/6")}" }}', "number")
     with pytest.raises(SourceError, match="more than 5 redirects"):
@@ -257,7 +257,7 @@ async def test_more_than_five_redirects_fail(tmp_path, upstream):
     assert upstream.requests == []
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_credentials_do_not_follow_a_redirect_to_another_origin(tmp_path, upstream):
     upstream.script = [respond(event(1), hold=True)]
     elsewhere = upstream.url("/hop/1") + "?to=" + upstream.url(host="localhost")
@@ -272,7 +272,7 @@ async def test_credentials_do_not_follow_a_redirect_to_another_origin(tmp_path, 
     assert "Authorization" not in upstream.requests[0]
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_a_reconnect_sends_last_event_id_and_resumes_without_duplicates(tmp_path, upstream):
     history = [(1, 10), (2, 20), (3, 30), (4, 40), (5, 50)]
     upstream.script = [replay(history, upto=3), replay(history, hold=True)]  # the first connection ends after id 3
@@ -283,7 +283,7 @@ async def test_a_reconnect_sends_last_event_id_and_resumes_without_duplicates(tm
     assert [request.get("Last-Event-ID") for request in upstream.requests] == [None, "3"]
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_the_upstream_retry_is_the_reconnect_delay(upstream):
     upstream.script = [respond(encode_retry(1234), event(1)), respond(event(2), hold=True)]
     delays = []
@@ -308,7 +308,7 @@ async def test_the_upstream_retry_is_the_reconnect_delay(upstream):
     assert source.retry_delay == 1.234
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_a_silent_connection_is_reopened_without_failing(tmp_path, upstream):
     upstream.script = [respond(event(1), hold=True), respond(event(2), hold=True)]
     source = build(tmp_path, f'{{ kind = "sse", url = "{upstream.url()}", idle_timeout = "200ms" }}', "number")
@@ -319,7 +319,7 @@ async def test_a_silent_connection_is_reopened_without_failing(tmp_path, upstrea
     await wait_until(lambda: upstream.disconnects == 2, message="both connections closed")
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_stopping_the_source_closes_the_upstream_connection(tmp_path, upstream):
     upstream.script = [respond(event(1), hold=True)]
     source = build(tmp_path, f'{{ kind = "sse", url = "{upstream.url()}" }}', "number")
@@ -340,7 +340,7 @@ async def test_stopping_the_source_closes_the_upstream_connection(tmp_path, upst
         ),
     ],
 )
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_a_bad_answer_is_a_source_error(tmp_path, upstream, answer, message):
     upstream.script = [answer]
     source = build(tmp_path, f'{{ kind = "sse", url = "{upstream.url()}?token=s3cret" }}', "number")
@@ -349,7 +349,7 @@ async def test_a_bad_answer_is_a_source_error(tmp_path, upstream, answer, messag
     assert "s3cret" not in str(caught.value)
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_nothing_listening_is_a_source_error(tmp_path):
     from tests.backends import free_port
 

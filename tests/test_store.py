@@ -33,7 +33,7 @@ def summary(samples) -> list[tuple]:
     return [(s.widget, s.value) for s in samples]
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_append_hands_out_growing_ids(store):
     first = await store_sample(store, "a", 1)
     second = await store_sample(store, "b", "x", "error", "down")
@@ -45,7 +45,7 @@ async def test_append_hands_out_growing_ids(store):
     assert await store.last_id() == ids[-1]
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_append_many_is_all_or_nothing(store):
     await store_sample(store, "a", 1)
     published = []
@@ -61,7 +61,7 @@ async def test_append_many_is_all_or_nothing(store):
     assert after.id == 2
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_the_recorder_publishes_the_committed_samples_in_order(store):
     seen = []
     out = await Recorder(store, seen.append).record_many([("a", 1, "ok", None), ("b", 2, "ok", None)])
@@ -69,7 +69,7 @@ async def test_the_recorder_publishes_the_committed_samples_in_order(store):
     assert [s.id for s in out] == sorted(s.id for s in out)
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_latest_is_the_newest_sample_of_each_widget(store):
     for widget, value in [("a", 1), ("b", 2), ("a", 3), ("a", 4), ("b", 5)]:
         await store_sample(store, widget, value)
@@ -81,7 +81,7 @@ async def test_latest_is_the_newest_sample_of_each_widget(store):
     assert latest["a"].ts.tzinfo is not None
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_history_since_limit_upto_are_oldest_first(store):
     ids = [(await store_sample(store, "a", value)).id for value in range(10)]
     await store_sample(store, "b", "other widget")
@@ -97,7 +97,7 @@ async def test_history_since_limit_upto_are_oldest_first(store):
     assert await store.history("nothing") == []
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_since_is_the_replay_of_several_widgets(store):
     rows = [("a", 1), ("b", 2), ("c", 3), ("a", 4), ("b", 5), ("c", 6)]
     ids = [(await store_sample(store, w, v)).id for w, v in rows]
@@ -109,7 +109,7 @@ async def test_since_is_the_replay_of_several_widgets(store):
     assert await store.since(["a"], ids[-1], limit=10) == []
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_prune_keeps_the_newest_sample_of_each_widget_and_deletes_in_batches(store):
     for value in range(10):
         await store_sample(store, "a", value)
@@ -137,7 +137,7 @@ async def test_prune_keeps_the_newest_sample_of_each_widget_and_deletes_in_batch
     assert (await store_sample(store, "a", 10)).id == last + 1
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_sqlite_runs_in_wal_mode(store):
     async with store.engine.connect() as conn:
         assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
@@ -150,12 +150,12 @@ async def test_sqlite_runs_in_wal_mode(store):
     assert pages == 10_000
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_ping(store):
     assert await store.ping() is True
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_samples_survive_a_restart(db_path):
     store = Store(url_of(db_path))
     await store.open()
@@ -175,7 +175,7 @@ async def test_samples_survive_a_restart(db_path):
         await again.close()
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_migrations_run_on_a_fresh_file_and_are_idempotent(db_path):
     assert not db_path.exists()
     store = Store(url_of(db_path))
@@ -195,7 +195,7 @@ async def test_migrations_run_on_a_fresh_file_and_are_idempotent(db_path):
     assert {"ix_samples_widget_ts", "ix_samples_ts"} <= indexes
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_open_without_migrate_leaves_the_schema_alone(db_path):
     store = Store(url_of(db_path))
     await store.open(migrate=False)
@@ -207,7 +207,7 @@ async def test_open_without_migrate_leaves_the_schema_alone(db_path):
         await store.close()
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_an_in_memory_database_is_written_through_the_engines_own_connection():
     # Another connection could not see it: the writer uses the engine's.
     store = Store("sqlite+aiosqlite://")
@@ -224,7 +224,7 @@ async def test_an_in_memory_database_is_written_through_the_engines_own_connecti
         await store.close()
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_an_id_never_comes_twice_even_when_the_newest_row_is_gone(store):
     written = await store.append_many([("a", n, "ok", None) for n in range(5)])
     await store.roll_up()
@@ -249,7 +249,7 @@ async def test_each_row_is_stored_under_the_id_handed_back_in_one_statement_or_s
     ]
 
 
-@pytest.mark.gen_test(timeout=10)
+@pytest.mark.gen_test(timeout=30)
 async def test_a_self_numbered_insert_that_fails_writes_nothing_and_takes_no_id(store):
     await store_sample(store, "a", 1)
     with pytest.raises(sqlite3.IntegrityError):
