@@ -5,11 +5,13 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from dashboard.core.events import Reload
 from dashboard.core.samples import Sample
 from dashboard.core.sse import decode
-from dashboard.hub.memory import Hub, Topic, TopicSettings, encode_sample
+from dashboard.hub.memory import BACKLOG_BYTES, BUFFER_BYTES, Hub, Topic, TopicSettings, encode_sample
 
 TS = datetime(2026, 11, 21, 10, 15, 2, 120000, tzinfo=UTC)
 
@@ -241,6 +243,28 @@ def test_topic_trims_to_size_when_twice_full():
     assert topic.ids == list(range(1, 9))
     topic.append(sample(9), b"x")
     assert (topic.ids, topic.floor) == ([6, 7, 8, 9], 5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    size=st.integers(1, 64),
+    lengths=st.lists(st.one_of(st.integers(0, 400_000), st.sampled_from([1, 65_536, 400_000])), max_size=80),
+)
+@example(size=64, lengths=[65_536] * 5 + [400_000] * 60 + [1] * 10)
+def test_a_topic_holds_bounded_bytes_yet_every_event_a_backlog_may_be_sent(size, lengths):
+    """Events of up to [api] max_body each: a topic keeps at most 2 x BUFFER_BYTES of them
+    (or the newest alone), yet never drops one that a reader behind by at most `size`
+    events and BACKLOG_BYTES would be sent from the buffer."""
+    topic = Topic("main", size, 0)
+    for event_id, length in enumerate(lengths, start=1):
+        topic.append(sample(event_id), b"x" * length)
+        assert topic.bytes == sum(map(len, topic.chunks)) and len(topic.ids) == len(topic.chunks)
+        assert topic.bytes <= max(2 * BUFFER_BYTES, length) and len(topic.ids) <= 2 * size
+        assert topic.ids[-1] == event_id and topic.floor == event_id - len(topic.ids)
+        newest = lengths[:event_id][-size:]
+        while len(newest) > 1 and sum(newest) > BACKLOG_BYTES:
+            newest = newest[1:]
+        assert len(topic.ids) >= len(newest), (len(topic.ids), len(newest))
 
 
 class DirectReader(Reader):

@@ -76,6 +76,10 @@ FELL_BEHIND = Gap("fell behind").encode()
 # unsent); more waiting for it: `gap` and the newest value of each widget instead. So a
 # slow reader costs at most this much of its own, however large the events.
 BACKLOG_BYTES = 2 * 1024 * 1024
+# Bytes of events a topic keeps, whatever [hub] buffer says: a reader is never sent more
+# than BACKLOG_BYTES from the buffer, so older ones serve nobody, while events of up to
+# [api] max_body each would otherwise hold buffer x 2 x max_body per dashboard.
+BUFFER_BYTES = 2 * BACKLOG_BYTES
 SUBSET_PREFIX = "~"  # a subset topic's name: "~a,b" (a dashboard id holds neither "~" nor ",")
 MAX_SUBSETS = 256
 SUBSET_BUFFER = 256  # events kept per subset topic: a resuming stream reads older ones from the database
@@ -112,6 +116,7 @@ class Topic:
         "_ticker",
         "batch",
         "behind",
+        "bytes",
         "caught_up",
         "chunks",
         "controls",
@@ -139,6 +144,7 @@ class Topic:
         self.size = size
         self.ids: list[float] = []  # positions: sample ids, and fractions after them for control events
         self.chunks: list[bytes] = []
+        self.bytes = 0  # of the chunks
         self.floor: float = floor
         self.position: float = floor  # the newest position: a sample id, or a control event's fraction after one
         self.last_id = floor  # the newest sample id: what a page may resume from
@@ -188,15 +194,26 @@ class Topic:
         self.ids.append(position)
         self.chunks.append(chunk)
         self.position = position
-        if len(self.ids) > 2 * self.size:
-            # Trim in halves rather than per event: amortised O(1), and bisect stays usable.
-            cut = len(self.ids) - self.size
-            self.floor = self.ids[cut - 1]
-            del self.ids[:cut]
-            del self.chunks[:cut]
+        self.bytes += len(chunk)
+        if len(self.ids) > 2 * self.size or self.bytes > 2 * BUFFER_BYTES:
+            self._trim()
         if (self.joined or self.behind) and self._pass is None:
             loop = asyncio.get_running_loop()
             self._pass = loop.call_later(self.batch, self._fan_out) if self.batch else loop.call_soon(self._fan_out)
+
+    def _trim(self) -> None:
+        """Drop the oldest events down to `size` of them and BUFFER_BYTES, the newest one
+        always kept: in halves rather than per event (amortised O(1)), so bisect stays usable."""
+        cut = max(0, len(self.ids) - self.size)
+        kept = self.bytes - sum(map(len, self.chunks[:cut]))
+        while kept > BUFFER_BYTES and cut < len(self.ids) - 1:
+            kept -= len(self.chunks[cut])
+            cut += 1
+        if cut:
+            self.floor = self.ids[cut - 1]
+            del self.ids[:cut]
+            del self.chunks[:cut]
+            self.bytes = kept
 
     def subscribe(self, reader) -> None:
         """Feed `reader` from its cursor on: what it missed now, new events as they come."""
