@@ -13,13 +13,18 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+import tornado.httputil
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dashboard.config import ConfigError, load_config
 from dashboard.core import auth
 from dashboard.core.auth import Viewer
+from dashboard.core.resources import resource_dir
 from dashboard.service.exposure import file_mode_warning, network_warning, written_secrets
+from dashboard.web.app import static_tag
 from dashboard.web.login import safe_next
-from dashboard.web.security import redact_uri
+from dashboard.web.security import REDACTED, SECRET_PARAMETERS, redact_uri
 from tests.configs import LOBBY_TOKEN, SECRET, dashboard, loopback_server, push_widgets, table
 from tests.helpers import StreamClient, wait_until, write_config
 from tests.webclient import WebClient, xsrf_field
@@ -259,7 +264,8 @@ def test_without_trusted_proxies_the_peer_is_the_client():
         ("/d/lobby?token=abc", "/d/lobby?token=[redacted]"),
         ("/d/lobby?kiosk=1&token=abc&x=2", "/d/lobby?kiosk=1&token=[redacted]&x=2"),
         ("/d/lobby?%74oken=abc", "/d/lobby?%74oken=[redacted]"),  # what the handler reads as "token"
-        ("/d/lobby?TOKEN=abc#top", "/d/lobby?TOKEN=[redacted]#top"),
+        ("/d/lobby?TOKEN=abc#top", "/d/lobby?TOKEN=[redacted]"),  # "#top" is the value, to the handler
+        ("/d/lobby?x=1#&token=abc", "/d/lobby?x=1#&token=[redacted]"),
         ("/a?tokens=1", "/a?tokens=1"),
         ("/d/lobby", "/d/lobby"),
         ("/x?token", "/x?token"),
@@ -267,6 +273,23 @@ def test_without_trusted_proxies_the_peer_is_the_client():
 )
 def test_secret_query_values_are_redacted_for_logs(uri, logged):
     assert redact_uri(uri) == logged
+
+
+QUERY_PART = st.text(st.sampled_from("aeknot_TOKEN%74=#&;+? /\x00\xe9"), max_size=12)
+
+
+@given(
+    st.lists(st.one_of(QUERY_PART, st.builds("{}={}".format, st.sampled_from(sorted(SECRET_PARAMETERS)), QUERY_PART)))
+)
+def test_no_secret_the_handler_would_read_survives_redaction(parts):
+    """Whatever the query, the handler's own parser finds only "[redacted]" under every
+    secret name in the URI that is logged."""
+    uri = "/d/lobby?" + "&".join(parts)
+    _, _, query = redact_uri(uri).partition("?")
+    arguments = tornado.httputil.parse_qs_bytes(query, keep_blank_values=True)
+    for name, values in arguments.items():
+        if name.strip().lower() in SECRET_PARAMETERS:
+            assert set(values) <= {REDACTED.encode()}, (uri, name, values)
 
 
 @pytest.mark.parametrize(
@@ -784,6 +807,33 @@ async def test_a_wrong_kiosk_token_is_401_and_never_logged(servers, caplog):
         assert guess not in reply.text
     assert guess not in caplog.text
     assert all(guess not in str(r.args) for r in caplog.records)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_hostile_addresses_log_no_secret_and_no_warning(servers, caplog):
+    """Static files, pages and the API alike: a 4xx is one INFO access line, and a
+    token in the query never reaches a log line, however the query is written."""
+    caplog.set_level(logging.DEBUG)
+    server = await servers.start(AUTH_CONFIG)
+    secret = "do-not-log-this-0123456789"
+    static = f"/static/{static_tag(resource_dir('static'))}"
+    client = WebClient(server.port)
+    for method, path, status in [
+        ("POST", f"{static}/page.js?token={secret}", 405),
+        ("DELETE", f"{static}/page.js?token={secret}", 405),
+        ("GET", f"{static}/../../pyproject.toml?token={secret}", 403),
+        ("GET", f"{static}/%2e%2e/%2e%2e/pyproject.toml?token={secret}", 403),
+        ("GET", f"{static}/missing.js?x=1#&token={secret}", 404),
+        ("GET", f"/d/lobby?x=1#&token={secret}", 401),
+        ("POST", f"/d/open?access_token={secret}", 405),
+        ("GET", f"/nowhere?x=%23&token={secret}", 404),
+    ]:
+        reply = await client.request(method, path)
+        assert reply.status == status, (method, path, reply.status)
+    assert secret not in caplog.text
+    assert all(secret not in str(r.args) for r in caplog.records)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == ["invalid kiosk token from 127.0.0.1"]  # the one a watcher of failed sign-ins reads
 
 
 @pytest.mark.gen_test(timeout=60)

@@ -7,11 +7,10 @@ from typing import Any
 
 import markupsafe
 import tornado.web
-from tornado.log import app_log
 
 from ..core import auth
 from .runtime import Runtime
-from .security import redact_uri, set_page_headers
+from .security import QuietErrorsMixin, redact_uri, set_page_headers
 from .sessions import viewers_of
 
 access_log = logging.getLogger("tornado.access")
@@ -50,7 +49,7 @@ def parse_bearer(authorization: str) -> str | None:
     return token
 
 
-class BaseHandler(tornado.web.RequestHandler):
+class BaseHandler(QuietErrorsMixin):
     # Handlers that take bearer tokens (the API, the stream) name their realm: a 401 then
     # says which scheme it wants.
     bearer_realm: str | None = None
@@ -69,12 +68,6 @@ class BaseHandler(tornado.web.RequestHandler):
     @property
     def config(self):
         return self.runtime.config
-
-    def check_xsrf_cookie(self) -> None:
-        method = (self.request.method or "").lower()
-        if getattr(type(self), method, None) is getattr(tornado.web.RequestHandler, method, None):
-            return  # a method not served here: the answer is 405, and there is nothing to forge
-        super().check_xsrf_cookie()
 
     @property
     def client_ip(self) -> str:
@@ -132,17 +125,8 @@ class BaseHandler(tornado.web.RequestHandler):
             return None
         return {"user": session.name if session else None}
 
-    def _request_summary(self) -> str:
-        # Tornado's warning lines for HTTP errors show the URI: no kiosk token in them.
-        return f"{self.request.method} {redact_uri(self.request.uri)} ({self.client_ip})"
-
-    def log_exception(self, typ, value, tb) -> None:
-        if isinstance(value, tornado.web.HTTPError):
-            # A 4xx is said once, by the access line; Tornado would add a WARNING of its own.
-            if value.status_code >= 500:
-                super().log_exception(typ, value, tb)
-        else:  # Tornado's own line adds repr(request), which holds the raw URI
-            app_log.error("Uncaught exception %s", self._request_summary(), exc_info=(typ, value, tb))
+    def log_client(self) -> str:
+        return self.client_ip
 
     def write_json(self, data: Any, status: int = 200) -> None:
         self.set_status(status)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from urllib.parse import unquote_plus
 
 import tornado.web
+from tornado.log import app_log
 
 # Query parameters whose value never reaches a log line (a kiosk link's token).
 SECRET_PARAMETERS = frozenset({"token", "access_token", "password", "secret", "_xsrf"})
@@ -52,7 +53,32 @@ def set_page_headers(handler: tornado.web.RequestHandler, frame_ancestors: tuple
         handler.clear_header("X-Frame-Options")
 
 
-class SecureStaticFileHandler(tornado.web.StaticFileHandler):
+class QuietErrorsMixin(tornado.web.RequestHandler):
+    """How every handler, static files included, logs its errors: a 4xx is said once,
+    by the access line (INFO: the client's mistake), and no line holds a secret from
+    the query. Tornado's own lines would add a WARNING per 4xx with the raw URI."""
+
+    def log_client(self) -> str:
+        return self.request.remote_ip or ""
+
+    def _request_summary(self) -> str:
+        return f"{self.request.method} {redact_uri(self.request.uri or '')} ({self.log_client()})"
+
+    def log_exception(self, typ, value, tb) -> None:
+        if isinstance(value, tornado.web.HTTPError):
+            if value.status_code >= 500:
+                super().log_exception(typ, value, tb)
+        else:  # Tornado's own line adds repr(request), which holds the raw URI
+            app_log.error("Uncaught exception %s", self._request_summary(), exc_info=(typ, value, tb))
+
+    def check_xsrf_cookie(self) -> None:
+        method = (self.request.method or "").lower()
+        if getattr(type(self), method, None) is getattr(tornado.web.RequestHandler, method, None):
+            return  # a method not served here: the answer is 405, and there is nothing to forge
+        super().check_xsrf_cookie()
+
+
+class SecureStaticFileHandler(QuietErrorsMixin, tornado.web.StaticFileHandler):
     def set_default_headers(self) -> None:  # also runs for its 404s
         set_common_headers(self)
         self.set_header("Content-Security-Policy", ASSET_POLICY)
@@ -74,18 +100,16 @@ class SecureStaticFileHandler(tornado.web.StaticFileHandler):
 
 def redact_uri(uri: str) -> str:
     """The URI with the value of every secret query parameter replaced, for logs.
-    Names are compared decoded ("%74oken" is "token" to the handler, too)."""
+    Names are compared decoded ("%74oken" is "token" to the handler, too), and the
+    query is split as the handler splits it: at "&" only ("#" in a request's URI is
+    data, never a fragment: a browser does not send one)."""
     path, mark, query = uri.partition("?")
     if not mark or "=" not in query:
         return uri
-    fragment = ""
-    query, hash_mark, rest = query.partition("#")
-    if hash_mark:
-        fragment = "#" + rest
     parts = []
     for part in query.split("&"):
         name, equals, _ = part.partition("=")
         if equals and unquote_plus(name).strip().lower() in SECRET_PARAMETERS:
             part = f"{name}={REDACTED}"
         parts.append(part)
-    return f"{path}?{'&'.join(parts)}{fragment}"
+    return f"{path}?{'&'.join(parts)}"
