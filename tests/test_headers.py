@@ -277,6 +277,17 @@ async def test_bodies_past_the_limit_are_refused_unread(servers):
         assert status == b"HTTP/1.1 413 Content Too Large", answer[:100]
         assert b"Content-Type: application/json; charset=utf-8" in headers and b"nosniff" in headers
         assert json.loads(body) == {"error": "body too large: at most 4096 bytes ([server] max_body)"}
+    # A length said twice ("n, n", or two headers) is n to Tornado, and so to the limit.
+    for lengths in (b"Content-Length: 1000000, 1000000\r\n", b"Content-Length: 1000000\r\nContent-Length: 1000000\r\n"):
+        answer = await raw_exchange(server.port, head.replace(b"Content-Length: 1000000\r\n", lengths) + b"a" * 8192)
+        assert answer.startswith(b"HTTP/1.1 413 Content Too Large"), answer[:100]
+    # Leading zeros count for nothing: this body fits, is read and stored.
+    push = (
+        b"POST /api/widgets/b HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-token-0123456789\r\n"
+        b"Content-Type: application/json\r\nConnection: close\r\nContent-Length: " + b"0" * 30 + b"12\r\n\r\n"
+    )
+    answer = await raw_exchange(server.port, push + b'{"value": 1}')
+    assert answer.startswith(b"HTTP/1.1 200 OK"), answer[:200]
     # Pushes keep their own limit ([api] max_body, 64KiB here), larger than the server's.
     body = b'{"value": "' + b"x" * 16384 + b'"}'
     reply = await WebClient(server.port).request(
@@ -289,33 +300,46 @@ async def test_bodies_past_the_limit_are_refused_unread(servers):
     assert (await WebClient(server.port).get("/healthz")).status == 200
 
 
+FRAMING = "malformed request: expected one Content-Length of digits"
+HEAD = "malformed request: expected a request line (method, target, HTTP/1.x) and header lines"
+
+
 @pytest.mark.parametrize(
-    "request_text",
+    "request_text, error",
     [
-        b"POST /api/silences HTTP/1.1\r\nHost: x\r\nContent-Length: 12,13\r\n\r\n",
-        b"POST /api/silences HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
-        b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Length: \xd9\xa1\r\n\r\n",  # an Arabic digit
-        b"POST /login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc",
-        b"POST /login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
-        b"POST /login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-        + b"1000\r\n"
-        + b"a" * 4096
-        + b"\r\n"
-        + b"1000\r\n"
-        + b"a" * 4096
-        + b"\r\n0\r\n\r\n",  # past max_body
-        b"POST /api/widgets/b HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n",
+        (b"GET / HTTP/9.1\r\nHost: x\r\n\r\n", HEAD),
+        (b"GET /\r\nHost: x\r\n\r\n", HEAD),
+        (b"GET / HTTP/1.1\r\nHost x\r\n\r\n", HEAD),  # no colon
+        (b"POST /api/widgets/b HTTP/1.1\r\nHost: x\r\nX-A: 1\x00\r\n\r\n", HEAD),
+    ]
+    + [
+        (text, FRAMING)
+        for text in [
+            b"POST /api/silences HTTP/1.1\r\nHost: x\r\nContent-Length: 12,13\r\n\r\n",
+            b"POST /api/silences HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+            b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Length: \xd9\xa1\r\n\r\n",  # an Arabic digit
+            b"POST /login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc",
+            b"POST /login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+            b"POST /login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"1000\r\n"
+            + b"a" * 4096
+            + b"\r\n"
+            + b"1000\r\n"
+            + b"a" * 4096
+            + b"\r\n0\r\n\r\n",  # past max_body
+            b"POST /api/widgets/b HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n",
+        ]
     ],
 )
 @pytest.mark.gen_test(timeout=60)
-async def test_a_request_that_cannot_be_read_gets_a_whole_json_400(servers, request_text, caplog):
+async def test_a_request_that_cannot_be_read_gets_a_whole_json_400(servers, request_text, error, caplog):
     server = await servers.start(AUTH_CONFIG.replace('grace = "2s"', 'grace = "2s"\nmax_body = "4KiB"'))
     answer = await raw_exchange(server.port, request_text)
     status, _, rest = answer.partition(b"\r\n")
     headers, _, body = rest.partition(b"\r\n\r\n")
     assert status == b"HTTP/1.1 400 Bad Request", answer[:100]
     assert b"Content-Type: application/json; charset=utf-8" in headers and b"Connection: close" in headers
-    assert json.loads(body)["error"].startswith("malformed request: expected one Content-Length of digits")
+    assert json.loads(body)["error"].startswith(error)
     assert not [r for r in caplog.records if r.getMessage().startswith("Malformed HTTP message")]  # counted instead
     assert (await WebClient(server.port).get("/healthz")).status == 200
 

@@ -169,16 +169,18 @@ class RequestStream(IOStream):
 
     def write(self, data: bytes | memoryview) -> Any:
         if data == TORNADO_400 and self in self.server.waiting:
-            # Tornado could not read the request (its framing: Content-Length, Transfer-Encoding,
-            # a chunk) and says only this before it closes: the same in full, as JSON.
+            # Tornado could not read the request (its head, or its framing: Content-Length,
+            # Transfer-Encoding, a chunk) and says only this before it closes: the same in
+            # full, as JSON, naming the part it could not read.
             self.server.closings.note("requests that could not be read answered 400")
-            data = answer(400, MALFORMED)
+            data = answer(400, MALFORMED_HEAD if self.reading_head else MALFORMED_BODY)
         return super().write(data)
 
 
 # What Tornado writes, and nothing else, when it cannot read a request (HTTP1Connection).
 TORNADO_400 = b"HTTP/1.1 400 Bad Request\r\n\r\n"
-MALFORMED = (
+MALFORMED_HEAD = "malformed request: expected a request line (method, target, HTTP/1.x) and header lines of name: value"
+MALFORMED_BODY = (
     "malformed request: expected one Content-Length of digits or Transfer-Encoding: chunked, "
     "and a body that keeps to it"
 )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 import tornado.httputil
@@ -88,13 +89,21 @@ def bad_request(message: str) -> tornado.web.HTTPError:
     return http_error(400, message)
 
 
+_LENGTH_SEPARATOR = re.compile(r",\s*")  # as HTTP1Connection splits a list of lengths
+
+
 def declared_length(headers: tornado.httputil.HTTPHeaders) -> int:
-    """The body length a request's head announces; 0 for none (chunked), or for one
-    Tornado refuses itself (not digits)."""
-    raw = headers.get("Content-Length", "")
+    """The body length a request's head announces, read as Tornado reads it ("n, n" and
+    repeated headers are n; leading zeros count for nothing); 0 for none (chunked), or
+    for one Tornado refuses itself (not digits, or unequal lengths)."""
+    pieces = set(_LENGTH_SEPARATOR.split(headers.get("Content-Length", "")))
+    if len(pieces) != 1:
+        return 0
+    raw = pieces.pop()
     if not (raw.isascii() and raw.isdigit()):
         return 0
-    return int(raw) if len(raw) <= 18 else 10**18  # int() refuses thousands of digits
+    raw = raw.lstrip("0")
+    return int(raw or "0") if len(raw) <= 18 else 10**18  # int() refuses thousands of digits
 
 
 def push_token_name(handler: BaseHandler) -> str:
