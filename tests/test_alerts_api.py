@@ -18,6 +18,7 @@ from tests.test_auth import ALICE_HASH, ALICE_PASSWORD, PUSH_TOKEN, SECRET
 from tests.webclient import WebClient, xsrf_field
 
 TOKEN_HEADERS = {"Authorization": f"Bearer {PUSH_TOKEN}", "Content-Type": "application/json"}
+READ_TOKEN = "ops-read-token-0123456789"
 
 
 def config_text(port: int) -> str:
@@ -25,6 +26,7 @@ def config_text(port: int) -> str:
         loopback_server(grace="1s")
         + table("api", tokens={"test": PUSH_TOKEN})
         + table("auth", secret=SECRET, users={"alice": ALICE_HASH})
+        + table("auth.readers.opsbot", token=READ_TOKEN, dashboards=["ops"])
         + table("alerts", notify=["hook"], group_window="0s")
         + notifier("hook", "webhook", url=f"http://127.0.0.1:{port}/hook")
         + notifier("gone", "webhook", url=refused_url("/x"), retries=0, timeout="1s")
@@ -85,6 +87,13 @@ async def test_the_api_lists_open_and_recent_alerts_with_filters(servers, receiv
     assert [e["state"] for e in one.json()["events"]] == ["firing", "resolved"]
     secret_id = everything["alerts"][0]["id"]
     assert (await client.get(f"/api/alerts/{secret_id}")).status == 404
+    # A read token sees what its dashboards show (and the public ones), as on /api/widgets.
+    reader = {"Authorization": f"Bearer {READ_TOKEN}"}
+    assert [a["widget"] for a in (await alerts(client, "", reader))["alerts"]] == ["secret", "cpu"]
+    assert (await client.get(f"/api/alerts/{secret_id}", reader)).json()["widget"] == "secret"
+    ack = await client.request("POST", f"/api/alerts/{secret_id}/ack", {**reader, "Content-Type": "application/json"})
+    assert ack.status == 401, ack.text  # reading is not acknowledging
+    assert (await client.get("/api/silences", reader)).status == 401
 
 
 @pytest.mark.parametrize(
