@@ -276,6 +276,7 @@ CASES = [
     ("empty body", "POST", "/api/widgets/a", AUTH_JSON, b"", 400, "invalid JSON"),
     ("not UTF-8", "POST", "/api/widgets/a", AUTH_JSON, b'{"value": "\xff"}', 400, "invalid JSON: not UTF-8"),
     ("NaN", "POST", "/api/widgets/a", AUTH_JSON, b'{"value": NaN}', 400, "NaN is not JSON"),
+    ("past the doubles, to text", "POST", "/api/widgets/b", AUTH_JSON, b'{"value": 1e400}', 400, "finite number"),
     (
         "nested too deeply",
         "POST",

@@ -86,6 +86,9 @@ REJECTED = [
     ("text", True, "expected text, got true"),
     ("text", {"a": 1}, "expected text, got dict"),
     ("text", ["x"], "expected text, got list"),
+    ("text", math.inf, "expected text or a finite number, got inf"),  # JSON's 1e400
+    ("list", [[math.nan, 1]], "expected text or a finite number, got nan"),
+    ("status", {"state": "ok", "detail": -math.inf}, "expected text or a finite number, got -inf"),
     ("list", "a, b", "expected a list of rows, got text 'a, b'"),
     ("list", {"label": "x"}, "expected a list of rows, got dict"),
     ("list", ["r"] * (MAX_LIST_ROWS + 1), f"expected at most {MAX_LIST_ROWS} rows, got {MAX_LIST_ROWS + 1}"),

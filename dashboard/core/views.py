@@ -71,6 +71,9 @@ def _number(value: Any) -> float | int:
 def _text(value: Any) -> str:
     if isinstance(value, str):
         return value
+    if isinstance(value, float) and not math.isfinite(value):
+        # JSON's 1e400 arrives as inf: shown as "inf" it would say what was never sent.
+        raise ValueRejected(f"expected text or a finite number, got {value}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     raise ValueRejected(f"expected text, got {_describe(value)}")
