@@ -354,7 +354,13 @@ class StreamHandler(CorsMixin, BaseHandler):
 
     async def _send(self, stream: LiveStream, chunks: list[bytes]) -> None:
         """The opening, which the client must take within [server] body_timeout: a client
-        that never reads it is closed, not kept (with it) until it leaves."""
+        that never reads it is closed, not kept (with it) until it leaves. The socket is
+        tuned first: with the kernel's own send buffer (up to 4 MiB) a whole replay would
+        fit in it, the flush would end at once, and the limit would hold nothing."""
+        connection = self.request.connection
+        assert isinstance(connection, HTTP1Connection)  # the server speaks HTTP/1.x only
+        if connection.stream is not None and connection.stream.socket is not None:
+            tune_stream_socket(connection.stream.socket)
         data = b"".join(chunks)
         self.write(data)
         stream.events_sent += len(chunks)
@@ -483,8 +489,7 @@ class LiveStream:
         self.socket = sock
         self.send = sock.send
         self.fd = sock.fileno()
-        self.chunked = self.direct = chunked
-        tune_stream_socket(sock)
+        self.chunked = self.direct = chunked  # the socket was tuned for the opening (_send)
         asyncio.get_running_loop().add_reader(self.fd, self._readable)
         self.cursor = cursor
         self.keepalive = server.keepalive
