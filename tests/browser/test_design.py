@@ -81,11 +81,14 @@ async def test_the_wall_screen_fills_its_grid_and_shows_every_numeral_whole(serv
     )
     # Small text reads at 4.5:1 or better against its card (WCAG AA).
     for selector in ("#w-disk .updated", "#w-cpu .gauge-scale", "#w-cpu_graph .x-label"):
-        colours = await page.eval_on_selector(
-            selector,
-            "el => [getComputedStyle(el).color === 'rgba(0, 0, 0, 0)' ? getComputedStyle(el).fill : "
+        # Found and read in one evaluation: a live sample redraws a graph's labels, and an
+        # element found in one call may be gone from the page by the next.
+        colours = await page.evaluate(
+            "selector => { const el = document.querySelector(selector); return ["
+            "getComputedStyle(el).color === 'rgba(0, 0, 0, 0)' ? getComputedStyle(el).fill : "
             "(el instanceof SVGElement ? getComputedStyle(el).fill : getComputedStyle(el).color), "
-            "getComputedStyle(el.closest('.widget')).backgroundColor]",
+            "getComputedStyle(el.closest('.widget')).backgroundColor]; }",
+            selector,
         )
         assert await page.evaluate(CONTRAST, colours) >= 4.5, (selector, colours)
     assert log.problems() == []
