@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import pwd
+import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,7 +113,21 @@ def _user() -> str:
         return f"uid {os.geteuid()}"
 
 
-def _reason(exc: BaseException) -> str:
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    try:
+        import asyncpg  # an optional backend: only when installed
+    except ImportError:
+        return ()
+    return (asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+# What a database (or the way to it) can raise through the store: SQLAlchemy's wrapped
+# errors, and the drivers' own where the writers use a driver directly.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, DBAPIError, OSError, *_driver_errors())
+
+
+def database_reason(exc: BaseException) -> str:
+    """What the database (or the way to it) said, in one line."""
     if isinstance(exc, DBAPIError) and exc.orig is not None:
         exc = exc.orig
     if isinstance(exc, OSError) and exc.strerror:
@@ -121,7 +136,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def describe_open_failure(url: str, exc: BaseException) -> str:
-    reason = _reason(exc)
+    reason = database_reason(exc)
     path = sqlite_file(url)
     if path is None:
         address = make_url(url)  # the password stays out of the message
@@ -188,13 +203,16 @@ class Store:
             if migrate:
                 await self.migrate()
             self.writer = await make_writer(self.engine, roll_up_every=self.roll_up_every)
-        except (OSError, DBAPIError) as exc:
+            if migrate:
+                await self.roll_up()  # what a crash left out of the rollups, before anything prunes it
+        except DATABASE_ERRORS as exc:  # a database locked by another program past the wait, too
+            if self.writer is not None:
+                await self.writer.close()
+                self.writer = None
             if self.engine is not None:
                 await self.engine.dispose()
                 self.engine = None
             raise StoreUnavailable(describe_open_failure(self.url, exc)) from exc
-        if migrate:
-            await self.roll_up()  # what a crash left out of the rollups, before anything prunes it
 
     async def migrate(self) -> None:
         async with self._engine.begin() as conn:
