@@ -299,3 +299,14 @@ async def test_what_tail_cannot_follow_ends_it_with_a_reason(servers, tails, tmp
     unknown = await tails("nope", "--config", str(config))
     assert await unknown.exit_status() == 2
     assert unknown.err == [f"error: {config}: no dashboard 'nope' (there are: main, other)"]
+    for url, problem in [
+        ("http://[::1/events/main", "Invalid IPv6 URL"),
+        ("http://127.0.0.1:99999/x", "Port out of range 0-65535"),
+        ("http://127.0.0.1:abc/x", "Port could not be cast to integer value as 'abc'"),
+        ("http:///events/main", "expected http(s)://HOST[:PORT]/PATH, with a host and no spaces"),
+        ("http://a b/x", "expected http(s)://HOST[:PORT]/PATH, with a host and no spaces"),
+        ("http://127.0.0.1:0/x", "expected a port from 1 to 65535, got 0"),
+    ]:
+        bad = await tails(url)
+        assert await bad.exit_status() == 2
+        assert bad.err == [f"error: URL {url!r}: {problem}"]

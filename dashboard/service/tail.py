@@ -67,7 +67,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def stream_url(args: argparse.Namespace) -> str:
     """The URL to follow; ConfigError for a DASHBOARD the config does not have."""
     if args.target.startswith(("http://", "https://")):
-        url = args.target
+        url = checked_url(args.target)
     else:
         config = load_config(args.config)
         if config.dashboard(args.target) is None:
@@ -83,6 +83,21 @@ def stream_url(args: argparse.Namespace) -> str:
         query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "widgets"]
         query.append(("widgets", ",".join(args.widget)))
         url = urlunsplit(parts._replace(query=urlencode(query, safe=",")))
+    return url
+
+
+def checked_url(url: str) -> str:
+    """The URL, or ConfigError saying what is wrong with it (a host, a port)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError for one out of range or not a number
+    except ValueError as exc:
+        raise ConfigError(f"URL {visible(url)!r}: {exc}") from None
+    host = parts.hostname or ""
+    if not host or any(c.isspace() or unicodedata.category(c) in HIDDEN for c in parts.netloc):
+        raise ConfigError(f"URL {visible(url)!r}: expected http(s)://HOST[:PORT]/PATH, with a host and no spaces")
+    if port == 0:
+        raise ConfigError(f"URL {visible(url)!r}: expected a port from 1 to 65535, got 0")
     return url
 
 
