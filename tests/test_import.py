@@ -9,9 +9,11 @@ import asyncio
 import json
 import os
 import pty
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from contextlib import closing
 from datetime import UTC, datetime
 
@@ -37,6 +39,7 @@ CONFIG = (
     + push_widget("up", "status")
     + push_widgets(note="text")
     + widget("clock", "clock")
+    + push_widget("old", "number", enabled=False)
 )
 T0 = 1_790_000_000  # 2026-09-21T14:13:20Z
 
@@ -97,8 +100,29 @@ def test_csv_and_ndjson_are_imported_with_ids_below_zero_and_values_as_their_vie
         ("unknown widget", "widget,ts,value\ncpu,1,1\nmem,1,1\n", 3, 'widget: unknown widget "mem"'),
         ("clock", "widget,ts,value\nclock,1,1\n", 2, 'widget: widget "clock" is a clock and takes no values'),
         ("ts", "widget,ts,value\ncpu,yesterday,1\n", 2, "expected ISO 8601 or Unix seconds, got 'yesterday'"),
-        ("ts before 1970", "widget,ts,value\ncpu,-5,1\n", 2, "ts: expected a time from 1970 on, got '-5'"),
-        ("ts nan", "widget,ts,value\ncpu,nan,1\n", 2, "ts: expected a time from 1970 on, got 'nan'"),
+        ("disabled", "widget,ts,value\nold,1,1\n", 2, 'widget: widget "old" is disabled (enabled = false)'),
+        ("ts before 1970", "widget,ts,value\ncpu,-5,1\n", 2, 'ts: expected a time from 1970 to 9999, got "-5"'),
+        ("ts past 9999", "widget,ts,value\ncpu,1e300,1\n", 2, 'ts: expected a time from 1970 to 9999, got "1e300"'),
+        ("ts nan", "widget,ts,value\ncpu,nan,1\n", 2, "ts: expected ISO 8601 or Unix seconds, got 'nan'"),
+        ("ts _", "widget,ts,value\ncpu,1_790_000_000,1\n", 2, "ts: expected ISO 8601 or Unix seconds, got '1_790"),
+        (
+            "ts of 400 digits",
+            '{"widget": "cpu", "ts": 1' + "0" * 400 + ', "value": 1}\n',
+            1,
+            'ts: expected a time from 1970 to 9999, got "1000000000000000000000000000000000000..."',
+        ),
+        ("ts 1e400", '{"widget": "cpu", "ts": 1e400, "value": 1}\n', 1, "ts: expected a time from 1970 to 9999"),
+        # A record's line is where it starts, also when a quoted field goes on over lines.
+        ("record over lines", 'widget,ts,value\ncpu,bad,"[1,\n2,\n3]"\n', 2, "ts: expected ISO 8601"),
+        ("CR line ends", "widget,ts,value\rcpu,1,1\r", 1, "expected CSV with lines ending in LF or CRLF, got: "),
+        ("CR in a field", "widget,ts,value\ncpu,17\r00,1\n", 2, "expected CSV with lines ending in LF or CRLF, got: "),
+        (
+            "a field past the limit",
+            'widget,ts,value\nnote,1,"""' + ("x" * 500_000 + "\n") * 3 + '"""\n',
+            2,
+            "expected CSV with lines ending in LF or CRLF, got: field larger than field limit (1048576)",
+        ),
+        ("a line past the limit", "widget,ts,value\nnote,1," + "1" * 1_100_000 + "\n", 2, "expected lines of at most"),
         (
             "not json",
             "widget,ts,value\ncpu,1,1\ncpu,2,high\n",
@@ -179,6 +203,96 @@ def test_the_command_line_refuses_files_elsewhere_and_wants_some_for_import(tmp_
     missing = run_import(config, tmp_path / "nowhere.csv")
     assert missing.returncode == 2
     assert missing.stderr == f"error: {tmp_path / 'nowhere.csv'}: cannot read it: No such file or directory\n"
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)  # opening it would wait for a writer for ever
+    weird = tmp_path / "new\nline\x1b[2J.csv"
+    weird.mkdir()
+    for path, problem in [
+        (fifo, "expected a regular file, got a FIFO (write it to a file first)"),
+        ("/dev/zero", "expected a regular file, got a character device"),
+        (weird, "expected a regular file, got a directory"),
+    ]:
+        result = run_import(config, path)
+        assert result.returncode == 2
+        shown = str(path).replace("\n", "\\x0a").replace("\x1b", "\\x1b")  # as a terminal cannot act on it
+        assert result.stderr == f"error: {shown}: {problem}\n"
+
+
+def test_an_interrupted_import_stores_nothing_of_its_file_and_says_so(tmp_path):
+    config = write_config(tmp_path, CONFIG)
+    data = tmp_path / "big.csv"
+    data.write_text("widget,ts,value\n" + "".join(f"cpu,{T0 + i},{i % 100}\n" for i in range(400_000)))
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), "import", "--config", str(config), str(data)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Interrupted once it reads the file (it holds it open), not before.
+        deadline = time.monotonic() + 60
+        while str(data) not in {os.path.realpath(f"/proc/{process.pid}/fd/{fd}") for fd in _fds(process.pid)}:
+            assert process.poll() is None and time.monotonic() < deadline, "the import never opened its file"
+            time.sleep(0.005)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert err == "error: import interrupted: the file being imported was not stored\n"
+    assert rows_of(tmp_path / "data" / "import.db") == []
+
+
+def _fds(pid: int) -> list[str]:
+    try:
+        return os.listdir(f"/proc/{pid}/fd")
+    except FileNotFoundError:
+        return []
+
+
+def test_what_csv_and_ndjson_allow_is_imported(tmp_path):
+    """A text past CSV's own field limit (128 KiB) and within a value's; NDJSON after a
+    blank line."""
+    config = write_config(tmp_path, CONFIG)
+    long = tmp_path / "long.csv"
+    long.write_text(f'widget,ts,value\nnote,{T0},"""' + "y" * 200_000 + '"""\n')
+    spaced = tmp_path / "spaced.ndjson"
+    spaced.write_text(f'\n  {{"widget": "note", "ts": {T0 + 1}, "value": "z"}}\n')
+    result = run_import(config, long, spaced)
+    assert result.returncode == 0, result.stderr
+    assert [
+        (w, len(json.loads(v)))
+        for _, w, _, v, _ in sorted(rows_of(tmp_path / "data" / "import.db"), key=lambda r: r[2])
+    ] == [
+        ("note", 200_000),
+        ("note", 1),
+    ]
+
+
+def test_a_database_that_cannot_take_the_import_is_exit_1_and_one_line(tmp_path):
+    config = write_config(tmp_path, CONFIG)
+    data = tmp_path / "ok.csv"
+    data.write_text(f"widget,ts,value\ncpu,{T0},1\n")
+    assert run_import(config, data).returncode == 0
+    # Another program holds the write lock past the wait (30 s): refused, nothing stored.
+    database = tmp_path / "data" / "import.db"
+    with closing(sqlite3.connect(database, isolation_level=None)) as other:
+        other.execute("BEGIN EXCLUSIVE")
+        locked = run_import(config, data)
+        other.execute("ROLLBACK")
+    assert locked.returncode == 1
+    assert (
+        locked.stderr == f"error: cannot open the database: cannot open the database {database}: database is locked\n"
+    )
+    assert len(rows_of(database)) == 1
+    # A file that is no database.
+    database.unlink()
+    database.write_bytes(b"not a database" * 1000)
+    damaged = run_import(config, data)
+    assert damaged.returncode == 1
+    assert damaged.stderr.startswith(f"error: cannot open the database: the database {database} is damaged")
+    assert len(damaged.stderr.splitlines()) == 1
 
 
 def test_a_terminal_gets_a_progress_line(tmp_path):

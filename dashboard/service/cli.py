@@ -146,7 +146,12 @@ def main(argv: list[str] | None = None, prog: str = "dashboard") -> int:
     if args.command == "import":
         from dashboard.service.importing import import_files
 
-        return asyncio.run(import_files(config, args.files, sys.stdout, sys.stderr))
+        try:
+            return asyncio.run(import_files(config, args.files, sys.stdout, sys.stderr))
+        except KeyboardInterrupt:  # the file being read was rolled back as the task was cancelled
+            below = "\n" if sys.stderr.isatty() else ""  # the progress line and the ^C stay
+            print(f"{below}error: import interrupted: the file being imported was not stored", file=sys.stderr)
+            return 130
     if args.processes > 1:
         from dashboard.service.supervisor import supervise
         from dashboard.service.systemd import Notifier, watchdog_interval

@@ -12,10 +12,13 @@ import time
 from typing import TextIO
 
 from ..config import Config
+from ..core.resources import ResourceMissing
 from ..storage.importer import ImportFailed, import_file
-from ..storage.store import Store
+from ..storage.store import DATABASE_ERRORS, Store, StoreUnavailable, database_reason
+from .tail import visible
 
 EXIT_BAD_INPUT = 2
+EXIT_DATABASE = 1
 
 
 class ProgressLine:
@@ -50,28 +53,36 @@ class ProgressLine:
 
 
 async def import_files(config: Config, files: list[str], out: TextIO, err: TextIO) -> int:
-    """Import each file in turn; 0, or 2 with one line `error: FILE:LINE: what` at the
-    first file that cannot be imported (the files before it stay imported)."""
+    """Import each file in turn; 0, or one line `error: ...` at the first file that cannot
+    be imported (the files before it stay imported): 2 when the file is at fault
+    (`error: FILE:LINE: what`), 1 when the database is (it cannot be opened, or refused
+    the import: locked by another program for longer than its wait, say)."""
     store = Store(config.storage.url)
-    await store.open(migrate=True)
+    try:
+        await store.open(migrate=True)
+    except (StoreUnavailable, ResourceMissing) as exc:
+        print(f"error: cannot open the database: {exc}", file=err)
+        return EXIT_DATABASE
     try:
         for name in files:
-            progress = ProgressLine(name, err) if err.isatty() else None
+            progress = ProgressLine(visible(name), err) if err.isatty() else None
             started = time.monotonic()
             try:
                 rows = await import_file(store, config, name, progress=progress)
             except ImportFailed as exc:
                 _clear(progress)
-                print(f"error: {exc}", file=err)
+                where = f"{visible(exc.file)}:{exc.line}" if exc.line else visible(exc.file)
+                print(f"error: {where}: {exc.problem}", file=err)
                 return EXIT_BAD_INPUT
-            except OSError as exc:
+            except DATABASE_ERRORS as exc:
                 _clear(progress)
-                print(f"error: {name}: cannot read it: {exc.strerror or exc}", file=err)
-                return EXIT_BAD_INPUT
+                print(f"error: {visible(name)}: not imported, nothing of it stored: {database_reason(exc)}", file=err)
+                return EXIT_DATABASE
             _clear(progress)
             seconds = time.monotonic() - started
             print(
-                f"{name}: {rows:,} rows imported in {seconds:.1f} s ({rows / seconds if seconds else 0:,.0f} rows/s)",
+                f"{visible(name)}: {rows:,} rows imported in {seconds:.1f} s "
+                f"({rows / seconds if seconds else 0:,.0f} rows/s)",
                 file=out,
             )
     finally:

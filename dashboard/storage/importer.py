@@ -6,6 +6,8 @@ and the rollups (`run.py import`, dashboard/service/cli.py).
   when its first character is "{".
 - ts is ISO 8601 (no offset: UTC) or Unix seconds; a CSV value is a number or JSON
   (text in double quotes), an NDJSON value any JSON.
+- A file is a regular file (a FIFO or a device could block or never end) of lines
+  of at most MAX_LINE bytes: what a file holds costs at most that much memory.
 - Each widget must exist and take values, and each value goes through the same
   check as every other way in (dashboard.core.views.accept).
 - A file is imported all or nothing: rows are staged as the file is read and moved
@@ -25,18 +27,24 @@ import csv
 import json
 import math
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from ..config import Config
 from ..core.times import parse_time
+from ..core.values import MAX_VALUE_BYTES
 from ..core.views import VIEWS, ValueRejected, accept
 from .rollups import TIERS, tier_retention
 from .store import Store
 from .writer import ImportRow
 
 CHUNK = 20_000  # rows staged at a time
+# A line (and a CSV field) at most: the largest value, quoted as CSV quotes it, and more.
+MAX_LINE = 4 * MAX_VALUE_BYTES
+csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE))
+LATEST = 253402300800  # 10000-01-01 in Unix seconds: a datetime ends before it
 BOM = b"\xef\xbb\xbf"
 COLUMNS = ("widget", "ts", "value")
 # (bytes read, bytes in the file, rows read): called every chunk, and once at the end.
@@ -82,14 +90,19 @@ class Rows:
         if isinstance(ts, str):
             try:
                 seconds = float(ts)  # Unix seconds, the common case, fast
+                if "_" in ts or not math.isfinite(seconds):  # float() takes "1_000", "nan" and "inf"
+                    raise ValueError
             except ValueError:
-                seconds = parse_time(ts)
+                try:
+                    seconds = parse_time(ts)
+                except ValueError as exc:
+                    raise ValueError(f"ts: {exc}") from None
         elif isinstance(ts, (int, float)) and not isinstance(ts, bool):
-            seconds = float(ts)
+            seconds = ts if isinstance(ts, float) or abs(ts) < LATEST else math.inf  # float() of 10**400 overflows
         else:
             raise ValueError(f"ts: expected ISO 8601 or Unix seconds, got {json.dumps(ts)}")
-        if not (math.isfinite(seconds) and 0 <= seconds < 253402300800):  # 1970 to 9999
-            raise ValueError(f"ts: expected a time from 1970 on, got {ts!r}")
+        if not (0 <= seconds < LATEST):  # also false for NaN
+            raise ValueError(f"ts: expected a time from 1970 to 9999, got {_shown(str(ts))}")
         try:
             stored = accept(view, value, self.maps.get(widget))
         except ValueRejected as exc:
@@ -102,13 +115,15 @@ class Rows:
         if not isinstance(widget, str):
             return f"widget: expected a widget id, got {json.dumps(widget)}"
         known = self.config.widgets.get(widget)
+        if known is None and widget in self.config.disabled_widgets:
+            return f"widget: widget {_shown(widget)} is disabled (enabled = false)"
         if known is None:
             return f"widget: unknown widget {_shown(widget)}"
         return f"widget: widget {_shown(widget)} is a {known.view} and takes no values"
 
     def csv_rows(self, lines: Iterator[str], name: str) -> Iterator[ImportRow]:
         reader = csv.reader(lines)
-        header = next(reader, None)
+        header = _csv_record(reader, name, 1)
         if header is None:
             return
         header = [column.strip() for column in header]
@@ -116,9 +131,13 @@ class Rows:
             got = _shown(",".join(header))
             raise ImportFailed(name, 1, f"expected a header with the columns widget, ts and value, got {got}")
         w, t, v = (header.index(column) for column in COLUMNS)
-        for fields in reader:
+        while True:
+            start = reader.line_num + 1  # a quoted field may go on over several lines: its record starts here
+            fields = _csv_record(reader, name, start)
+            if fields is None:
+                return
             if fields:  # not a blank line
-                yield self._csv_row(fields, w, t, v, name, reader.line_num)
+                yield self._csv_row(fields, w, t, v, name, start)
 
     def _csv_row(self, fields: list[str], w: int, t: int, v: int, name: str, line: int) -> ImportRow:
         if len(fields) != 3:
@@ -153,19 +172,40 @@ class Rows:
             raise ImportFailed(name, line, str(exc)) from None
 
 
+def _csv_record(reader: Any, name: str, line: int) -> list[str] | None:
+    """The next record of a CSV reader, which starts on `line` (None at the end);
+    ImportFailed for one it cannot read."""
+    try:
+        return next(reader, None)
+    except csv.Error as exc:
+        # A field over MAX_LINE, or a CR in an unquoted field (a file with CR line ends).
+        raise ImportFailed(name, line, f"expected CSV with lines ending in LF or CRLF, got: {exc}") from None
+
+
 async def import_file(
     store: Store, config: Config, path: str | os.PathLike, *, progress: Progress | None = None
 ) -> int:
-    """Import one file, all or nothing; the rows imported. ImportFailed for a bad row
-    (nothing of the file is then stored); OSError when it cannot be read."""
+    """Import one file, all or nothing; the rows imported. ImportFailed for a bad row, or
+    a file that cannot be read (nothing of the file is then stored); one of the store's
+    DATABASE_ERRORS when the database refuses it."""
     name = str(path)
     rows = Rows(config)
-    # Read in the loop on purpose: parsing is the import's work, and the loop has nothing
-    # else to do meanwhile but hand chunks to the writer.
-    with open(path, "rb") as raw:  # noqa: ASYNC230
-        size = os.fstat(raw.fileno()).st_size
-        first = raw.read(4).removeprefix(BOM)[:1]
-        raw.seek(0)
+    try:
+        kind = stat.S_IFMT(os.stat(path).st_mode)  # before open(): opening a FIFO waits for a writer
+        if kind != stat.S_IFREG:
+            raise ImportFailed(name, None, f"expected a regular file, got {_KINDS.get(kind, 'something else')}")
+        # Read in the loop on purpose: parsing is the import's work, and the loop has nothing
+        # else to do meanwhile but hand chunks to the writer.
+        raw = open(path, "rb")  # noqa: ASYNC230, SIM115 - closed below
+    except OSError as exc:
+        raise ImportFailed(name, None, f"cannot read it: {exc.strerror or exc}") from None
+    with raw:
+        try:
+            size = os.fstat(raw.fileno()).st_size
+            first = raw.read(64).removeprefix(BOM).lstrip()[:1]  # NDJSON may start with a blank line
+            raw.seek(0)
+        except OSError as exc:
+            raise ImportFailed(name, None, f"cannot read it: {exc.strerror or exc}") from None
         parse = rows.ndjson_rows if first == b"{" else rows.csv_rows
         session = await store.begin_import()
         try:
@@ -185,10 +225,30 @@ def _worth_keeping(config: Config, now: float) -> dict[int, int]:
     return {tier: int(now - kept[tier]) // tier * tier for tier in TIERS}
 
 
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO (write it to a file first)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
 def _lines(raw: IO[bytes], name: str) -> Iterator[str]:
     """The file's lines as text, each decoded on its own: a byte that is not UTF-8 is
     reported on its line (a decoder reading ahead would say "somewhere")."""
-    for number, line in enumerate(raw, start=1):
+    readline = raw.readline
+    number = 0
+    while True:
+        try:
+            line = readline(MAX_LINE + 1)
+        except OSError as exc:
+            raise ImportFailed(name, number + 1, f"cannot read it: {exc.strerror or exc}") from None
+        if not line:
+            return
+        number += 1
+        if len(line) > MAX_LINE:
+            raise ImportFailed(name, number, f"expected lines of at most {MAX_LINE} bytes")
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as exc:
