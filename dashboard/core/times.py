@@ -20,6 +20,8 @@ def parse_time(text: str) -> float:
     text = text.strip()
     if _UNIX.fullmatch(text):
         return float(text)
+    if text.endswith("z"):  # RFC 3339 allows a lower-case Z, which fromisoformat() does not take
+        text = text[:-1] + "Z"
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
