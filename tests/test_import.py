@@ -103,8 +103,15 @@ def test_csv_and_ndjson_are_imported_with_ids_below_zero_and_values_as_their_vie
         ("disabled", "widget,ts,value\nold,1,1\n", 2, 'widget: widget "old" is disabled (enabled = false)'),
         ("ts before 1970", "widget,ts,value\ncpu,-5,1\n", 2, 'ts: expected a time from 1970 to 9999, got "-5"'),
         ("ts past 9999", "widget,ts,value\ncpu,1e300,1\n", 2, 'ts: expected a time from 1970 to 9999, got "1e300"'),
+        ("ts in the future", "widget,ts,value\ncpu,9999-12-31T23:59:59Z,1\n", 2, "ts: expected a time before now"),
         ("ts nan", "widget,ts,value\ncpu,nan,1\n", 2, "ts: expected ISO 8601 or Unix seconds, got 'nan'"),
         ("ts _", "widget,ts,value\ncpu,1_790_000_000,1\n", 2, "ts: expected ISO 8601 or Unix seconds, got '1_790"),
+        (
+            "ts in other digits",
+            "widget,ts,value\ncpu,١٧٩٠٠٠٠٠٠٠,1\n",
+            2,
+            "ts: expected ISO 8601 or Unix seconds, got '١٧٩",
+        ),
         (
             "ts of 400 digits",
             '{"widget": "cpu", "ts": 1' + "0" * 400 + ', "value": 1}\n',

@@ -111,6 +111,9 @@ async def test_from_and_to_are_iso_unix_seconds_or_relative_and_default_to_the_h
     assert (unix["from"], unix["to"]) == (base * 1000, (base + 3600) * 1000)
     ten_minutes = (await series(server, "cpu", **{"from": "-10m"})).json()
     assert math.isclose((ten_minutes["to"] - ten_minutes["from"]) / 1000, 600, abs_tol=2)
+    # A `to` alone: the widget's history before it.
+    earlier = (await series(server, "cpu", to=base)).json()
+    assert (earlier["from"], earlier["to"]) == ((base - 3600) * 1000, base * 1000)
 
 
 @pytest.mark.parametrize(
@@ -133,6 +136,11 @@ async def test_from_and_to_are_iso_unix_seconds_or_relative_and_default_to_the_h
         ("points=many", "points: expected a whole number, got 'many'"),
         ("from=now&to=-1h", "from: expected a time before to"),
         ("from=-1", "from: expected a time after 1970"),
+        ("to=0", "to: expected a time after 1970"),
+        (
+            "from=%D9%A1%D9%A7%D9%A9%D9%A6",  # Arabic-Indic digits: no Unix seconds
+            'from: expected ISO 8601, Unix seconds, a time back from now like "-30d" or "-10m", or "now", got \'١٧٩٦\'',
+        ),
         ("from=-4000d", "from: expected a range of at most ten years"),
         ("from=999999999990&to=999999999999", "to: expected a time before the year 10000"),
         (

@@ -10,7 +10,7 @@ import math
 import re
 from datetime import UTC, datetime
 
-_UNIX = re.compile(r"-?\d{1,12}(\.\d{1,9})?")
+_UNIX = re.compile(r"-?[0-9]{1,12}(\.[0-9]{1,9})?")  # ASCII digits: \d takes any script's
 
 
 def parse_time(text: str) -> float:

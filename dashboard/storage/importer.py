@@ -45,6 +45,7 @@ CHUNK = 20_000  # rows staged at a time
 MAX_LINE = 4 * MAX_VALUE_BYTES
 csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE))
 LATEST = 253402300800  # 10000-01-01 in Unix seconds: a datetime ends before it
+CLOCK_SKEW = 60.0  # seconds a row may be dated after the import starts: another machine's clock
 BOM = b"\xef\xbb\xbf"
 COLUMNS = ("widget", "ts", "value")
 # (bytes read, bytes in the file, rows read): called every chunk, and once at the end.
@@ -81,6 +82,9 @@ class Rows:
         self.views = {w.id: w.view for w in config.widgets.values() if w.source is not None and VIEWS[w.view].values}
         self.maps = {w.id: w.value_map for w in config.widgets.values() if w.value_map}  # `map`, as for a push
         self.config = config
+        # History, not the future: a row dated later would be every widget's "latest" for
+        # as long as the future lasts (a CSV in local time without an offset, say).
+        self.until = time.time() + CLOCK_SKEW
 
     def row(self, widget: Any, ts: Any, value: Any) -> ImportRow:
         """ValueError with what is wrong."""
@@ -90,7 +94,8 @@ class Rows:
         if isinstance(ts, str):
             try:
                 seconds = float(ts)  # Unix seconds, the common case, fast
-                if "_" in ts or not math.isfinite(seconds):  # float() takes "1_000", "nan" and "inf"
+                if "_" in ts or not ts.isascii() or not math.isfinite(seconds):
+                    # float() takes "1_000", "nan", "inf" and any script's digits
                     raise ValueError
             except ValueError:
                 try:
@@ -103,6 +108,11 @@ class Rows:
             raise ValueError(f"ts: expected ISO 8601 or Unix seconds, got {json.dumps(ts)}")
         if not (0 <= seconds < LATEST):  # also false for NaN
             raise ValueError(f"ts: expected a time from 1970 to 9999, got {_shown(str(ts))}")
+        if seconds > self.until:
+            raise ValueError(
+                f"ts: expected a time before now (history: not the future; without an offset a time is UTC), "
+                f"got {_shown(str(ts))}"
+            )
         try:
             stored = accept(view, value, self.maps.get(widget))
         except ValueRejected as exc:

@@ -94,7 +94,10 @@ class SeriesHandler(ApiHandler):
         widget = self.widget_or_404(widget_id)
         now = time.time()
         end = self._instant("to", now, now)
-        start = self._instant("from", now - widget.history, now)
+        if end <= 0:
+            raise tornado.web.HTTPError(400, "to: expected a time after 1970")
+        # Without a from: the widget's history before `to` (from 1970 on).
+        start = self._instant("from", max(0.0, end - widget.history), now)
         if not start < end:
             raise tornado.web.HTTPError(400, "from: expected a time before to")
         if start < 0:
