@@ -311,6 +311,10 @@ HEAD = "malformed request: expected a request line (method, target, HTTP/1.x) an
         (b"GET /\r\nHost: x\r\n\r\n", HEAD),
         (b"GET / HTTP/1.1\r\nHost x\r\n\r\n", HEAD),  # no colon
         (b"POST /api/widgets/b HTTP/1.1\r\nHost: x\r\nX-A: 1\x00\r\n\r\n", HEAD),
+        (
+            b"GET /api/widgets/a/series?" + b"a=1&" * 1001 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+            "malformed request: expected a query of at most 1000 parameters",
+        ),
     ]
     + [
         (text, FRAMING)

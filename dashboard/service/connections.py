@@ -156,11 +156,22 @@ class RequestStream(IOStream):
         super().__init__(connection, **kwargs)
         self.server = server
         self.reading_head = True  # set by GuardedHTTPServer as each request starts and its head arrives
+        self.unreadable: str | None = None  # why Tornado could not make a request of a head it read
 
     def close(self, exc_info: Any = False) -> None:
         if self.reading_head and not self.closed() and isinstance(_error_of(exc_info), UnsatisfiableReadError):
             self._refuse_head()
         super().close(exc_info)
+
+    def _malformed(self) -> str:
+        if self.reading_head:
+            return MALFORMED_HEAD
+        if self.unreadable is None:
+            return MALFORMED_BODY
+        if self.unreadable.startswith("Invalid query string"):
+            limit = tornado.httputil.ParseUrlEncodedConfig().max_arguments  # Tornado's default, kept here
+            return f"malformed request: expected a query of at most {limit} parameters"
+        return f"malformed request: {self.unreadable}"
 
     def _refuse_head(self) -> None:
         limit = self.server.limits.max_header
@@ -173,7 +184,7 @@ class RequestStream(IOStream):
             # Transfer-Encoding, a chunk) and says only this before it closes: the same in
             # full, as JSON, naming the part it could not read.
             self.server.closings.note("requests that could not be read answered 400")
-            data = answer(400, MALFORMED_HEAD if self.reading_head else MALFORMED_BODY)
+            data = answer(400, self._malformed())
         return super().write(data)
 
 
@@ -253,7 +264,14 @@ class _Watched(tornado.httputil.HTTPMessageDelegate):
             stream.close()
             self.server.closings.note(f"bodies over max_body answered 413 ({limit} bytes)")
             return None
-        return self.delegate.headers_received(start_line, headers)
+        try:
+            return self.delegate.headers_received(start_line, headers)
+        except tornado.httputil.HTTPInputError as exc:
+            # Tornado read the head, and then could not make a request of it: its query has
+            # more parameters than Tornado takes, say. Tornado answers its bare 400 next.
+            if isinstance(self.stream, RequestStream):
+                self.stream.unreadable = str(exc)
+            raise
 
     def data_received(self, chunk: bytes) -> Any:
         return self.delegate.data_received(chunk)
