@@ -179,6 +179,8 @@ async def test_api_history_since_and_limit(servers):
     assert values(body) == [1, 2, 3, 4, 5]
     _, body = await get_json(server, "/api/widgets/c/history?since=0&limit=1")
     assert values(body) == [99]
+    _, body = await get_json(server, "/api/widgets/c/history?since=" + "0" * 30 + "&limit=" + "0" * 30 + "1")
+    assert values(body) == [99]  # leading zeros count for nothing, also past 18 digits
     code, body = await get_json(server, "/api/widgets/nope/history")
     assert code == 404 and "error" in body
 
@@ -195,7 +197,11 @@ async def test_api_history_since_and_limit(servers):
         ("limit=5%25", "limit: expected a whole number, got '5%'"),
         ("since=-1", "since: expected a whole number, got '-1'"),
         ("since=abc", "since: expected a whole number, got 'abc'"),
-        ("since=99999999999999999999", "since: expected a whole number, got '99999999999999999999'"),
+        (
+            "since=99999999999999999999",
+            "since: expected a number from 0 to 999999999999999999, got 99999999999999999999",
+        ),
+        ("limit=0000000000000000000", "limit: expected a number from 1 to 1000, got 0"),  # zeros count for nothing
         ("since=%D9%A3", "since: expected a whole number, got '\u0663'"),  # an Arabic-Indic digit
     ],
 )

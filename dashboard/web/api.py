@@ -13,6 +13,8 @@ from .base import BaseHandler
 from .cors import CorsMixin
 from .sessions import api_denied
 
+LARGEST = 10**18 - 1  # a query's number at most (event ids are sample ids: of up to 18 digits)
+
 
 def sample_json(sample: Sample | None) -> dict[str, Any] | None:
     if sample is None:
@@ -46,13 +48,15 @@ class ApiHandler(CorsMixin, BaseHandler):
         raw = self.get_query_argument(name, None)
         if raw is None:
             return default
-        if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        if not (raw.isascii() and raw.isdigit()):
             # The text goes in as an argument: Tornado doubles a "%" in a message without any.
             raise tornado.web.HTTPError(400, "%s: expected a whole number, got %r", name, raw[:40])
-        value = int(raw)
-        if value < low or (high is not None and value > high):
-            bound = f"from {low} to {high}" if high is not None else f"of at least {low}"
-            raise tornado.web.HTTPError(400, f"{name}: expected a number {bound}, got {value}")
+        digits = raw.lstrip("0") or "0"  # leading zeros count for nothing
+        top = high if high is not None else LARGEST
+        value = int(digits) if len(digits) <= 18 else None  # int() refuses thousands of digits
+        if value is None or not low <= value <= top:
+            shown = digits if len(digits) <= 40 else digits[:37] + "..."
+            raise tornado.web.HTTPError(400, f"{name}: expected a number from {low} to {top}, got {shown}")
         return value
 
 
