@@ -810,6 +810,23 @@ async def test_a_wrong_kiosk_token_is_401_and_never_logged(servers, caplog):
 
 
 @pytest.mark.gen_test(timeout=60)
+async def test_without_kiosk_tokens_a_token_in_the_address_is_ignored(servers, caplog):
+    caplog.set_level(logging.DEBUG)
+    server = await servers.start(
+        loopback_server(grace="2s")
+        + table("auth", secret=SECRET, users={"alice": ALICE_HASH})
+        + dashboard("open", ["a"])
+        + dashboard("ops", ["c"], auth="password")
+        + push_widgets(a="number", c="number")
+    )
+    client = WebClient(server.port)
+    for path in ("/d/open?token=x", "/d/open?token=", "/?token=abc", "/w/a?token=x"):
+        assert (await client.get(path)).status == 200, path
+    assert (await client.get("/d/ops?token=x")).status == 303  # to the login page, as without it
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.gen_test(timeout=60)
 async def test_hostile_addresses_log_no_secret_and_no_warning(servers, caplog):
     """Static files, pages and the API alike: a 4xx is one INFO access line, and a
     token in the query never reaches a log line, however the query is written."""

@@ -124,9 +124,9 @@ def exchange_kiosk_token(handler) -> bool:
     browser to the same address without it (303), so that the token leaves the address
     bar and the history. True when the answer was sent."""
     offered = handler.get_query_argument("token", None)
-    if offered is None:
-        return False
     config = handler.config.auth
+    if offered is None or not config.tokens:
+        return False  # no kiosk token is set up: a stray ?token= opens nothing and closes nothing
     name = auth.match_token(config.tokens, offered) if config.secret else None
     if name is None:
         log.warning("invalid kiosk token from %s", handler.client_ip)
