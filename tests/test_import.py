@@ -29,6 +29,7 @@ from tests.configs import dashboard, loopback_server, push_widget, push_widgets,
 from tests.helpers import TOKEN, StreamClient, write_config
 from tests.process import ROOT
 from tests.test_rollups import as_rows, assert_same, brute_force
+from tests.test_store import INEXACT_AS_TEXT
 from tests.webclient import WebClient
 
 CONFIG = (
@@ -258,6 +259,20 @@ def _fds(pid: int) -> list[str]:
         return []
 
 
+def test_every_imported_float_is_stored_as_the_very_same_double(tmp_path):
+    config = write_config(tmp_path, CONFIG)
+    csv_file, ndjson_file = tmp_path / "floats.csv", tmp_path / "floats.ndjson"
+    csv_file.write_text("widget,ts,value\n" + "".join(f"cpu,{T0 + i},{v!r}\n" for i, v in enumerate(INEXACT_AS_TEXT)))
+    ndjson_file.write_text(
+        "".join(json.dumps({"widget": "cpu", "ts": T0 + i, "value": v}) + "\n" for i, v in enumerate(INEXACT_AS_TEXT))
+    )
+    for data in (csv_file, ndjson_file):
+        assert run_import(config, data).returncode == 0
+    with closing(sqlite3.connect(tmp_path / "data" / "import.db")) as db:
+        stored = [v for (v,) in db.execute("SELECT value FROM samples ORDER BY id")]
+    assert stored == INEXACT_AS_TEXT * 2  # each file in its order (the later one below)
+
+
 def test_what_csv_and_ndjson_allow_is_imported(tmp_path):
     """A text past CSV's own field limit (128 KiB) and within a value's; NDJSON after a
     blank line."""
@@ -376,7 +391,7 @@ async def test_pushes_go_on_while_an_import_moves_its_rows_in(servers, tmp_path)
 @pytest.mark.gen_test(timeout=60)
 async def test_an_import_on_postgresql_is_all_or_nothing_and_rolled_up(pg_url, tmp_path):
     config = load_config(write_config(tmp_path, CONFIG.replace("sqlite+aiosqlite:///data/import.db", pg_url)))
-    rows = [("cpu", T0 + 17.5 * i, (i * 13) % 50, "ok") for i in range(2000)]
+    rows = [("cpu", T0 + 17.5 * i, (i * 13) % 50 + (0.5 if i % 2 else 0), "ok") for i in range(2000)]  # ints, floats
     good = tmp_path / "good.csv"
     good.write_text("widget,ts,value\n" + "".join(f"{w},{s},{v}\n" for w, s, v, _ in rows))
     bad = tmp_path / "bad.csv"

@@ -118,7 +118,8 @@ class Rows:
         except ValueRejected as exc:
             raise ValueError(f"value: widget {_shown(widget)} ({view}): {exc}") from None
         kind = type(stored)
-        encoded = repr(stored) if kind is float else str(stored) if kind is int else json.dumps(stored, allow_nan=False)
+        # A float as itself (SQLite's reading of decimal text is not exact: storage/writer.py).
+        encoded = stored if kind is float else str(stored) if kind is int else json.dumps(stored, allow_nan=False)
         return widget, round(seconds * 1_000_000), encoded
 
     def _widget_problem(self, widget: Any) -> str:
