@@ -163,6 +163,13 @@ def test_a_bad_port_option():
     assert result.stderr == "error: --port: expected a port from 0 to 65535, got 70000\n"
 
 
+@pytest.mark.parametrize("host", ["::zz", "a b"])
+def test_a_bad_host_option_is_named_as_the_option(host):
+    result = run("check", "--host", host)
+    assert result.returncode == 2
+    assert result.stderr == f"error: --host: expected an IP address or a host name that resolves, got {host!r}\n"
+
+
 def test_migrate_creates_the_database_and_can_run_again(tmp_path):
     path = write_config(tmp_path, GOOD)
     for _ in range(2):

@@ -107,14 +107,24 @@ def _server(t: Table) -> ServerConfig:
     return server
 
 
-def _listen_host(t: Table) -> str:
-    """An address to listen on: an IP address, or a name that resolves now (it is looked
-    up again when the server starts; one that does not resolve would stop it there)."""
-    host = t.str("host", "127.0.0.1")
+LISTEN_HOST = "expected an IP address or a host name that resolves"
+
+
+def listens(host: str) -> bool:
+    """Whether the server could listen on `host`: an IP address, or a name that resolves
+    now (it is looked up again when the server starts; one that does not resolve would
+    stop it there)."""
     try:
         socket.getaddrinfo(host or None, 0, flags=socket.AI_PASSIVE)
     except (OSError, UnicodeError):
-        raise t.error("host", f"expected an IP address or a host name that resolves, got {show(host)}") from None
+        return False
+    return True
+
+
+def _listen_host(t: Table) -> str:
+    host = t.str("host", "127.0.0.1")
+    if not listens(host):
+        raise t.error("host", f"{LISTEN_HOST}, got {show(host)}")
     return host
 
 

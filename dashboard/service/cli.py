@@ -13,6 +13,7 @@ import os
 import sys
 
 from dashboard.config import ConfigError, load_config
+from dashboard.config.sections import LISTEN_HOST, listens
 
 EXIT_CONFIG = 2
 EXIT_CANNOT_START = 1
@@ -87,6 +88,8 @@ def load(args: argparse.Namespace):
     if changes:
         if "port" in changes and not 0 <= changes["port"] <= 65535:
             raise ConfigError(f"--port: expected a port from 0 to 65535, got {changes['port']}")
+        if "host" in changes and not listens(changes["host"]):
+            raise ConfigError(f"--host: {LISTEN_HOST}, got {changes['host']!r}")
         config = dataclasses.replace(config, server=dataclasses.replace(config.server, **changes))
     return config
 
