@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import tornado.httputil
 import tornado.web
 
 from .. import __version__
@@ -25,6 +26,7 @@ from .alerts import AckHandler, AlertHandler, AlertsHandler, SilenceHandler, Sil
 from .api import HistoryHandler
 from .badge import BadgeHandler
 from .base import BaseHandler, NotFoundHandler, log_access
+from .fast_push import SINGLE_PUSH_PATH, AnswerHeaders, FastPush
 from .health import HealthHandler, MetricsHandler
 from .login import LoginHandler, LogoutHandler
 from .metrics import Metrics
@@ -114,7 +116,8 @@ def make_runtime(config: Config, hub: Hub, store: Store, instance: str) -> Runti
 
 def make_app(runtime: Runtime, **settings: Any) -> tornado.web.Application:
     handler_args = dict(runtime=runtime)
-    push_args = dict(runtime=runtime, push_limiter=RateLimiter())  # [api] rate, per token
+    push_limiter = RateLimiter()  # [api] rate, per token
+    push_args = dict(runtime=runtime, push_limiter=push_limiter)
     # Tornado tries the routes in order, one regex each: the busiest (pushes) come first.
     routes: list[tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]] = [
         # GET reads (web/api.py), POST pushes with a bearer token (web/push.py)
@@ -155,7 +158,27 @@ def make_app(runtime: Runtime, **settings: Any) -> tornado.web.Application:
         static_handler_class=SecureStaticFileHandler,
         log_function=log_request,
     )
-    return tornado.web.Application(routes, **{**defaults, **settings})
+    return DashboardApplication(routes, runtime, push_limiter, **{**defaults, **settings})
+
+
+class DashboardApplication(tornado.web.Application):
+    """The URL table, with single pushes taken below the RequestHandler when plain
+    (web/fast_push.py). The setting fast_push=False turns that off (tests compare)."""
+
+    def __init__(self, routes: Any, runtime: Runtime, push_limiter: RateLimiter, **settings: Any):
+        super().__init__(routes, **settings)
+        self.runtime = runtime
+        self.push_limiter = push_limiter
+        self.answer_headers = AnswerHeaders()
+        self.fast_pushes = 0
+
+    def find_handler(self, request: tornado.httputil.HTTPServerRequest, **kwargs: Any) -> Any:
+        if request.method == "POST" and not self.transforms and self.settings.get("fast_push", True):
+            match = SINGLE_PUSH_PATH.fullmatch(request.path)
+            if match is not None:
+                route = super().find_handler
+                return FastPush(self, request, match.group(1), lambda: route(request, **kwargs))
+        return super().find_handler(request, **kwargs)
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:

@@ -6,6 +6,7 @@ from http import HTTPStatus
 from typing import Any
 
 import markupsafe
+import tornado.httputil
 import tornado.web
 
 from ..core import auth
@@ -49,6 +50,24 @@ def parse_bearer(authorization: str) -> str | None:
     return token
 
 
+def bearer_token(headers: tornado.httputil.HTTPHeaders) -> bytes | None:
+    """The bearer token of the Authorization header, as the bytes the client sent
+    (header values arrive decoded as Latin-1: encoding back gives them), or None.
+    Tokens are taken from this header only, never from the URL, which is logged."""
+    token = parse_bearer(headers.get("Authorization", ""))
+    return token.encode("latin-1", "replace") if token is not None else None
+
+
+def client_ip(request: tornado.httputil.HTTPServerRequest, trusted_proxies: tuple[auth.Network, ...]) -> str:
+    """The client's address: the peer's, or the one a trusted proxy ([server]
+    trusted_proxies) forwarded (never Tornado's xheaders, which would believe any client)."""
+    peer = request.remote_ip or ""  # None only for a request not from a socket
+    if not trusted_proxies:
+        return peer
+    forwarded = ",".join(request.headers.get_list("X-Forwarded-For"))
+    return auth.client_address(peer, forwarded, trusted_proxies)
+
+
 class BaseHandler(QuietErrorsMixin):
     # Handlers that take bearer tokens (the API, the stream) name their realm: a 401 then
     # says which scheme it wants.
@@ -71,14 +90,7 @@ class BaseHandler(QuietErrorsMixin):
 
     @property
     def client_ip(self) -> str:
-        """The client's address: the peer's, or the one a trusted proxy forwarded
-        (never Tornado's xheaders, which would believe any client)."""
-        peer = self.request.remote_ip or ""  # None only for a request not from a socket
-        networks = self.config.server.trusted_proxies
-        if not networks:
-            return peer
-        forwarded = ",".join(self.request.headers.get_list("X-Forwarded-For"))
-        return auth.client_address(peer, forwarded, networks)
+        return client_ip(self.request, self.config.server.trusted_proxies)
 
     @property
     def is_https(self) -> bool:
@@ -89,11 +101,7 @@ class BaseHandler(QuietErrorsMixin):
         return proto == "https" and auth.is_trusted(self.request.remote_ip or "", networks)
 
     def bearer_token(self) -> bytes | None:
-        """The bearer token of the Authorization header, as the bytes the client sent
-        (header values arrive decoded as Latin-1: encoding back gives them), or None.
-        Tokens are taken from this header only, never from the URL, which is logged."""
-        token = parse_bearer(self.request.headers.get("Authorization", ""))
-        return token.encode("latin-1", "replace") if token is not None else None
+        return bearer_token(self.request.headers)
 
     @property
     def viewers(self):

@@ -18,17 +18,20 @@ Deliberate oddities, please read before "fixing":
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import tornado.httputil
 import tornado.web
 from tornado.http1connection import HTTP1Connection
 
+from ..config.model import WidgetConfig as Widget
 from ..core.auth import match_token
-from ..core.samples import ERROR, OK, format_ts
+from ..core.samples import ERROR, OK, Sample, format_ts
 from ..core.values import clean_message
 from ..core.views import ValueRejected, accept
 from .api import ApiHandler, WidgetHandler, WidgetsHandler
@@ -45,6 +48,11 @@ _SHOWN = 40  # names from a request body are cut to this many characters in mess
 # A chunked body past [api] max_body is read on and dropped so that the answer can be a
 # JSON 413; this much further, Tornado cuts the connection instead.
 CHUNKED_SLACK = 1024**2
+
+
+def pushed_json(sample: Sample) -> dict[str, Any]:
+    """The answer to one push: its event id, its widget, its time."""
+    return {"id": sample.id, "widget": sample.widget, "ts": format_ts(sample.ts)}
 
 
 def is_json_content_type(header: str) -> bool:
@@ -158,6 +166,58 @@ def json_object(raw: bytes, keys: tuple[str, ...], example: str) -> dict[str, An
     return body
 
 
+def push_widget(widgets: Mapping[str, Widget], widget_id: str) -> Widget:
+    """The widget, if it exists (404) and takes pushes (409)."""
+    widget = widgets.get(widget_id)
+    if widget is None:
+        raise http_error(404, f"unknown widget {quoted(widget_id)}")
+    if widget.source is None:
+        raise http_error(409, f"widget {quoted(widget_id)} is a {widget.view} and takes no values")
+    if not widget.pushed:
+        raise http_error(
+            409, f"widget {quoted(widget_id)} is fed by its {quoted(widget.source.kind)} source, not by pushes"
+        )
+    return widget
+
+
+def accepted(widget: Widget, value: Any) -> Any:
+    """The value as the widget's view stores it, or 400."""
+    try:
+        return accept(widget.view, value, widget.value_map)
+    except ValueRejected as exc:
+        raise bad_request(f"widget {quoted(widget.id)} ({widget.view}): {exc}") from None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SinglePush:
+    """What the body of one push asks for, checked (see single_push)."""
+
+    widget: Widget
+    status: str
+    message: str | None
+    value: Any = None
+    keeps_last: bool = False  # a failure without a value: the widget keeps its last one
+
+
+def single_push(body: dict[str, Any], widget_id: str, widgets: Mapping[str, Widget]) -> SinglePush:
+    """The checks of one push's body (a JSON object of SINGLE_KEYS), after its token and
+    form, in the order of the module docstring: status and message, a value, the widget
+    (404, 409), the value (400)."""
+    status = body.get("status", OK)
+    if status not in STATUSES:
+        got = quoted(status) if isinstance(status, str) else describe(status)
+        raise bad_request(f'status: expected "ok" or "error", got {got}')
+    message = body.get("message")
+    if message is not None and (status != ERROR or not isinstance(message, str)):
+        raise bad_request('message: expected a string, with "status": "error"')
+    if "value" not in body and status == OK:
+        raise bad_request('missing "value": send {"value": ...}')
+    widget = push_widget(widgets, widget_id)
+    if "value" not in body:
+        return SinglePush(widget, status, clean_message(message), keeps_last=True)
+    return SinglePush(widget, status, clean_message(message), accepted(widget, body["value"]))
+
+
 @tornado.web.stream_request_body
 class PushBase(ApiHandler):
     _body: bytearray
@@ -246,52 +306,22 @@ class PushBase(ApiHandler):
         example = '{"values": {"<widget id>": ...}}' if "values" in keys else '{"value": ...}'
         return json_object(bytes(self._body), keys, example)
 
-    def _push_widget(self, widget_id: str):
-        """The widget, if it exists (404) and takes pushes (409)."""
-        widget = self.config.widgets.get(widget_id)
-        if widget is None:
-            raise http_error(404, f"unknown widget {quoted(widget_id)}")
-        if widget.source is None:
-            raise http_error(409, f"widget {quoted(widget_id)} is a {widget.view} and takes no values")
-        if not widget.pushed:
-            raise http_error(
-                409, f"widget {quoted(widget_id)} is fed by its {quoted(widget.source.kind)} source, not by pushes"
-            )
-        return widget
-
-    def _accepted(self, widget, value: Any) -> Any:
-        try:
-            return accept(widget.view, value, widget.value_map)
-        except ValueRejected as exc:
-            raise bad_request(f"widget {quoted(widget.id)} ({widget.view}): {exc}") from None
-
 
 class WidgetPushHandler(PushBase, WidgetHandler):
     """GET /api/widgets/<id> reads (api.py); POST pushes one value."""
 
     async def post(self, widget_id: str) -> None:
         caller = self._check_request_headers()  # the token's name, never the token
-        body = self._json_object(SINGLE_KEYS)
-        status = body.get("status", OK)
-        if status not in STATUSES:
-            got = quoted(status) if isinstance(status, str) else describe(status)
-            raise bad_request(f'status: expected "ok" or "error", got {got}')
-        message = body.get("message")
-        if message is not None and (status != ERROR or not isinstance(message, str)):
-            raise bad_request('message: expected a string, with "status": "error"')
-        if "value" not in body and status == OK:
-            raise bad_request('missing "value": send {"value": ...}')
-        widget = self._push_widget(widget_id)
-        if "value" in body:
-            value = self._accepted(widget, body["value"])
-        else:
+        push = single_push(self._json_object(SINGLE_KEYS), widget_id, self.config.widgets)
+        value = push.value
+        if push.keeps_last:
             # A failure without a value keeps the last one, as a failing ticker does:
             # the page shows it, marked as failing.
-            latest = (await self.runtime.store.shown([widget])).get(widget.id)
+            latest = (await self.runtime.store.shown([push.widget])).get(push.widget.id)
             value = latest.value if latest is not None else None
-        sample = await self.runtime.recorder.record(widget.id, value, status, clean_message(message))
-        log.debug("widget %s pushed by token %s: event %d", widget.id, caller, sample.id)
-        self.write_json({"id": sample.id, "widget": sample.widget, "ts": format_ts(sample.ts)})
+        sample = await self.runtime.recorder.record(push.widget.id, value, push.status, push.message)
+        log.debug("widget %s pushed by token %s: event %d", push.widget.id, caller, sample.id)
+        self.write_json(pushed_json(sample))
 
 
 class WidgetsPushHandler(PushBase, WidgetsHandler):
@@ -313,10 +343,8 @@ class WidgetsPushHandler(PushBase, WidgetsHandler):
             if widget is None:
                 raise http_error(404, f"unknown widget {quoted(widget_id)}")
         for widget_id in widgets:
-            self._push_widget(widget_id)
-        items = [
-            (widget_id, self._accepted(widget, values[widget_id]), OK, None) for widget_id, widget in widgets.items()
-        ]
+            push_widget(self.config.widgets, widget_id)
+        items = [(widget_id, accepted(widget, values[widget_id]), OK, None) for widget_id, widget in widgets.items()]
         samples = await self.runtime.recorder.record_many(items)
         log.debug("widgets %s pushed by token %s", ", ".join(widgets), caller)
         self.write_json({"ids": {s.widget: s.id for s in samples}, "ts": format_ts(samples[0].ts)})

@@ -8,6 +8,7 @@ executed), so the policy needs no 'unsafe-inline' anywhere.
 
 from __future__ import annotations
 
+from typing import Protocol
 from urllib.parse import unquote_plus
 
 import tornado.web
@@ -38,12 +39,20 @@ def frame_options(frame_ancestors: tuple[str, ...]) -> str | None:
     return None
 
 
-def set_common_headers(handler: tornado.web.RequestHandler) -> None:
+class HeaderSetter(Protocol):
+    """A handler, or what stands for one where an answer is made without it."""
+
+    def set_header(self, name: str, value: str) -> None: ...
+
+    def clear_header(self, name: str) -> None: ...
+
+
+def set_common_headers(handler: HeaderSetter) -> None:
     handler.set_header("X-Content-Type-Options", "nosniff")
     handler.set_header("Referrer-Policy", "no-referrer")
 
 
-def set_page_headers(handler: tornado.web.RequestHandler, frame_ancestors: tuple[str, ...]) -> None:
+def set_page_headers(handler: HeaderSetter, frame_ancestors: tuple[str, ...]) -> None:
     set_common_headers(handler)
     handler.set_header("Content-Security-Policy", content_security_policy(frame_ancestors))
     options = frame_options(frame_ancestors)
