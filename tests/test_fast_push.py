@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import socket
 import sqlite3
 from dataclasses import dataclass
@@ -432,3 +433,32 @@ def test_a_client_gone_before_its_answer_leaves_its_push_stored_and_the_server_w
     assert_alike(fast, slow, fast_stored, slow_stored)
     assert [s.value for s in io_loop.run_sync(lambda: store.history("a"))][-3:] == [9, 10, 10]
     assert io_loop.run_sync(store.last_id) == before + 3
+
+
+def test_pipelined_pushes_on_one_connection_are_answered_in_order_whichever_path_takes_them(pair, io_loop):
+    keep = [AUTH, JSON]
+    requests = [
+        push_request("/api/widgets/a", keep, b'{"value": 1}', version="HTTP/1.0").replace(
+            b"HTTP/1.0\r\n", b"HTTP/1.1\r\n"
+        ),  # HTTP/1.1 without Connection: close
+        push_request("/api/widgets/a", keep, b'{"value": "text"}', version="HTTP/1.0").replace(
+            b"HTTP/1.0\r\n", b"HTTP/1.1\r\n"
+        ),
+        push_request("/api/widgets/a?q=1", keep, b'{"value": 3}'),  # the handler's, then closed
+    ]
+
+    def send_all(port) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"".join(requests))  # all at once, before any answer
+            received = b""
+            while chunk := sock.recv(65536):
+                received += chunk
+        return received
+
+    for port in (pair.ports["fast"], pair.ports["slow"]):
+        received = io_loop.run_sync(lambda port=port: asyncio.get_running_loop().run_in_executor(None, send_all, port))
+        statuses = re.findall(rb"HTTP/1\.1 \d{3} [A-Za-z ]+\r\n", received)  # each answer's status line
+        assert statuses == [b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 400 Bad Request\r\n", b"HTTP/1.1 200 OK\r\n"]
+    assert pair.apps["fast"].fast_pushes == 1
+    history = io_loop.run_sync(lambda: pair.server.runtime.store.history("a"))
+    assert [s.value for s in history] == [1, 3, 1, 3]
