@@ -2,7 +2,10 @@
 picked by path, every failure with its message, and a value (then a failure,
 then the recovery) reaching an open stream through the real dashboard server."""
 
+import asyncio
+import gzip
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -12,11 +15,14 @@ import tornado.web
 from tornado.httpclient import AsyncHTTPClient
 
 from dashboard.config import ConfigError, load_config
-from dashboard.sources import SourceError
+from dashboard.sources import SourceError, build_source
 from dashboard.sources.http_json import MAX_BODY, JsonPath
+from dashboard.sources.scheduler import Scheduler
+from dashboard.storage.recorder import Recorder
+from dashboard.storage.store import Store
 from tests.configs import dashboard, loopback_server, one_widget, widget
-from tests.helpers import StreamClient, build_widget_source, data, wait_until
-from tests.peers import refused_url, serving
+from tests.helpers import StreamClient, build_widget_source, data, wait_until, write_config
+from tests.peers import RawPeer, refused_url, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -456,3 +462,146 @@ def test_the_bundled_config_checks_clean(bundled_config):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("config.toml: ok")
+
+
+# --- hostile upstreams -------------------------------------------------------------
+
+BOMB = gzip.compress(bytes(256 * 1024 * 1024), 9)  # 256 MiB of zeros in about 250 KB
+GOOD = b'{"rates": {"EUR": 0.92}}'
+
+
+def answer(*pieces: bytes, hang: bool = False):
+    async def write(_head):
+        for piece in pieces:
+            yield piece
+        if hang:
+            await asyncio.Event().wait()
+
+    return write
+
+
+async def endless_chunks(_head):
+    yield b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    while True:
+        yield b"10000\r\n" + b" " * 0x10000 + b"\r\n"
+
+
+async def endless_headers(_head):
+    yield b"HTTP/1.1 200 OK\r\n"
+    while True:
+        yield b"X-Padding: " + b"a" * 1000 + b"\r\n"
+
+
+async def drip(_head):
+    yield b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
+    while True:
+        yield b" "
+        await asyncio.sleep(0.2)
+
+
+HOSTILE = {
+    "/good": answer(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(GOOD) + GOOD),
+    "/announced": answer(b"HTTP/1.1 200 OK\r\nContent-Length: 104857600\r\n\r\n{", hang=True),
+    "/endless": endless_chunks,
+    "/bomb": answer(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(BOMB) + BOMB),
+    "/headers": endless_headers,
+    "/drip": drip,
+    "/ftp": answer(b"HTTP/1.1 302 Found\r\nLocation: ftp://127.0.0.1/rates\r\nContent-Length: 0\r\n\r\n"),
+    "/loop": answer(b"HTTP/1.1 302 Found\r\nLocation: /loop\r\nContent-Length: 0\r\n\r\n"),
+    "/latin1": answer(b'HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n{"a": "caf\xe9"}'),
+}
+
+# (path, the message: {url} is the URL as shown)
+HOSTILE_ANSWERS = [
+    ("/announced", "response from {url} is too large (more than 8 MiB)"),
+    ("/endless", "response from {url} is too large (more than 8 MiB)"),
+    ("/bomb", "response from {url} is too large (more than 8 MiB)"),
+    ("/headers", "response headers from {url} are larger than 64 KiB"),
+    ("/drip", "timed out after 1s waiting for {url}"),
+    ("/ftp", "{url} redirected to a URL that is not http:// or https://"),
+    ("/loop", "HTTP 302 from {url}"),
+    (
+        "/latin1",
+        "invalid JSON from {url}: 'utf-8' codec can't decode byte 0xe9 in position 10: invalid continuation byte",
+    ),
+]
+
+
+NOT_CHECKED = ("/ftp", "/loop", "/latin1")  # a check follows no redirect and reads no JSON
+HOSTILE_CASES = [
+    (kind, path, message)
+    for path, message in HOSTILE_ANSWERS
+    for kind in ("http_json", "prometheus", "http_check")
+    if not (kind == "http_check" and path in NOT_CHECKED)
+]
+
+
+@pytest.mark.parametrize("kind, path, message", HOSTILE_CASES, ids=[f"{k}:{p}" for k, p, _ in HOSTILE_CASES])
+@pytest.mark.gen_test(timeout=30)
+async def test_a_hostile_upstream_is_refused_in_time_with_its_reason_and_the_next_good_answer_is_read(
+    tmp_path, kind, path, message
+):
+    """The upstream announces or streams more than any value, bombs gzip, sends headers
+    without end, drips, redirects away or in circles, or sends bytes that are not UTF-8:
+    the fetch ends within the widget's timeout with one clear reason, and the same
+    source then reads a good answer."""
+    async with RawPeer({**HOSTILE, **{f"{path}/api/v1/query": write for path, write in HOSTILE.items()}}) as peer:
+        view, extra, good = {
+            "http_json": ("number", {"path": "rates.EUR"}, 0.92),
+            "prometheus": ("number", {"query": "up"}, None),
+            "http_check": ("status", {}, {"state": "ok", "code": 200}),
+        }[kind]
+        suffix = "/api/v1/query" if kind == "prometheus" else ""
+        if kind == "prometheus" and path in ("/latin1", "/loop"):
+            message = f"HTTP {'200' if path == '/latin1' else '302'} from {{url}}, not Prometheus's JSON"
+        if kind == "http_check":
+            message = message.replace("after 1s", "after 0.9s")  # a check takes 90% of the widget's timeout
+
+        def build(at: str):
+            options = {"kind": kind, "url": peer.url(at), **extra}
+            return build_widget_source(tmp_path, one_widget("w", view, options, timeout="1s"), "w")
+
+        source = build(path)
+        started = asyncio.get_running_loop().time()
+        try:
+            if kind == "http_check":
+                result = await source.fetch()
+                assert result == {"state": "down", "detail": message.format(url=peer.url(path))}
+            else:
+                with pytest.raises(SourceError) as info:
+                    await source.fetch()
+                assert str(info.value) == message.format(url=peer.url(path + suffix))
+            assert asyncio.get_running_loop().time() - started < 1.0
+            if good is not None:  # the same client, a sound upstream: a value again
+                source.url = peer.url("/good")
+                fetched = await source.fetch()
+                assert fetched == good if kind != "http_check" else fetched.items() >= good.items()
+        finally:
+            await source.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_slow_upstream_times_out_through_the_scheduler_with_one_line_and_no_traceback(tmp_path, caplog):
+    """Tornado's own timer ends the request before the scheduler gives up on it: had the
+    scheduler cancelled the fetch first, Tornado would log a traceback on every run."""
+    caplog.set_level(logging.INFO)
+    async with RawPeer(HOSTILE) as peer:
+        text = one_widget("w", "number", {"kind": "http_json", "url": peer.url("/drip")}, timeout="1s")
+        text = '[storage]\nurl = "sqlite+aiosqlite:///data/test.db"\n\n' + text
+        config = load_config(write_config(tmp_path, text))
+        store = Store(config.storage.url)
+        await store.open()
+        source = build_source(config, config.widgets["w"])
+        scheduler = Scheduler(config.widgets, {"w": source}, Recorder(store, lambda samples: None))
+        try:
+            for _ in range(2):
+                await scheduler.run_once(config.widgets["w"], source)
+            await wait_until(lambda: peer.closed == 2, timeout=5, message="both requests closed")
+        finally:
+            await scheduler.stop()
+            await store.close()
+    assert scheduler.states["w"].message == f"timed out after 1s waiting for {peer.url('/drip')}"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        f"widget w failing: timed out after 1s waiting for {peer.url('/drip')}"
+    ]
+    assert not [r for r in caplog.records if r.exc_info]

@@ -14,11 +14,20 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
+from tornado.iostream import UnsatisfiableReadError
+from tornado.simple_httpclient import HTTPStreamClosedError
 
 from ..core.views import as_number
 from . import SourceError
 
-MAX_BODY = 8 * 1024 * 1024
+MAX_BODY = 8 * 1024 * 1024  # of the body, after any gzip is undone
+MAX_HEAD = 64 * 1024
+PIECE = 64 * 1024  # the most Tornado hands on at once of a body it decompresses
+# The request's own timeout is a little shorter than the widget's, so that a slow
+# upstream is timed out by Tornado (a SourceError that names the URL) before the
+# scheduler cancels the fetch: Tornado's timer would then fire on the cancelled
+# fetch and log a traceback each time.
+REQUEST_SHARE = 0.9
 _INDEX = re.compile(r"0|[1-9][0-9]*")
 
 
@@ -69,6 +78,10 @@ async def fetch_answer(
         return await client.fetch(request)
     except BodyTooLarge as exc:
         raise SourceError(f"response from {shown_url(url)} is too large ({exc})") from None
+    except UnsatisfiableReadError:
+        raise SourceError(f"response headers from {shown_url(url)} are larger than {MAX_HEAD // 1024} KiB") from None
+    except ValueError:  # Tornado's "Unsupported url scheme": the URL itself was checked when the config was read
+        raise SourceError(f"{shown_url(url)} redirected to a URL that is not http:// or https://") from None
     except (HTTPClientError, OSError) as exc:
         raise SourceError(describe_failure(exc, url, timeout)) from None
 
@@ -101,26 +114,32 @@ class HttpClient:
         self._client: AsyncHTTPClient | None = None
 
     async def fetch(self, request: HTTPRequest) -> tuple[HTTPResponse, bytes]:
-        """The response and at most MAX_BODY bytes of its body; BodyTooLarge beyond that.
+        """The response and its body; BodyTooLarge past MAX_BODY bytes (counted after gzip).
         Raises what Tornado raises when no response arrived (timeouts, OSError)."""
         if self._client is None:
-            self._client = AsyncHTTPClient(force_instance=True)
+            # Tornado stops reading at these limits, and stops decompressing a gzip bomb.
+            self._client = AsyncHTTPClient(force_instance=True, max_body_size=MAX_BODY, max_header_size=MAX_HEAD)
         body = bytearray()
-        overflow = False
+        announced = 0
 
-        # A body over the limit is read to its end (or the timeout) but not kept:
-        # raising here instead would make Tornado log a traceback and say "closed".
-        def keep(chunk: bytes) -> None:
-            nonlocal overflow
-            if len(body) + len(chunk) > MAX_BODY:
-                overflow = True
-            elif not overflow:
-                body.extend(chunk)
+        def length(line: str) -> None:
+            nonlocal announced
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length" and value.strip().isdigit():
+                announced = int(value)
 
-        request.streaming_callback = keep
-        response = await self._client.fetch(request, raise_error=False)
-        if overflow:
-            raise BodyTooLarge(f"more than {MAX_BODY // (1024 * 1024)} MiB")
+        # Tornado refuses a body over its limit by closing the connection, saying only
+        # "Connection closed" (raising in the callback instead would make it log a
+        # traceback): a body announced too large, or one that was close to the limit
+        # when it was cut, is what that refusal was.
+        request.streaming_callback = body.extend
+        request.header_callback = length
+        try:
+            response = await self._client.fetch(request, raise_error=False)
+        except HTTPStreamClosedError:
+            if announced > MAX_BODY or len(body) + PIECE > MAX_BODY:
+                raise BodyTooLarge(f"more than {MAX_BODY // (1024 * 1024)} MiB") from None
+            raise
         return response, bytes(body)
 
     async def close(self) -> None:
@@ -239,8 +258,8 @@ class HttpJson:
             method="GET" if self.body is None else "POST",
             headers=headers,
             body=self.body,
-            connect_timeout=self.timeout,
-            request_timeout=self.timeout,
+            connect_timeout=self.timeout * REQUEST_SHARE,
+            request_timeout=self.timeout * REQUEST_SHARE,
         )
         response, body = await fetch_answer(self.client, request, self.url, self.timeout)
         if not 200 <= response.code < 300:

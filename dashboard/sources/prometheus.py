@@ -21,7 +21,7 @@ from tornado.httpclient import HTTPRequest
 
 from ..core.views import number_from_text
 from . import SourceError
-from .http_json import HttpClient, fetch_answer, read_headers, read_url, shown_url
+from .http_json import REQUEST_SHARE, HttpClient, fetch_answer, read_headers, read_url, shown_url
 
 
 class PrometheusQuery:
@@ -62,8 +62,8 @@ class PrometheusQuery:
         request = HTTPRequest(
             f"{self.endpoint}?{arguments}",
             headers=self.headers,
-            connect_timeout=self.timeout,
-            request_timeout=self.timeout,
+            connect_timeout=self.timeout * REQUEST_SHARE,
+            request_timeout=self.timeout * REQUEST_SHARE,
         )
         response, body = await fetch_answer(self.client, request, self.endpoint, self.timeout)
         try:
