@@ -15,7 +15,7 @@ from dashboard.sources.http_json import JsonPath
 from dashboard.sources.sse import SseSource
 from tests.configs import one_widget, table
 from tests.helpers import BASE_CONFIG, build_widget_source, wait_until
-from tests.peers import self_signed_certificate, serving
+from tests.peers import RawPeer, self_signed_certificate, serving
 
 
 def event(value, *, name: str | None = None, id: int | str | None = None) -> bytes:
@@ -519,3 +519,36 @@ def test_defaults(tmp_path):
     assert (connection.connect_timeout, source.reconnect_delay) == (5.0, 5.0)  # the widget's timeout and every
     silent = build(tmp_path, '{ kind = "sse", url = "http://h/e", idle_timeout = "0s" }')
     assert silent.connection.idle_timeout is None
+
+
+# --- hostile upstreams -------------------------------------------------------------------------
+
+SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+
+
+async def endless_line(_head):
+    yield SSE_HEAD + b'data: {"value": 1}\n\n'
+    yield b"data: "
+    while True:
+        yield b"x" * 65536
+
+
+async def endless_event(_head):
+    yield SSE_HEAD + b'data: {"value": 1}\n\n'
+    while True:
+        yield b"data: " + b"x" * 1000 + b"\n"  # lines end, the event never does
+
+
+@pytest.mark.parametrize("answer", [endless_line, endless_event], ids=["a line without end", "an event without end"])
+@pytest.mark.gen_test(timeout=30)
+async def test_an_event_without_end_is_refused_past_1_mib(tmp_path, answer):
+    """Memory stays bounded: the source gives up on the event at 1 MiB, and says so
+    (a quiet reconnect would only read the same again)."""
+    async with RawPeer({"/events": answer}) as peer:
+        source = build(tmp_path, f'{{ kind = "sse", url = "{peer.url("/events")}", format = "json" }}', "text")
+        running = Running(source)
+        with pytest.raises(SourceError) as caught:
+            await asyncio.wait_for(source.stream(running.emit), 10)
+        assert str(caught.value) == f"an event from {peer.url('/events')} is larger than 1 MiB"
+        assert running.values == [{"value": 1}]
+        await wait_until(lambda: peer.closed == 1, timeout=5, message="the connection closed")

@@ -131,6 +131,15 @@ class Decoder:
         self._partial: list[str] = []  # pieces of the unterminated last line
         self._data: list[str] = []  # the data buffer, one item per data field
         self._event_type = ""
+        self._partial_size = 0
+        self._data_size = 0
+
+    @property
+    def pending(self) -> int:
+        """Characters held for an event not yet dispatched: its data so far and the
+        unterminated last line. A reader bounds it against an upstream that never ends
+        a line or an event."""
+        return self._partial_size + self._data_size
 
     def feed(self, chunk: bytes) -> list[Event]:
         text = self._utf8.decode(chunk)
@@ -149,6 +158,7 @@ class Decoder:
             # costs linear, not quadratic, time.
             if text:
                 self._partial.append(text)
+                self._partial_size += len(text)
             return []
         lines = _LINE_END.split(text)
         if self._partial:
@@ -156,6 +166,7 @@ class Decoder:
             lines[0] = "".join(self._partial)
         tail = lines.pop()
         self._partial = [tail] if tail else []
+        self._partial_size = len(tail)
         self._after_cr = text[-1] == "\r"
         return self._process(lines)
 
@@ -165,6 +176,7 @@ class Decoder:
         self._utf8.reset()  # drops any half-received UTF-8 sequence
         self._partial = []
         self._data = []
+        self._partial_size = self._data_size = 0
         self._event_type = ""
         self._after_cr = False
         return []
@@ -186,6 +198,7 @@ class Decoder:
     def _field(self, name: str, value: str) -> None:
         if name == "data":
             self._data.append(value)
+            self._data_size += len(value) + 1
         elif name == "event":
             self._event_type = value
         elif name == "id":
@@ -199,6 +212,7 @@ class Decoder:
 
     def _dispatch(self) -> Event | None:
         data, self._data = self._data, []
+        self._data_size = 0
         event_type, self._event_type = self._event_type, ""
         if not data:  # the data buffer is empty: reset, fire nothing
             return None

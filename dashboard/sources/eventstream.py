@@ -51,6 +51,7 @@ MAX_REDIRECTS = 5
 MIN_RETRY = 0.1  # seconds: "retry: 0" from a broken upstream must not spin
 HEAD_LIMIT = 65536
 PIECE = 65536
+MAX_EVENT = 1024 * 1024  # characters of one event, its lines not yet ended included
 # Headers set per connection, never by the caller.
 MANAGED_HEADERS = ("host", "last-event-id", "connection", "content-length", "transfer-encoding")
 
@@ -249,6 +250,10 @@ class EventStream:
                 for event in decoder.feed(piece):
                     self.last_event_id = event.last_event_id
                     await on_event(event)
+                if decoder.pending > MAX_EVENT:
+                    # A line or an event without end: no value is that large (and memory
+                    # must stay bounded); the widget says so, not a quiet reconnect.
+                    raise SourceError(f"an event from {shown_url(url)} is larger than {MAX_EVENT // (1024 * 1024)} MiB")
                 if decoder.retry is not None:
                     self.retry_delay = max(decoder.retry / 1000, MIN_RETRY)
         except TimeoutError:
