@@ -285,3 +285,19 @@ def test_without_aiomqtt_the_config_says_what_to_install(tmp_path, monkeypatch):
     assert str(caught.value).endswith(
         'widgets.m.source.kind: the mqtt source needs aiomqtt: pip install "dashboard[mqtt]"'
     )
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_message_of_megabytes_is_refused_unread_and_the_next_one_is_read(tmp_path):
+    topic = unique_topic()
+    source = build(tmp_path, f'{{ kind = "mqtt", topic = "{topic}", format = "json" }}')
+    async with Streaming(source, topic) as received:
+        await publish(topic, "1", retain=True)
+        await received.count(1)
+        await publish(topic, b"[" + b"1," * (4 * 1024 * 1024) + b"1]")  # 8 MiB of JSON
+        await publish(topic, "2")
+        values = await received.count(3)
+    assert values[0] == 1
+    assert isinstance(values[1], SourceError)
+    assert str(values[1]) == f"a message of {8 * 1024 * 1024 + 3} bytes: at most 1 MiB is read"
+    assert values[2] == 2

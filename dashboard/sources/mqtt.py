@@ -22,11 +22,16 @@ from .http_json import JsonPath, read_path
 from .sse import parse_json
 
 FORMATS = ("auto", "number", "json", "text")
+# No value is larger (the value gate takes 256 KiB as JSON): a larger message is
+# refused before it is decoded and parsed, which would take several times its size.
+MAX_PAYLOAD = 1024 * 1024
 
 
 def parse_payload(payload: bytes, format: str, path: JsonPath) -> Any:
     """The value a message carries. "auto": JSON when it parses (a bare 21.5 is
     JSON), else the text."""
+    if len(payload) > MAX_PAYLOAD:
+        raise SourceError(f"a message of {len(payload)} bytes: at most {MAX_PAYLOAD // (1024 * 1024)} MiB is read")
     try:
         text = bytes(payload).decode("utf-8")
     except UnicodeDecodeError:
