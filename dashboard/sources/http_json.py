@@ -80,7 +80,9 @@ async def fetch_answer(
         raise SourceError(f"response from {shown_url(url)} is too large ({exc})") from None
     except UnsatisfiableReadError:
         raise SourceError(f"response headers from {shown_url(url)} are larger than {MAX_HEAD // 1024} KiB") from None
-    except ValueError:  # Tornado's "Unsupported url scheme": the URL itself was checked when the config was read
+    except ValueError as exc:
+        if "url scheme" not in str(exc):  # Tornado's "Unsupported url scheme", of a redirect only:
+            raise  # the URL itself was checked when the config was read
         raise SourceError(f"{shown_url(url)} redirected to a URL that is not http:// or https://") from None
     except (HTTPClientError, OSError) as exc:
         raise SourceError(describe_failure(exc, url, timeout)) from None
