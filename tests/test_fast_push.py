@@ -462,3 +462,50 @@ def test_pipelined_pushes_on_one_connection_are_answered_in_order_whichever_path
     assert pair.apps["fast"].fast_pushes == 1
     history = io_loop.run_sync(lambda: pair.server.runtime.store.history("a"))
     assert [s.value for s in history] == [1, 3, 1, 3]
+
+
+# -- connections that close -----------------------------------------------------------------
+
+
+def sent_and_closed(port: int, request: bytes) -> None:
+    """Send the request's bytes and close at once, as a script that fires and forgets."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+
+
+def access_lines(caplog) -> list[str]:
+    return [r.getMessage().rsplit(" ", 1)[0] for r in caplog.records if r.name == "tornado.access"]
+
+
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        (b'{"status": "error", "message": "down"}', 200),  # keeps the last value: always the handler's
+        (b'{"value": "text"}', 400),
+    ],
+)
+def test_a_push_handed_over_after_its_client_closed_is_answered_stored_and_logged_as_by_the_handler(
+    pair, io_loop, caplog, body, status
+):
+    # The body is whole when the client goes: the handler takes it, stores it if it is
+    # good, and writes its access line (its answer goes nowhere), whichever path hands it.
+    request = push_request("/api/widgets/a", [AUTH, JSON], body)
+    store = pair.server.runtime.store
+    stored = {"fast": 0, "slow": 0}
+    with caplog.at_level(logging.INFO):
+        for name in ["fast", "slow"] * 3:  # the close meets the handover at one moment or another
+            before = io_loop.run_sync(store.last_id)
+            caplog.clear()
+            io_loop.run_sync(
+                lambda name=name: asyncio.get_running_loop().run_in_executor(
+                    None, sent_and_closed, pair.ports[name], request
+                )
+            )
+            io_loop.run_sync(
+                lambda name=name: wait_until(lambda: access_lines(caplog), timeout=5, message=f"the {name} access line")
+            )
+            io_loop.run_sync(pair.server.runtime.recorder.idle)
+            assert access_lines(caplog) == [f"{status} POST /api/widgets/a (127.0.0.1)"], name
+            assert not [r for r in caplog.records if r.levelno >= logging.WARNING], name
+            stored[name] += io_loop.run_sync(store.last_id) - before
+    assert stored == {"fast": 3 * (status == 200), "slow": 3 * (status == 200)}

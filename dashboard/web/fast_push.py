@@ -245,8 +245,20 @@ class FastPush(tornado.httputil.HTTPMessageDelegate):
 
     async def _replay(self) -> None:
         delegate = self.fallback = self.handler()
+        connection = self.request.connection
+        assert isinstance(connection, HTTP1Connection)
+        closed = False
+
+        def held() -> None:
+            nonlocal closed
+            closed = True
+
         try:
             prepared = delegate.headers_received(self.start_line, self.request.headers)
+            # The handler, made there, asked to hear when the connection closes: it does not
+            # before it has the whole body, read before any close (as on the handler path,
+            # where a close would otherwise fail the body's future and lose the push).
+            connection.set_close_callback(held)
             if prepared is not None:
                 await prepared
             if self.body:
@@ -254,6 +266,10 @@ class FastPush(tornado.httputil.HTTPMessageDelegate):
                 if received is not None:
                     await received
             delegate.finish()
+            if closed:
+                delegate.on_connection_close()
+            else:
+                connection.set_close_callback(delegate.on_connection_close)
         except Exception:
             app_log.exception("a push could not be handed to its handler")
             connection = self.request.connection
