@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from dashboard.config import load_config
 from dashboard.service.connections import ConnectionLimits, GuardedHTTPServer
 from dashboard.storage.store import sqlite_file
 from dashboard.web.app import make_app, own_body_limit
@@ -509,3 +510,33 @@ def test_a_push_handed_over_after_its_client_closed_is_answered_stored_and_logge
             assert not [r for r in caplog.records if r.levelno >= logging.WARNING], name
             stored[name] += io_loop.run_sync(store.last_id) - before
     assert stored == {"fast": 3 * (status == 200), "slow": 3 * (status == 200)}
+
+
+def test_a_reload_while_pushes_wait_for_their_commit_leaves_both_answers_alike(pair, io_loop):
+    # The handler's page headers are those of the config its request came in under.
+    server = pair.server
+    path = server.config_path
+    server.server.config_loader = lambda: load_config(path)
+    recorder = server.runtime.recorder
+    other = sqlite3.connect(sqlite_file(server.runtime.config.storage.url), isolation_level=None)
+    request = push_request("/api/widgets/a", [AUTH, JSON], b'{"value": 5}')
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        answers = [loop.run_in_executor(None, exchange, pair.ports[name], request) for name in ("fast", "slow")]
+        # One push commits (and waits for the lock), the other waits for the next commit.
+        await wait_until(lambda: recorder._writer is not None and len(recorder._waiting) == 1, timeout=5)
+        path.write_text(CONFIG.replace("[server]\n", "[server]\nframe_ancestors = [\"'none'\"]\n"))
+        assert await server.server.reload()
+        other.execute("COMMIT")
+        return await asyncio.gather(*answers)
+
+    try:
+        other.execute("BEGIN IMMEDIATE")  # the write lock, held until the config is reloaded
+        fast, slow = io_loop.run_sync(go)
+    finally:
+        other.close()
+    assert server.runtime.config.server.frame_ancestors == ("'none'",)
+    assert ("X-Frame-Options", "SAMEORIGIN") in slow.headers  # the config the request came in under
+    assert fast.normalised() == slow.normalised()
+    assert pair.apps["fast"].fast_pushes == 1

@@ -141,6 +141,7 @@ class FastPush(tornado.httputil.HTTPMessageDelegate):
         self.start_line: Any = None
         self.body = b""
         self.caller = ""
+        self.frame_ancestors: tuple[str, ...] = ()
         self._replaying: asyncio.Future[None] | None = None
 
     # -- the delegate ------------------------------------------------------------------------
@@ -150,6 +151,9 @@ class FastPush(tornado.httputil.HTTPMessageDelegate):
         if not self._plain(headers):
             self.fallback = self.handler()
             return self.fallback.headers_received(start_line, headers)
+        # The handler sets its page headers as it is made, from the head's config (a reload
+        # may come before the answer).
+        self.frame_ancestors = self.runtime.config.server.frame_ancestors
         # [server] max_body is for every other request; a push has a limit of its own.
         connection = self.request.connection
         assert isinstance(connection, HTTP1Connection)  # the server speaks HTTP/1.x only
@@ -221,7 +225,7 @@ class FastPush(tornado.httputil.HTTPMessageDelegate):
         log.debug("widget %s pushed by token %s: event %d", sample.widget, self.caller, sample.id)
         body = _JSON_ANSWER.encode(pushed_json(sample)).encode("ascii")
         config = self.runtime.config
-        headers = self.app.answer_headers(config.server.frame_ancestors, len(body))
+        headers = self.app.answer_headers(self.frame_ancestors, len(body))
         connection = self.request.connection
         assert connection is not None
         connection.write_headers(_OK, headers, body)
