@@ -540,3 +540,26 @@ def test_a_reload_while_pushes_wait_for_their_commit_leaves_both_answers_alike(p
     assert ("X-Frame-Options", "SAMEORIGIN") in slow.headers  # the config the request came in under
     assert fast.normalised() == slow.normalised()
     assert pair.apps["fast"].fast_pushes == 1
+
+
+def test_a_push_the_database_refuses_takes_one_token_of_its_rate_on_either_path(listeners, io_loop):
+    pair = listeners(SLOW_CONFIG)  # two pushes at once, then one per three seconds
+    other = sqlite3.connect(sqlite_file(pair.server.runtime.config.storage.url), isolation_level=None)
+    request = push_request("/api/widgets/a", [AUTH, JSON], b'{"value": 1}')
+
+    async def answers():
+        loop = asyncio.get_running_loop()
+        return [await loop.run_in_executor(None, exchange, pair.ports[name], request) for name in ("fast", "slow")]
+
+    try:
+        other.execute("ALTER TABLE samples RENAME TO samples_away")  # every insert now fails
+        fast, slow = io_loop.run_sync(answers)
+        assert fast.normalised() == slow.normalised()
+        assert fast.status_line.startswith(b"HTTP/1.1 500")
+    finally:
+        other.execute("ALTER TABLE samples_away RENAME TO samples")
+        other.close()
+    # The refused push took one token on each path: one is left for the next push.
+    fast, slow, fast_stored, slow_stored = io_loop.run_sync(lambda: pair.both(request))
+    assert_alike(fast, slow, fast_stored, slow_stored)
+    assert fast.status_line == b"HTTP/1.1 200 OK"

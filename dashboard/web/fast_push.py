@@ -219,7 +219,10 @@ class FastPush(tornado.httputil.HTTPMessageDelegate):
 
     def _stored(self, stored: asyncio.Future[Any]) -> None:
         if stored.cancelled() or stored.exception() is not None:
-            self._hand_over()  # nothing was stored: the handler tries again and answers
+            # Nothing was stored: the handler tries again and answers, and takes the rate
+            # (once per push, as on the handler path).
+            self.app.push_limiter.give_back(self.caller)
+            self._hand_over()
             return
         (sample,) = stored.result()
         log.debug("widget %s pushed by token %s: event %d", sample.widget, self.caller, sample.id)

@@ -58,6 +58,13 @@ class RateLimiter:
             bucket = self.buckets[key] = TokenBucket(rate, burst, now)
         return bucket.take(now)
 
+    def give_back(self, key: str) -> None:
+        """Undo the last take() that let `key` go (its request is handed to another
+        check that takes it again): as if it had not been taken."""
+        bucket = self.buckets.get(key)
+        if bucket is not None:
+            bucket.tokens = min(float(bucket.burst), bucket.tokens + 1.0)
+
     def _forget_full(self, now: float) -> None:
         for key in [k for k, b in self.buckets.items() if b.full(now)]:
             del self.buckets[key]
