@@ -563,3 +563,28 @@ def test_a_push_the_database_refuses_takes_one_token_of_its_rate_on_either_path(
     fast, slow, fast_stored, slow_stored = io_loop.run_sync(lambda: pair.both(request))
     assert_alike(fast, slow, fast_stored, slow_stored)
     assert fast.status_line == b"HTTP/1.1 200 OK"
+
+
+# -- heads and limits Tornado reads its own way ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "lengths", [["12, 12"], ["12,12"], ["0012"], ["12", "12"], ["12", "13"], ["+12"], ["12 , 12"], ["0" * 30 + "12"]]
+)
+def test_odd_content_lengths_are_read_and_answered_alike(pair, io_loop, lengths):
+    head = ["POST /api/widgets/a HTTP/1.1", "Host: 127.0.0.1", f"Authorization: Bearer {TOKEN}"]
+    head += ["Content-Type: application/json", *(f"Content-Length: {n}" for n in lengths), "Connection: close"]
+    request = ("\r\n".join(head) + "\r\n\r\n").encode() + b'{"value": 1}'  # 12 bytes
+    assert_alike(*io_loop.run_sync(lambda: pair.both(request)))
+
+
+@pytest.mark.parametrize("api_limit, server_limit", [("4KiB", "2KiB"), ("2KiB", "4KiB")])
+def test_bodies_about_either_limit_are_answered_alike(listeners, io_loop, api_limit, server_limit):
+    config = CONFIG.replace(f'max_body = "{MAX_BODY // 1024}KiB"', f'max_body = "{api_limit}"')
+    pair = listeners(config.replace("[server]\n", f'[server]\nmax_body = "{server_limit}"\n'))
+    for size in (3000, 4096, 4097):
+        body = b'{"value": "' + b"x" * (size - 13) + b'"}'
+        for expect in ([], [("Expect", "100-continue")]):
+            request = push_request("/api/widgets/b", [AUTH, JSON, *expect], body)
+            assert_alike(*io_loop.run_sync(lambda request=request: pair.both(request)))
+    assert pair.apps["fast"].fast_pushes == (4 if api_limit == "4KiB" else 0)
