@@ -81,7 +81,7 @@ class AlertsApiHandler(ApiHandler):
         dashboards show, as on /api/widgets), unless `required`."""
         if not required and (self.request.headers.get("Authorization") is None or auth.READER in self.viewers):
             return None
-        return push_token_name(self)
+        return push_token_name(self.config.api.tokens, self.request)
 
     def may_see(self, widget: str, token: str | None) -> bool:
         return token is not None or auth.widget_visible(self.config, widget, self.viewers)

@@ -29,7 +29,6 @@ Deliberate oddities, please read before "fixing":
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import time
 from collections.abc import Callable
@@ -41,22 +40,21 @@ import tornado.web
 from tornado.http1connection import HTTP1Connection
 from tornado.log import app_log
 
-from ..core.auth import match_token
-from .base import _JSON_ANSWER, bearer_token, client_ip, log_access
+from .base import _JSON_ANSWER, client_ip, log_access
 from .push import (
     CHUNKED_SLACK,
     SINGLE_KEYS,
     declared_length,
-    is_json_content_type,
     json_object,
+    log,
+    push_token_name,
     pushed_json,
+    require_json,
     single_push,
 )
 from .ratelimit import RateLimiter
 from .runtime import Runtime
 from .security import set_page_headers
-
-log = logging.getLogger("dashboard.push")
 
 # The push route's path, with a widget id as widgets are named: an id that needs
 # percent-decoding (or cannot be a widget's) goes the handler's way, to its 404.
@@ -139,7 +137,7 @@ class FastPush(tornado.httputil.HTTPMessageDelegate):
         self.handler = handler  # the route's own delegate (a RequestHandler's), made on demand
         self.fallback: tornado.httputil.HTTPMessageDelegate | None = None
         self.start_line: Any = None
-        self.body = b""
+        self.body = bytearray()
         self.caller = ""
         self.frame_ancestors: tuple[str, ...] = ()
         self._replaying: asyncio.Future[None] | None = None
@@ -163,7 +161,7 @@ class FastPush(tornado.httputil.HTTPMessageDelegate):
     def data_received(self, chunk: bytes) -> Any:
         if self.fallback is not None:
             return self.fallback.data_received(chunk)
-        self.body += chunk  # one chunk: Content-Length is known and small
+        self.body += chunk  # in pieces of up to 64 KiB, as Tornado reads them
         return None
 
     def finish(self) -> None:
@@ -191,10 +189,9 @@ class FastPush(tornado.httputil.HTTPMessageDelegate):
             return False
         if "Transfer-Encoding" in headers or "Content-Length" not in headers:
             return False
-        if headers.get("Content-Encoding", "identity").strip().lower() != "identity":
-            return False
-        content_type = headers.get("Content-Type")
-        if content_type is None or not is_json_content_type(content_type):
+        try:
+            require_json(headers)
+        except tornado.web.HTTPError:
             return False
         return declared_length(headers) <= api.max_body
 
@@ -202,11 +199,10 @@ class FastPush(tornado.httputil.HTTPMessageDelegate):
         """The push, when everything the handler checks passes; None otherwise."""
         config = self.runtime.config
         api = config.api
-        offered = bearer_token(self.request.headers)
-        name = match_token(api.tokens, offered) if offered is not None else None
-        if name is None or len(self.body) > api.max_body:
-            return None
         try:
+            name = push_token_name(api.tokens, self.request)
+            if len(self.body) > api.max_body:
+                return None
             push = single_push(json_object(self.body, SINGLE_KEYS, ""), self.widget_id, config.widgets)
         except tornado.web.HTTPError:
             return None
@@ -269,7 +265,7 @@ class FastPush(tornado.httputil.HTTPMessageDelegate):
             if prepared is not None:
                 await prepared
             if self.body:
-                received = delegate.data_received(self.body)
+                received = delegate.data_received(bytes(self.body))
                 if received is not None:
                     await received
             delegate.finish()

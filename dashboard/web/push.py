@@ -35,7 +35,7 @@ from ..core.samples import ERROR, OK, Sample, format_ts
 from ..core.values import clean_message
 from ..core.views import ValueRejected, accept
 from .api import ApiHandler, WidgetHandler, WidgetsHandler
-from .base import BaseHandler
+from .base import bearer_token
 from .ratelimit import RateLimiter, retry_after
 
 log = logging.getLogger("dashboard.push")
@@ -116,17 +116,16 @@ def declared_length(headers: tornado.httputil.HTTPHeaders) -> int:
     return int(raw or "0") if len(raw) <= 18 else 10**18  # int() refuses thousands of digits
 
 
-def push_token_name(handler: BaseHandler) -> str:
+def push_token_name(tokens: Mapping[str, str], request: tornado.httputil.HTTPServerRequest) -> str:
     """The name of the push token ([api] tokens) in the request's Authorization header:
     403 while none is configured, 401 without a good one. Every handler that takes push
     tokens (pushes, alerts, silences) asks here, so all answer alike."""
-    tokens = handler.config.api.tokens
     if not tokens:
         raise http_error(403, HOW_TO_ENABLE)
-    if handler.request.headers.get("Authorization") is None:
-        hint = " (not in the URL: URLs are logged)" if handler.request.query else ""
+    if request.headers.get("Authorization") is None:
+        hint = " (not in the URL: URLs are logged)" if request.query else ""
         raise http_error(401, f"missing token: send the header Authorization: Bearer <token>{hint}")
-    offered = handler.bearer_token()
+    offered = bearer_token(request.headers)
     name = match_token(tokens, offered) if offered is not None else None
     if name is None:
         raise http_error(401, "invalid token: expected Authorization: Bearer <token> with a token from [api] tokens")
@@ -145,7 +144,7 @@ def require_json(headers: tornado.httputil.HTTPHeaders) -> None:
         raise http_error(415, f"expected a body without Content-Encoding, got {quoted(encoding)}")
 
 
-def json_object(raw: bytes, keys: tuple[str, ...], example: str) -> dict[str, Any]:
+def json_object(raw: bytes | bytearray, keys: tuple[str, ...], example: str) -> dict[str, Any]:
     """A request body as a JSON object holding only the given keys, or a 400 that says
     what is wrong: not UTF-8, not JSON (NaN and Infinity are not), nested too deeply, not
     an object like `example`, a key not expected."""
@@ -279,7 +278,7 @@ class PushBase(ApiHandler):
 
     def _authorise(self) -> str:
         """The name of the caller's token (see push_token_name), within its rate."""
-        name = push_token_name(self)
+        name = push_token_name(self.config.api.tokens, self.request)
         self._check_rate(name)
         return name
 
@@ -304,7 +303,7 @@ class PushBase(ApiHandler):
         if self._too_large or len(self._body) > self.config.api.max_body:
             raise self._too_large_error()
         example = '{"values": {"<widget id>": ...}}' if "values" in keys else '{"value": ...}'
-        return json_object(bytes(self._body), keys, example)
+        return json_object(self._body, keys, example)
 
 
 class WidgetPushHandler(PushBase, WidgetHandler):
