@@ -16,15 +16,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..config import ConfigError
+from ..core.values import MAX_VALUE_BYTES
 from ..core.views import number_from_text
 from . import SourceError
 from .http_json import JsonPath, read_path
 from .sse import parse_json
 
 FORMATS = ("auto", "number", "json", "text")
-# No value is larger (the value gate takes 256 KiB as JSON): a larger message is
-# refused before it is decoded and parsed, which would take several times its size.
-MAX_PAYLOAD = 1024 * 1024
+# Four times what the value gate takes as JSON (1 MiB): a larger message is refused
+# before it is decoded and parsed, which would take several times its size.
+MAX_PAYLOAD = 4 * MAX_VALUE_BYTES
 
 
 def parse_payload(payload: bytes, format: str, path: JsonPath) -> Any:

@@ -21,7 +21,8 @@ Deliberate oddities, please read before "fixing":
 - The token's rate is taken last, after the checks that cost nothing: a push
   handed over then takes it once, in the handler (one that failed its rate here
   is handed over and usually fails it again there, or goes through if a token
-  came back in between: either answer is right).
+  came back in between: either answer is right). A push whose write fails gives
+  its token back before it is handed over.
 - The answer's headers are those of the handler's answer, in its order, built
   once per config (tests compare the two paths byte for byte).
 """
